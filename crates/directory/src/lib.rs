@@ -1,0 +1,22 @@
+//! The directory: tenants, users, applications, blueprints, service principals, agent
+//! identities, credentials and permissions, stored in SQLite (embedded default) or PostgreSQL
+//! through one schema and one code path.
+
+pub mod audit;
+pub mod builtin;
+pub mod error;
+pub mod model;
+pub mod queries;
+pub mod secrets;
+pub mod store;
+pub mod tenant_file;
+pub mod tokens;
+pub mod keys;
+
+pub use error::DirectoryError;
+pub use store::{Backend, Store};
+
+/// Current Unix time in seconds.
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}

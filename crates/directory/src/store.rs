@@ -1,0 +1,91 @@
+//! Connection to the database, and the migrations that shape it.
+
+use crate::error::{DirectoryError, Result};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions};
+pub use sqlx::AnyConnection;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).finish()
+    }
+}
+
+impl Store {
+    /// Opens the database and applies the embedded migrations.
+    ///
+    /// SQLite runs in WAL mode with `synchronous=NORMAL`, foreign keys on and a 5 s busy
+    /// timeout (sts.md §13); the file is created if missing.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(DirectoryError::UnsupportedUrl(url.to_string()));
+        };
+        let pool = match backend {
+            Backend::Sqlite => {
+                // The Any driver takes only `mode` from the URL; the rest are set per connection.
+                // (foreign_keys=ON and a 5 s busy timeout are the driver's defaults.)
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let any: AnyConnectOptions = format!("{url}{sep}mode=rwc").parse()?;
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::query("PRAGMA journal_mode=WAL").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA synchronous=NORMAL").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA foreign_keys=ON").execute(&mut *conn).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(any.disable_statement_logging())
+                    .await?
+            }
+            Backend::Postgres => {
+                let any: AnyConnectOptions = url.parse()?;
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(any.disable_statement_logging())
+                    .await?
+            }
+        };
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+

@@ -1,0 +1,238 @@
+//! The serde shape of the tenant file. Unknown keys are errors that name their path.
+
+use super::TenantFileError;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantFile {
+    #[serde(default)]
+    pub tenant: TenantSpec,
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
+    #[serde(default)]
+    pub applications: Vec<AppSpec>,
+    #[serde(default)]
+    pub blueprints: Vec<BlueprintSpec>,
+    #[serde(default)]
+    pub grants: Vec<GrantSpec>,
+    #[serde(default)]
+    pub app_role_assignments: Vec<RoleAssignmentSpec>,
+    #[serde(default)]
+    pub trusted_issuers: Vec<TrustedIssuerSpec>,
+    /// Directory of the file, for resolving relative `file:` paths.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantSpec {
+    pub id: Option<uuid::Uuid>,
+    pub domain: Option<String>,
+    pub display_name: Option<String>,
+    pub allow_password_grant: Option<bool>,
+    pub user_consent_allowed: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserSpec {
+    pub name: String,
+    pub upn: String,
+    pub display_name: Option<String>,
+    pub given_name: Option<String>,
+    pub surname: Option<String>,
+    pub mail: Option<String>,
+    pub password: Option<String>,
+    pub password_hash: Option<String>,
+    pub id: Option<uuid::Uuid>,
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretSpec {
+    pub display_name: Option<String>,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateSpec {
+    pub file: Option<PathBuf>,
+    pub pem: Option<String>,
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FicSpec {
+    pub name: String,
+    pub issuer: String,
+    pub subject: String,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppSpec {
+    pub name: String,
+    pub display_name: Option<String>,
+    pub app_id: Option<uuid::Uuid>,
+    #[serde(default)]
+    pub identifier_uris: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub app_roles: Vec<String>,
+    pub access_token_version: Option<u8>,
+    #[serde(default)]
+    pub public_client: bool,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub secrets: Vec<SecretSpec>,
+    #[serde(default)]
+    pub certificates: Vec<CertificateSpec>,
+    #[serde(default)]
+    pub federated_credentials: Vec<FicSpec>,
+    #[serde(default)]
+    pub owners: Vec<String>,
+    pub token_signing_algorithm: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentUserSpec {
+    pub upn: String,
+    pub display_name: Option<String>,
+    pub id: Option<uuid::Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentSpec {
+    pub name: String,
+    pub display_name: Option<String>,
+    pub id: Option<uuid::Uuid>,
+    #[serde(default)]
+    pub sponsors: Vec<String>,
+    pub enabled: Option<bool>,
+    pub agent_user: Option<AgentUserSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BlueprintSpec {
+    pub name: String,
+    pub display_name: Option<String>,
+    pub app_id: Option<uuid::Uuid>,
+    #[serde(default)]
+    pub sponsors: Vec<String>,
+    #[serde(default)]
+    pub owners: Vec<String>,
+    #[serde(default)]
+    pub identifier_uris: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub app_roles: Vec<String>,
+    pub access_token_version: Option<u8>,
+    #[serde(default)]
+    pub inherit_delegated_permissions: bool,
+    #[serde(default)]
+    pub secrets: Vec<SecretSpec>,
+    #[serde(default)]
+    pub certificates: Vec<CertificateSpec>,
+    #[serde(default)]
+    pub federated_credentials: Vec<FicSpec>,
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub agents: Vec<AgentSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrantSpec {
+    pub client: String,
+    pub resource: String,
+    pub scopes: Vec<String>,
+    #[serde(default = "all_principals")]
+    pub consent_type: String,
+    pub principal: Option<String>,
+}
+
+fn all_principals() -> String {
+    "AllPrincipals".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoleAssignmentSpec {
+    pub principal: String,
+    pub resource: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwksSource {
+    pub file: Option<PathBuf>,
+    pub inline: Option<agentid_claims::jwk::JwkSet>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrustedIssuerSpec {
+    pub issuer: String,
+    pub jwks: Option<JwksSource>,
+    #[serde(default)]
+    pub discovery: bool,
+    #[serde(default)]
+    pub allow_http: bool,
+    pub description: Option<String>,
+}
+
+impl TenantFile {
+    /// Parses YAML; errors name the path of the offending key (`blueprints[0].agents[1].foo`).
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Self, TenantFileError> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let mut file: TenantFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // serde_yaml appends " at line N column M"; keep it, it helps.
+            TenantFileError::invalid(if path == "." { "(top level)".into() } else { path }, inner)
+        })?;
+        file.base_dir = base_dir.to_path_buf();
+        Ok(file)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, TenantFileError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| TenantFileError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
+    }
+
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let y = "blueprints:\n  - name: bp\n    agents:\n      - name: a\n      - name: b\n        foo: 1\n";
+        let e = TenantFile::parse(y, Path::new(".")).unwrap_err().to_string();
+        assert!(e.starts_with("blueprints[0].agents[1]"), "{e}");
+        assert!(e.contains("unknown field `foo`"), "{e}");
+    }
+}

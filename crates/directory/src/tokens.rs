@@ -1,0 +1,131 @@
+//! Refresh tokens and sign-in lockout state: the STS's mutable per-user state.
+
+use crate::error::Result;
+use crate::store::Store;
+use sqlx::{AnyConnection, FromRow};
+
+/// A stored refresh token (the token itself is only ever stored as SHA-256).
+#[derive(Debug, Clone, FromRow)]
+pub struct RefreshRecord {
+    pub token_sha256: String,
+    pub tenant_id: String,
+    pub family_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub scope: String,
+    pub amr: String,
+    pub issued_at: i64,
+    pub last_used_at: i64,
+    pub superseded_at: Option<i64>,
+    pub revoked: i64,
+}
+
+impl RefreshRecord {
+    pub async fn insert(&self, conn: &mut AnyConnection) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (token_sha256, tenant_id, family_id, client_id, user_id, scope, amr, issued_at, last_used_at, revoked) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0)",
+        )
+        .bind(&self.token_sha256)
+        .bind(&self.tenant_id)
+        .bind(&self.family_id)
+        .bind(&self.client_id)
+        .bind(&self.user_id)
+        .bind(&self.scope)
+        .bind(&self.amr)
+        .bind(self.issued_at)
+        .bind(self.last_used_at)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    pub async fn refresh_token(&self, token_sha256: &str) -> Result<Option<RefreshRecord>> {
+        Ok(sqlx::query_as(
+            "SELECT token_sha256, tenant_id, family_id, client_id, user_id, scope, amr, issued_at, last_used_at, superseded_at, revoked \
+             FROM refresh_tokens WHERE token_sha256 = $1",
+        )
+        .bind(token_sha256)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Revokes every token of a family (reuse detected, or an explicit revocation).
+    pub async fn revoke_refresh_family(&self, family_id: &str) -> Result<()> {
+        sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE family_id = $1").bind(family_id).execute(self.pool()).await?;
+        Ok(())
+    }
+
+    /// Failed sign-in attempts for `subject` (a user id or `ip:ADDR`) within the window; returns
+    /// the lock expiry if the subject is locked now.
+    pub async fn signin_locked_until(&self, tenant: &str, subject: &str) -> Result<Option<i64>> {
+        let row: Option<(Option<i64>,)> =
+            sqlx::query_as("SELECT locked_until FROM signin_failures WHERE tenant_id = $1 AND subject = $2")
+                .bind(tenant)
+                .bind(subject)
+                .fetch_optional(self.pool())
+                .await?;
+        let now = crate::now();
+        Ok(row.and_then(|(l,)| l).filter(|l| *l > now))
+    }
+
+    /// Records a failure; after `threshold` consecutive failures the subject is locked for
+    /// `lock_secs`, doubling with each further lock up to 15 minutes.
+    pub async fn record_signin_failure(&self, tenant: &str, subject: &str, threshold: i64, lock_secs: i64) -> Result<()> {
+        let now = crate::now();
+        let row: Option<(i64, i64, Option<i64>)> =
+            sqlx::query_as("SELECT failures, window_start, locked_until FROM signin_failures WHERE tenant_id = $1 AND subject = $2")
+                .bind(tenant)
+                .bind(subject)
+                .fetch_optional(self.pool())
+                .await?;
+        let (failures, window_start, prev_lock) = row.unwrap_or((0, now, None));
+        let failures = failures + 1;
+        let locked_until = if failures >= threshold && failures % threshold == 0 {
+            let n = (failures / threshold - 1).min(8) as u32;
+            Some(now + (lock_secs * 2i64.pow(n)).min(900))
+        } else {
+            prev_lock
+        };
+        sqlx::query(
+            "INSERT INTO signin_failures (tenant_id, subject, failures, window_start, locked_until) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (tenant_id, subject) DO UPDATE SET failures = $3, window_start = $4, locked_until = $5",
+        )
+        .bind(tenant)
+        .bind(subject)
+        .bind(failures)
+        .bind(window_start)
+        .bind(locked_until)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn clear_signin_failures(&self, tenant: &str, subject: &str) -> Result<()> {
+        sqlx::query("DELETE FROM signin_failures WHERE tenant_id = $1 AND subject = $2")
+            .bind(tenant)
+            .bind(subject)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Housekeeping: expired replay entries and refresh tokens idle past `refresh_idle_before`.
+    pub async fn purge_expired(&self, now: i64, refresh_idle_before: i64) -> Result<()> {
+        sqlx::query("DELETE FROM assertion_replay WHERE expires_at < $1").bind(now).execute(self.pool()).await?;
+        sqlx::query("DELETE FROM refresh_tokens WHERE last_used_at < $1").bind(refresh_idle_before).execute(self.pool()).await?;
+        Ok(())
+    }
+}
+
+/// Marks a refresh token superseded (first time only) and records its last use.
+pub async fn mark_superseded(conn: &mut AnyConnection, token_sha256: &str, now: i64) -> Result<()> {
+    sqlx::query("UPDATE refresh_tokens SET superseded_at = COALESCE(superseded_at, $1), last_used_at = $1 WHERE token_sha256 = $2")
+        .bind(now)
+        .bind(token_sha256)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! Token signing keys (sts.md §5): per tenant, stored in the database with the private key
+//! encrypted, published in the JWKS before they sign, kept published after they stop signing
+//! until every token they signed has expired.
+
+use agentid_claims::jwk::Jwk;
+use agentid_directory::keys::SigningKeyRow;
+use agentid_directory::secrets::MasterKey;
+use agentid_directory::{DirectoryError, Store};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use rsa::traits::PublicKeyParts;
+use sha1::{Digest, Sha1};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, RwLock};
+use uuid::Uuid;
+
+/// The longest lifetime of a token a key can sign (5399 s access tokens, rounded up).
+pub const LONGEST_TOKEN_LIFETIME: i64 = 5400;
+const RELOAD_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error("cannot generate a signing key: {0}")]
+    Generate(String),
+    #[error("stored signing key {kid} is unusable: {reason}")]
+    Corrupt { kid: String, reason: String },
+}
+
+pub struct LoadedKey {
+    pub kid: String,
+    pub encoding: EncodingKey,
+    pub decoding: DecodingKey,
+    pub jwk: Jwk,
+    pub publish_at: i64,
+    pub activate_at: i64,
+    pub remove_after: Option<i64>,
+    last_signed_flushed: AtomicI64,
+}
+
+struct TenantKeys {
+    loaded_at: Instant,
+    keys: Vec<Arc<LoadedKey>>,
+}
+
+impl TenantKeys {
+    /// The signing key: the greatest `activate_at ≤ now` among keys not scheduled for removal.
+    fn active(&self, now: i64) -> Option<&Arc<LoadedKey>> {
+        self.keys.iter().filter(|k| k.activate_at <= now && k.remove_after.is_none_or(|r| r > now)).max_by_key(|k| k.activate_at)
+    }
+
+    fn published(&self, now: i64) -> impl Iterator<Item = &Arc<LoadedKey>> {
+        self.keys.iter().filter(move |k| k.publish_at <= now && k.remove_after.is_none_or(|r| r > now))
+    }
+}
+
+pub struct KeyRing {
+    store: Store,
+    master: MasterKey,
+    tenants: RwLock<HashMap<Uuid, Arc<TenantKeys>>>,
+    /// Serialises key creation so one process never creates two keys for a tenant at once.
+    create_lock: Mutex<()>,
+}
+
+/// A freshly generated RSA key wrapped in a self-signed certificate.
+pub struct NewKey {
+    pub row: SigningKeyRow,
+}
+
+pub fn generate_rsa_key(master: &MasterKey, tenant: &Uuid, publish_at: i64, activate_at: i64) -> Result<NewKey, KeyError> {
+    let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let pkcs8 = private.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let kp = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256)
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| KeyError::Generate(e.to_string()))?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("agentid token signing {tenant}"));
+    let start = time::OffsetDateTime::from_unix_timestamp(publish_at - 300).map_err(|e| KeyError::Generate(e.to_string()))?;
+    params.not_before = start;
+    params.not_after = start + time::Duration::days(730);
+    let cert = params.self_signed(&kp).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let der = cert.der().to_vec();
+    let x5t = URL_SAFE_NO_PAD.encode(Sha1::digest(&der));
+    let public = private.to_public_key();
+    let jwk = Jwk {
+        kty: "RSA".into(),
+        use_: Some("sig".into()),
+        alg: Some("RS256".into()),
+        kid: Some(x5t.clone()),
+        x5t: Some(x5t.clone()),
+        n: Some(URL_SAFE_NO_PAD.encode(public.n().to_bytes_be())),
+        e: Some(URL_SAFE_NO_PAD.encode(public.e().to_bytes_be())),
+        crv: None,
+        x: None,
+        y: None,
+        x5c: Some(vec![STANDARD.encode(&der)]),
+    };
+    Ok(NewKey {
+        row: SigningKeyRow {
+            tenant_id: tenant.to_string(),
+            kid: x5t,
+            alg: "RS256".into(),
+            private_key_enc: master.encrypt(pkcs8.as_bytes()),
+            public_jwk: serde_json::to_string(&jwk).expect("JWK serialises"),
+            cert_der: STANDARD.encode(&der),
+            publish_at,
+            activate_at,
+            retired_at: None,
+            last_signed_at: None,
+            remove_after: None,
+        },
+    })
+}
+
+fn load_row(master: &MasterKey, row: &SigningKeyRow) -> Result<LoadedKey, KeyError> {
+    let corrupt = |reason: String| KeyError::Corrupt { kid: row.kid.clone(), reason };
+    let pem = master.decrypt(&row.private_key_enc)?;
+    let pem = String::from_utf8(pem).map_err(|e| corrupt(e.to_string()))?;
+    let private = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| corrupt(e.to_string()))?;
+    let pkcs1 = private.to_pkcs1_der().map_err(|e| corrupt(e.to_string()))?;
+    let jwk: Jwk = serde_json::from_str(&row.public_jwk).map_err(|e| corrupt(e.to_string()))?;
+    let decoding = jwk.decoding_key().ok_or_else(|| corrupt("public JWK is not usable".into()))?;
+    Ok(LoadedKey {
+        kid: row.kid.clone(),
+        encoding: EncodingKey::from_rsa_der(pkcs1.as_bytes()),
+        decoding,
+        jwk,
+        publish_at: row.publish_at,
+        activate_at: row.activate_at,
+        remove_after: row.remove_after,
+        last_signed_flushed: AtomicI64::new(row.last_signed_at.unwrap_or(0)),
+    })
+}
+
+impl KeyRing {
+    pub fn new(store: Store, master: MasterKey) -> Self {
+        Self { store, master, tenants: RwLock::new(HashMap::new()), create_lock: Mutex::new(()) }
+    }
+
+    async fn load(&self, tenant: &Uuid) -> Result<Arc<TenantKeys>, KeyError> {
+        let rows = self.store.signing_keys(Some(&tenant.to_string())).await?;
+        let keys = rows.iter().map(|r| load_row(&self.master, r).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
+        let tk = Arc::new(TenantKeys { loaded_at: Instant::now(), keys });
+        self.tenants.write().await.insert(*tenant, tk.clone());
+        Ok(tk)
+    }
+
+    async fn get(&self, tenant: &Uuid) -> Result<Arc<TenantKeys>, KeyError> {
+        if let Some(tk) = self.tenants.read().await.get(tenant)
+            && tk.loaded_at.elapsed() < RELOAD_EVERY
+        {
+            return Ok(tk.clone());
+        }
+        self.load(tenant).await
+    }
+
+    /// The key that signs for `tenant` now, creating the tenant's first key if it has none.
+    pub async fn signer(&self, tenant: &Uuid, now: i64) -> Result<Arc<LoadedKey>, KeyError> {
+        let tk = self.get(tenant).await?;
+        if let Some(k) = tk.active(now) {
+            let k = k.clone();
+            self.note_signed(tenant, &k, now);
+            return Ok(k);
+        }
+        let _guard = self.create_lock.lock().await;
+        let tk = self.load(tenant).await?;
+        if let Some(k) = tk.active(now) {
+            return Ok(k.clone());
+        }
+        // First key of a tenant: active at once (nothing can have cached an older JWKS).
+        let key = generate_rsa_key(&self.master, tenant, now, now)?;
+        self.store.insert_signing_key(&key.row).await?;
+        let tk = self.load(tenant).await?;
+        tk.active(now).cloned().ok_or_else(|| KeyError::Generate("new key not active".into()))
+    }
+
+    /// Records (at most once a minute per key) when a key last signed: retirement needs it.
+    fn note_signed(&self, tenant: &Uuid, key: &Arc<LoadedKey>, now: i64) {
+        let prev = key.last_signed_flushed.load(Ordering::Relaxed);
+        if now - prev >= 60
+            && key.last_signed_flushed.compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let store = self.store.clone();
+            let (t, kid) = (tenant.to_string(), key.kid.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store.mark_key_signed(&t, &kid, now).await {
+                    tracing::warn!(error = %e, "cannot record key use");
+                }
+            });
+        }
+    }
+
+    /// Published public keys of a tenant.
+    pub async fn jwks(&self, tenant: &Uuid, now: i64) -> Result<Vec<Jwk>, KeyError> {
+        let tk = self.get(tenant).await?;
+        let mut keys: Vec<Jwk> = tk.published(now).map(|k| k.jwk.clone()).collect();
+        if keys.is_empty() {
+            // A tenant that has never signed still publishes the key it will sign with.
+            self.signer(tenant, now).await?;
+            keys = self.get(tenant).await?.published(now).map(|k| k.jwk.clone()).collect();
+        }
+        Ok(keys)
+    }
+
+    /// A published verification key by `kid`, reloading once if the kid is unknown locally.
+    pub async fn verifier(&self, tenant: &Uuid, kid: Option<&str>, now: i64) -> Result<Vec<Arc<LoadedKey>>, KeyError> {
+        let find = |tk: &TenantKeys| -> Vec<Arc<LoadedKey>> {
+            tk.published(now).filter(|k| kid.is_none_or(|kid| k.kid == kid)).cloned().collect()
+        };
+        let tk = self.get(tenant).await?;
+        let found = find(&tk);
+        if !found.is_empty() || kid.is_none() {
+            return Ok(found);
+        }
+        Ok(find(&*self.load(tenant).await?))
+    }
+
+    /// Scheduled rotation: creates the next key `prepublish` before the active key reaches
+    /// `interval`, and schedules the removal of keys that no longer sign. Idempotent.
+    pub async fn rotate_if_due(&self, tenant: &Uuid, now: i64, interval: i64, prepublish: i64, skew: i64) -> Result<bool, KeyError> {
+        let _guard = self.create_lock.lock().await;
+        let rows = self.store.signing_keys(Some(&tenant.to_string())).await?;
+        let mut created = false;
+        let live: Vec<&SigningKeyRow> = rows.iter().filter(|r| r.remove_after.is_none_or(|x| x > now)).collect();
+        if let Some(active) = live.iter().filter(|r| r.activate_at <= now).max_by_key(|r| r.activate_at) {
+            let has_pending = live.iter().any(|r| r.activate_at > now);
+            if !has_pending && active.activate_at + interval - prepublish <= now {
+                let key = generate_rsa_key(&self.master, tenant, now, now + prepublish)?;
+                self.store.insert_signing_key(&key.row).await?;
+                created = true;
+            }
+            // Keys older than the active one stop signing: keep them until their tokens expire.
+            for r in live.iter().filter(|r| r.activate_at < active.activate_at && r.remove_after.is_none()) {
+                let last = r.last_signed_at.unwrap_or(r.activate_at).max(active.activate_at);
+                self.store.retire_key(&r.tenant_id, &r.kid, active.activate_at, last + 60 + LONGEST_TOKEN_LIFETIME + skew).await?;
+            }
+        }
+        self.store.delete_removed_keys(now).await?;
+        drop(_guard);
+        self.load(tenant).await?;
+        Ok(created)
+    }
+
+    /// `agentid sts keys rotate`: a new key, published now and signing after `prepublish`
+    /// (or at once with `now`, retiring the old key; `revoke_old` removes it immediately).
+    pub async fn rotate(&self, tenant: &Uuid, now: i64, prepublish: i64, immediate: bool, revoke_old: bool, skew: i64) -> Result<String, KeyError> {
+        let _guard = self.create_lock.lock().await;
+        let rows = self.store.signing_keys(Some(&tenant.to_string())).await?;
+        let activate = if immediate { now } else { now + prepublish };
+        let key = generate_rsa_key(&self.master, tenant, now, activate)?;
+        self.store.insert_signing_key(&key.row).await?;
+        if immediate {
+            for r in rows.iter().filter(|r| r.remove_after.is_none()) {
+                let remove_after = if revoke_old { now - 1 } else { r.last_signed_at.unwrap_or(now).max(now) + 60 + LONGEST_TOKEN_LIFETIME + skew };
+                self.store.retire_key(&r.tenant_id, &r.kid, now, remove_after).await?;
+            }
+        }
+        drop(_guard);
+        self.load(tenant).await?;
+        Ok(key.row.kid)
+    }
+}

@@ -1,0 +1,16 @@
+//! agentid's token service: the Entra v2.0 endpoint protocol with every agent flow.
+
+pub mod context;
+pub mod discovery;
+pub mod error;
+pub mod federation;
+pub mod form;
+pub mod keys;
+pub mod server;
+pub mod settings;
+pub mod state;
+pub mod tls;
+pub mod token;
+
+pub use server::{RunningSts, start};
+pub use settings::Settings;

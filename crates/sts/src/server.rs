@@ -1,0 +1,223 @@
+//! Starting the STS: database, master key, tenant files, TLS, router, background jobs.
+
+use crate::context::{ClientAddr, RequestContext};
+use crate::error::OAuthError;
+use crate::federation::Federation;
+use crate::keys::KeyRing;
+use crate::settings::{Settings, derive_base_url};
+use crate::state::{Sts, StsState};
+use crate::{discovery, tls, token};
+use agentid_directory::Store;
+use agentid_directory::secrets::MasterKey;
+use agentid_directory::tenant_file::{ApplyReport, TenantFile};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{any, get};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Directory(#[from] agentid_directory::DirectoryError),
+    #[error("tenant file: {0}")]
+    TenantFile(#[from] agentid_directory::tenant_file::TenantFileError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A running STS. Dropping it does not stop it; call [`RunningSts::shutdown`].
+pub struct RunningSts {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub ca_pem: Option<String>,
+    pub state: Sts,
+    pub reports: Vec<ApplyReport>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl RunningSts {
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until shutdown is requested (for the command line).
+    pub async fn wait(&self) {
+        let mut rx = self.shutdown.subscribe();
+        while !*rx.borrow() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Opens the database and loads (or creates) the master key.
+pub async fn open_store(settings: &Settings) -> Result<(Store, MasterKey), StartError> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|e| StartError::Config(format!("cannot create data directory {}: {e}", settings.data_dir.display())))?;
+    let store = Store::connect(&settings.storage_url).await?;
+    let env_key = std::env::var("AGENTID_MASTER_KEY").ok();
+    let create = store.backend() == agentid_directory::Backend::Sqlite;
+    let master = MasterKey::load(env_key.as_deref(), &settings.master_key_file, create)?;
+    Ok((store, master))
+}
+
+pub fn router(state: Sts) -> Router {
+    Router::new()
+        .route("/healthz", get(discovery::healthz))
+        .route("/readyz", get(discovery::readyz))
+        .route("/error", get(discovery::error_page))
+        .route("/common/discovery/instance", get(discovery::instance_discovery))
+        .route("/common/userrealm/{upn}", get(discovery::user_realm))
+        .route("/{tenant}/oauth2/v2.0/token", any(token_or_405))
+        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(discovery::openid_v2))
+        .route("/{tenant}/.well-known/openid-configuration", get(discovery::openid_v1))
+        .route("/{tenant}/discovery/v2.0/keys", get(discovery::jwks))
+        .route("/{tenant}/discovery/keys", get(discovery::jwks))
+        .with_state(state)
+}
+
+/// The token endpoint answers other methods with AADSTS900561 in Entra's error shape.
+async fn token_or_405(state: State<Sts>, path: axum::extract::Path<String>, headers: HeaderMap, req: Request) -> Response {
+    if req.method() == axum::http::Method::POST {
+        return token::token_endpoint(state, path, req).await;
+    }
+    let ctx = RequestContext::new(&headers, req.uri().query(), None);
+    ctx.error_response(&state.base, &OAuthError::method_not_allowed())
+}
+
+/// Starts the STS: applies `tenant_files` before the listener opens, then serves.
+pub async fn start(mut settings: Settings, tenant_files: &[TenantFile]) -> Result<RunningSts, StartError> {
+    let listener = TcpListener::bind(settings.listen).await.map_err(|source| StartError::Bind { addr: settings.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: settings.listen, source })?;
+    if settings.public_base_url == derive_base_url(&settings.listen, settings.insecure_http) {
+        settings.public_base_url = derive_base_url(&addr, settings.insecure_http);
+    }
+    if settings.insecure_http != settings.public_base_url.starts_with("http://") {
+        return Err(StartError::Config(format!(
+            "public_base_url {} must use {} (insecure_http is {})",
+            settings.public_base_url,
+            if settings.insecure_http { "http://" } else { "https://" },
+            settings.insecure_http
+        )));
+    }
+    let (store, master) = open_store(&settings).await?;
+    let mut reports = Vec::new();
+    for f in tenant_files {
+        reports.push(agentid_directory::tenant_file::apply(&store, f).await?);
+    }
+    let tls_config = if settings.insecure_http {
+        tracing::warn!("serving plain HTTP (--insecure-http): Microsoft clients will refuse this authority; use only for tests");
+        None
+    } else {
+        let material = match (&settings.tls_cert_file, &settings.tls_key_file) {
+            (Some(c), Some(k)) => tls::load_files(c, k)?,
+            (None, None) => tls::local_ca(&store, &master, &settings.public_base_url, &settings.tls_extra_sans).await?,
+            _ => return Err(StartError::Config("tls.cert_file and tls.key_file go together".into())),
+        };
+        if let Some(pem) = &material.ca_pem {
+            tls::write_ca(&settings.tls_ca_out, pem)?;
+        }
+        let ca = material.ca_pem.clone();
+        Some((tls::server_config(material)?, ca))
+    };
+    let ca_pem = tls_config.as_ref().and_then(|(_, ca)| ca.clone());
+    let state = Arc::new(StsState {
+        keys: KeyRing::new(store.clone(), master),
+        federation: Federation::new(Duration::from_secs(settings.metadata_cache_ttl)),
+        base: settings.public_base_url.clone(),
+        store,
+        settings,
+    });
+    // Every tenant gets its signing key before the first request.
+    let now = chrono::Utc::now().timestamp();
+    for t in state.store.tenants().await? {
+        state.keys.signer(&t.id, now).await.map_err(|e| StartError::Config(e.to_string()))?;
+    }
+    let (tx, rx) = watch::channel(false);
+    let app = router(state.clone());
+    tokio::spawn(accept_loop(listener, app, tls_config.map(|(c, _)| tokio_rustls::TlsAcceptor::from(c)), rx.clone()));
+    tokio::spawn(housekeeping(state.clone(), rx));
+    tracing::info!(%addr, base = %state.base, "agentid STS listening");
+    Ok(RunningSts { addr, base: state.base.clone(), ca_pem, state, reports, shutdown: tx })
+}
+
+async fn accept_loop(listener: TcpListener, app: Router, tls: Option<tokio_rustls::TlsAcceptor>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let svc = app.map_request(move |mut r: Request<hyper::body::Incoming>| {
+                r.extensions_mut().insert(ClientAddr(peer));
+                r
+            });
+            let svc = hyper_util::service::TowerToHyperService::new(svc);
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => builder.serve_connection_with_upgrades(TokioIo::new(s), svc).await,
+                    Err(e) => {
+                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Key rotation and purging of expired state, once a minute.
+async fn housekeeping(state: Sts, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = chrono::Utc::now().timestamp();
+        let s = &state.settings;
+        match state.store.tenants().await {
+            Ok(tenants) => {
+                for t in tenants {
+                    if let Err(e) = state.keys.rotate_if_due(&t.id, now, s.key_rotation_interval, s.key_prepublish, s.clock_skew).await {
+                        tracing::warn!(error = %e, tenant = %t.id, "key rotation failed");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "housekeeping cannot list tenants"),
+        }
+        if let Err(e) = state.store.purge_expired(now, now - s.refresh_inactivity).await {
+            tracing::warn!(error = %e, "purge failed");
+        }
+        if let Err(e) = state.store.purge_audit_before(now - s.audit_retention).await {
+            tracing::warn!(error = %e, "audit purge failed");
+        }
+    }
+}

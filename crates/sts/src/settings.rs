@@ -1,0 +1,304 @@
+//! STS settings (sts.md §2.3): a config file, overridden by `AGENTID_<SECTION>__<KEY>`
+//! environment variables, overridden by command-line flags. The file shape is parsed once into
+//! [`Settings`]; unknown keys are errors naming their path.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLifetime {
+    /// Uniform whole seconds in [3600, 5399], like Entra.
+    Random,
+    Fixed(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub public_base_url: String,
+    pub insecure_http: bool,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_ca_out: PathBuf,
+    pub tls_extra_sans: Vec<String>,
+    pub storage_url: String,
+    pub master_key_file: PathBuf,
+    pub access_lifetime: AccessLifetime,
+    pub exchange_lifetime: i64,
+    pub refresh_inactivity: i64,
+    pub refresh_reuse_grace: i64,
+    pub clock_skew: i64,
+    pub key_rotation_interval: i64,
+    pub key_prepublish: i64,
+    pub require_trusted_issuer: bool,
+    pub metadata_cache_ttl: u64,
+    pub single_use_assertions: bool,
+    pub audit_retention: i64,
+    /// Name of this replica in audit events.
+    pub replica: String,
+}
+
+impl Settings {
+    /// Defaults for a data directory and listen address (sts.md §2.3).
+    pub fn new(data_dir: &Path, listen: SocketAddr) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            listen,
+            public_base_url: derive_base_url(&listen, false),
+            insecure_http: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_out: data_dir.join("ca.pem"),
+            tls_extra_sans: vec![],
+            storage_url: format!("sqlite://{}", data_dir.join("agentid.db").display()),
+            master_key_file: data_dir.join("master.key"),
+            access_lifetime: AccessLifetime::Random,
+            exchange_lifetime: 900,
+            refresh_inactivity: 90 * 86400,
+            refresh_reuse_grace: 120,
+            clock_skew: 300,
+            key_rotation_interval: 30 * 86400,
+            key_prepublish: 48 * 3600,
+            require_trusted_issuer: false,
+            metadata_cache_ttl: 600,
+            single_use_assertions: false,
+            audit_retention: 90 * 86400,
+            replica: hostname(),
+        }
+    }
+
+    /// Re-derives the base URL after `listen` or `insecure_http` changed, unless set explicitly.
+    pub fn with_listen(mut self, listen: SocketAddr) -> Self {
+        self.listen = listen;
+        self.public_base_url = derive_base_url(&listen, self.insecure_http);
+        self
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "agentid".into())
+}
+
+/// `https://{host}:{port}` with unspecified addresses shown as `localhost`.
+pub fn derive_base_url(listen: &SocketAddr, insecure_http: bool) -> String {
+    let scheme = if insecure_http { "http" } else { "https" };
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() => "localhost".to_string(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        ip => ip.to_string(),
+    };
+    format!("{scheme}://{host}:{}", listen.port())
+}
+
+// ---- the config file -------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    server: ServerSection,
+    #[serde(default)]
+    tls: TlsSection,
+    #[serde(default)]
+    storage: StorageSection,
+    #[serde(default)]
+    tokens: TokensSection,
+    #[serde(default)]
+    keys: KeysSection,
+    #[serde(default)]
+    federation: FederationSection,
+    #[serde(default)]
+    client_assertion: ClientAssertionSection,
+    #[serde(default)]
+    audit: AuditSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    listen: Option<SocketAddr>,
+    public_base_url: Option<String>,
+    insecure_http: Option<bool>,
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    ca_out: Option<PathBuf>,
+    extra_sans: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageSection {
+    url: Option<String>,
+    master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensSection {
+    access_lifetime: Option<serde_yaml_ng::Value>,
+    exchange_lifetime: Option<i64>,
+    refresh_inactivity: Option<i64>,
+    refresh_reuse_grace: Option<i64>,
+    clock_skew: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysSection {
+    rotation_interval: Option<i64>,
+    prepublish: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FederationSection {
+    require_trusted_issuer: Option<bool>,
+    metadata_cache_ttl: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientAssertionSection {
+    single_use: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditSection {
+    retention: Option<i64>,
+}
+
+/// Builds settings from an optional config file and the environment; flags are applied by the
+/// caller afterwards. `data_dir` and `listen` are the command line's (or defaults).
+pub fn load(
+    config_file: Option<&Path>,
+    env: &[(String, String)],
+    data_dir: Option<&Path>,
+    listen: Option<SocketAddr>,
+) -> Result<Settings, SettingsError> {
+    let mut doc = match config_file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| SettingsError::Read { path: p.display().to_string(), source })?;
+            serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
+                .map_err(|e| SettingsError::Invalid { path: p.display().to_string(), message: e.to_string() })?
+        }
+        None => serde_yaml_ng::Value::Mapping(Default::default()),
+    };
+    if doc.is_null() {
+        doc = serde_yaml_ng::Value::Mapping(Default::default());
+    }
+    // AGENTID_<SECTION>__<KEY>: values are read as YAML scalars so numbers and booleans type-check.
+    for (k, v) in env {
+        let Some(rest) = k.strip_prefix("AGENTID_") else { continue };
+        let Some((section, key)) = rest.split_once("__") else { continue };
+        let section = section.to_ascii_lowercase();
+        let key = key.to_ascii_lowercase();
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(v).unwrap_or(serde_yaml_ng::Value::String(v.clone()));
+        let map = doc.as_mapping_mut().expect("mapping");
+        let sec = map
+            .entry(serde_yaml_ng::Value::String(section.clone()))
+            .or_insert_with(|| serde_yaml_ng::Value::Mapping(Default::default()));
+        if let Some(m) = sec.as_mapping_mut() {
+            m.insert(serde_yaml_ng::Value::String(key), value);
+        }
+    }
+    let file: ConfigFile = serde_path_to_error::deserialize(doc)
+        .map_err(|e| SettingsError::Invalid { path: e.path().to_string(), message: e.into_inner().to_string() })?;
+
+    let data_dir = data_dir.map(Path::to_path_buf).or(file.server.data_dir.clone()).unwrap_or_else(default_data_dir);
+    let listen = listen.or(file.server.listen).unwrap_or_else(|| "0.0.0.0:8443".parse().expect("literal"));
+    let mut s = Settings::new(&data_dir, listen);
+    if let Some(v) = file.server.insecure_http {
+        s.insecure_http = v;
+        s.public_base_url = derive_base_url(&listen, v);
+    }
+    if let Some(u) = file.server.public_base_url {
+        s.public_base_url = u.trim_end_matches('/').to_string();
+    }
+    s.tls_cert_file = file.tls.cert_file;
+    s.tls_key_file = file.tls.key_file;
+    if let Some(p) = file.tls.ca_out {
+        s.tls_ca_out = p;
+    }
+    s.tls_extra_sans = file.tls.extra_sans.unwrap_or_default();
+    if let Some(u) = file.storage.url {
+        s.storage_url = u;
+    }
+    if let Some(p) = file.storage.master_key_file {
+        s.master_key_file = p;
+    }
+    if let Some(v) = file.tokens.access_lifetime {
+        s.access_lifetime = match v {
+            serde_yaml_ng::Value::String(ref r) if r == "random" => AccessLifetime::Random,
+            serde_yaml_ng::Value::Number(ref n) if n.as_i64().is_some_and(|n| (300..=86400).contains(&n)) => {
+                AccessLifetime::Fixed(n.as_i64().expect("checked"))
+            }
+            _ => {
+                return Err(SettingsError::Invalid {
+                    path: "tokens.access_lifetime".into(),
+                    message: "must be \"random\" or a number of seconds between 300 and 86400".into(),
+                });
+            }
+        };
+    }
+    macro_rules! set {
+        ($field:ident, $v:expr) => {
+            if let Some(v) = $v {
+                s.$field = v;
+            }
+        };
+    }
+    set!(exchange_lifetime, file.tokens.exchange_lifetime);
+    set!(refresh_inactivity, file.tokens.refresh_inactivity);
+    set!(refresh_reuse_grace, file.tokens.refresh_reuse_grace);
+    set!(clock_skew, file.tokens.clock_skew);
+    set!(key_rotation_interval, file.keys.rotation_interval);
+    set!(key_prepublish, file.keys.prepublish);
+    set!(require_trusted_issuer, file.federation.require_trusted_issuer);
+    set!(metadata_cache_ttl, file.federation.metadata_cache_ttl);
+    set!(single_use_assertions, file.client_assertion.single_use);
+    set!(audit_retention, file.audit.retention);
+    Ok(s)
+}
+
+/// `$AGENTID_HOME` or `./.agentid`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("AGENTID_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".agentid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_unknown_keys_fail() {
+        let env = vec![("AGENTID_TOKENS__ACCESS_LIFETIME".to_string(), "3600".to_string())];
+        let s = load(None, &env, Some(Path::new("/tmp/x")), Some("127.0.0.1:9443".parse().unwrap())).unwrap();
+        assert_eq!(s.access_lifetime, AccessLifetime::Fixed(3600));
+        assert_eq!(s.public_base_url, "https://127.0.0.1:9443");
+        let env = vec![("AGENTID_TOKENS__BOGUS".to_string(), "1".to_string())];
+        let e = load(None, &env, None, None).unwrap_err().to_string();
+        assert!(e.contains("tokens") && e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn unspecified_listen_shows_localhost() {
+        assert_eq!(derive_base_url(&"0.0.0.0:8443".parse().unwrap(), false), "https://localhost:8443");
+    }
+}

@@ -1,0 +1,214 @@
+//! The token endpoint: `POST /{tenant}/oauth2/v2.0/token`.
+
+pub mod client_auth;
+mod consent;
+mod grants;
+pub mod mint;
+pub mod scope;
+
+use crate::context::{ClientAddr, RequestContext};
+use crate::error::OAuthError;
+use crate::form::{Form, MAX_FORM_BYTES, check_content_type};
+use crate::state::Sts;
+use agentid_directory::audit::AuditEvent;
+use agentid_directory::model::{Tenant, User};
+use agentid_directory::tokens::RefreshRecord;
+use axum::extract::{Path, Request, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use client_auth::{Client, ClientKind, Credential};
+use std::sync::Mutex;
+
+/// Logs an internal failure with the trace id and returns Entra's server_error.
+pub(crate) fn internal<E: std::fmt::Display>(e: E) -> OAuthError {
+    tracing::error!(error = %e, "internal error at the token endpoint");
+    OAuthError::server_error()
+}
+
+/// A token request after parsing: everything the grants read.
+pub struct TokenRequest<'a> {
+    pub sts: &'a crate::state::StsState,
+    pub ctx: &'a RequestContext,
+    pub tenant: &'a Tenant,
+    pub form: &'a Form,
+    pub headers: &'a HeaderMap,
+    audit: &'a Mutex<AuditEvent>,
+}
+
+/// What a successful grant issues; committed with its audit event in one transaction.
+pub struct Issued {
+    pub body: serde_json::Value,
+    pub refresh: Option<RefreshRecord>,
+    /// SHA-256 of a refresh token this issuance supersedes.
+    pub supersede: Option<String>,
+}
+
+impl TokenRequest<'_> {
+    fn with_audit(&self, f: impl FnOnce(&mut AuditEvent)) {
+        if let Ok(mut a) = self.audit.lock() {
+            f(&mut a);
+        }
+    }
+
+    pub fn audit_client(&self, c: &Client) {
+        self.with_audit(|a| {
+            a.client_id = Some(c.app_id.to_string());
+            a.client_kind = Some(c.kind.as_str().into());
+            if c.kind == ClientKind::Agent {
+                a.agent_id = Some(c.app_id.to_string());
+                a.blueprint_id = c.blueprint_app_id().map(|b| b.to_string());
+            }
+        });
+    }
+
+    pub fn audit_credential(&self, cred: &Credential) {
+        self.with_audit(|a| {
+            a.credential_type = Some(cred.kind().into());
+            a.credential_id = cred.id();
+        });
+    }
+
+    pub fn audit_federated(&self, iss: &str, sub: &str) {
+        self.with_audit(|a| {
+            a.credential_type = Some("federated".into());
+            a.federated_issuer = Some(iss.into());
+            a.federated_subject = Some(sub.into());
+        });
+    }
+
+    pub fn audit_agent(&self, agent: &uuid::Uuid, blueprint: Option<&uuid::Uuid>) {
+        self.with_audit(|a| {
+            a.agent_id = Some(agent.to_string());
+            a.blueprint_id = blueprint.map(|b| b.to_string());
+        });
+    }
+
+    pub fn audit_user(&self, u: &User) {
+        self.with_audit(|a| {
+            a.user_id = Some(u.id.to_string());
+            a.user_principal_name = Some(u.upn.clone());
+        });
+    }
+
+    pub fn audit_refresh_family(&self, family: &str) {
+        self.with_audit(|a| a.refresh_family_id = Some(family.into()));
+    }
+
+    pub fn audit_issued(&self, r: &scope::ResolvedScope, scp: Option<&str>, roles: &[String], m: &mint::Minted, family: Option<&str>) {
+        self.with_audit(|a| {
+            a.resource = Some(r.resource.app_id.to_string());
+            a.audience = Some(r.audience.clone());
+            a.scopes_granted = scp.map(str::to_string);
+            a.roles = (!roles.is_empty()).then(|| roles.join(" "));
+            a.token_id = Some(m.uti.clone());
+            a.token_expires_at = Some(m.exp);
+            if family.is_some() {
+                a.refresh_family_id = family.map(str::to_string);
+            }
+        });
+    }
+
+    pub fn audit_t1(&self, m: &mint::Minted, scope: &str) {
+        self.with_audit(|a| {
+            a.resource = Some(agentid_claims::wellknown::TOKEN_EXCHANGE_APP_ID.into());
+            a.audience = Some(agentid_claims::wellknown::TOKEN_EXCHANGE_APP_ID.into());
+            a.scopes_granted = Some(scope.into());
+            a.token_id = Some(m.uti.clone());
+            a.token_expires_at = Some(m.exp);
+        });
+    }
+}
+
+const GRANTS: [&str; 8] = [
+    "client_credentials",
+    "urn:ietf:params:oauth:grant-type:jwt-bearer",
+    "refresh_token",
+    "password",
+    "urn:ietf:params:oauth:grant-type:device_code",
+    "device_code",
+    "authorization_code",
+    "user_fic",
+];
+
+pub async fn token_endpoint(State(sts): State<Sts>, Path(segment): Path<String>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let addr = parts.extensions.get::<ClientAddr>().copied();
+    let ctx = RequestContext::new(&parts.headers, parts.uri.query(), addr);
+    let audit = Mutex::new(sts.audit_event(&ctx, "token"));
+    let result = async {
+        check_content_type(parts.headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))?;
+        let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+            .await
+            .map_err(|_| OAuthError::malformed("The request body is larger than 64 KiB or could not be read."))?;
+        let form = Form::parse(&bytes)?;
+        let tenant = sts.store.tenant_by_segment(&segment).await.map_err(internal)?.ok_or_else(|| OAuthError::unknown_tenant(&segment))?;
+        if let Ok(mut a) = audit.lock() {
+            a.tenant_id = Some(tenant.id.to_string());
+            a.scopes_requested = form.get("scope").map(str::to_string);
+        }
+        let grant = form.require("grant_type")?.to_string();
+        if let Ok(mut a) = audit.lock() {
+            a.grant_type = Some(grant.clone());
+        }
+        let req = TokenRequest { sts: &sts, ctx: &ctx, tenant: &tenant, form: &form, headers: &parts.headers, audit: &audit };
+        match grant.as_str() {
+            "client_credentials" => grants::client_credentials(&req).await,
+            "urn:ietf:params:oauth:grant-type:jwt-bearer" => grants::on_behalf_of(&req).await,
+            "refresh_token" => grants::refresh_token(&req).await,
+            "password" => grants::password(&req).await,
+            g if GRANTS.contains(&g) => Err(OAuthError::unsupported_grant(g)),
+            g => Err(OAuthError::unsupported_grant(g)),
+        }
+    }
+    .await;
+    let mut event = audit.into_inner().unwrap_or_default();
+    match result {
+        Ok(issued) => match commit(&sts, &issued, &mut event).await {
+            Ok(()) => {
+                let mut resp = axum::Json(issued.body).into_response();
+                ctx.decorate(&mut resp, true);
+                resp
+            }
+            Err(e) => {
+                let err = internal(e);
+                refuse(&sts, &ctx, &mut event, &err).await;
+                ctx.error_response(&sts.base, &err)
+            }
+        },
+        Err(err) => {
+            refuse(&sts, &ctx, &mut event, &err).await;
+            ctx.error_response(&sts.base, &err)
+        }
+    }
+}
+
+/// Persists an issuance: refresh-token rotation and the audit event, atomically.
+async fn commit(sts: &crate::state::StsState, issued: &Issued, event: &mut AuditEvent) -> Result<(), agentid_directory::DirectoryError> {
+    event.result = "issued".into();
+    let mut tx = sts.store.pool().begin().await?;
+    if let Some(old) = &issued.supersede {
+        sqlx_update_superseded(&mut tx, old, event.time).await?;
+    }
+    if let Some(r) = &issued.refresh {
+        r.insert(&mut tx).await?;
+    }
+    event.insert(&mut tx).await?;
+    tx.commit().await?;
+    crate::state::log_audit(event);
+    Ok(())
+}
+
+async fn sqlx_update_superseded(conn: &mut agentid_directory::store::AnyConnection, hash: &str, now: i64) -> Result<(), agentid_directory::DirectoryError> {
+    agentid_directory::tokens::mark_superseded(conn, hash, now).await
+}
+
+async fn refuse(sts: &crate::state::StsState, ctx: &RequestContext, event: &mut AuditEvent, err: &OAuthError) {
+    event.result = "refused".into();
+    event.error = Some(err.error.into());
+    event.error_code = Some(err.code as i64);
+    tracing::info!(trace_id = %ctx.trace_id, error = err.error, code = err.code, "token request refused");
+    if let Err(e) = sts.store.insert_audit(event).await {
+        tracing::error!(error = %e, "cannot write audit event");
+    }
+    crate::state::log_audit(event);
+}
