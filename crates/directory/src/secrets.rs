@@ -33,6 +33,11 @@ impl MasterKey {
         Ok(Self(arr))
     }
 
+    /// The key as stored in a key file or `AGENTID_MASTER_KEY` (for provisioning replicas).
+    pub fn to_base64(&self) -> String {
+        STANDARD.encode(self.0)
+    }
+
     pub fn generate() -> Self {
         let mut k = [0u8; 32];
         OsRng.fill_bytes(&mut k);

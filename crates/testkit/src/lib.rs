@@ -1,1 +1,40 @@
+//! Starts agentid parts in-process on port 0 for integration tests, with real HTTPS and a
+//! real database (SQLite file or a fresh PostgreSQL database), and emulates the outside things
+//! that cannot run here: a Kubernetes service-account token issuer.
 
+pub mod certs;
+pub mod db;
+pub mod kube;
+pub mod sts;
+
+pub use db::Db;
+pub use kube::KubeIssuer;
+pub use sts::TestSts;
+
+/// Decodes a JWT's payload without verifying it (tests assert on claims).
+pub fn claims(jwt: &str) -> serde_json::Map<String, serde_json::Value> {
+    agentid_claims::UnverifiedJwt::parse(jwt).expect("a JWT").claims
+}
+
+/// Decodes a JWT's header without verifying it.
+pub fn header(jwt: &str) -> serde_json::Map<String, serde_json::Value> {
+    agentid_claims::UnverifiedJwt::parse(jwt).expect("a JWT").header
+}
+
+/// Runs an async test body once against SQLite and once against PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                ($body)($crate::Db::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                ($body)($crate::Db::Postgres).await
+            }
+        }
+    };
+}
