@@ -205,8 +205,13 @@ impl TenantFile {
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let mut file: TenantFile = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            // serde_yaml appends " at line N column M"; keep it, it helps.
+            let mut inner = e.into_inner().to_string();
+            // serde_yaml prefixes the path of the enclosing value; ours is more precise.
+            if let Some((prefix, rest)) = inner.split_once(": ")
+                && path.starts_with(prefix)
+            {
+                inner = rest.to_string();
+            }
             TenantFileError::invalid(if path == "." { "(top level)".into() } else { path }, inner)
         })?;
         file.base_dir = base_dir.to_path_buf();
