@@ -13,14 +13,22 @@ fn s<'a>(c: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
 /// Lines of explanation, each a complete sentence. `now` is passed in so output is testable.
 pub fn explain(claims: &Map<String, Value>, now: i64) -> Vec<String> {
     let mut out = Vec::new();
-    let actor = s(claims, "azp").or_else(|| s(claims, "appid")).unwrap_or("an unknown client");
-    let actor_name = s(claims, "app_displayname").map(|n| format!(" (\"{n}\")")).unwrap_or_default();
+    let actor = s(claims, "azp")
+        .or_else(|| s(claims, "appid"))
+        .unwrap_or("an unknown client");
+    let actor_name = s(claims, "app_displayname")
+        .map(|n| format!(" (\"{n}\")"))
+        .unwrap_or_default();
     let act = facet_set(s(claims, "xms_act_fct"));
     let sub = facet_set(s(claims, "xms_sub_fct"));
     let idtyp = s(claims, "idtyp");
     let aud = match claims.get("aud") {
         Some(Value::String(a)) => a.clone(),
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
         _ => "(none)".into(),
     };
     let user = s(claims, "upn")
@@ -31,7 +39,9 @@ pub fn explain(claims: &Map<String, Value>, now: i64) -> Vec<String> {
     let agent_acts = act.contains(&AGENT_IDENTITY);
     let is_user = idtyp == Some("user") || (idtyp.is_none() && claims.contains_key("scp"));
 
-    let kind = if aud == TOKEN_EXCHANGE_APP_ID && s(claims, "sub").is_some_and(|x| x.starts_with("/eid1/")) {
+    let kind = if aud == TOKEN_EXCHANGE_APP_ID
+        && s(claims, "sub").is_some_and(|x| x.starts_with("/eid1/"))
+    {
         out.push(format!(
             "This is a blueprint exchange token (T1): blueprint {actor}{actor_name} may use it once as the client assertion of agent {}.",
             s(claims, "sub").and_then(|x| x.rsplit('/').next()).unwrap_or("?")
@@ -56,14 +66,20 @@ pub fn explain(claims: &Map<String, Value>, now: i64) -> Vec<String> {
         ));
         "user"
     } else if agent_acts || sub.contains(&AGENT_IDENTITY) {
-        out.push(format!("Agent {actor}{actor_name} acts as itself (no user is involved)."));
+        out.push(format!(
+            "Agent {actor}{actor_name} acts as itself (no user is involved)."
+        ));
         "autonomous agent"
     } else {
-        out.push(format!("Application {actor}{actor_name} acts as itself (app-only; subject {oid})."));
+        out.push(format!(
+            "Application {actor}{actor_name} acts as itself (app-only; subject {oid})."
+        ));
         "app-only"
     };
     if let Some(bp) = s(claims, "xms_par_app_azp") {
-        out.push(format!("The agent belongs to blueprint {bp} (logged for audit; never authorize on it)."));
+        out.push(format!(
+            "The agent belongs to blueprint {bp} (logged for audit; never authorize on it)."
+        ));
     }
     if aud == TOKEN_EXCHANGE_APP_ID && kind != "T1" {
         out.push("Its audience is the token-exchange resource: it is a credential (T2′), not an API token.".into());
@@ -79,10 +95,15 @@ pub fn explain(claims: &Map<String, Value>, now: i64) -> Vec<String> {
     }
     if let Some(iss) = s(claims, "iss") {
         let ver = s(claims, "ver").unwrap_or("?");
-        out.push(format!("Issued by {iss} (token version {ver}) for tenant {}.", s(claims, "tid").unwrap_or("?")));
+        out.push(format!(
+            "Issued by {iss} (token version {ver}) for tenant {}.",
+            s(claims, "tid").unwrap_or("?")
+        ));
     }
     if let Some(exp) = claims.get("exp").and_then(crate::jwt::numeric_date) {
-        let when = DateTime::<Utc>::from_timestamp(exp, 0).map(|d| d.to_rfc3339()).unwrap_or_default();
+        let when = DateTime::<Utc>::from_timestamp(exp, 0)
+            .map(|d| d.to_rfc3339())
+            .unwrap_or_default();
         if exp > now {
             out.push(format!("Expires {when} (in {} s).", exp - now));
         } else {
@@ -103,7 +124,12 @@ mod tests {
             "upn":"adele@contoso.local","oid":"U","scp":"User.Read","xms_act_fct":"11 9 3","xms_sub_fct":"2 3",
             "xms_par_app_azp":"BP","exp":100});
         let lines = explain(c.as_object().unwrap(), 50);
-        assert!(lines[0].starts_with("Agent A (\"My Agent\") acts on behalf of the user adele@contoso.local"), "{lines:?}");
+        assert!(
+            lines[0].starts_with(
+                "Agent A (\"My Agent\") acts on behalf of the user adele@contoso.local"
+            ),
+            "{lines:?}"
+        );
         assert!(lines.iter().any(|l| l.contains("blueprint BP")));
         assert!(lines.iter().any(|l| l.contains("in 50 s")));
     }

@@ -45,15 +45,26 @@ impl TokenKind {
             TokenKind::AgentUser => ("1 9 11", "1 13", "1 8", Some("6 1")),
             TokenKind::User | TokenKind::AppObo => ("9 3", "2 3", "1 6", Some("2 3")),
         };
-        Facets { act, sub, idrel, tnt }
+        Facets {
+            act,
+            sub,
+            idrel,
+            tnt,
+        }
     }
 
     pub fn is_user(self) -> bool {
-        matches!(self, TokenKind::AgentObo | TokenKind::AgentUser | TokenKind::User | TokenKind::AppObo)
+        matches!(
+            self,
+            TokenKind::AgentObo | TokenKind::AgentUser | TokenKind::User | TokenKind::AppObo
+        )
     }
 
     pub fn is_agent(self) -> bool {
-        matches!(self, TokenKind::AgentApp | TokenKind::AgentObo | TokenKind::AgentUser)
+        matches!(
+            self,
+            TokenKind::AgentApp | TokenKind::AgentObo | TokenKind::AgentUser
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -72,5 +83,9 @@ impl TokenKind {
 
 /// Parses a facet claim value into its set of integers, ignoring anything that is not one.
 pub fn facet_set(value: Option<&str>) -> Vec<u32> {
-    value.unwrap_or("").split_whitespace().filter_map(|v| v.parse().ok()).collect()
+    value
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect()
 }

@@ -55,7 +55,11 @@ impl FmiPath {
         if agent.is_empty() || agent.contains('/') {
             return None;
         }
-        Some(FmiPath { tenant, blueprint_app, agent })
+        Some(FmiPath {
+            tenant,
+            blueprint_app,
+            agent,
+        })
     }
 }
 

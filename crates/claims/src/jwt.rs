@@ -53,12 +53,19 @@ impl UnverifiedJwt {
     pub fn parse(raw: &str) -> Result<Self, JwtError> {
         let raw = raw.trim();
         let mut parts = raw.split('.');
-        let (Some(h), Some(c), Some(_s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(h), Some(c), Some(_s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(JwtError::Malformed("expected three dot-separated parts"));
         };
         let header = decode_part(h)?;
         let claims = decode_part(c)?;
-        Ok(Self { raw: raw.to_string(), signing_input_len: h.len() + 1 + c.len(), header, claims })
+        Ok(Self {
+            raw: raw.to_string(),
+            signing_input_len: h.len() + 1 + c.len(),
+            header,
+            claims,
+        })
     }
 
     pub fn raw(&self) -> &str {
@@ -106,7 +113,8 @@ impl UnverifiedJwt {
     /// Verifies the signature with `key`. `alg` must be one the caller allows.
     pub fn verify(&self, key: &DecodingKey, allowed: &[Algorithm]) -> Result<(), JwtError> {
         let alg_name = self.alg().unwrap_or("");
-        let alg = parse_alg(alg_name).ok_or_else(|| JwtError::UnsupportedAlgorithm(alg_name.to_string()))?;
+        let alg = parse_alg(alg_name)
+            .ok_or_else(|| JwtError::UnsupportedAlgorithm(alg_name.to_string()))?;
         if !allowed.contains(&alg) {
             return Err(JwtError::UnsupportedAlgorithm(alg_name.to_string()));
         }
@@ -139,7 +147,11 @@ pub fn parse_alg(name: &str) -> Option<Algorithm> {
 
 pub fn numeric_date(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f.trunc() as i64)),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite())
+                .map(|f| f.trunc() as i64)
+        }),
         _ => None,
     }
 }
@@ -165,7 +177,11 @@ mod tests {
 
     #[test]
     fn parses_float_dates_and_array_audience() {
-        let t = format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(r#"{"exp":1764180000.75,"aud":["a","b"]}"#));
+        let t = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"RS256"}"#),
+            b64(r#"{"exp":1764180000.75,"aud":["a","b"]}"#)
+        );
         let j = UnverifiedJwt::parse(&t).unwrap();
         assert_eq!(j.time_claim("exp"), Some(1764180000));
         assert_eq!(j.audiences(), vec!["a", "b"]);
@@ -178,7 +194,10 @@ mod tests {
         let t = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(r#"{"sub":"x"}"#));
         let j = UnverifiedJwt::parse(&t).unwrap();
         let key = DecodingKey::from_secret(b"k");
-        assert_eq!(j.verify(&key, &[Algorithm::RS256]), Err(JwtError::UnsupportedAlgorithm("none".into())));
+        assert_eq!(
+            j.verify(&key, &[Algorithm::RS256]),
+            Err(JwtError::UnsupportedAlgorithm("none".into()))
+        );
         let t = format!("{}.{}.", b64(r#"{"alg":"HS256"}"#), b64(r#"{"sub":"x"}"#));
         let j = UnverifiedJwt::parse(&t).unwrap();
         assert!(j.verify(&key, &[Algorithm::RS256]).is_err());

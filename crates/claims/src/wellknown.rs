@@ -15,4 +15,5 @@ pub const MICROSOFT_TENANT_ID: &str = "f8cdef31-a31e-4b4a-93e4-5f571e91255a";
 /// Global Administrator role template id (`wids`).
 pub const GLOBAL_ADMIN_ROLE_ID: &str = "62e90394-69f5-4237-9190-012177145e10";
 /// The assertion type used for every JWT client assertion.
-pub const JWT_BEARER_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub const JWT_BEARER_ASSERTION_TYPE: &str =
+    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

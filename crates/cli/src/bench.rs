@@ -37,7 +37,11 @@ pub struct BenchArgs {
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -49,7 +53,11 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-async fn post(client: &reqwest::Client, url: &str, form: &[(&str, &str)]) -> anyhow::Result<serde_json::Value> {
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    form: &[(&str, &str)],
+) -> anyhow::Result<serde_json::Value> {
     let r = client.post(url).form(form).send().await?;
     let status = r.status();
     let body: serde_json::Value = r.json().await?;
@@ -64,21 +72,55 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     if let Some(db) = &a.database {
         s.storage_url = db.clone();
         let key = agentid_directory::secrets::MasterKey::generate();
-        agentid_directory::secrets::write_private_file(&s.master_key_file, key.to_base64().as_bytes())?;
+        agentid_directory::secrets::write_private_file(
+            &s.master_key_file,
+            key.to_base64().as_bytes(),
+        )?;
     }
     let file = TenantFile::parse(DEMO_TENANT, Path::new("."))?;
     let running = agentid_sts::start(s, &[file]).await?;
     let tenant = running.reports[0].tenant_id;
     let url = format!("{}/{tenant}/oauth2/v2.0/token", running.base);
-    let ca = reqwest::Certificate::from_pem(running.ca_pem.as_deref().context("STS has a CA")?.as_bytes())?;
-    let mk_client = || reqwest::Client::builder().use_rustls_tls().add_root_certificate(ca.clone()).http1_only().pool_max_idle_per_host(1).build();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let ca = reqwest::Certificate::from_pem(
+        running
+            .ca_pem
+            .as_deref()
+            .context("STS has a CA")?
+            .as_bytes(),
+    )?;
+    let mk_client = || {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(ca.clone())
+            .http1_only()
+            .pool_max_idle_per_host(1)
+            .build()
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let idle_rss = rss_kib();
 
     // 1. One core's raw RS256 signing rate, with the STS's own key and claims of a real token.
-    let key = running.state.keys.signer(&tenant, chrono::Utc::now().timestamp()).await?;
-    let sample = post(&mk_client()?, &url, &[("grant_type", "client_credentials"), ("client_id", BP), ("client_secret", BP_SECRET), ("scope", "https://graph.microsoft.com/.default")]).await?;
-    let claims = agentid_claims::UnverifiedJwt::parse(sample["access_token"].as_str().unwrap_or_default())?.claims;
+    let key = running
+        .state
+        .keys
+        .signer(&tenant, chrono::Utc::now().timestamp())
+        .await?;
+    let sample = post(
+        &mk_client()?,
+        &url,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", BP),
+            ("client_secret", BP_SECRET),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ],
+    )
+    .await?;
+    let claims =
+        agentid_claims::UnverifiedJwt::parse(sample["access_token"].as_str().unwrap_or_default())?
+            .claims;
     let sign_rate = tokio::task::spawn_blocking(move || {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         header.kid = Some(key.kid.clone());
@@ -98,10 +140,21 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..a.concurrency {
-        let (client, url, done, errors, stop) = (mk_client()?, url.clone(), done.clone(), errors.clone(), stop.clone());
+        let (client, url, done, errors, stop) = (
+            mk_client()?,
+            url.clone(),
+            done.clone(),
+            errors.clone(),
+            stop.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let form = [("grant_type", "client_credentials"), ("client_id", BP), ("client_secret", BP_SECRET), ("scope", "https://graph.microsoft.com/.default")];
+                let form = [
+                    ("grant_type", "client_credentials"),
+                    ("client_id", BP),
+                    ("client_secret", BP_SECRET),
+                    ("scope", "https://graph.microsoft.com/.default"),
+                ];
                 match post(&client, &url, &form).await {
                     Ok(_) => done.fetch_add(1, Ordering::Relaxed),
                     Err(_) => errors.fetch_add(1, Ordering::Relaxed),
@@ -118,7 +171,8 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
         peak_rss = peak_rss.max(rss_kib());
     }
-    let throughput = (done.load(Ordering::Relaxed) - start_count) as f64 / start.elapsed().as_secs_f64();
+    let throughput =
+        (done.load(Ordering::Relaxed) - start_count) as f64 / start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
@@ -129,20 +183,80 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let mut t1t2 = Vec::with_capacity(a.samples);
     for _ in 0..a.samples {
         let t0 = Instant::now();
-        let t1 = post(&client, &url, &[("grant_type", "client_credentials"), ("client_id", BP), ("client_secret", BP_SECRET), ("scope", "api://AzureADTokenExchange/.default"), ("fmi_path", AGENT)]).await?;
+        let t1 = post(
+            &client,
+            &url,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", BP),
+                ("client_secret", BP_SECRET),
+                ("scope", "api://AzureADTokenExchange/.default"),
+                ("fmi_path", AGENT),
+            ],
+        )
+        .await?;
         let t1 = t1["access_token"].as_str().unwrap_or_default().to_string();
-        post(&client, &url, &[("grant_type", "client_credentials"), ("client_id", AGENT), ("scope", "https://graph.microsoft.com/.default"), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", &t1)]).await?;
+        post(
+            &client,
+            &url,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", AGENT),
+                ("scope", "https://graph.microsoft.com/.default"),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &t1),
+            ],
+        )
+        .await?;
         t1t2.push(t0.elapsed());
     }
     let scope = format!("api://{BP}/access_as_user openid profile");
-    let tc = post(&client, &url, &[("grant_type", "password"), ("client_id", GRAPH_CLI), ("username", "alice@contoso.test"), ("password", "correct-horse-battery"), ("scope", &scope)]).await?;
+    let tc = post(
+        &client,
+        &url,
+        &[
+            ("grant_type", "password"),
+            ("client_id", GRAPH_CLI),
+            ("username", "alice@contoso.test"),
+            ("password", "correct-horse-battery"),
+            ("scope", &scope),
+        ],
+    )
+    .await?;
     let tc = tc["access_token"].as_str().unwrap_or_default().to_string();
-    let t1 = post(&client, &url, &[("grant_type", "client_credentials"), ("client_id", BP), ("client_secret", BP_SECRET), ("scope", "api://AzureADTokenExchange/.default"), ("fmi_path", AGENT)]).await?;
+    let t1 = post(
+        &client,
+        &url,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", BP),
+            ("client_secret", BP_SECRET),
+            ("scope", "api://AzureADTokenExchange/.default"),
+            ("fmi_path", AGENT),
+        ],
+    )
+    .await?;
     let t1 = t1["access_token"].as_str().unwrap_or_default().to_string();
     let mut obo = Vec::with_capacity(a.samples);
     for _ in 0..a.samples {
         let t0 = Instant::now();
-        post(&client, &url, &[("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"), ("client_id", AGENT), ("requested_token_use", "on_behalf_of"), ("assertion", &tc), ("scope", "https://graph.microsoft.com/.default openid profile"), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", &t1)]).await?;
+        post(
+            &client,
+            &url,
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("client_id", AGENT),
+                ("requested_token_use", "on_behalf_of"),
+                ("assertion", &tc),
+                (
+                    "scope",
+                    "https://graph.microsoft.com/.default openid profile",
+                ),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &t1),
+            ],
+        )
+        .await?;
         obo.push(t0.elapsed());
     }
     t1t2.sort();
@@ -150,12 +264,36 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     running.shutdown();
 
     let ratio = throughput / (sign_rate * cores as f64);
-    println!("agentid STS benchmark ({cores} cores, {} backend, {} clients, {} s)", if a.database.is_some() { "PostgreSQL" } else { "SQLite" }, a.concurrency, a.duration);
+    println!(
+        "agentid STS benchmark ({cores} cores, {} backend, {} clients, {} s)",
+        if a.database.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
+        a.concurrency,
+        a.duration
+    );
     println!("raw RS256 signing rate (1 core):        {sign_rate:>10.0} signatures/s");
-    println!("client_credentials throughput (HTTPS):  {throughput:>10.0} tokens/s ({} errors)", errors.load(Ordering::Relaxed));
+    println!(
+        "client_credentials throughput (HTTPS):  {throughput:>10.0} tokens/s ({} errors)",
+        errors.load(Ordering::Relaxed)
+    );
     println!("ratio throughput / (signing × cores):   {ratio:>10.2}  (target ≥ 0.50)");
-    println!("T1→T2 latency (two requests):           p50 {:.2} ms  p99 {:.2} ms", pct(&t1t2, 0.5), pct(&t1t2, 0.99));
-    println!("on-behalf-of latency:                   p50 {:.2} ms  p99 {:.2} ms", pct(&obo, 0.5), pct(&obo, 0.99));
-    println!("resident memory: idle {:.1} MiB, peak under load {:.1} MiB (whole process, load generator included)", idle_rss as f64 / 1024.0, peak_rss as f64 / 1024.0);
+    println!(
+        "T1→T2 latency (two requests):           p50 {:.2} ms  p99 {:.2} ms",
+        pct(&t1t2, 0.5),
+        pct(&t1t2, 0.99)
+    );
+    println!(
+        "on-behalf-of latency:                   p50 {:.2} ms  p99 {:.2} ms",
+        pct(&obo, 0.5),
+        pct(&obo, 0.99)
+    );
+    println!(
+        "resident memory: idle {:.1} MiB, peak under load {:.1} MiB (whole process, load generator included)",
+        idle_rss as f64 / 1024.0,
+        peak_rss as f64 / 1024.0
+    );
     Ok(())
 }

@@ -17,13 +17,16 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
     let raw = match args.token.as_deref() {
         None | Some("-") => {
             let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s).context("reading the token from standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the token from standard input")?;
             s
         }
         Some(t) => t.to_string(),
     };
     let raw = raw.trim().trim_start_matches("Bearer ").trim();
-    let jwt = UnverifiedJwt::parse(raw).map_err(|e| anyhow::anyhow!("{e} (expected header.payload.signature)"))?;
+    let jwt = UnverifiedJwt::parse(raw)
+        .map_err(|e| anyhow::anyhow!("{e} (expected header.payload.signature)"))?;
     let now = chrono::Utc::now().timestamp();
     let explanation = agentid_claims::explain::explain(&jwt.claims, now);
     if args.json {

@@ -7,7 +7,11 @@ mod sts_cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "agentid", version, about = "Identity for AI agents: an Entra-compatible token service and its tools")]
+#[command(
+    name = "agentid",
+    version,
+    about = "Identity for AI agents: an Entra-compatible token service and its tools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,7 +24,7 @@ enum Command {
     /// The token service.
     Sts {
         #[command(subcommand)]
-        command: sts_cmd::StsCommand,
+        command: Box<sts_cmd::StsCommand>,
     },
     /// Work with tokens.
     Token {
@@ -38,25 +42,36 @@ enum TokenCommand {
 fn init_tracing(default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("AGENTID_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Token { command: TokenCommand::Decode(args) } => decode::run(args),
+        Command::Token {
+            command: TokenCommand::Decode(args),
+        } => decode::run(args),
         Command::Up(args) => {
             init_tracing("info,sqlx=warn");
             runtime()?.block_on(sts_cmd::up(args))
         }
         Command::Sts { command } => {
             // The benchmark measures the token path, not one stderr line per audit event.
-            init_tracing(if matches!(command, sts_cmd::StsCommand::Bench(_)) { "warn" } else { "info,sqlx=warn" });
-            runtime()?.block_on(sts_cmd::run(command))
+            init_tracing(if matches!(*command, sts_cmd::StsCommand::Bench(_)) {
+                "warn"
+            } else {
+                "info,sqlx=warn"
+            });
+            runtime()?.block_on(sts_cmd::run(*command))
         }
     }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

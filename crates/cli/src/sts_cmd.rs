@@ -139,7 +139,12 @@ pub struct AuditArgs {
 
 fn settings_for(common: &CommonArgs, listen: Option<SocketAddr>) -> anyhow::Result<Settings> {
     let env: Vec<(String, String)> = std::env::vars().collect();
-    let mut s = agentid_sts::settings::load(common.config.as_deref(), &env, common.data_dir.as_deref(), listen)?;
+    let mut s = agentid_sts::settings::load(
+        common.config.as_deref(),
+        &env,
+        common.data_dir.as_deref(),
+        listen,
+    )?;
     if let Some(db) = &common.database {
         s.storage_url = db.clone();
     }
@@ -149,7 +154,11 @@ fn settings_for(common: &CommonArgs, listen: Option<SocketAddr>) -> anyhow::Resu
 pub async fn run(cmd: StsCommand) -> anyhow::Result<()> {
     match cmd {
         StsCommand::Serve(a) => serve(a).await,
-        StsCommand::Apply { file, common, print_ids } => apply(&file, &common, print_ids).await,
+        StsCommand::Apply {
+            file,
+            common,
+            print_ids,
+        } => apply(&file, &common, print_ids).await,
         StsCommand::Keys { command } => keys(command).await,
         StsCommand::Audit(a) => audit(a).await,
         StsCommand::Bench(a) => crate::bench::run(a).await,
@@ -169,7 +178,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         s.tls_cert_file = a.tls_cert;
         s.tls_key_file = a.tls_key;
     }
-    let files = a.tenant_files.iter().map(|p| TenantFile::load(p)).collect::<Result<Vec<_>, _>>()?;
+    let files = a
+        .tenant_files
+        .iter()
+        .map(|p| TenantFile::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
     run_until_signal(s, files).await
 }
 
@@ -177,33 +190,59 @@ async fn run_until_signal(s: Settings, files: Vec<TenantFile>) -> anyhow::Result
     let ca_out = s.tls_ca_out.clone();
     let running = agentid_sts::start(s, &files).await?;
     for r in &running.reports {
-        eprintln!("tenant {}: {} created, {} updated", r.tenant_id, r.created, r.updated);
+        eprintln!(
+            "tenant {}: {} created, {} updated",
+            r.tenant_id, r.created, r.updated
+        );
         for g in &r.generated_secrets {
-            eprintln!("  generated secret for {} ({}), shown once: {}", g.application, g.app_id, g.value);
+            eprintln!(
+                "  generated secret for {} ({}), shown once: {}",
+                g.application, g.app_id, g.value
+            );
         }
     }
     eprintln!("agentid STS ready at {}", running.base);
     for t in running.state.store.tenants().await? {
-        eprintln!("  authority {}/{}  (also {}/{})", running.base, t.id, running.base, t.name());
+        eprintln!(
+            "  authority {}/{}  (also {}/{})",
+            running.base,
+            t.id,
+            running.base,
+            t.name()
+        );
     }
     if running.ca_pem.is_some() {
-        eprintln!("  CA certificate: {} (export REQUESTS_CA_BUNDLE={})", ca_out.display(), ca_out.display());
+        eprintln!(
+            "  CA certificate: {} (export REQUESTS_CA_BUNDLE={})",
+            ca_out.display(),
+            ca_out.display()
+        );
     }
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     running.shutdown();
     eprintln!("stopped");
     Ok(())
 }
 
 pub async fn up(a: UpArgs) -> anyhow::Result<()> {
-    let data_dir = a.data_dir.unwrap_or_else(agentid_sts::settings::default_data_dir);
+    let data_dir = a
+        .data_dir
+        .unwrap_or_else(agentid_sts::settings::default_data_dir);
     let env: Vec<(String, String)> = std::env::vars().collect();
     let s = agentid_sts::settings::load(None, &env, Some(&data_dir), Some(a.listen))?;
     let file = TenantFile::parse(DEMO_TENANT, Path::new("."))?;
     run_until_signal(s, vec![file]).await
 }
 
-async fn open(common: &CommonArgs) -> anyhow::Result<(Settings, agentid_directory::Store, agentid_directory::secrets::MasterKey)> {
+async fn open(
+    common: &CommonArgs,
+) -> anyhow::Result<(
+    Settings,
+    agentid_directory::Store,
+    agentid_directory::secrets::MasterKey,
+)> {
     let s = settings_for(common, None)?;
     let (store, master) = agentid_sts::server::open_store(&s).await?;
     Ok((s, store, master))
@@ -213,9 +252,15 @@ async fn apply(file: &Path, common: &CommonArgs, print_ids: bool) -> anyhow::Res
     let f = TenantFile::load(file)?;
     let (_, store, _) = open(common).await?;
     let r = agentid_directory::tenant_file::apply(&store, &f).await?;
-    eprintln!("tenant {}: {} created, {} updated", r.tenant_id, r.created, r.updated);
+    eprintln!(
+        "tenant {}: {} created, {} updated",
+        r.tenant_id, r.created, r.updated
+    );
     for g in &r.generated_secrets {
-        eprintln!("generated secret for {} ({}), shown once: {}", g.application, g.app_id, g.value);
+        eprintln!(
+            "generated secret for {} ({}), shown once: {}",
+            g.application, g.app_id, g.value
+        );
     }
     if print_ids {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -223,35 +268,65 @@ async fn apply(file: &Path, common: &CommonArgs, print_ids: bool) -> anyhow::Res
     Ok(())
 }
 
-async fn tenant_ids(store: &agentid_directory::Store, tenant: Option<&str>) -> anyhow::Result<Vec<uuid::Uuid>> {
+async fn tenant_ids(
+    store: &agentid_directory::Store,
+    tenant: Option<&str>,
+) -> anyhow::Result<Vec<uuid::Uuid>> {
     Ok(match tenant {
-        Some(t) => vec![store.tenant_by_segment(t).await?.with_context(|| format!("no tenant '{t}'"))?.id],
+        Some(t) => vec![
+            store
+                .tenant_by_segment(t)
+                .await?
+                .with_context(|| format!("no tenant '{t}'"))?
+                .id,
+        ],
         None => store.tenants().await?.into_iter().map(|t| t.id).collect(),
     })
 }
 
 async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
-        KeysCommand::Rotate { common, tenant, now, revoke_old } => {
+        KeysCommand::Rotate {
+            common,
+            tenant,
+            now,
+            revoke_old,
+        } => {
             let (s, store, master) = open(&common).await?;
             let ring = agentid_sts::keys::KeyRing::new(store.clone(), master);
             let t = chrono::Utc::now().timestamp();
             for id in tenant_ids(&store, tenant.as_deref()).await? {
-                let kid = ring.rotate(&id, t, s.key_prepublish, now, revoke_old, s.clock_skew).await?;
+                let kid = ring
+                    .rotate(&id, t, s.key_prepublish, now, revoke_old, s.clock_skew)
+                    .await?;
                 if now {
                     println!("tenant {id}: key {kid} signs from now on");
                 } else {
-                    println!("tenant {id}: key {kid} published now, signs from {}", fmt_time(t + s.key_prepublish));
+                    println!(
+                        "tenant {id}: key {kid} published now, signs from {}",
+                        fmt_time(t + s.key_prepublish)
+                    );
                 }
             }
         }
         KeysCommand::List { common } => {
             let (_, store, _) = open(&common).await?;
             let t = chrono::Utc::now().timestamp();
-            println!("{:<38} {:<44} {:<8} {:<21} {:<21}", "TENANT", "KID", "STATE", "ACTIVATES", "REMOVED AFTER");
+            println!(
+                "{:<38} {:<44} {:<8} {:<21} {:<21}",
+                "TENANT", "KID", "STATE", "ACTIVATES", "REMOVED AFTER"
+            );
             let rows = store.signing_keys(None).await?;
             for r in &rows {
-                let newest_active = rows.iter().filter(|k| k.tenant_id == r.tenant_id && k.activate_at <= t && k.remove_after.is_none_or(|x| x > t)).map(|k| k.activate_at).max();
+                let newest_active = rows
+                    .iter()
+                    .filter(|k| {
+                        k.tenant_id == r.tenant_id
+                            && k.activate_at <= t
+                            && k.remove_after.is_none_or(|x| x > t)
+                    })
+                    .map(|k| k.activate_at)
+                    .max();
                 let state = if r.remove_after.is_some_and(|x| x <= t) {
                     "removed"
                 } else if r.activate_at > t {
@@ -261,7 +336,14 @@ async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
                 } else {
                     "retired"
                 };
-                println!("{:<38} {:<44} {:<8} {:<21} {:<21}", r.tenant_id, r.kid, state, fmt_time(r.activate_at), r.remove_after.map(fmt_time).unwrap_or_default());
+                println!(
+                    "{:<38} {:<44} {:<8} {:<21} {:<21}",
+                    r.tenant_id,
+                    r.kid,
+                    state,
+                    fmt_time(r.activate_at),
+                    r.remove_after.map(fmt_time).unwrap_or_default()
+                );
             }
         }
     }
@@ -269,7 +351,9 @@ async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
 }
 
 fn fmt_time(t: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%d %H:%M:%SZ").to_string()).unwrap_or_default()
+    chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_default()
 }
 
 /// RFC 3339, or `N{s,m,h,d}` ago.
@@ -278,7 +362,9 @@ fn parse_when(s: &str) -> anyhow::Result<i64> {
         return Ok(t.timestamp());
     }
     let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = n.parse().with_context(|| format!("'{s}' is neither an RFC 3339 time nor a duration like 30m, 2h, 7d"))?;
+    let n: i64 = n.parse().with_context(|| {
+        format!("'{s}' is neither an RFC 3339 time nor a duration like 30m, 2h, 7d")
+    })?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
@@ -292,7 +378,14 @@ fn parse_when(s: &str) -> anyhow::Result<i64> {
 async fn audit(a: AuditArgs) -> anyhow::Result<()> {
     let (_, store, _) = open(&a.common).await?;
     let tenant_id = match &a.tenant {
-        Some(t) => Some(store.tenant_by_segment(t).await?.with_context(|| format!("no tenant '{t}'"))?.id.to_string()),
+        Some(t) => Some(
+            store
+                .tenant_by_segment(t)
+                .await?
+                .with_context(|| format!("no tenant '{t}'"))?
+                .id
+                .to_string(),
+        ),
         None => None,
     };
     let q = AuditQuery {
@@ -313,14 +406,20 @@ async fn audit(a: AuditArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    println!("{:<21} {:<8} {:<8} {:<20} {:<37} {:<37} {:<26} {}", "TIME", "RESULT", "CODE", "GRANT", "CLIENT", "AGENT", "USER", "TOKEN");
+    println!(
+        "{:<21} {:<8} {:<8} {:<20} {:<37} {:<37} {:<26} TOKEN",
+        "TIME", "RESULT", "CODE", "GRANT", "CLIENT", "AGENT", "USER"
+    );
     for e in &events {
         println!(
             "{:<21} {:<8} {:<8} {:<20} {:<37} {:<37} {:<26} {}",
             fmt_time(e.time),
             e.result,
             e.error_code.map(|c| c.to_string()).unwrap_or_default(),
-            e.grant_type.as_deref().map(|g| g.rsplit(':').next().unwrap_or(g)).unwrap_or(""),
+            e.grant_type
+                .as_deref()
+                .map(|g| g.rsplit(':').next().unwrap_or(g))
+                .unwrap_or(""),
             e.client_id.as_deref().unwrap_or(""),
             e.agent_id.as_deref().unwrap_or(""),
             e.user_principal_name.as_deref().unwrap_or(""),

@@ -64,40 +64,43 @@ pub struct AuditQuery {
 impl AuditEvent {
     pub async fn insert(&self, conn: &mut AnyConnection) -> Result<()> {
         let placeholders: Vec<String> = (1..=31).map(|i| format!("${i}")).collect();
-        sqlx::query(&format!("INSERT INTO audit_events ({COLS}) VALUES ({})", placeholders.join(", ")))
-            .bind(&self.id)
-            .bind(self.time)
-            .bind(&self.tenant_id)
-            .bind(&self.replica)
-            .bind(&self.endpoint)
-            .bind(&self.grant_type)
-            .bind(&self.client_id)
-            .bind(&self.client_kind)
-            .bind(&self.agent_id)
-            .bind(&self.blueprint_id)
-            .bind(&self.user_id)
-            .bind(&self.user_principal_name)
-            .bind(&self.credential_type)
-            .bind(&self.credential_id)
-            .bind(&self.federated_issuer)
-            .bind(&self.federated_subject)
-            .bind(&self.resource)
-            .bind(&self.audience)
-            .bind(&self.scopes_requested)
-            .bind(&self.scopes_granted)
-            .bind(&self.roles)
-            .bind(&self.result)
-            .bind(&self.error)
-            .bind(self.error_code)
-            .bind(&self.token_id)
-            .bind(self.token_expires_at)
-            .bind(&self.refresh_family_id)
-            .bind(&self.source_ip)
-            .bind(&self.user_agent)
-            .bind(&self.correlation_id)
-            .bind(&self.trace_id)
-            .execute(conn)
-            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO audit_events ({COLS}) VALUES ({})",
+            placeholders.join(", ")
+        ))
+        .bind(&self.id)
+        .bind(self.time)
+        .bind(&self.tenant_id)
+        .bind(&self.replica)
+        .bind(&self.endpoint)
+        .bind(&self.grant_type)
+        .bind(&self.client_id)
+        .bind(&self.client_kind)
+        .bind(&self.agent_id)
+        .bind(&self.blueprint_id)
+        .bind(&self.user_id)
+        .bind(&self.user_principal_name)
+        .bind(&self.credential_type)
+        .bind(&self.credential_id)
+        .bind(&self.federated_issuer)
+        .bind(&self.federated_subject)
+        .bind(&self.resource)
+        .bind(&self.audience)
+        .bind(&self.scopes_requested)
+        .bind(&self.scopes_granted)
+        .bind(&self.roles)
+        .bind(&self.result)
+        .bind(&self.error)
+        .bind(self.error_code)
+        .bind(&self.token_id)
+        .bind(self.token_expires_at)
+        .bind(&self.refresh_family_id)
+        .bind(&self.source_ip)
+        .bind(&self.user_agent)
+        .bind(&self.correlation_id)
+        .bind(&self.trace_id)
+        .execute(conn)
+        .await?;
         Ok(())
     }
 }
@@ -135,21 +138,33 @@ impl Store {
             push_text(&mut sql, " AND agent_id = ?", a, &mut binds);
         }
         if let Some(u) = &q.user {
-            let i = push_text(&mut sql, " AND (lower(user_principal_name) = lower(?)", u, &mut binds);
+            let i = push_text(
+                &mut sql,
+                " AND (lower(user_principal_name) = lower(?)",
+                u,
+                &mut binds,
+            );
             sql.push_str(&format!(" OR user_id = ${i})"));
         }
         if let Some(r) = &q.result {
             push_text(&mut sql, " AND result = ?", r, &mut binds);
         }
         let base = binds.len();
-        for (cond, v) in [(" AND time >= ", q.since), (" AND time <= ", q.until), (" AND error_code = ", q.error_code)] {
+        for (cond, v) in [
+            (" AND time >= ", q.since),
+            (" AND time <= ", q.until),
+            (" AND error_code = ", q.error_code),
+        ] {
             if let Some(v) = v {
                 let i = base + ints.len() + 1;
                 sql.push_str(&format!("{cond}${i}"));
                 ints.push((i, v));
             }
         }
-        sql.push_str(&format!(" ORDER BY time DESC, id DESC LIMIT {}", q.limit.clamp(1, 10_000)));
+        sql.push_str(&format!(
+            " ORDER BY time DESC, id DESC LIMIT {}",
+            q.limit.clamp(1, 10_000)
+        ));
         let mut query = sqlx::query_as::<_, AuditEvent>(&sql);
         for b in binds {
             query = query.bind(b);
@@ -161,6 +176,10 @@ impl Store {
     }
 
     pub async fn purge_audit_before(&self, before: i64) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM audit_events WHERE time < $1").bind(before).execute(self.pool()).await?.rows_affected())
+        Ok(sqlx::query("DELETE FROM audit_events WHERE time < $1")
+            .bind(before)
+            .execute(self.pool())
+            .await?
+            .rows_affected())
     }
 }

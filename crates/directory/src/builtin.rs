@@ -67,9 +67,20 @@ pub const BUILT_INS: &[BuiltIn] = &[
     BuiltIn {
         app_id: GRAPH_APP_ID,
         display_name: "Microsoft Graph",
-        identifier_uris: &["https://graph.microsoft.com", "https://graph.microsoft.com/"],
+        identifier_uris: &[
+            "https://graph.microsoft.com",
+            "https://graph.microsoft.com/",
+        ],
         token_version: 1,
-        user_scopes: &["openid", "profile", "email", "offline_access", "User.Read", "User.ReadWrite", "User.ReadBasic.All"],
+        user_scopes: &[
+            "openid",
+            "profile",
+            "email",
+            "offline_access",
+            "User.Read",
+            "User.ReadWrite",
+            "User.ReadBasic.All",
+        ],
         admin_scopes: GRAPH_ADMIN_SCOPES,
         app_roles: GRAPH_ROLES,
         public_client: false,
@@ -78,7 +89,10 @@ pub const BUILT_INS: &[BuiltIn] = &[
     BuiltIn {
         app_id: COGNITIVE_SERVICES_APP_ID,
         display_name: "Azure Cognitive Services",
-        identifier_uris: &["https://cognitiveservices.azure.com", "https://cognitiveservices.azure.com/"],
+        identifier_uris: &[
+            "https://cognitiveservices.azure.com",
+            "https://cognitiveservices.azure.com/",
+        ],
         token_version: 1,
         user_scopes: &["user_impersonation"],
         admin_scopes: &[],
@@ -111,11 +125,15 @@ pub const BUILT_INS: &[BuiltIn] = &[
 ];
 
 /// Redirect URIs of the built-in public client.
-pub const GRAPH_CLI_REDIRECT_URIS: &[&str] =
-    &["http://localhost", "https://login.microsoftonline.com/common/oauth2/nativeclient"];
+pub const GRAPH_CLI_REDIRECT_URIS: &[&str] = &[
+    "http://localhost",
+    "https://login.microsoftonline.com/common/oauth2/nativeclient",
+];
 
 pub fn by_app_id(app_id: &str) -> Option<&'static BuiltIn> {
-    BUILT_INS.iter().find(|b| b.app_id.eq_ignore_ascii_case(app_id))
+    BUILT_INS
+        .iter()
+        .find(|b| b.app_id.eq_ignore_ascii_case(app_id))
 }
 
 pub fn by_handle(handle: &str) -> Option<&'static BuiltIn> {
@@ -138,13 +156,19 @@ pub fn permission_id(app_id: &str, kind: &str, value: &str) -> Uuid {
             return Uuid::parse_str(id).expect("literal GUID");
         }
     }
-    Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("urn:agentid:builtin:{app_id}:{kind}:{value}").as_bytes())
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_URL,
+        format!("urn:agentid:builtin:{app_id}:{kind}:{value}").as_bytes(),
+    )
 }
 
 /// The service principal id of a built-in in a tenant: deterministic, so every replica and
 /// every re-initialisation agrees.
 pub fn sp_id(tenant: &Uuid, app_id: &str) -> Uuid {
-    Uuid::new_v5(&Uuid::NAMESPACE_URL, format!("urn:agentid:tenant:{tenant}:sp:{app_id}").as_bytes())
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_URL,
+        format!("urn:agentid:tenant:{tenant}:sp:{app_id}").as_bytes(),
+    )
 }
 
 impl BuiltIn {
@@ -212,6 +236,9 @@ mod tests {
             permission_id(COGNITIVE_SERVICES_APP_ID, "scope", "user_impersonation").to_string(),
             "1623c61f-f7f3-5121-bc70-c07f3f410372"
         );
-        assert_eq!(permission_id(GRAPH_APP_ID, "scope", "User.Read").to_string(), "e1fe6dd8-ba31-4d61-89e7-88639da4683d");
+        assert_eq!(
+            permission_id(GRAPH_APP_ID, "scope", "User.Read").to_string(),
+            "e1fe6dd8-ba31-4d61-89e7-88639da4683d"
+        );
     }
 }

@@ -18,7 +18,10 @@ pub enum DirectoryError {
 
 impl DirectoryError {
     pub fn corrupt(what: &'static str, reason: impl std::fmt::Display) -> Self {
-        DirectoryError::Corrupt { what, reason: reason.to_string() }
+        DirectoryError::Corrupt {
+            what,
+            reason: reason.to_string(),
+        }
     }
 }
 

@@ -21,7 +21,10 @@ pub struct SigningKeyRow {
 
 impl std::fmt::Debug for SigningKeyRow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKeyRow").field("tenant_id", &self.tenant_id).field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKeyRow")
+            .field("tenant_id", &self.tenant_id)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -30,7 +33,9 @@ const COLS: &str = "tenant_id, kid, alg, private_key_enc, public_jwk, cert_der, 
 impl Store {
     pub async fn signing_keys(&self, tenant: Option<&str>) -> Result<Vec<SigningKeyRow>> {
         let sql = match tenant {
-            Some(_) => format!("SELECT {COLS} FROM signing_keys WHERE tenant_id = $1 ORDER BY activate_at"),
+            Some(_) => {
+                format!("SELECT {COLS} FROM signing_keys WHERE tenant_id = $1 ORDER BY activate_at")
+            }
             None => format!("SELECT {COLS} FROM signing_keys ORDER BY activate_at"),
         };
         let mut q = sqlx::query_as(&sql);
@@ -59,16 +64,24 @@ impl Store {
     }
 
     pub async fn mark_key_signed(&self, tenant: &str, kid: &str, at: i64) -> Result<()> {
-        sqlx::query("UPDATE signing_keys SET last_signed_at = $1 WHERE tenant_id = $2 AND kid = $3")
-            .bind(at)
-            .bind(tenant)
-            .bind(kid)
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE signing_keys SET last_signed_at = $1 WHERE tenant_id = $2 AND kid = $3",
+        )
+        .bind(at)
+        .bind(tenant)
+        .bind(kid)
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 
-    pub async fn retire_key(&self, tenant: &str, kid: &str, retired_at: i64, remove_after: i64) -> Result<()> {
+    pub async fn retire_key(
+        &self,
+        tenant: &str,
+        kid: &str,
+        retired_at: i64,
+        remove_after: i64,
+    ) -> Result<()> {
         sqlx::query("UPDATE signing_keys SET retired_at = $1, remove_after = $2 WHERE tenant_id = $3 AND kid = $4")
             .bind(retired_at)
             .bind(remove_after)
@@ -80,22 +93,32 @@ impl Store {
     }
 
     pub async fn delete_removed_keys(&self, now: i64) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM signing_keys WHERE remove_after IS NOT NULL AND remove_after < $1")
-            .bind(now)
-            .execute(self.pool())
-            .await?
-            .rows_affected())
+        Ok(sqlx::query(
+            "DELETE FROM signing_keys WHERE remove_after IS NOT NULL AND remove_after < $1",
+        )
+        .bind(now)
+        .execute(self.pool())
+        .await?
+        .rows_affected())
     }
 
     /// (certificate PEM, encrypted key, not_after) of a named TLS item (`ca`, `server`).
     pub async fn tls_material(&self, name: &str) -> Result<Option<(String, String, i64)>> {
-        Ok(sqlx::query_as("SELECT cert_pem, key_enc, not_after FROM tls_material WHERE name = $1")
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT cert_pem, key_enc, not_after FROM tls_material WHERE name = $1")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?,
+        )
     }
 
-    pub async fn put_tls_material(&self, name: &str, cert_pem: &str, key_enc: &str, not_after: i64) -> Result<()> {
+    pub async fn put_tls_material(
+        &self,
+        name: &str,
+        cert_pem: &str,
+        key_enc: &str,
+        not_after: i64,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO tls_material (name, cert_pem, key_enc, not_after, updated_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (name) DO UPDATE SET cert_pem = $2, key_enc = $3, not_after = $4, updated_at = $5",

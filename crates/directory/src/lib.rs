@@ -5,13 +5,13 @@
 pub mod audit;
 pub mod builtin;
 pub mod error;
+pub mod keys;
 pub mod model;
 pub mod queries;
 pub mod secrets;
 pub mod store;
 pub mod tenant_file;
 pub mod tokens;
-pub mod keys;
 
 pub use error::DirectoryError;
 pub use store::{Backend, Store};

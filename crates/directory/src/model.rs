@@ -16,14 +16,20 @@ pub struct Tenant {
 
 impl std::fmt::Debug for Tenant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tenant").field("id", &self.id).field("domains", &self.domains).finish_non_exhaustive()
+        f.debug_struct("Tenant")
+            .field("id", &self.id)
+            .field("domains", &self.domains)
+            .finish_non_exhaustive()
     }
 }
 
 impl Tenant {
     /// The name shown in error messages: the default domain, else the display name.
     pub fn name(&self) -> &str {
-        self.domains.first().map(String::as_str).unwrap_or(&self.display_name)
+        self.domains
+            .first()
+            .map(String::as_str)
+            .unwrap_or(&self.display_name)
     }
 }
 
@@ -53,7 +59,11 @@ impl UserKind {
 pub const ROLE_GLOBAL_ADMIN: &str = "Global Administrator";
 pub const ROLE_AGENT_ID_ADMIN: &str = "Agent ID Administrator";
 pub const ROLE_AGENT_ID_DEVELOPER: &str = "Agent ID Developer";
-pub const KNOWN_ROLES: [&str; 3] = [ROLE_GLOBAL_ADMIN, ROLE_AGENT_ID_ADMIN, ROLE_AGENT_ID_DEVELOPER];
+pub const KNOWN_ROLES: [&str; 3] = [
+    ROLE_GLOBAL_ADMIN,
+    ROLE_AGENT_ID_ADMIN,
+    ROLE_AGENT_ID_DEVELOPER,
+];
 
 #[derive(Clone)]
 pub struct User {
@@ -78,7 +88,10 @@ impl std::fmt::Debug for User {
             .field("id", &self.id)
             .field("upn", &self.upn)
             .field("kind", &self.kind)
-            .field("password_hash", &self.password_hash.as_ref().map(|_| "<redacted>"))
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -227,7 +240,9 @@ pub struct PasswordCredential {
 
 impl std::fmt::Debug for PasswordCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PasswordCredential").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("PasswordCredential")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -37,8 +37,12 @@ impl TenantRow {
             domains: json(&self.domains, "tenant domains")?,
             allow_password_grant: self.allow_password_grant != 0,
             user_consent_allowed: self.user_consent_allowed != 0,
-            pairwise_secret: STANDARD.decode(self.pairwise_secret).map_err(|e| DirectoryError::corrupt("secret", e))?,
-            user_code_secret: STANDARD.decode(self.user_code_secret).map_err(|e| DirectoryError::corrupt("secret", e))?,
+            pairwise_secret: STANDARD
+                .decode(self.pairwise_secret)
+                .map_err(|e| DirectoryError::corrupt("secret", e))?,
+            user_code_secret: STANDARD
+                .decode(self.user_code_secret)
+                .map_err(|e| DirectoryError::corrupt("secret", e))?,
         })
     }
 }
@@ -69,7 +73,8 @@ impl UserRow {
         Ok(User {
             id: uuid(&self.id, "user id")?,
             tenant_id: uuid(&self.tenant_id, "tenant id")?,
-            kind: UserKind::parse(&self.kind).ok_or_else(|| DirectoryError::corrupt("user kind", &self.kind))?,
+            kind: UserKind::parse(&self.kind)
+                .ok_or_else(|| DirectoryError::corrupt("user kind", &self.kind))?,
             upn: self.upn,
             display_name: self.display_name,
             given_name: self.given_name,
@@ -109,7 +114,8 @@ impl AppRow {
             id: uuid(&self.id, "application id")?,
             tenant_id: uuid(&self.tenant_id, "tenant id")?,
             app_id: uuid(&self.app_id, "appId")?,
-            kind: AppKind::parse(&self.kind).ok_or_else(|| DirectoryError::corrupt("application kind", &self.kind))?,
+            kind: AppKind::parse(&self.kind)
+                .ok_or_else(|| DirectoryError::corrupt("application kind", &self.kind))?,
             display_name: self.display_name,
             identifier_uris: json(&self.identifier_uris, "identifierUris")?,
             scopes: json(&self.scopes, "oauth2PermissionScopes")?,
@@ -134,7 +140,8 @@ struct SpRow {
     blueprint_app_id: Option<String>,
 }
 
-const SP_COLS: &str = "id, tenant_id, app_id, kind, display_name, account_enabled, blueprint_app_id";
+const SP_COLS: &str =
+    "id, tenant_id, app_id, kind, display_name, account_enabled, blueprint_app_id";
 
 impl SpRow {
     fn into_model(self) -> Result<ServicePrincipal> {
@@ -142,10 +149,15 @@ impl SpRow {
             id: uuid(&self.id, "service principal id")?,
             tenant_id: uuid(&self.tenant_id, "tenant id")?,
             app_id: uuid(&self.app_id, "appId")?,
-            kind: SpKind::parse(&self.kind).ok_or_else(|| DirectoryError::corrupt("principal kind", &self.kind))?,
+            kind: SpKind::parse(&self.kind)
+                .ok_or_else(|| DirectoryError::corrupt("principal kind", &self.kind))?,
             display_name: self.display_name,
             account_enabled: self.account_enabled != 0,
-            blueprint_app_id: self.blueprint_app_id.as_deref().map(|s| uuid(s, "blueprint appId")).transpose()?,
+            blueprint_app_id: self
+                .blueprint_app_id
+                .as_deref()
+                .map(|s| uuid(s, "blueprint appId"))
+                .transpose()?,
         })
     }
 }
@@ -154,19 +166,30 @@ impl SpRow {
 #[derive(Debug, Clone)]
 pub enum ClientRecord {
     /// An application (ordinary or blueprint), with its service principal if it has one.
-    App { app: Application, sp: Option<ServicePrincipal> },
+    App {
+        app: Application,
+        sp: Option<ServicePrincipal>,
+    },
     /// An agent identity, with its parent blueprint's application and principal.
-    Agent { agent: ServicePrincipal, blueprint: Option<Application>, blueprint_sp: Option<ServicePrincipal> },
+    Agent {
+        agent: ServicePrincipal,
+        blueprint: Option<Application>,
+        blueprint_sp: Option<ServicePrincipal>,
+    },
     /// A Microsoft first-party client (only the Graph CLI public client is usable as a client).
-    BuiltIn { def: &'static builtin::BuiltIn, sp: ServicePrincipal },
+    BuiltIn {
+        def: &'static builtin::BuiltIn,
+        sp: ServicePrincipal,
+    },
 }
 
 impl Store {
     pub async fn tenant_by_id(&self, id: &Uuid) -> Result<Option<Tenant>> {
-        let row: Option<TenantRow> = sqlx::query_as(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(self.pool())
-            .await?;
+        let row: Option<TenantRow> =
+            sqlx::query_as(&format!("SELECT {TENANT_COLS} FROM tenants WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(self.pool())
+                .await?;
         row.map(TenantRow::into_model).transpose()
     }
 
@@ -186,49 +209,63 @@ impl Store {
     }
 
     pub async fn tenants(&self) -> Result<Vec<Tenant>> {
-        let rows: Vec<TenantRow> = sqlx::query_as(&format!("SELECT {TENANT_COLS} FROM tenants ORDER BY created_at"))
-            .fetch_all(self.pool())
-            .await?;
+        let rows: Vec<TenantRow> = sqlx::query_as(&format!(
+            "SELECT {TENANT_COLS} FROM tenants ORDER BY created_at"
+        ))
+        .fetch_all(self.pool())
+        .await?;
         rows.into_iter().map(TenantRow::into_model).collect()
     }
 
     pub async fn user_by_id(&self, tenant: &Uuid, id: &Uuid) -> Result<Option<User>> {
-        let row: Option<UserRow> =
-            sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND id = $2"))
-                .bind(tenant.to_string())
-                .bind(id.to_string())
-                .fetch_optional(self.pool())
-                .await?;
+        let row: Option<UserRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
         row.map(UserRow::into_model).transpose()
     }
 
     pub async fn user_by_upn(&self, tenant: &Uuid, upn: &str) -> Result<Option<User>> {
-        let row: Option<UserRow> =
-            sqlx::query_as(&format!("SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND upn_lower = $2"))
-                .bind(tenant.to_string())
-                .bind(upn.to_lowercase())
-                .fetch_optional(self.pool())
-                .await?;
+        let row: Option<UserRow> = sqlx::query_as(&format!(
+            "SELECT {USER_COLS} FROM users WHERE tenant_id = $1 AND upn_lower = $2"
+        ))
+        .bind(tenant.to_string())
+        .bind(upn.to_lowercase())
+        .fetch_optional(self.pool())
+        .await?;
         row.map(UserRow::into_model).transpose()
     }
 
-    pub async fn application_by_app_id(&self, tenant: &Uuid, app_id: &Uuid) -> Result<Option<Application>> {
-        let row: Option<AppRow> =
-            sqlx::query_as(&format!("SELECT {APP_COLS} FROM applications WHERE tenant_id = $1 AND app_id = $2"))
-                .bind(tenant.to_string())
-                .bind(app_id.to_string())
-                .fetch_optional(self.pool())
-                .await?;
+    pub async fn application_by_app_id(
+        &self,
+        tenant: &Uuid,
+        app_id: &Uuid,
+    ) -> Result<Option<Application>> {
+        let row: Option<AppRow> = sqlx::query_as(&format!(
+            "SELECT {APP_COLS} FROM applications WHERE tenant_id = $1 AND app_id = $2"
+        ))
+        .bind(tenant.to_string())
+        .bind(app_id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
         row.map(AppRow::into_model).transpose()
     }
 
-    pub async fn service_principal_by_app_id(&self, tenant: &Uuid, app_id: &Uuid) -> Result<Option<ServicePrincipal>> {
-        let row: Option<SpRow> =
-            sqlx::query_as(&format!("SELECT {SP_COLS} FROM service_principals WHERE tenant_id = $1 AND app_id = $2"))
-                .bind(tenant.to_string())
-                .bind(app_id.to_string())
-                .fetch_optional(self.pool())
-                .await?;
+    pub async fn service_principal_by_app_id(
+        &self,
+        tenant: &Uuid,
+        app_id: &Uuid,
+    ) -> Result<Option<ServicePrincipal>> {
+        let row: Option<SpRow> = sqlx::query_as(&format!(
+            "SELECT {SP_COLS} FROM service_principals WHERE tenant_id = $1 AND app_id = $2"
+        ))
+        .bind(tenant.to_string())
+        .bind(app_id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
         row.map(SpRow::into_model).transpose()
     }
 
@@ -250,7 +287,11 @@ impl Store {
                     ),
                     None => (None, None),
                 };
-                Ok(Some(ClientRecord::Agent { agent: sp, blueprint, blueprint_sp }))
+                Ok(Some(ClientRecord::Agent {
+                    agent: sp,
+                    blueprint,
+                    blueprint_sp,
+                }))
             }
             SpKind::BuiltIn => match builtin::by_app_id(&sp.app_id.to_string()) {
                 Some(def) => Ok(Some(ClientRecord::BuiltIn { def, sp })),
@@ -261,7 +302,10 @@ impl Store {
         }
     }
 
-    pub async fn password_credentials(&self, application_id: &Uuid) -> Result<Vec<PasswordCredential>> {
+    pub async fn password_credentials(
+        &self,
+        application_id: &Uuid,
+    ) -> Result<Vec<PasswordCredential>> {
         let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
             "SELECT key_id, secret_sha256, start_at, end_at FROM password_credentials WHERE application_id = $1",
         )
@@ -269,7 +313,14 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.into_iter()
-            .map(|(k, h, s, e)| Ok(PasswordCredential { key_id: uuid(&k, "keyId")?, secret_sha256: h, start_at: s, end_at: e }))
+            .map(|(k, h, s, e)| {
+                Ok(PasswordCredential {
+                    key_id: uuid(&k, "keyId")?,
+                    secret_sha256: h,
+                    start_at: s,
+                    end_at: e,
+                })
+            })
             .collect()
     }
 
@@ -284,7 +335,9 @@ impl Store {
             .map(|(k, der, t1, t256, s, e)| {
                 Ok(KeyCredential {
                     key_id: uuid(&k, "keyId")?,
-                    cert_der: STANDARD.decode(der).map_err(|e| DirectoryError::corrupt("certificate", e))?,
+                    cert_der: STANDARD
+                        .decode(der)
+                        .map_err(|e| DirectoryError::corrupt("certificate", e))?,
                     thumbprint_sha1: t1,
                     thumbprint_sha256: t256,
                     start_at: s,
@@ -294,7 +347,10 @@ impl Store {
             .collect()
     }
 
-    pub async fn federated_credentials(&self, application_id: &Uuid) -> Result<Vec<FederatedCredential>> {
+    pub async fn federated_credentials(
+        &self,
+        application_id: &Uuid,
+    ) -> Result<Vec<FederatedCredential>> {
         let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
             "SELECT id, name, issuer, subject, audience FROM federated_credentials WHERE application_id = $1 ORDER BY name_lower",
         )
@@ -303,12 +359,22 @@ impl Store {
         .await?;
         rows.into_iter()
             .map(|(id, name, issuer, subject, audience)| {
-                Ok(FederatedCredential { id: uuid(&id, "federated credential id")?, name, issuer, subject, audience })
+                Ok(FederatedCredential {
+                    id: uuid(&id, "federated credential id")?,
+                    name,
+                    issuer,
+                    subject,
+                    audience,
+                })
             })
             .collect()
     }
 
-    pub async fn trusted_issuer(&self, tenant: &Uuid, issuer: &str) -> Result<Option<TrustedIssuer>> {
+    pub async fn trusted_issuer(
+        &self,
+        tenant: &Uuid,
+        issuer: &str,
+    ) -> Result<Option<TrustedIssuer>> {
         let row: Option<(String, Option<String>, i64)> =
             sqlx::query_as("SELECT issuer, jwks, allow_http FROM trusted_issuers WHERE tenant_id = $1 AND issuer = $2")
                 .bind(tenant.to_string())
@@ -318,7 +384,10 @@ impl Store {
         row.map(|(issuer, jwks, allow_http)| {
             Ok(TrustedIssuer {
                 issuer,
-                jwks: jwks.as_deref().map(|j| json(j, "trusted issuer JWKS")).transpose()?,
+                jwks: jwks
+                    .as_deref()
+                    .map(|j| json(j, "trusted issuer JWKS"))
+                    .transpose()?,
                 allow_http: allow_http != 0,
             })
         })
@@ -337,24 +406,35 @@ impl Store {
                 {
                     return Ok(Some(b.resource(tenant)));
                 }
-                let row: Option<(String,)> =
-                    sqlx::query_as("SELECT app_id FROM identifier_uris WHERE tenant_id = $1 AND uri_norm = $2")
-                        .bind(tenant.to_string())
-                        .bind(norm)
-                        .fetch_optional(self.pool())
-                        .await?;
+                let row: Option<(String,)> = sqlx::query_as(
+                    "SELECT app_id FROM identifier_uris WHERE tenant_id = $1 AND uri_norm = $2",
+                )
+                .bind(tenant.to_string())
+                .bind(norm)
+                .fetch_optional(self.pool())
+                .await?;
                 match row {
                     Some((a,)) => Some(uuid(&a, "appId")?),
                     None => None,
                 }
             }
         };
-        let Some(app_id) = app_id else { return Ok(None) };
+        let Some(app_id) = app_id else {
+            return Ok(None);
+        };
         if let Some(b) = builtin::by_app_id(&app_id.to_string()) {
-            return Ok(if b.public_client { None } else { Some(b.resource(tenant)) });
+            return Ok(if b.public_client {
+                None
+            } else {
+                Some(b.resource(tenant))
+            });
         }
-        let Some(app) = self.application_by_app_id(tenant, &app_id).await? else { return Ok(None) };
-        let Some(sp) = self.service_principal_by_app_id(tenant, &app_id).await? else { return Ok(None) };
+        let Some(app) = self.application_by_app_id(tenant, &app_id).await? else {
+            return Ok(None);
+        };
+        let Some(sp) = self.service_principal_by_app_id(tenant, &app_id).await? else {
+            return Ok(None);
+        };
         Ok(Some(Resource {
             sp_id: sp.id,
             app_id,
@@ -362,14 +442,23 @@ impl Store {
             identifier_uris: app.identifier_uris,
             scopes: app.scopes,
             app_roles: app.app_roles,
-            token_version: if app.access_token_version == Some(2) { 2 } else { 1 },
+            token_version: if app.access_token_version == Some(2) {
+                2
+            } else {
+                1
+            },
             signing_alg: app.signing_alg,
         }))
     }
 
     /// Scope strings of the delegated grants of `client_sp` on `resource_sp` that cover `user`:
     /// `AllPrincipals` grants, and `Principal` grants for that user.
-    pub async fn granted_scopes(&self, client_sp: &Uuid, resource_sp: &Uuid, user: Option<&Uuid>) -> Result<Vec<String>> {
+    pub async fn granted_scopes(
+        &self,
+        client_sp: &Uuid,
+        resource_sp: &Uuid,
+        user: Option<&Uuid>,
+    ) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT scope FROM oauth2_permission_grants WHERE client_id = $1 AND resource_id = $2 \
              AND (consent_type = 'AllPrincipals' OR (consent_type = 'Principal' AND principal_key = $3)) ORDER BY consent_type, id",
@@ -383,7 +472,11 @@ impl Store {
     }
 
     /// App role ids assigned to `principal` on `resource_sp`.
-    pub async fn assigned_role_ids(&self, principal: &Uuid, resource_sp: &Uuid) -> Result<Vec<Uuid>> {
+    pub async fn assigned_role_ids(
+        &self,
+        principal: &Uuid,
+        resource_sp: &Uuid,
+    ) -> Result<Vec<Uuid>> {
         let rows: Vec<(String,)> =
             sqlx::query_as("SELECT app_role_id FROM app_role_assignments WHERE principal_id = $1 AND resource_id = $2")
                 .bind(principal.to_string())

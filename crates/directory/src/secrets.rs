@@ -54,11 +54,15 @@ impl MasterKey {
             Ok(s) => Self::from_base64(&s),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let key = Self::generate();
-                write_private_file(file, STANDARD.encode(key.0).as_bytes())
-                    .map_err(|e| DirectoryError::MasterKey(format!("cannot write {}: {e}", file.display())))?;
+                write_private_file(file, STANDARD.encode(key.0).as_bytes()).map_err(|e| {
+                    DirectoryError::MasterKey(format!("cannot write {}: {e}", file.display()))
+                })?;
                 Ok(key)
             }
-            Err(e) => Err(DirectoryError::MasterKey(format!("cannot read {}: {e}", file.display()))),
+            Err(e) => Err(DirectoryError::MasterKey(format!(
+                "cannot read {}: {e}",
+                file.display()
+            ))),
         }
     }
 
@@ -66,21 +70,29 @@ impl MasterKey {
         let cipher = Aes256Gcm::new_from_slice(&self.0).expect("32-byte key");
         let mut nonce = [0u8; 12];
         OsRng.fill_bytes(&mut nonce);
-        let ct = cipher.encrypt(Nonce::from_slice(&nonce), plaintext).expect("AES-GCM encryption cannot fail");
+        let ct = cipher
+            .encrypt(Nonce::from_slice(&nonce), plaintext)
+            .expect("AES-GCM encryption cannot fail");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
         STANDARD.encode(out)
     }
 
     pub fn decrypt(&self, stored: &str) -> Result<Vec<u8>> {
-        let raw = STANDARD.decode(stored).map_err(|e| DirectoryError::corrupt("encrypted key", e))?;
+        let raw = STANDARD
+            .decode(stored)
+            .map_err(|e| DirectoryError::corrupt("encrypted key", e))?;
         if raw.len() < 12 {
             return Err(DirectoryError::corrupt("encrypted key", "too short"));
         }
         let cipher = Aes256Gcm::new_from_slice(&self.0).expect("32-byte key");
         cipher
             .decrypt(Nonce::from_slice(&raw[..12]), &raw[12..])
-            .map_err(|_| DirectoryError::MasterKey("cannot decrypt stored private key: wrong master key?".into()))
+            .map_err(|_| {
+                DirectoryError::MasterKey(
+                    "cannot decrypt stored private key: wrong master key?".into(),
+                )
+            })
     }
 }
 
@@ -112,12 +124,19 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
 
 fn argon2() -> Argon2<'static> {
     // sts.md §13: Argon2id, m = 19456 KiB, t = 2, p = 1.
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(19456, 2, 1, None).expect("valid params"))
+    Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(19456, 2, 1, None).expect("valid params"),
+    )
 }
 
 pub fn hash_password(password: &str) -> String {
     let salt = SaltString::generate(&mut OsRng);
-    argon2().hash_password(password.as_bytes(), &salt).expect("argon2 hashing").to_string()
+    argon2()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 hashing")
+        .to_string()
 }
 
 /// Verifies a password against a stored PHC string; a malformed hash verifies nothing.
@@ -150,7 +169,9 @@ pub fn random_secret_b64() -> String {
 pub fn random_client_secret() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-";
     let mut rng = OsRng;
-    (0..40).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+    (0..40)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 #[cfg(test)]

@@ -54,26 +54,36 @@ impl Store {
 
     /// Revokes every token of a family (reuse detected, or an explicit revocation).
     pub async fn revoke_refresh_family(&self, family_id: &str) -> Result<()> {
-        sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE family_id = $1").bind(family_id).execute(self.pool()).await?;
+        sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE family_id = $1")
+            .bind(family_id)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
     /// Failed sign-in attempts for `subject` (a user id or `ip:ADDR`) within the window; returns
     /// the lock expiry if the subject is locked now.
     pub async fn signin_locked_until(&self, tenant: &str, subject: &str) -> Result<Option<i64>> {
-        let row: Option<(Option<i64>,)> =
-            sqlx::query_as("SELECT locked_until FROM signin_failures WHERE tenant_id = $1 AND subject = $2")
-                .bind(tenant)
-                .bind(subject)
-                .fetch_optional(self.pool())
-                .await?;
+        let row: Option<(Option<i64>,)> = sqlx::query_as(
+            "SELECT locked_until FROM signin_failures WHERE tenant_id = $1 AND subject = $2",
+        )
+        .bind(tenant)
+        .bind(subject)
+        .fetch_optional(self.pool())
+        .await?;
         let now = crate::now();
         Ok(row.and_then(|(l,)| l).filter(|l| *l > now))
     }
 
     /// Records a failure; after `threshold` consecutive failures the subject is locked for
     /// `lock_secs`, doubling with each further lock up to 15 minutes.
-    pub async fn record_signin_failure(&self, tenant: &str, subject: &str, threshold: i64, lock_secs: i64) -> Result<()> {
+    pub async fn record_signin_failure(
+        &self,
+        tenant: &str,
+        subject: &str,
+        threshold: i64,
+        lock_secs: i64,
+    ) -> Result<()> {
         let now = crate::now();
         let row: Option<(i64, i64, Option<i64>)> =
             sqlx::query_as("SELECT failures, window_start, locked_until FROM signin_failures WHERE tenant_id = $1 AND subject = $2")
@@ -114,8 +124,14 @@ impl Store {
 
     /// Housekeeping: expired replay entries and refresh tokens idle past `refresh_idle_before`.
     pub async fn purge_expired(&self, now: i64, refresh_idle_before: i64) -> Result<()> {
-        sqlx::query("DELETE FROM assertion_replay WHERE expires_at < $1").bind(now).execute(self.pool()).await?;
-        sqlx::query("DELETE FROM refresh_tokens WHERE last_used_at < $1").bind(refresh_idle_before).execute(self.pool()).await?;
+        sqlx::query("DELETE FROM assertion_replay WHERE expires_at < $1")
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        sqlx::query("DELETE FROM refresh_tokens WHERE last_used_at < $1")
+            .bind(refresh_idle_before)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 }

@@ -23,7 +23,9 @@ impl RequestContext {
     /// `client-request-id` (header, else query) is the correlation id when it is a GUID.
     pub fn new(headers: &HeaderMap, query: Option<&str>, addr: Option<ClientAddr>) -> Self {
         let from_query = query.and_then(|q| {
-            form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "client-request-id").map(|(_, v)| v.to_string())
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "client-request-id")
+                .map(|(_, v)| v.to_string())
         });
         let correlation_id = headers
             .get("client-request-id")
@@ -37,7 +39,10 @@ impl RequestContext {
             correlation_id,
             now: chrono::Utc::now().timestamp(),
             source_ip: addr.map(|a| a.0.ip().to_string()),
-            user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect()),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(256).collect()),
         }
     }
 
@@ -78,8 +83,14 @@ impl RequestContext {
     /// Headers on every response: request id, echoed correlation id, and no-store if asked.
     pub fn decorate(&self, resp: &mut Response, no_store: bool) {
         let h = resp.headers_mut();
-        h.insert("x-ms-request-id", HeaderValue::from_str(&self.trace_id.to_string()).expect("uuid header"));
-        h.insert("client-request-id", HeaderValue::from_str(&self.correlation_id.to_string()).expect("uuid header"));
+        h.insert(
+            "x-ms-request-id",
+            HeaderValue::from_str(&self.trace_id.to_string()).expect("uuid header"),
+        );
+        h.insert(
+            "client-request-id",
+            HeaderValue::from_str(&self.correlation_id.to_string()).expect("uuid header"),
+        );
         if no_store {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));

@@ -15,12 +15,22 @@ fn cacheable(ctx: &RequestContext, body: Value) -> Response {
     let mut resp = axum::Json(body).into_response();
     ctx.decorate(&mut resp, false);
     let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     resp
 }
 
-async fn tenant_or_error(sts: &Sts, ctx: &RequestContext, segment: &str) -> Result<Tenant, Response> {
+async fn tenant_or_error(
+    sts: &Sts,
+    ctx: &RequestContext,
+    segment: &str,
+) -> Result<Tenant, Response> {
     match sts.store.tenant_by_segment(segment).await {
         Ok(Some(t)) => Ok(t),
         Ok(None) => Err(ctx.error_response(&sts.base, &OAuthError::unknown_tenant(segment))),
@@ -29,7 +39,9 @@ async fn tenant_or_error(sts: &Sts, ctx: &RequestContext, segment: &str) -> Resu
 }
 
 fn hostport(base: &str) -> String {
-    base.split_once("://").map(|(_, h)| h.to_string()).unwrap_or_default()
+    base.split_once("://")
+        .map(|(_, h)| h.to_string())
+        .unwrap_or_default()
 }
 
 /// The v2 discovery document, exactly the members of sts.md §4.1.
@@ -73,7 +85,11 @@ pub fn v1_document(base: &str, tid: &str) -> Value {
     d
 }
 
-pub async fn openid_v2(State(sts): State<Sts>, Path(segment): Path<String>, headers: HeaderMap) -> Response {
+pub async fn openid_v2(
+    State(sts): State<Sts>,
+    Path(segment): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let ctx = RequestContext::new(&headers, None, None);
     match tenant_or_error(&sts, &ctx, &segment).await {
         Ok(t) => cacheable(&ctx, v2_document(&sts.base, &t.id.to_string())),
@@ -81,7 +97,11 @@ pub async fn openid_v2(State(sts): State<Sts>, Path(segment): Path<String>, head
     }
 }
 
-pub async fn openid_v1(State(sts): State<Sts>, Path(segment): Path<String>, headers: HeaderMap) -> Response {
+pub async fn openid_v1(
+    State(sts): State<Sts>,
+    Path(segment): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let ctx = RequestContext::new(&headers, None, None);
     match tenant_or_error(&sts, &ctx, &segment).await {
         Ok(t) => cacheable(&ctx, v1_document(&sts.base, &t.id.to_string())),
@@ -89,7 +109,11 @@ pub async fn openid_v1(State(sts): State<Sts>, Path(segment): Path<String>, head
     }
 }
 
-pub async fn jwks(State(sts): State<Sts>, Path(segment): Path<String>, headers: HeaderMap) -> Response {
+pub async fn jwks(
+    State(sts): State<Sts>,
+    Path(segment): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let ctx = RequestContext::new(&headers, None, None);
     let tenants = if segment.eq_ignore_ascii_case("common") {
         match sts.store.tenants().await {
@@ -112,18 +136,36 @@ pub async fn jwks(State(sts): State<Sts>, Path(segment): Path<String>, headers: 
     cacheable(&ctx, json!({ "keys": keys }))
 }
 
-pub async fn instance_discovery(State(sts): State<Sts>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+pub async fn instance_discovery(
+    State(sts): State<Sts>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let ctx = RequestContext::new(&headers, None, None);
     let refuse = || ctx.error_response(&sts.base, &OAuthError::invalid_instance());
-    let Some(endpoint) = q.get("authorization_endpoint").and_then(|e| url::Url::parse(e).ok()) else { return refuse() };
-    let Ok(base) = url::Url::parse(&sts.base) else { return refuse() };
-    let same_host = endpoint.host_str().map(str::to_ascii_lowercase) == base.host_str().map(str::to_ascii_lowercase)
+    let Some(endpoint) = q
+        .get("authorization_endpoint")
+        .and_then(|e| url::Url::parse(e).ok())
+    else {
+        return refuse();
+    };
+    let Ok(base) = url::Url::parse(&sts.base) else {
+        return refuse();
+    };
+    let same_host = endpoint.host_str().map(str::to_ascii_lowercase)
+        == base.host_str().map(str::to_ascii_lowercase)
         && endpoint.port_or_known_default() == base.port_or_known_default();
-    let segment = endpoint.path_segments().and_then(|mut s| s.next()).unwrap_or("").to_string();
+    let segment = endpoint
+        .path_segments()
+        .and_then(|mut s| s.next())
+        .unwrap_or("")
+        .to_string();
     if !same_host {
         return refuse();
     }
-    let Ok(Some(tenant)) = sts.store.tenant_by_segment(&segment).await else { return refuse() };
+    let Ok(Some(tenant)) = sts.store.tenant_by_segment(&segment).await else {
+        return refuse();
+    };
     let hp = hostport(&sts.base);
     cacheable(
         &ctx,
@@ -136,9 +178,16 @@ pub async fn instance_discovery(State(sts): State<Sts>, Query(q): Query<HashMap<
 }
 
 /// MSAL's user realm discovery before a password grant: every agentid account is managed.
-pub async fn user_realm(State(sts): State<Sts>, Path(upn): Path<String>, headers: HeaderMap) -> Response {
+pub async fn user_realm(
+    State(sts): State<Sts>,
+    Path(upn): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let ctx = RequestContext::new(&headers, None, None);
-    let domain = upn.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+    let domain = upn
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .unwrap_or_default();
     let mut resp = axum::Json(json!({
         "ver": "1.0",
         "account_type": "Managed",
@@ -156,17 +205,32 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(sts): State<Sts>) -> Response {
-    if sts.store.ping().await { (StatusCode::OK, "ready").into_response() } else { (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response() }
+    if sts.store.ping().await {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+    }
 }
 
 pub async fn error_page(Query(q): Query<HashMap<String, String>>) -> Response {
-    let code: String = q.get("code").map(|c| c.chars().filter(char::is_ascii_digit).take(8).collect()).unwrap_or_default();
+    let code: String = q
+        .get("code")
+        .map(|c| c.chars().filter(char::is_ascii_digit).take(8).collect())
+        .unwrap_or_default();
     let text = match code.as_str() {
         "7000215" => "The client secret is wrong. Send the secret's value, not its id.",
-        "700016" => "The application was not found in this tenant. Check the client id and the tenant in the URL.",
-        "65001" => "Nobody has consented to this application using the requested scopes. Create an oauth2PermissionGrant.",
-        "70021" | "700211" | "700213" => "No federated identity credential matches the assertion's issuer, subject and audience exactly.",
-        "700024" => "The client assertion has expired or is not yet valid. Check clocks and token rotation.",
+        "700016" => {
+            "The application was not found in this tenant. Check the client id and the tenant in the URL."
+        }
+        "65001" => {
+            "Nobody has consented to this application using the requested scopes. Create an oauth2PermissionGrant."
+        }
+        "70021" | "700211" | "700213" => {
+            "No federated identity credential matches the assertion's issuer, subject and audience exactly."
+        }
+        "700024" => {
+            "The client assertion has expired or is not yet valid. Check clocks and token rotation."
+        }
         "82001" => "This combination of agent identity, blueprint and protocol is not allowed.",
         _ => "See the error description returned with this code.",
     };
@@ -175,8 +239,14 @@ pub async fn error_page(Query(q): Query<HashMap<String, String>>) -> Response {
     ))
     .into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     resp
 }

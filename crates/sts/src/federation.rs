@@ -39,16 +39,37 @@ impl Federation {
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()
             .expect("HTTP client");
-        Self { https, cache: Cache::builder().max_capacity(10_000).time_to_live(ttl).build() }
+        Self {
+            https,
+            cache: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+        }
     }
 
-    async fn get_json(&self, url: &str, allow_http: bool) -> Result<serde_json::Value, FederationError> {
-        let parsed = url::Url::parse(url).map_err(|e| FederationError::Fetch { url: url.into(), reason: e.to_string() })?;
+    async fn get_json(
+        &self,
+        url: &str,
+        allow_http: bool,
+    ) -> Result<serde_json::Value, FederationError> {
+        let parsed = url::Url::parse(url).map_err(|e| FederationError::Fetch {
+            url: url.into(),
+            reason: e.to_string(),
+        })?;
         if parsed.scheme() != "https" && !(allow_http && parsed.scheme() == "http") {
             return Err(FederationError::NotHttps(url.into()));
         }
-        let fail = |reason: String| FederationError::Fetch { url: url.into(), reason };
-        let mut resp = self.https.get(url).send().await.map_err(|e| fail(e.to_string()))?;
+        let fail = |reason: String| FederationError::Fetch {
+            url: url.into(),
+            reason,
+        };
+        let mut resp = self
+            .https
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         if !resp.status().is_success() {
             return Err(fail(format!("HTTP {}", resp.status())));
         }
@@ -63,30 +84,56 @@ impl Federation {
     }
 
     async fn fetch(&self, issuer: &str, allow_http: bool) -> Result<JwkSet, FederationError> {
-        let disc_url = format!("{}/.well-known/openid-configuration", issuer.trim_end_matches('/'));
+        let disc_url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
         let doc = self.get_json(&disc_url, allow_http).await?;
         let found = doc.get("issuer").and_then(|v| v.as_str()).unwrap_or("");
         if found != issuer {
-            return Err(FederationError::IssuerMismatch { issuer: issuer.into(), found: found.into() });
+            return Err(FederationError::IssuerMismatch {
+                issuer: issuer.into(),
+                found: found.into(),
+            });
         }
         let jwks_uri = doc
             .get("jwks_uri")
             .and_then(|v| v.as_str())
-            .ok_or_else(|| FederationError::Fetch { url: disc_url.clone(), reason: "no jwks_uri".into() })?;
+            .ok_or_else(|| FederationError::Fetch {
+                url: disc_url.clone(),
+                reason: "no jwks_uri".into(),
+            })?;
         let jwks = self.get_json(jwks_uri, allow_http).await?;
-        serde_json::from_value(jwks).map_err(|e| FederationError::Fetch { url: jwks_uri.into(), reason: format!("not a JWKS: {e}") })
+        serde_json::from_value(jwks).map_err(|e| FederationError::Fetch {
+            url: jwks_uri.into(),
+            reason: format!("not a JWKS: {e}"),
+        })
     }
 
     /// The issuer's keys; when `kid` is not among cached keys, refetches (at most every 30 s).
-    pub async fn keys(&self, issuer: &str, kid: Option<&str>, allow_http: bool) -> Result<Arc<JwkSet>, FederationError> {
+    pub async fn keys(
+        &self,
+        issuer: &str,
+        kid: Option<&str>,
+        allow_http: bool,
+    ) -> Result<Arc<JwkSet>, FederationError> {
         if let Some(c) = self.cache.get(issuer).await {
-            let has_kid = kid.is_none_or(|k| c.jwks.keys.iter().any(|j| j.kid.as_deref() == Some(k)));
+            let has_kid =
+                kid.is_none_or(|k| c.jwks.keys.iter().any(|j| j.kid.as_deref() == Some(k)));
             if has_kid || c.fetched.elapsed() < REFETCH_AFTER_MISS {
                 return Ok(c.jwks);
             }
         }
         let jwks = Arc::new(self.fetch(issuer, allow_http).await?);
-        self.cache.insert(issuer.to_string(), Cached { jwks: jwks.clone(), fetched: Instant::now() }).await;
+        self.cache
+            .insert(
+                issuer.to_string(),
+                Cached {
+                    jwks: jwks.clone(),
+                    fetched: Instant::now(),
+                },
+            )
+            .await;
         Ok(jwks)
     }
 }

@@ -20,12 +20,16 @@ impl Form {
     /// Parses `application/x-www-form-urlencoded`; a repeated parameter is malformed.
     pub fn parse(body: &[u8]) -> Result<Self, OAuthError> {
         if std::str::from_utf8(body).is_err() {
-            return Err(OAuthError::malformed("The request body is not valid UTF-8."));
+            return Err(OAuthError::malformed(
+                "The request body is not valid UTF-8.",
+            ));
         }
         let mut map = HashMap::new();
         for (k, v) in form_urlencoded::parse(body) {
             if map.insert(k.to_string(), v.to_string()).is_some() {
-                return Err(OAuthError::malformed(format!("The parameter '{k}' is duplicated.")));
+                return Err(OAuthError::malformed(format!(
+                    "The parameter '{k}' is duplicated."
+                )));
             }
         }
         Ok(Self(map))
@@ -33,11 +37,15 @@ impl Form {
 
     /// A parameter's value; an empty value counts as absent.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
-        self.get(name).ok_or_else(|| OAuthError::missing_parameter(name))
+        self.get(name)
+            .ok_or_else(|| OAuthError::missing_parameter(name))
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -45,16 +53,28 @@ impl Form {
     }
 
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
-        Self(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Self(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 }
 
 /// Checks the content type: `application/x-www-form-urlencoded`, optionally with a charset.
 pub fn check_content_type(value: Option<&str>) -> Result<(), OAuthError> {
-    let ok = value
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
-    if ok { Ok(()) } else { Err(OAuthError::malformed("The request body must be application/x-www-form-urlencoded.")) }
+    let ok = value.and_then(|v| v.split(';').next()).is_some_and(|m| {
+        m.trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(OAuthError::malformed(
+            "The request body must be application/x-www-form-urlencoded.",
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -73,7 +93,9 @@ mod tests {
 
     #[test]
     fn content_type_allows_charset() {
-        assert!(check_content_type(Some("application/x-www-form-urlencoded; charset=utf-8")).is_ok());
+        assert!(
+            check_content_type(Some("application/x-www-form-urlencoded; charset=utf-8")).is_ok()
+        );
         assert!(check_content_type(Some("application/json")).is_err());
         assert!(check_content_type(None).is_err());
     }

@@ -53,11 +53,16 @@ struct TenantKeys {
 impl TenantKeys {
     /// The signing key: the greatest `activate_at ≤ now` among keys not scheduled for removal.
     fn active(&self, now: i64) -> Option<&Arc<LoadedKey>> {
-        self.keys.iter().filter(|k| k.activate_at <= now && k.remove_after.is_none_or(|r| r > now)).max_by_key(|k| k.activate_at)
+        self.keys
+            .iter()
+            .filter(|k| k.activate_at <= now && k.remove_after.is_none_or(|r| r > now))
+            .max_by_key(|k| k.activate_at)
     }
 
     fn published(&self, now: i64) -> impl Iterator<Item = &Arc<LoadedKey>> {
-        self.keys.iter().filter(move |k| k.publish_at <= now && k.remove_after.is_none_or(|r| r > now))
+        self.keys
+            .iter()
+            .filter(move |k| k.publish_at <= now && k.remove_after.is_none_or(|r| r > now))
     }
 }
 
@@ -74,17 +79,32 @@ pub struct NewKey {
     pub row: SigningKeyRow,
 }
 
-pub fn generate_rsa_key(master: &MasterKey, tenant: &Uuid, publish_at: i64, activate_at: i64) -> Result<NewKey, KeyError> {
-    let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).map_err(|e| KeyError::Generate(e.to_string()))?;
-    let pkcs8 = private.to_pkcs8_pem(LineEnding::LF).map_err(|e| KeyError::Generate(e.to_string()))?;
+pub fn generate_rsa_key(
+    master: &MasterKey,
+    tenant: &Uuid,
+    publish_at: i64,
+    activate_at: i64,
+) -> Result<NewKey, KeyError> {
+    let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048)
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
+    let pkcs8 = private
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
     let kp = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256)
         .map_err(|e| KeyError::Generate(e.to_string()))?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| KeyError::Generate(e.to_string()))?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, format!("agentid token signing {tenant}"));
-    let start = time::OffsetDateTime::from_unix_timestamp(publish_at - 300).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("agentid token signing {tenant}"),
+    );
+    let start = time::OffsetDateTime::from_unix_timestamp(publish_at - 300)
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
     params.not_before = start;
     params.not_after = start + time::Duration::days(730);
-    let cert = params.self_signed(&kp).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let cert = params
+        .self_signed(&kp)
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
     let der = cert.der().to_vec();
     let x5t = URL_SAFE_NO_PAD.encode(Sha1::digest(&der));
     let public = private.to_public_key();
@@ -119,13 +139,18 @@ pub fn generate_rsa_key(master: &MasterKey, tenant: &Uuid, publish_at: i64, acti
 }
 
 fn load_row(master: &MasterKey, row: &SigningKeyRow) -> Result<LoadedKey, KeyError> {
-    let corrupt = |reason: String| KeyError::Corrupt { kid: row.kid.clone(), reason };
+    let corrupt = |reason: String| KeyError::Corrupt {
+        kid: row.kid.clone(),
+        reason,
+    };
     let pem = master.decrypt(&row.private_key_enc)?;
     let pem = String::from_utf8(pem).map_err(|e| corrupt(e.to_string()))?;
     let private = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| corrupt(e.to_string()))?;
     let pkcs1 = private.to_pkcs1_der().map_err(|e| corrupt(e.to_string()))?;
     let jwk: Jwk = serde_json::from_str(&row.public_jwk).map_err(|e| corrupt(e.to_string()))?;
-    let decoding = jwk.decoding_key().ok_or_else(|| corrupt("public JWK is not usable".into()))?;
+    let decoding = jwk
+        .decoding_key()
+        .ok_or_else(|| corrupt("public JWK is not usable".into()))?;
     Ok(LoadedKey {
         kid: row.kid.clone(),
         encoding: EncodingKey::from_rsa_der(pkcs1.as_bytes()),
@@ -140,13 +165,24 @@ fn load_row(master: &MasterKey, row: &SigningKeyRow) -> Result<LoadedKey, KeyErr
 
 impl KeyRing {
     pub fn new(store: Store, master: MasterKey) -> Self {
-        Self { store, master, tenants: RwLock::new(HashMap::new()), create_lock: Mutex::new(()) }
+        Self {
+            store,
+            master,
+            tenants: RwLock::new(HashMap::new()),
+            create_lock: Mutex::new(()),
+        }
     }
 
     async fn load(&self, tenant: &Uuid) -> Result<Arc<TenantKeys>, KeyError> {
         let rows = self.store.signing_keys(Some(&tenant.to_string())).await?;
-        let keys = rows.iter().map(|r| load_row(&self.master, r).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
-        let tk = Arc::new(TenantKeys { loaded_at: Instant::now(), keys });
+        let keys = rows
+            .iter()
+            .map(|r| load_row(&self.master, r).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tk = Arc::new(TenantKeys {
+            loaded_at: Instant::now(),
+            keys,
+        });
         self.tenants.write().await.insert(*tenant, tk.clone());
         Ok(tk)
     }
@@ -177,14 +213,19 @@ impl KeyRing {
         let key = generate_rsa_key(&self.master, tenant, now, now)?;
         self.store.insert_signing_key(&key.row).await?;
         let tk = self.load(tenant).await?;
-        tk.active(now).cloned().ok_or_else(|| KeyError::Generate("new key not active".into()))
+        tk.active(now)
+            .cloned()
+            .ok_or_else(|| KeyError::Generate("new key not active".into()))
     }
 
     /// Records (at most once a minute per key) when a key last signed: retirement needs it.
     fn note_signed(&self, tenant: &Uuid, key: &Arc<LoadedKey>, now: i64) {
         let prev = key.last_signed_flushed.load(Ordering::Relaxed);
         if now - prev >= 60
-            && key.last_signed_flushed.compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && key
+                .last_signed_flushed
+                .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
         {
             let store = self.store.clone();
             let (t, kid) = (tenant.to_string(), key.kid.clone());
@@ -203,15 +244,28 @@ impl KeyRing {
         if keys.is_empty() {
             // A tenant that has never signed still publishes the key it will sign with.
             self.signer(tenant, now).await?;
-            keys = self.get(tenant).await?.published(now).map(|k| k.jwk.clone()).collect();
+            keys = self
+                .get(tenant)
+                .await?
+                .published(now)
+                .map(|k| k.jwk.clone())
+                .collect();
         }
         Ok(keys)
     }
 
     /// A published verification key by `kid`, reloading once if the kid is unknown locally.
-    pub async fn verifier(&self, tenant: &Uuid, kid: Option<&str>, now: i64) -> Result<Vec<Arc<LoadedKey>>, KeyError> {
+    pub async fn verifier(
+        &self,
+        tenant: &Uuid,
+        kid: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<Arc<LoadedKey>>, KeyError> {
         let find = |tk: &TenantKeys| -> Vec<Arc<LoadedKey>> {
-            tk.published(now).filter(|k| kid.is_none_or(|kid| k.kid == kid)).cloned().collect()
+            tk.published(now)
+                .filter(|k| kid.is_none_or(|kid| k.kid == kid))
+                .cloned()
+                .collect()
         };
         let tk = self.get(tenant).await?;
         let found = find(&tk);
@@ -223,12 +277,26 @@ impl KeyRing {
 
     /// Scheduled rotation: creates the next key `prepublish` before the active key reaches
     /// `interval`, and schedules the removal of keys that no longer sign. Idempotent.
-    pub async fn rotate_if_due(&self, tenant: &Uuid, now: i64, interval: i64, prepublish: i64, skew: i64) -> Result<bool, KeyError> {
+    pub async fn rotate_if_due(
+        &self,
+        tenant: &Uuid,
+        now: i64,
+        interval: i64,
+        prepublish: i64,
+        skew: i64,
+    ) -> Result<bool, KeyError> {
         let _guard = self.create_lock.lock().await;
         let rows = self.store.signing_keys(Some(&tenant.to_string())).await?;
         let mut created = false;
-        let live: Vec<&SigningKeyRow> = rows.iter().filter(|r| r.remove_after.is_none_or(|x| x > now)).collect();
-        if let Some(active) = live.iter().filter(|r| r.activate_at <= now).max_by_key(|r| r.activate_at) {
+        let live: Vec<&SigningKeyRow> = rows
+            .iter()
+            .filter(|r| r.remove_after.is_none_or(|x| x > now))
+            .collect();
+        if let Some(active) = live
+            .iter()
+            .filter(|r| r.activate_at <= now)
+            .max_by_key(|r| r.activate_at)
+        {
             let has_pending = live.iter().any(|r| r.activate_at > now);
             if !has_pending && active.activate_at + interval - prepublish <= now {
                 let key = generate_rsa_key(&self.master, tenant, now, now + prepublish)?;
@@ -236,9 +304,22 @@ impl KeyRing {
                 created = true;
             }
             // Keys older than the active one stop signing: keep them until their tokens expire.
-            for r in live.iter().filter(|r| r.activate_at < active.activate_at && r.remove_after.is_none()) {
-                let last = r.last_signed_at.unwrap_or(r.activate_at).max(active.activate_at);
-                self.store.retire_key(&r.tenant_id, &r.kid, active.activate_at, last + 60 + LONGEST_TOKEN_LIFETIME + skew).await?;
+            for r in live
+                .iter()
+                .filter(|r| r.activate_at < active.activate_at && r.remove_after.is_none())
+            {
+                let last = r
+                    .last_signed_at
+                    .unwrap_or(r.activate_at)
+                    .max(active.activate_at);
+                self.store
+                    .retire_key(
+                        &r.tenant_id,
+                        &r.kid,
+                        active.activate_at,
+                        last + 60 + LONGEST_TOKEN_LIFETIME + skew,
+                    )
+                    .await?;
             }
         }
         self.store.delete_removed_keys(now).await?;
@@ -249,7 +330,15 @@ impl KeyRing {
 
     /// `agentid sts keys rotate`: a new key, published now and signing after `prepublish`
     /// (or at once with `now`, retiring the old key; `revoke_old` removes it immediately).
-    pub async fn rotate(&self, tenant: &Uuid, now: i64, prepublish: i64, immediate: bool, revoke_old: bool, skew: i64) -> Result<String, KeyError> {
+    pub async fn rotate(
+        &self,
+        tenant: &Uuid,
+        now: i64,
+        prepublish: i64,
+        immediate: bool,
+        revoke_old: bool,
+        skew: i64,
+    ) -> Result<String, KeyError> {
         let _guard = self.create_lock.lock().await;
         let rows = self.store.signing_keys(Some(&tenant.to_string())).await?;
         let activate = if immediate { now } else { now + prepublish };
@@ -257,8 +346,14 @@ impl KeyRing {
         self.store.insert_signing_key(&key.row).await?;
         if immediate {
             for r in rows.iter().filter(|r| r.remove_after.is_none()) {
-                let remove_after = if revoke_old { now - 1 } else { r.last_signed_at.unwrap_or(now).max(now) + 60 + LONGEST_TOKEN_LIFETIME + skew };
-                self.store.retire_key(&r.tenant_id, &r.kid, now, remove_after).await?;
+                let remove_after = if revoke_old {
+                    now - 1
+                } else {
+                    r.last_signed_at.unwrap_or(now).max(now) + 60 + LONGEST_TOKEN_LIFETIME + skew
+                };
+                self.store
+                    .retire_key(&r.tenant_id, &r.kid, now, remove_after)
+                    .await?;
             }
         }
         drop(_guard);

@@ -26,7 +26,10 @@ use tower::ServiceExt;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Directory(#[from] agentid_directory::DirectoryError),
     #[error("tenant file: {0}")]
@@ -65,8 +68,12 @@ impl RunningSts {
 
 /// Opens the database and loads (or creates) the master key.
 pub async fn open_store(settings: &Settings) -> Result<(Store, MasterKey), StartError> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .map_err(|e| StartError::Config(format!("cannot create data directory {}: {e}", settings.data_dir.display())))?;
+    std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+        StartError::Config(format!(
+            "cannot create data directory {}: {e}",
+            settings.data_dir.display()
+        ))
+    })?;
     let store = Store::connect(&settings.storage_url).await?;
     let env_key = std::env::var("AGENTID_MASTER_KEY").ok();
     let create = store.backend() == agentid_directory::Backend::Sqlite;
@@ -79,18 +86,32 @@ pub fn router(state: Sts) -> Router {
         .route("/healthz", get(discovery::healthz))
         .route("/readyz", get(discovery::readyz))
         .route("/error", get(discovery::error_page))
-        .route("/common/discovery/instance", get(discovery::instance_discovery))
+        .route(
+            "/common/discovery/instance",
+            get(discovery::instance_discovery),
+        )
         .route("/common/userrealm/{upn}", get(discovery::user_realm))
         .route("/{tenant}/oauth2/v2.0/token", any(token_or_405))
-        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(discovery::openid_v2))
-        .route("/{tenant}/.well-known/openid-configuration", get(discovery::openid_v1))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(discovery::openid_v2),
+        )
+        .route(
+            "/{tenant}/.well-known/openid-configuration",
+            get(discovery::openid_v1),
+        )
         .route("/{tenant}/discovery/v2.0/keys", get(discovery::jwks))
         .route("/{tenant}/discovery/keys", get(discovery::jwks))
         .with_state(state)
 }
 
 /// The token endpoint answers other methods with AADSTS900561 in Entra's error shape.
-async fn token_or_405(state: State<Sts>, path: axum::extract::Path<String>, headers: HeaderMap, req: Request) -> Response {
+async fn token_or_405(
+    state: State<Sts>,
+    path: axum::extract::Path<String>,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
     if req.method() == axum::http::Method::POST {
         return token::token_endpoint(state, path, req).await;
     }
@@ -99,9 +120,20 @@ async fn token_or_405(state: State<Sts>, path: axum::extract::Path<String>, head
 }
 
 /// Starts the STS: applies `tenant_files` before the listener opens, then serves.
-pub async fn start(mut settings: Settings, tenant_files: &[TenantFile]) -> Result<RunningSts, StartError> {
-    let listener = TcpListener::bind(settings.listen).await.map_err(|source| StartError::Bind { addr: settings.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: settings.listen, source })?;
+pub async fn start(
+    mut settings: Settings,
+    tenant_files: &[TenantFile],
+) -> Result<RunningSts, StartError> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
     if settings.public_base_url == derive_base_url(&settings.listen, settings.insecure_http) {
         settings.public_base_url = derive_base_url(&addr, settings.insecure_http);
     }
@@ -109,7 +141,11 @@ pub async fn start(mut settings: Settings, tenant_files: &[TenantFile]) -> Resul
         return Err(StartError::Config(format!(
             "public_base_url {} must use {} (insecure_http is {})",
             settings.public_base_url,
-            if settings.insecure_http { "http://" } else { "https://" },
+            if settings.insecure_http {
+                "http://"
+            } else {
+                "https://"
+            },
             settings.insecure_http
         )));
     }
@@ -119,13 +155,27 @@ pub async fn start(mut settings: Settings, tenant_files: &[TenantFile]) -> Resul
         reports.push(agentid_directory::tenant_file::apply(&store, f).await?);
     }
     let tls_config = if settings.insecure_http {
-        tracing::warn!("serving plain HTTP (--insecure-http): Microsoft clients will refuse this authority; use only for tests");
+        tracing::warn!(
+            "serving plain HTTP (--insecure-http): Microsoft clients will refuse this authority; use only for tests"
+        );
         None
     } else {
         let material = match (&settings.tls_cert_file, &settings.tls_key_file) {
             (Some(c), Some(k)) => tls::load_files(c, k)?,
-            (None, None) => tls::local_ca(&store, &master, &settings.public_base_url, &settings.tls_extra_sans).await?,
-            _ => return Err(StartError::Config("tls.cert_file and tls.key_file go together".into())),
+            (None, None) => {
+                tls::local_ca(
+                    &store,
+                    &master,
+                    &settings.public_base_url,
+                    &settings.tls_extra_sans,
+                )
+                .await?
+            }
+            _ => {
+                return Err(StartError::Config(
+                    "tls.cert_file and tls.key_file go together".into(),
+                ));
+            }
         };
         if let Some(pem) = &material.ca_pem {
             tls::write_ca(&settings.tls_ca_out, pem)?;
@@ -144,17 +194,38 @@ pub async fn start(mut settings: Settings, tenant_files: &[TenantFile]) -> Resul
     // Every tenant gets its signing key before the first request.
     let now = chrono::Utc::now().timestamp();
     for t in state.store.tenants().await? {
-        state.keys.signer(&t.id, now).await.map_err(|e| StartError::Config(e.to_string()))?;
+        state
+            .keys
+            .signer(&t.id, now)
+            .await
+            .map_err(|e| StartError::Config(e.to_string()))?;
     }
     let (tx, rx) = watch::channel(false);
     let app = router(state.clone());
-    tokio::spawn(accept_loop(listener, app, tls_config.map(|(c, _)| tokio_rustls::TlsAcceptor::from(c)), rx.clone()));
+    tokio::spawn(accept_loop(
+        listener,
+        app,
+        tls_config.map(|(c, _)| tokio_rustls::TlsAcceptor::from(c)),
+        rx.clone(),
+    ));
     tokio::spawn(housekeeping(state.clone(), rx));
     tracing::info!(%addr, base = %state.base, "agentid STS listening");
-    Ok(RunningSts { addr, base: state.base.clone(), ca_pem, state, reports, shutdown: tx })
+    Ok(RunningSts {
+        addr,
+        base: state.base.clone(),
+        ca_pem,
+        state,
+        reports,
+        shutdown: tx,
+    })
 }
 
-async fn accept_loop(listener: TcpListener, app: Router, tls: Option<tokio_rustls::TlsAcceptor>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -178,13 +249,21 @@ async fn accept_loop(listener: TcpListener, app: Router, tls: Option<tokio_rustl
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match tls {
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => builder.serve_connection_with_upgrades(TokioIo::new(s), svc).await,
+                    Ok(s) => {
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(s), svc)
+                            .await
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, %peer, "TLS handshake failed");
                         return;
                     }
                 },
-                None => builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await,
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
@@ -206,17 +285,35 @@ async fn housekeeping(state: Sts, mut shutdown: watch::Receiver<bool>) {
         match state.store.tenants().await {
             Ok(tenants) => {
                 for t in tenants {
-                    if let Err(e) = state.keys.rotate_if_due(&t.id, now, s.key_rotation_interval, s.key_prepublish, s.clock_skew).await {
+                    if let Err(e) = state
+                        .keys
+                        .rotate_if_due(
+                            &t.id,
+                            now,
+                            s.key_rotation_interval,
+                            s.key_prepublish,
+                            s.clock_skew,
+                        )
+                        .await
+                    {
                         tracing::warn!(error = %e, tenant = %t.id, "key rotation failed");
                     }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "housekeeping cannot list tenants"),
         }
-        if let Err(e) = state.store.purge_expired(now, now - s.refresh_inactivity).await {
+        if let Err(e) = state
+            .store
+            .purge_expired(now, now - s.refresh_inactivity)
+            .await
+        {
             tracing::warn!(error = %e, "purge failed");
         }
-        if let Err(e) = state.store.purge_audit_before(now - s.audit_retention).await {
+        if let Err(e) = state
+            .store
+            .purge_audit_before(now - s.audit_retention)
+            .await
+        {
             tracing::warn!(error = %e, "audit purge failed");
         }
     }

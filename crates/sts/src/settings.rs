@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config {path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -86,7 +89,10 @@ impl Settings {
 }
 
 fn hostname() -> String {
-    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "agentid".into())
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "agentid".into())
 }
 
 /// `https://{host}:{port}` with unspecified addresses shown as `localhost`.
@@ -194,9 +200,16 @@ pub fn load(
 ) -> Result<Settings, SettingsError> {
     let mut doc = match config_file {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|source| SettingsError::Read { path: p.display().to_string(), source })?;
-            serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
-                .map_err(|e| SettingsError::Invalid { path: p.display().to_string(), message: e.to_string() })?
+            let text = std::fs::read_to_string(p).map_err(|source| SettingsError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text).map_err(|e| {
+                SettingsError::Invalid {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                }
+            })?
         }
         None => serde_yaml_ng::Value::Mapping(Default::default()),
     };
@@ -205,11 +218,16 @@ pub fn load(
     }
     // AGENTID_<SECTION>__<KEY>: values are read as YAML scalars so numbers and booleans type-check.
     for (k, v) in env {
-        let Some(rest) = k.strip_prefix("AGENTID_") else { continue };
-        let Some((section, key)) = rest.split_once("__") else { continue };
+        let Some(rest) = k.strip_prefix("AGENTID_") else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
         let section = section.to_ascii_lowercase();
         let key = key.to_ascii_lowercase();
-        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(v).unwrap_or(serde_yaml_ng::Value::String(v.clone()));
+        let value: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(v).unwrap_or(serde_yaml_ng::Value::String(v.clone()));
         let map = doc.as_mapping_mut().expect("mapping");
         let sec = map
             .entry(serde_yaml_ng::Value::String(section.clone()))
@@ -218,11 +236,19 @@ pub fn load(
             m.insert(serde_yaml_ng::Value::String(key), value);
         }
     }
-    let file: ConfigFile = serde_path_to_error::deserialize(doc)
-        .map_err(|e| SettingsError::Invalid { path: e.path().to_string(), message: e.into_inner().to_string() })?;
+    let file: ConfigFile =
+        serde_path_to_error::deserialize(doc).map_err(|e| SettingsError::Invalid {
+            path: e.path().to_string(),
+            message: e.into_inner().to_string(),
+        })?;
 
-    let data_dir = data_dir.map(Path::to_path_buf).or(file.server.data_dir.clone()).unwrap_or_else(default_data_dir);
-    let listen = listen.or(file.server.listen).unwrap_or_else(|| "0.0.0.0:8443".parse().expect("literal"));
+    let data_dir = data_dir
+        .map(Path::to_path_buf)
+        .or(file.server.data_dir.clone())
+        .unwrap_or_else(default_data_dir);
+    let listen = listen
+        .or(file.server.listen)
+        .unwrap_or_else(|| "0.0.0.0:8443".parse().expect("literal"));
     let mut s = Settings::new(&data_dir, listen);
     if let Some(v) = file.server.insecure_http {
         s.insecure_http = v;
@@ -246,13 +272,16 @@ pub fn load(
     if let Some(v) = file.tokens.access_lifetime {
         s.access_lifetime = match v {
             serde_yaml_ng::Value::String(ref r) if r == "random" => AccessLifetime::Random,
-            serde_yaml_ng::Value::Number(ref n) if n.as_i64().is_some_and(|n| (300..=86400).contains(&n)) => {
+            serde_yaml_ng::Value::Number(ref n)
+                if n.as_i64().is_some_and(|n| (300..=86400).contains(&n)) =>
+            {
                 AccessLifetime::Fixed(n.as_i64().expect("checked"))
             }
             _ => {
                 return Err(SettingsError::Invalid {
                     path: "tokens.access_lifetime".into(),
-                    message: "must be \"random\" or a number of seconds between 300 and 86400".into(),
+                    message: "must be \"random\" or a number of seconds between 300 and 86400"
+                        .into(),
                 });
             }
         };
@@ -270,7 +299,10 @@ pub fn load(
     set!(clock_skew, file.tokens.clock_skew);
     set!(key_rotation_interval, file.keys.rotation_interval);
     set!(key_prepublish, file.keys.prepublish);
-    set!(require_trusted_issuer, file.federation.require_trusted_issuer);
+    set!(
+        require_trusted_issuer,
+        file.federation.require_trusted_issuer
+    );
     set!(metadata_cache_ttl, file.federation.metadata_cache_ttl);
     set!(single_use_assertions, file.client_assertion.single_use);
     set!(audit_retention, file.audit.retention);
@@ -279,7 +311,9 @@ pub fn load(
 
 /// `$AGENTID_HOME` or `./.agentid`.
 pub fn default_data_dir() -> PathBuf {
-    std::env::var_os("AGENTID_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".agentid"))
+    std::env::var_os("AGENTID_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".agentid"))
 }
 
 #[cfg(test)]
@@ -288,8 +322,17 @@ mod tests {
 
     #[test]
     fn env_overrides_file_and_unknown_keys_fail() {
-        let env = vec![("AGENTID_TOKENS__ACCESS_LIFETIME".to_string(), "3600".to_string())];
-        let s = load(None, &env, Some(Path::new("/tmp/x")), Some("127.0.0.1:9443".parse().unwrap())).unwrap();
+        let env = vec![(
+            "AGENTID_TOKENS__ACCESS_LIFETIME".to_string(),
+            "3600".to_string(),
+        )];
+        let s = load(
+            None,
+            &env,
+            Some(Path::new("/tmp/x")),
+            Some("127.0.0.1:9443".parse().unwrap()),
+        )
+        .unwrap();
         assert_eq!(s.access_lifetime, AccessLifetime::Fixed(3600));
         assert_eq!(s.public_base_url, "https://127.0.0.1:9443");
         let env = vec![("AGENTID_TOKENS__BOGUS".to_string(), "1".to_string())];
@@ -299,6 +342,9 @@ mod tests {
 
     #[test]
     fn unspecified_listen_shows_localhost() {
-        assert_eq!(derive_base_url(&"0.0.0.0:8443".parse().unwrap(), false), "https://localhost:8443");
+        assert_eq!(
+            derive_base_url(&"0.0.0.0:8443".parse().unwrap(), false),
+            "https://localhost:8443"
+        );
     }
 }

@@ -32,22 +32,40 @@ impl StsState {
 
     /// True for the v1 or v2 issuer of any tenant of this installation.
     pub fn is_own_issuer(&self, iss: &str) -> bool {
-        let Some(rest) = iss.strip_prefix(&self.base).and_then(|r| r.strip_prefix('/')) else { return false };
+        let Some(rest) = iss
+            .strip_prefix(&self.base)
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            return false;
+        };
         let (tid, suffix) = rest.split_at(rest.len().min(36));
         agentid_claims::guid::parse(tid).is_some() && (suffix == "/" || suffix == "/v2.0")
     }
 
     /// Whether `aud` names this tenant's token endpoint (private_key_jwt audience rule).
     pub fn is_token_endpoint(&self, aud: &str, tenant: &Tenant) -> bool {
-        let Ok(u) = url::Url::parse(aud) else { return false };
-        let Ok(base) = url::Url::parse(&self.base) else { return false };
-        if u.scheme() != base.scheme() || u.host_str().map(str::to_ascii_lowercase) != base.host_str().map(str::to_ascii_lowercase) || u.port_or_known_default() != base.port_or_known_default() {
+        let Ok(u) = url::Url::parse(aud) else {
+            return false;
+        };
+        let Ok(base) = url::Url::parse(&self.base) else {
+            return false;
+        };
+        if u.scheme() != base.scheme()
+            || u.host_str().map(str::to_ascii_lowercase)
+                != base.host_str().map(str::to_ascii_lowercase)
+            || u.port_or_known_default() != base.port_or_known_default()
+        {
             return false;
         }
         let path = u.path().trim_end_matches('/');
-        let Some(rest) = path.strip_prefix('/') else { return false };
-        let Some((seg, endpoint)) = rest.split_once('/') else { return false };
-        let tenant_ok = agentid_claims::guid::parse(seg) == Some(tenant.id) || tenant.domains.iter().any(|d| d.eq_ignore_ascii_case(seg));
+        let Some(rest) = path.strip_prefix('/') else {
+            return false;
+        };
+        let Some((seg, endpoint)) = rest.split_once('/') else {
+            return false;
+        };
+        let tenant_ok = agentid_claims::guid::parse(seg) == Some(tenant.id)
+            || tenant.domains.iter().any(|d| d.eq_ignore_ascii_case(seg));
         tenant_ok && (endpoint == "oauth2/v2.0/token" || endpoint == "oauth2/token")
     }
 

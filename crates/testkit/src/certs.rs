@@ -18,10 +18,16 @@ pub struct ClientCert {
 impl ClientCert {
     pub fn generate(cn: &str) -> Self {
         let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("RSA key");
-        let key_pem = private.to_pkcs8_pem(LineEnding::LF).expect("PEM").to_string();
-        let kp = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256).expect("key pair");
+        let key_pem = private
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("PEM")
+            .to_string();
+        let kp = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256)
+            .expect("key pair");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         let cert = params.self_signed(&kp).expect("certificate");
         let der = cert.der().to_vec();
         let sha = Sha1::digest(&der);
@@ -43,6 +49,11 @@ impl ClientCert {
     pub fn sign(&self, claims: &serde_json::Value) -> String {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         header.x5t = Some(self.x5t.clone());
-        jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_rsa_pem(self.key_pem.as_bytes()).expect("key")).expect("sign")
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &jsonwebtoken::EncodingKey::from_rsa_pem(self.key_pem.as_bytes()).expect("key"),
+        )
+        .expect("sign")
     }
 }

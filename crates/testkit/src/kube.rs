@@ -47,7 +47,9 @@ impl KubeIssuer {
             x5c: None,
         };
         let jwks = JwkSet { keys: vec![jwk] };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let issuer = format!("http://{}", listener.local_addr().expect("addr"));
         let discovery = json!({
             "issuer": issuer,
@@ -58,13 +60,21 @@ impl KubeIssuer {
         });
         let jwks_body = serde_json::to_value(&jwks).expect("json");
         let app = Router::new()
-            .route("/.well-known/openid-configuration", get(move || async move { axum::Json(discovery) }))
-            .route("/openid/v1/jwks", get(move || async move { axum::Json(jwks_body) }));
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { axum::Json(discovery) }),
+            )
+            .route(
+                "/openid/v1/jwks",
+                get(move || async move { axum::Json(jwks_body) }),
+            );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = rx.await;
-            }).await;
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
         });
         let pem = private.to_pkcs8_pem(LineEnding::LF).expect("PEM");
         KubeIssuer {
@@ -77,12 +87,25 @@ impl KubeIssuer {
     }
 
     /// A projected service-account token for `namespace/service_account`.
-    pub fn mint(&self, namespace: &str, service_account: &str, audience: &str, lifetime: i64) -> String {
+    pub fn mint(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        audience: &str,
+        lifetime: i64,
+    ) -> String {
         let now = chrono::Utc::now().timestamp();
         self.mint_at(namespace, service_account, audience, now, lifetime)
     }
 
-    pub fn mint_at(&self, namespace: &str, service_account: &str, audience: &str, iat: i64, lifetime: i64) -> String {
+    pub fn mint_at(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        audience: &str,
+        iat: i64,
+        lifetime: i64,
+    ) -> String {
         let claims = json!({
             "aud": [audience],
             "exp": iat + lifetime,
@@ -107,9 +130,16 @@ impl KubeIssuer {
 
     /// Writes a token where a projected volume would (`.../azure-identity-token`), atomically,
     /// as kubelet does.
-    pub fn write_token_file(&self, path: &Path, namespace: &str, service_account: &str, audience: &str) {
+    pub fn write_token_file(
+        &self,
+        path: &Path,
+        namespace: &str,
+        service_account: &str,
+        audience: &str,
+    ) {
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, self.mint(namespace, service_account, audience, 3600)).expect("write token");
+        std::fs::write(&tmp, self.mint(namespace, service_account, audience, 3600))
+            .expect("write token");
         std::fs::rename(&tmp, path).expect("rename token");
     }
 

@@ -13,12 +13,16 @@ pub use sts::TestSts;
 
 /// Decodes a JWT's payload without verifying it (tests assert on claims).
 pub fn claims(jwt: &str) -> serde_json::Map<String, serde_json::Value> {
-    agentid_claims::UnverifiedJwt::parse(jwt).expect("a JWT").claims
+    agentid_claims::UnverifiedJwt::parse(jwt)
+        .expect("a JWT")
+        .claims
 }
 
 /// Decodes a JWT's header without verifying it.
 pub fn header(jwt: &str) -> serde_json::Map<String, serde_json::Value> {
-    agentid_claims::UnverifiedJwt::parse(jwt).expect("a JWT").header
+    agentid_claims::UnverifiedJwt::parse(jwt)
+        .expect("a JWT")
+        .header
 }
 
 /// Runs an async test body once against SQLite and once against PostgreSQL.

@@ -21,7 +21,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { tls: true, configure: Box::new(|s| s.access_lifetime = agentid_sts::settings::AccessLifetime::Fixed(3600)) }
+        Self {
+            tls: true,
+            configure: Box::new(|s| {
+                s.access_lifetime = agentid_sts::settings::AccessLifetime::Fixed(3600)
+            }),
+        }
     }
 }
 
@@ -45,7 +50,11 @@ impl TestSts {
         // PostgreSQL replicas share a provisioned master key; SQLite creates its own.
         if db == Db::Postgres {
             let key = agentid_directory::secrets::MasterKey::generate();
-            agentid_directory::secrets::write_private_file(&dir.path().join("master.key"), key.to_base64().as_bytes()).expect("master key");
+            agentid_directory::secrets::write_private_file(
+                &dir.path().join("master.key"),
+                key.to_base64().as_bytes(),
+            )
+            .expect("master key");
         }
         let mut settings = Settings::new(dir.path(), "127.0.0.1:0".parse().expect("addr"));
         settings.storage_url = test_db.url.clone();
@@ -53,13 +62,22 @@ impl TestSts {
         settings = settings.with_listen("127.0.0.1:0".parse().expect("addr"));
         (opts.configure)(&mut settings);
         let file = TenantFile::parse(yaml, dir.path()).expect("valid tenant file");
-        let running = agentid_sts::start(settings, &[file]).await.expect("STS starts");
+        let running = agentid_sts::start(settings, &[file])
+            .await
+            .expect("STS starts");
         let mut http = reqwest::Client::builder().use_rustls_tls();
         if let Some(pem) = &running.ca_pem {
-            http = http.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).expect("CA"));
+            http = http
+                .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).expect("CA"));
         }
         let tenant_id = running.reports[0].tenant_id.to_string();
-        TestSts { running, dir, db: test_db, http: http.build().expect("client"), tenant_id }
+        TestSts {
+            running,
+            dir,
+            db: test_db,
+            http: http.build().expect("client"),
+            tenant_id,
+        }
     }
 
     pub fn base(&self) -> &str {
@@ -89,7 +107,13 @@ impl TestSts {
     }
 
     pub async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> (u16, Value) {
-        let resp = self.http.post(url).form(form).send().await.expect("request");
+        let resp = self
+            .http
+            .post(url)
+            .form(form)
+            .send()
+            .await
+            .expect("request");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -102,7 +126,10 @@ impl TestSts {
 
     /// Counts rows of a table, to check that refused requests change nothing.
     pub async fn count(&self, table: &str) -> i64 {
-        let row: (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}")).fetch_one(self.running.state.store.pool()).await.expect("count");
+        let row: (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(self.running.state.store.pool())
+            .await
+            .expect("count");
         row.0
     }
 

@@ -15,12 +15,20 @@ const CC: &str = "client_credentials";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 fn s<'a>(c: &'a serde_json::Map<String, Value>, k: &str) -> &'a str {
-    c.get(k).and_then(Value::as_str).unwrap_or_else(|| panic!("claim {k} missing in {c:?}"))
+    c.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("claim {k} missing in {c:?}"))
 }
 
 async fn t1(sts: &TestSts) -> String {
     let (st, body) = sts
-        .token(&[("grant_type", CC), ("client_id", BP), ("client_secret", BP_SECRET), ("scope", "api://AzureADTokenExchange/.default"), ("fmi_path", AGENT)])
+        .token(&[
+            ("grant_type", CC),
+            ("client_id", BP),
+            ("client_secret", BP_SECRET),
+            ("scope", "api://AzureADTokenExchange/.default"),
+            ("fmi_path", AGENT),
+        ])
         .await;
     assert_eq!(st, 200, "{body}");
     body["access_token"].as_str().unwrap().to_string()
@@ -29,7 +37,14 @@ async fn t1(sts: &TestSts) -> String {
 async fn user_token(sts: &TestSts) -> Value {
     let scope = format!("api://{BP}/access_as_user openid profile offline_access");
     let (st, body) = sts
-        .token(&[("grant_type", "password"), ("client_id", GRAPH_CLI), ("username", "alice@contoso.test"), ("password", "correct-horse-battery"), ("scope", &scope), ("client_info", "1")])
+        .token(&[
+            ("grant_type", "password"),
+            ("client_id", GRAPH_CLI),
+            ("username", "alice@contoso.test"),
+            ("password", "correct-horse-battery"),
+            ("scope", &scope),
+            ("client_info", "1"),
+        ])
         .await;
     assert_eq!(st, 200, "{body}");
     body
@@ -37,7 +52,14 @@ async fn user_token(sts: &TestSts) -> Value {
 
 both_backends!(blueprint_token_has_entra_claims, |db: Db| async move {
     let sts = TestSts::start(db, DEMO).await;
-    let (st, body) = sts.token(&[("grant_type", CC), ("client_id", BP), ("client_secret", BP_SECRET), ("scope", "https://graph.microsoft.com/.default")]).await;
+    let (st, body) = sts
+        .token(&[
+            ("grant_type", CC),
+            ("client_id", BP),
+            ("client_secret", BP_SECRET),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], body["ext_expires_in"]);
@@ -54,10 +76,24 @@ both_backends!(blueprint_token_has_entra_claims, |db: Db| async move {
     assert_eq!(s(&c, "appid"), BP);
     assert_eq!(s(&c, "appidacr"), "1");
     assert_eq!(s(&c, "oid"), s(&c, "sub"));
-    assert_eq!(c["roles"], serde_json::json!(["AgentIdentity.CreateAsManager"]));
-    assert_eq!((s(&c, "xms_act_fct"), s(&c, "xms_sub_fct"), s(&c, "xms_idrel"), s(&c, "xms_tnt_fct")), ("9 3", "9 3", "7 6", "2 3"));
+    assert_eq!(
+        c["roles"],
+        serde_json::json!(["AgentIdentity.CreateAsManager"])
+    );
+    assert_eq!(
+        (
+            s(&c, "xms_act_fct"),
+            s(&c, "xms_sub_fct"),
+            s(&c, "xms_idrel"),
+            s(&c, "xms_tnt_fct")
+        ),
+        ("9 3", "9 3", "7 6", "2 3")
+    );
     assert!(!c.contains_key("scp") && !c.contains_key("xms_par_app_azp"));
-    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 3600);
+    assert_eq!(
+        c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(),
+        3600
+    );
     assert_eq!(s(&c, "uti").len(), 22);
     sts.stop().await;
 });
@@ -73,35 +109,73 @@ both_backends!(t1_t2_and_agent_obo_chain, |db: Db| async move {
     assert_eq!(s(&c, "azp"), BP);
     assert_eq!(s(&c, "idtyp"), "app");
     let le = |g: &str| agentid_claims::guid::to_b64_le(&g.parse().unwrap());
-    assert_eq!(s(&c, "sub"), format!("/eid1/c/pub/t/{}/a/{}/{AGENT}", le(&tid), le(BP)));
-    assert_eq!((s(&c, "xms_act_fct"), s(&c, "xms_sub_fct"), s(&c, "xms_idrel")), ("3 9", "3 9", "7 24"));
+    assert_eq!(
+        s(&c, "sub"),
+        format!("/eid1/c/pub/t/{}/a/{}/{AGENT}", le(&tid), le(BP))
+    );
+    assert_eq!(
+        (
+            s(&c, "xms_act_fct"),
+            s(&c, "xms_sub_fct"),
+            s(&c, "xms_idrel")
+        ),
+        ("3 9", "3 9", "7 24")
+    );
     assert!(!c.contains_key("xms_tnt_fct"));
     assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 900);
 
     // T2 autonomous
     let (st, body) = sts
-        .token(&[("grant_type", CC), ("client_id", AGENT), ("scope", &format!("api://{MCP}/.default")), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", &t1)])
+        .token(&[
+            ("grant_type", CC),
+            ("client_id", AGENT),
+            ("scope", &format!("api://{MCP}/.default")),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", &t1),
+        ])
         .await;
     assert_eq!(st, 200, "{body}");
     let c = claims(body["access_token"].as_str().unwrap());
     assert_eq!(s(&c, "aud"), format!("api://{MCP}"));
-    assert_eq!((s(&c, "appid"), s(&c, "oid"), s(&c, "sub")), (AGENT, AGENT, AGENT));
+    assert_eq!(
+        (s(&c, "appid"), s(&c, "oid"), s(&c, "sub")),
+        (AGENT, AGENT, AGENT)
+    );
     assert_eq!(s(&c, "appidacr"), "2");
     assert_eq!(s(&c, "app_displayname"), "My Blog Agent");
     assert_eq!(s(&c, "xms_par_app_azp"), BP);
-    assert_eq!((s(&c, "xms_act_fct"), s(&c, "xms_sub_fct"), s(&c, "xms_idrel"), s(&c, "xms_tnt_fct")), ("3 11 9", "3 11 9", "7 8", "6 3"));
+    assert_eq!(
+        (
+            s(&c, "xms_act_fct"),
+            s(&c, "xms_sub_fct"),
+            s(&c, "xms_idrel"),
+            s(&c, "xms_tnt_fct")
+        ),
+        ("3 11 9", "3 11 9", "7 8", "6 3")
+    );
     assert_eq!(c["roles"], serde_json::json!(["Tools.Invoke"]));
 
     // Tc: the user's token for the blueprint API
     let tc = user_token(&sts).await;
-    assert!(tc["refresh_token"].is_string() && tc["id_token"].is_string() && tc["client_info"].is_string(), "{tc}");
-    assert_eq!(tc["scope"], format!("api://{BP}/access_as_user openid profile offline_access"));
+    assert!(
+        tc["refresh_token"].is_string()
+            && tc["id_token"].is_string()
+            && tc["client_info"].is_string(),
+        "{tc}"
+    );
+    assert_eq!(
+        tc["scope"],
+        format!("api://{BP}/access_as_user openid profile offline_access")
+    );
     let tcc = claims(tc["access_token"].as_str().unwrap());
     assert_eq!(s(&tcc, "aud"), format!("api://{BP}"));
     assert_eq!(s(&tcc, "idtyp"), "user");
     assert_eq!(s(&tcc, "scp"), "access_as_user");
     assert_eq!(s(&tcc, "upn"), "alice@contoso.test");
-    assert_eq!(tcc["wids"], serde_json::json!(["62e90394-69f5-4237-9190-012177145e10"]));
+    assert_eq!(
+        tcc["wids"],
+        serde_json::json!(["62e90394-69f5-4237-9190-012177145e10"])
+    );
     assert_eq!(tcc["amr"], serde_json::json!(["pwd"]));
     let id = claims(tc["id_token"].as_str().unwrap());
     assert_eq!(s(&id, "aud"), GRAPH_CLI);
@@ -115,7 +189,10 @@ both_backends!(t1_t2_and_agent_obo_chain, |db: Db| async move {
             ("client_id", AGENT),
             ("requested_token_use", "on_behalf_of"),
             ("assertion", tc["access_token"].as_str().unwrap()),
-            ("scope", "https://graph.microsoft.com/.default offline_access openid profile"),
+            (
+                "scope",
+                "https://graph.microsoft.com/.default offline_access openid profile",
+            ),
             ("client_assertion_type", ASSERTION_TYPE),
             ("client_assertion", &t1),
         ])
@@ -126,16 +203,38 @@ both_backends!(t1_t2_and_agent_obo_chain, |db: Db| async move {
     assert_eq!(s(&c, "idtyp"), "user");
     assert_eq!(s(&c, "appid"), AGENT);
     assert_eq!(s(&c, "oid"), ALICE);
-    assert_ne!(s(&c, "sub"), s(&tcc, "sub"), "pairwise sub differs per client");
+    assert_ne!(
+        s(&c, "sub"),
+        s(&tcc, "sub"),
+        "pairwise sub differs per client"
+    );
     assert_eq!(s(&c, "scp"), "User.Read openid profile");
     assert_eq!(s(&c, "xms_par_app_azp"), BP);
-    assert_eq!((s(&c, "xms_act_fct"), s(&c, "xms_sub_fct"), s(&c, "xms_idrel"), s(&c, "xms_tnt_fct")), ("11 9 3", "2 3", "1 8", "3 8"));
+    assert_eq!(
+        (
+            s(&c, "xms_act_fct"),
+            s(&c, "xms_sub_fct"),
+            s(&c, "xms_idrel"),
+            s(&c, "xms_tnt_fct")
+        ),
+        ("11 9 3", "2 3", "1 8", "3 8")
+    );
     assert_eq!(s(&c, "name"), "Alice Example");
-    let rt = obo["refresh_token"].as_str().expect("offline_access honoured").to_string();
+    let rt = obo["refresh_token"]
+        .as_str()
+        .expect("offline_access honoured")
+        .to_string();
 
     // Refresh (rotation) for the MCP resource: consent re-evaluated per resource
     let (st, r1) = sts
-        .token(&[("grant_type", "refresh_token"), ("client_id", AGENT), ("refresh_token", &rt), ("scope", &format!("api://{MCP}/access_as_user openid")), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", &t1)])
+        .token(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", AGENT),
+            ("refresh_token", &rt),
+            ("scope", &format!("api://{MCP}/access_as_user openid")),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", &t1),
+        ])
         .await;
     assert_eq!(st, 200, "{r1}");
     let c = claims(r1["access_token"].as_str().unwrap());
@@ -149,29 +248,58 @@ both_backends!(discovery_documents_and_jwks, |db: Db| async move {
     let sts = TestSts::start(db, DEMO).await;
     let base = sts.base().to_string();
     let tid = sts.tenant_id.clone();
-    for seg in [tid.as_str(), "contoso.test", "CONTOSO.TEST", &tid.to_uppercase()] {
-        let (st, d) = sts.get_json(&format!("{base}/{seg}/v2.0/.well-known/openid-configuration")).await;
+    for seg in [
+        tid.as_str(),
+        "contoso.test",
+        "CONTOSO.TEST",
+        &tid.to_uppercase(),
+    ] {
+        let (st, d) = sts
+            .get_json(&format!(
+                "{base}/{seg}/v2.0/.well-known/openid-configuration"
+            ))
+            .await;
         assert_eq!(st, 200);
         assert_eq!(d["issuer"], format!("{base}/{tid}/v2.0"));
-        assert_eq!(d["token_endpoint"], format!("{base}/{tid}/oauth2/v2.0/token"));
+        assert_eq!(
+            d["token_endpoint"],
+            format!("{base}/{tid}/oauth2/v2.0/token")
+        );
     }
-    let (_, v1) = sts.get_json(&format!("{base}/{tid}/.well-known/openid-configuration")).await;
+    let (_, v1) = sts
+        .get_json(&format!("{base}/{tid}/.well-known/openid-configuration"))
+        .await;
     assert_eq!(v1["issuer"], format!("{base}/{tid}/"));
     assert_eq!(v1["microsoft_multi_refresh_token"], true);
-    let (_, jwks) = sts.get_json(&format!("{base}/{tid}/discovery/v2.0/keys")).await;
+    let (_, jwks) = sts
+        .get_json(&format!("{base}/{tid}/discovery/v2.0/keys"))
+        .await;
     let (_, jwks1) = sts.get_json(&format!("{base}/{tid}/discovery/keys")).await;
     assert_eq!(jwks, jwks1);
     let k = &jwks["keys"][0];
-    assert_eq!((k["kty"].as_str(), k["alg"].as_str(), k["use"].as_str()), (Some("RSA"), Some("RS256"), Some("sig")));
+    assert_eq!(
+        (k["kty"].as_str(), k["alg"].as_str(), k["use"].as_str()),
+        (Some("RSA"), Some("RS256"), Some("sig"))
+    );
     assert_eq!(k["kid"], k["x5t"]);
     assert!(k.get("issuer").is_none());
-    let (st, err) = sts.get_json(&format!("{base}/common/v2.0/.well-known/openid-configuration")).await;
+    let (st, err) = sts
+        .get_json(&format!(
+            "{base}/common/v2.0/.well-known/openid-configuration"
+        ))
+        .await;
     assert_eq!(st, 400);
     assert_eq!(err["error_codes"][0], 90002);
     let (st, inst) = sts.get_json(&format!("{base}/common/discovery/instance?api-version=1.1&authorization_endpoint={base}/{tid}/oauth2/v2.0/authorize")).await;
     assert_eq!(st, 200, "{inst}");
-    assert_eq!(inst["tenant_discovery_endpoint"], format!("{base}/{tid}/v2.0/.well-known/openid-configuration"));
+    assert_eq!(
+        inst["tenant_discovery_endpoint"],
+        format!("{base}/{tid}/v2.0/.well-known/openid-configuration")
+    );
     let (st, inst) = sts.get_json(&format!("{base}/common/discovery/instance?authorization_endpoint=https://login.microsoftonline.com/x/oauth2/v2.0/authorize")).await;
-    assert_eq!((st, inst["error"].as_str()), (400, Some("invalid_instance")));
+    assert_eq!(
+        (st, inst["error"].as_str()),
+        (400, Some("invalid_instance"))
+    );
     sts.stop().await;
 });

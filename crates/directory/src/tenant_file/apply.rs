@@ -5,7 +5,9 @@
 use super::TenantFileError as E;
 use super::spec::*;
 use crate::builtin;
-use crate::model::{AppRole, InheritablePermission, InheritableScopes, KNOWN_ROLES, PermissionScope, normalize_uri};
+use crate::model::{
+    AppRole, InheritablePermission, InheritableScopes, KNOWN_ROLES, PermissionScope, normalize_uri,
+};
 use crate::secrets;
 use crate::store::Store;
 use base64::Engine;
@@ -33,7 +35,9 @@ pub struct GeneratedSecret {
 
 impl std::fmt::Debug for GeneratedSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GeneratedSecret").field("application", &self.application).finish_non_exhaustive()
+        f.debug_struct("GeneratedSecret")
+            .field("application", &self.application)
+            .finish_non_exhaustive()
     }
 }
 
@@ -51,7 +55,10 @@ pub struct ApplyReport {
 
 impl ApplyReport {
     fn id(&mut self, kind: &str, handle: &str, id: impl ToString) {
-        self.ids.entry(kind.to_string()).or_default().insert(handle.to_string(), id.to_string());
+        self.ids
+            .entry(kind.to_string())
+            .or_default()
+            .insert(handle.to_string(), id.to_string());
     }
 }
 
@@ -78,14 +85,17 @@ fn read_cert(file: &TenantFile, spec: &CertificateSpec, path: &str) -> Result<Ce
     let pem_text = match (&spec.file, &spec.pem) {
         (Some(f), None) => {
             let p = file.resolve(f);
-            std::fs::read_to_string(&p).map_err(|e| E::invalid(path, format!("cannot read {}: {e}", p.display())))?
+            std::fs::read_to_string(&p)
+                .map_err(|e| E::invalid(path, format!("cannot read {}: {e}", p.display())))?
         }
         (None, Some(pem)) => pem.clone(),
         _ => return Err(E::invalid(path, "give exactly one of `file` or `pem`")),
     };
     let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes())
         .map_err(|e| E::invalid(path, format!("not a PEM certificate: {e}")))?;
-    let cert = pem.parse_x509().map_err(|e| E::invalid(path, format!("not an X.509 certificate: {e}")))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| E::invalid(path, format!("not an X.509 certificate: {e}")))?;
     let v = cert.validity();
     Ok(Cert {
         sha1: agentid_claims::jwt::hex(&Sha1::digest(&pem.contents)),
@@ -98,28 +108,53 @@ fn read_cert(file: &TenantFile, spec: &CertificateSpec, path: &str) -> Result<Ce
 
 fn check_permission_value(v: &str, path: &str) -> Result<(), E> {
     if v.is_empty() || v.len() > 120 || v.contains(' ') || v.starts_with('.') {
-        return Err(E::invalid(path, format!("'{v}' is not a valid permission value (1–120 characters, no spaces, not starting with '.')")));
+        return Err(E::invalid(
+            path,
+            format!(
+                "'{v}' is not a valid permission value (1–120 characters, no spaces, not starting with '.')"
+            ),
+        ));
     }
     Ok(())
 }
 
 fn check_fic(f: &FicSpec, path: &str, http_ok: &HashSet<&str>) -> Result<(), E> {
-    let name_ok = (3..=120).contains(&f.name.len()) && f.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let name_ok = (3..=120).contains(&f.name.len())
+        && f.name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if !name_ok {
-        return Err(E::invalid(format!("{path}.name"), "3–120 characters of letters, digits, '-' and '_'"));
+        return Err(E::invalid(
+            format!("{path}.name"),
+            "3–120 characters of letters, digits, '-' and '_'",
+        ));
     }
-    let url = url::Url::parse(&f.issuer).map_err(|e| E::invalid(format!("{path}.issuer"), format!("not an absolute URL: {e}")))?;
-    if f.issuer.len() > 600 || !(url.scheme() == "https" || (url.scheme() == "http" && http_ok.contains(f.issuer.as_str()))) {
+    let url = url::Url::parse(&f.issuer).map_err(|e| {
+        E::invalid(
+            format!("{path}.issuer"),
+            format!("not an absolute URL: {e}"),
+        )
+    })?;
+    if f.issuer.len() > 600
+        || !(url.scheme() == "https"
+            || (url.scheme() == "http" && http_ok.contains(f.issuer.as_str())))
+    {
         return Err(E::invalid(
             format!("{path}.issuer"),
             "must be an https URL of at most 600 characters (http only for a trusted issuer with allowHttp)",
         ));
     }
     if f.subject.is_empty() || f.subject.len() > 600 {
-        return Err(E::invalid(format!("{path}.subject"), "must be 1–600 characters"));
+        return Err(E::invalid(
+            format!("{path}.subject"),
+            "must be 1–600 characters",
+        ));
     }
     if f.audiences.len() > 1 || f.audiences.iter().any(|a| a.is_empty() || a.len() > 600) {
-        return Err(E::invalid(format!("{path}.audiences"), "exactly one audience of at most 600 characters"));
+        return Err(E::invalid(
+            format!("{path}.audiences"),
+            "exactly one audience of at most 600 characters",
+        ));
     }
     Ok(())
 }
@@ -132,7 +167,10 @@ fn scopes_of(app_id: Uuid, values: &[String], path: &str) -> Result<Vec<Permissi
         .map(|(i, v)| {
             check_permission_value(v, &format!("{path}[{i}]"))?;
             if !seen.insert(v.to_lowercase()) {
-                return Err(E::invalid(format!("{path}[{i}]"), format!("duplicate scope '{v}'")));
+                return Err(E::invalid(
+                    format!("{path}[{i}]"),
+                    format!("duplicate scope '{v}'"),
+                ));
             }
             Ok(PermissionScope {
                 id: Uuid::new_v5(&app_id, format!("scope:{v}").as_bytes()),
@@ -205,7 +243,13 @@ impl Tx<'_> {
             .await?)
     }
 
-    async fn track(&mut self, kind: &str, handle: &str, object_id: &str, hash: &str) -> Result<(), E> {
+    async fn track(
+        &mut self,
+        kind: &str,
+        handle: &str,
+        object_id: &str,
+        hash: &str,
+    ) -> Result<(), E> {
         sqlx::query(
             "INSERT INTO tenant_file_objects (tenant_id, kind, handle, object_id, spec_hash) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (tenant_id, kind, handle) DO UPDATE SET object_id = $4, spec_hash = $5",
@@ -221,10 +265,11 @@ impl Tx<'_> {
     }
 
     async fn exists(&mut self, table: &str, id: &str) -> Result<bool, E> {
-        let row: Option<(String,)> = sqlx::query_as(&format!("SELECT id FROM {table} WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut *self.conn)
-            .await?;
+        let row: Option<(String,)> =
+            sqlx::query_as(&format!("SELECT id FROM {table} WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&mut *self.conn)
+                .await?;
         Ok(row.is_some())
     }
 
@@ -251,19 +296,34 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
         add_handle("user", &u.name, format!("users[{i}].name"))?;
         for (j, r) in u.roles.iter().enumerate() {
             if !KNOWN_ROLES.contains(&r.as_str()) {
-                return Err(E::invalid(format!("users[{i}].roles[{j}]"), format!("unknown directory role '{r}' (known: {})", KNOWN_ROLES.join(", "))));
+                return Err(E::invalid(
+                    format!("users[{i}].roles[{j}]"),
+                    format!(
+                        "unknown directory role '{r}' (known: {})",
+                        KNOWN_ROLES.join(", ")
+                    ),
+                ));
             }
         }
         if u.password.is_some() && u.password_hash.is_some() {
-            return Err(E::invalid(format!("users[{i}]"), "give `password` or `passwordHash`, not both"));
+            return Err(E::invalid(
+                format!("users[{i}]"),
+                "give `password` or `passwordHash`, not both",
+            ));
         }
         if let Some(h) = &u.password_hash
             && !secrets::is_valid_password_hash(h)
         {
-            return Err(E::invalid(format!("users[{i}].passwordHash"), "not an Argon2id PHC string"));
+            return Err(E::invalid(
+                format!("users[{i}].passwordHash"),
+                "not an Argon2id PHC string",
+            ));
         }
         if !u.upn.contains('@') {
-            return Err(E::invalid(format!("users[{i}].upn"), "a user principal name looks like name@domain"));
+            return Err(E::invalid(
+                format!("users[{i}].upn"),
+                "a user principal name looks like name@domain",
+            ));
         }
     }
     for (i, a) in file.applications.iter().enumerate() {
@@ -272,11 +332,22 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
     for (i, b) in file.blueprints.iter().enumerate() {
         add_handle("blueprint", &b.name, format!("blueprints[{i}].name"))?;
         for (j, a) in b.agents.iter().enumerate() {
-            add_handle("agent", &a.name, format!("blueprints[{i}].agents[{j}].name"))?;
+            add_handle(
+                "agent",
+                &a.name,
+                format!("blueprints[{i}].agents[{j}].name"),
+            )?;
         }
     }
     let user_ref = |h: &str, path: String| -> Result<(), E> {
-        if handles.get(h) == Some(&"user") { Ok(()) } else { Err(E::invalid(path, format!("no user named '{h}' in this file"))) }
+        if handles.get(h) == Some(&"user") {
+            Ok(())
+        } else {
+            Err(E::invalid(
+                path,
+                format!("no user named '{h}' in this file"),
+            ))
+        }
     };
     for (i, b) in file.blueprints.iter().enumerate() {
         for (j, s) in b.sponsors.iter().enumerate() {
@@ -296,18 +367,34 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
             user_ref(s, format!("applications[{i}].owners[{j}]"))?;
         }
     }
-    let http_ok: HashSet<&str> = file.trusted_issuers.iter().filter(|t| t.allow_http).map(|t| t.issuer.as_str()).collect();
+    let http_ok: HashSet<&str> = file
+        .trusted_issuers
+        .iter()
+        .filter(|t| t.allow_http)
+        .map(|t| t.issuer.as_str())
+        .collect();
     for (i, a) in file.applications.iter().enumerate() {
         for (j, f) in a.federated_credentials.iter().enumerate() {
-            check_fic(f, &format!("applications[{i}].federatedCredentials[{j}]"), &http_ok)?;
+            check_fic(
+                f,
+                &format!("applications[{i}].federatedCredentials[{j}]"),
+                &http_ok,
+            )?;
         }
     }
     for (i, b) in file.blueprints.iter().enumerate() {
         for (j, f) in b.federated_credentials.iter().enumerate() {
-            check_fic(f, &format!("blueprints[{i}].federatedCredentials[{j}]"), &http_ok)?;
+            check_fic(
+                f,
+                &format!("blueprints[{i}].federatedCredentials[{j}]"),
+                &http_ok,
+            )?;
         }
         if b.federated_credentials.len() > 20 {
-            return Err(E::invalid(format!("blueprints[{i}].federatedCredentials"), "at most 20 federated credentials per application"));
+            return Err(E::invalid(
+                format!("blueprints[{i}].federatedCredentials"),
+                "at most 20 federated credentials per application",
+            ));
         }
     }
     // Files read before the transaction opens.
@@ -327,26 +414,61 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
     let mut issuer_jwks: Vec<Option<String>> = Vec::new();
     for (i, t) in file.trusted_issuers.iter().enumerate() {
         let path = format!("trustedIssuers[{i}]");
-        url::Url::parse(&t.issuer).map_err(|e| E::invalid(format!("{path}.issuer"), format!("not an absolute URL: {e}")))?;
+        url::Url::parse(&t.issuer).map_err(|e| {
+            E::invalid(
+                format!("{path}.issuer"),
+                format!("not an absolute URL: {e}"),
+            )
+        })?;
         let jwks = match &t.jwks {
             None if t.discovery => None,
-            None => return Err(E::invalid(path, "give `jwks` (file or inline) or `discovery: true`")),
-            Some(_) if t.discovery => return Err(E::invalid(path, "give `jwks` or `discovery: true`, not both")),
-            Some(JwksSource { file: Some(f), inline: None }) => {
+            None => {
+                return Err(E::invalid(
+                    path,
+                    "give `jwks` (file or inline) or `discovery: true`",
+                ));
+            }
+            Some(_) if t.discovery => {
+                return Err(E::invalid(
+                    path,
+                    "give `jwks` or `discovery: true`, not both",
+                ));
+            }
+            Some(JwksSource {
+                file: Some(f),
+                inline: None,
+            }) => {
                 let p = file.resolve(f);
-                let text = std::fs::read_to_string(&p)
-                    .map_err(|e| E::invalid(format!("{path}.jwks.file"), format!("cannot read {}: {e}", p.display())))?;
-                let set: agentid_claims::jwk::JwkSet = serde_json::from_str(&text)
-                    .map_err(|e| E::invalid(format!("{path}.jwks.file"), format!("not a JWKS: {e}")))?;
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    E::invalid(
+                        format!("{path}.jwks.file"),
+                        format!("cannot read {}: {e}", p.display()),
+                    )
+                })?;
+                let set: agentid_claims::jwk::JwkSet =
+                    serde_json::from_str(&text).map_err(|e| {
+                        E::invalid(format!("{path}.jwks.file"), format!("not a JWKS: {e}"))
+                    })?;
                 Some(set)
             }
-            Some(JwksSource { file: None, inline: Some(set) }) => Some(set.clone()),
-            Some(_) => return Err(E::invalid(format!("{path}.jwks"), "give exactly one of `file` or `inline`")),
+            Some(JwksSource {
+                file: None,
+                inline: Some(set),
+            }) => Some(set.clone()),
+            Some(_) => {
+                return Err(E::invalid(
+                    format!("{path}.jwks"),
+                    "give exactly one of `file` or `inline`",
+                ));
+            }
         };
         if let Some(set) = &jwks
             && set.keys.iter().any(|k| k.decoding_key().is_none())
         {
-            return Err(E::invalid(format!("{path}.jwks"), "every key must be an RSA or EC P-256 public key"));
+            return Err(E::invalid(
+                format!("{path}.jwks"),
+                "every key must be an RSA or EC P-256 public key",
+            ));
         }
         issuer_jwks.push(jwks.map(|s| serde_json::to_string(&s).expect("JWKS serialises")));
     }
@@ -354,7 +476,14 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
     // ---- the transaction --------------------------------------------------------------------
     let mut db = store.pool().begin().await?;
     let tenant = ensure_tenant(&mut db, &file.tenant).await?;
-    let mut tx = Tx { conn: &mut db, tenant: tenant.0, report: ApplyReport { tenant_id: tenant.0, ..Default::default() } };
+    let mut tx = Tx {
+        conn: &mut db,
+        tenant: tenant.0,
+        report: ApplyReport {
+            tenant_id: tenant.0,
+            ..Default::default()
+        },
+    };
     if tenant.1 {
         tx.report.created += 1;
     } else if tenant.2 {
@@ -367,7 +496,9 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
         user_ids.insert(u.name.clone(), id);
         tx.report.id("users", &u.name, id);
     }
-    let sponsor_ids = |names: &[String]| -> Vec<String> { names.iter().map(|n| user_ids[n].to_string()).collect() };
+    let sponsor_ids = |names: &[String]| -> Vec<String> {
+        names.iter().map(|n| user_ids[n].to_string()).collect()
+    };
 
     // Service principal ids by handle, for grants and role assignments.
     let mut principals: HashMap<String, (Uuid, Uuid)> = HashMap::new(); // handle -> (sp id, appId)
@@ -391,7 +522,10 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
             owners: &a.owners,
             sponsors: &[],
             inheritable: vec![],
-            signing_alg: a.token_signing_algorithm.clone().unwrap_or_else(|| "RS256".into()),
+            signing_alg: a
+                .token_signing_algorithm
+                .clone()
+                .unwrap_or_else(|| "RS256".into()),
             enabled: true,
         };
         let owners = sponsor_ids(&a.owners);
@@ -401,7 +535,10 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
     }
     for (i, b) in file.blueprints.iter().enumerate() {
         let inheritable = if b.inherit_delegated_permissions {
-            vec![InheritablePermission { resource_app_id: "*".into(), inheritable_scopes: InheritableScopes::AllAllowed }]
+            vec![InheritablePermission {
+                resource_app_id: "*".into(),
+                inheritable_scopes: InheritableScopes::AllAllowed,
+            }]
         } else {
             vec![]
         };
@@ -437,7 +574,8 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
             principals.insert(a.name.clone(), (id, id));
             tx.report.id("agents", &a.name, id);
             if let Some(au) = &a.agent_user {
-                let uid = apply_agent_user(&mut tx, &a.name, au, id, &format!("{path}.agentUser")).await?;
+                let uid = apply_agent_user(&mut tx, &a.name, au, id, &format!("{path}.agentUser"))
+                    .await?;
                 tx.report.id("agentUsers", &a.name, uid);
             }
         }
@@ -449,7 +587,11 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
             resources.insert(handle.clone(), r);
         }
     }
-    let builtin_resource = |h: &str| builtin::by_handle(h).filter(|b| !b.public_client).map(|b| b.resource(&tenant.0));
+    let builtin_resource = |h: &str| {
+        builtin::by_handle(h)
+            .filter(|b| !b.public_client)
+            .map(|b| b.resource(&tenant.0))
+    };
 
     for (i, g) in file.grants.iter().enumerate() {
         let path = format!("grants[{i}]");
@@ -457,29 +599,64 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
             Some((sp, _)) => *sp,
             None => match builtin::by_handle(&g.client) {
                 Some(b) => builtin::sp_id(&tenant.0, b.app_id),
-                None => return Err(E::invalid(format!("{path}.client"), format!("no application, blueprint or agent named '{}'", g.client))),
+                None => {
+                    return Err(E::invalid(
+                        format!("{path}.client"),
+                        format!("no application, blueprint or agent named '{}'", g.client),
+                    ));
+                }
             },
         };
         let resource = resources
             .get(&g.resource)
             .cloned()
             .or_else(|| builtin_resource(&g.resource))
-            .ok_or_else(|| E::invalid(format!("{path}.resource"), format!("no resource named '{}'", g.resource)))?;
+            .ok_or_else(|| {
+                E::invalid(
+                    format!("{path}.resource"),
+                    format!("no resource named '{}'", g.resource),
+                )
+            })?;
         for (j, s) in g.scopes.iter().enumerate() {
             let oidc = resource.is_graph() && OIDC_SCOPES.iter().any(|o| o.eq_ignore_ascii_case(s));
-            if !oidc && !resource.scopes.iter().any(|d| d.is_enabled && d.value.eq_ignore_ascii_case(s)) {
-                return Err(E::invalid(format!("{path}.scopes[{j}]"), format!("'{s}' is not a scope of {}", resource.display_name)));
+            if !oidc
+                && !resource
+                    .scopes
+                    .iter()
+                    .any(|d| d.is_enabled && d.value.eq_ignore_ascii_case(s))
+            {
+                return Err(E::invalid(
+                    format!("{path}.scopes[{j}]"),
+                    format!("'{s}' is not a scope of {}", resource.display_name),
+                ));
             }
         }
         let principal_key = match (g.consent_type.as_str(), &g.principal) {
             ("AllPrincipals", None) => String::new(),
             ("Principal", Some(p)) => user_ids
                 .get(p)
-                .ok_or_else(|| E::invalid(format!("{path}.principal"), format!("no user named '{p}'")))?
+                .ok_or_else(|| {
+                    E::invalid(format!("{path}.principal"), format!("no user named '{p}'"))
+                })?
                 .to_string(),
-            ("Principal", None) => return Err(E::invalid(format!("{path}.principal"), "required when consentType is Principal")),
-            ("AllPrincipals", Some(_)) => return Err(E::invalid(format!("{path}.principal"), "only allowed when consentType is Principal")),
-            (other, _) => return Err(E::invalid(format!("{path}.consentType"), format!("'{other}' is not AllPrincipals or Principal"))),
+            ("Principal", None) => {
+                return Err(E::invalid(
+                    format!("{path}.principal"),
+                    "required when consentType is Principal",
+                ));
+            }
+            ("AllPrincipals", Some(_)) => {
+                return Err(E::invalid(
+                    format!("{path}.principal"),
+                    "only allowed when consentType is Principal",
+                ));
+            }
+            (other, _) => {
+                return Err(E::invalid(
+                    format!("{path}.consentType"),
+                    format!("'{other}' is not AllPrincipals or Principal"),
+                ));
+            }
         };
         let mut scopes: Vec<String> = Vec::new();
         for s in &g.scopes {
@@ -487,28 +664,58 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
                 scopes.push(s.clone());
             }
         }
-        apply_grant(&mut tx, client_sp, resource.sp_id, &g.consent_type, &principal_key, &scopes.join(" ")).await?;
+        apply_grant(
+            &mut tx,
+            client_sp,
+            resource.sp_id,
+            &g.consent_type,
+            &principal_key,
+            &scopes.join(" "),
+        )
+        .await?;
     }
 
     for (i, a) in file.app_role_assignments.iter().enumerate() {
         let path = format!("appRoleAssignments[{i}]");
-        let (principal_id, principal_type) = match (principals.get(&a.principal), user_ids.get(&a.principal)) {
-            (Some((sp, _)), _) => (*sp, "ServicePrincipal"),
-            (None, Some(u)) => (*u, "User"),
-            _ => return Err(E::invalid(format!("{path}.principal"), format!("no principal named '{}'", a.principal))),
-        };
+        let (principal_id, principal_type) =
+            match (principals.get(&a.principal), user_ids.get(&a.principal)) {
+                (Some((sp, _)), _) => (*sp, "ServicePrincipal"),
+                (None, Some(u)) => (*u, "User"),
+                _ => {
+                    return Err(E::invalid(
+                        format!("{path}.principal"),
+                        format!("no principal named '{}'", a.principal),
+                    ));
+                }
+            };
         let resource = resources
             .get(&a.resource)
             .cloned()
             .or_else(|| builtin_resource(&a.resource))
-            .ok_or_else(|| E::invalid(format!("{path}.resource"), format!("no resource named '{}'", a.resource)))?;
+            .ok_or_else(|| {
+                E::invalid(
+                    format!("{path}.resource"),
+                    format!("no resource named '{}'", a.resource),
+                )
+            })?;
         let role = resource
             .app_roles
             .iter()
             .find(|r| r.is_enabled && r.value == a.role)
-            .ok_or_else(|| E::invalid(format!("{path}.role"), format!("'{}' is not an app role of {}", a.role, resource.display_name)))?;
+            .ok_or_else(|| {
+                E::invalid(
+                    format!("{path}.role"),
+                    format!(
+                        "'{}' is not an app role of {}",
+                        a.role, resource.display_name
+                    ),
+                )
+            })?;
         if resource.is_graph() && role.value == "AgentIdentity.CreateAsManager" {
-            return Err(E::invalid(format!("{path}.role"), "AgentIdentity.CreateAsManager is implicit for blueprints and cannot be assigned"));
+            return Err(E::invalid(
+                format!("{path}.role"),
+                "AgentIdentity.CreateAsManager is implicit for blueprints and cannot be assigned",
+            ));
         }
         let inserted = sqlx::query(
             "INSERT INTO app_role_assignments (id, tenant_id, principal_id, principal_type, resource_id, app_role_id, created_at) \
@@ -530,12 +737,13 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
     }
 
     for (t, jwks) in file.trusted_issuers.iter().zip(issuer_jwks) {
-        let existing: Option<(String, Option<String>, i64)> =
-            sqlx::query_as("SELECT id, jwks, allow_http FROM trusted_issuers WHERE tenant_id = $1 AND issuer = $2")
-                .bind(tenant.0.to_string())
-                .bind(&t.issuer)
-                .fetch_optional(&mut *tx.conn)
-                .await?;
+        let existing: Option<(String, Option<String>, i64)> = sqlx::query_as(
+            "SELECT id, jwks, allow_http FROM trusted_issuers WHERE tenant_id = $1 AND issuer = $2",
+        )
+        .bind(tenant.0.to_string())
+        .bind(&t.issuer)
+        .fetch_optional(&mut *tx.conn)
+        .await?;
         let now = crate::now();
         match existing {
             Some((_, j, h)) if j == jwks && (h != 0) == t.allow_http => {}
@@ -576,13 +784,17 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
 }
 
 /// Finds or creates the tenant; returns (id, created, updated).
-async fn ensure_tenant(conn: &mut AnyConnection, spec: &TenantSpec) -> Result<(Uuid, bool, bool), E> {
+async fn ensure_tenant(
+    conn: &mut AnyConnection,
+    spec: &TenantSpec,
+) -> Result<(Uuid, bool, bool), E> {
     let by_domain = match &spec.domain {
         Some(d) => {
-            let row: Option<(String,)> = sqlx::query_as("SELECT tenant_id FROM tenant_domains WHERE domain_lower = $1")
-                .bind(d.to_ascii_lowercase())
-                .fetch_optional(&mut *conn)
-                .await?;
+            let row: Option<(String,)> =
+                sqlx::query_as("SELECT tenant_id FROM tenant_domains WHERE domain_lower = $1")
+                    .bind(d.to_ascii_lowercase())
+                    .fetch_optional(&mut *conn)
+                    .await?;
             row.map(|(t,)| Uuid::parse_str(&t).expect("stored tenant id"))
         }
         None => None,
@@ -590,7 +802,10 @@ async fn ensure_tenant(conn: &mut AnyConnection, spec: &TenantSpec) -> Result<(U
     if let (Some(id), Some(other)) = (spec.id, by_domain)
         && id != other
     {
-        return Err(E::invalid("tenant.domain", format!("domain belongs to another tenant ({other})")));
+        return Err(E::invalid(
+            "tenant.domain",
+            format!("domain belongs to another tenant ({other})"),
+        ));
     }
     let id = spec.id.or(by_domain);
     let existing: Option<(String, String, i64, i64)> = match id {
@@ -601,7 +816,10 @@ async fn ensure_tenant(conn: &mut AnyConnection, spec: &TenantSpec) -> Result<(U
         None => None,
     };
     let id = id.unwrap_or_else(Uuid::new_v4);
-    let domain = spec.domain.clone().unwrap_or_else(|| format!("t{}.agentid.local", &id.simple().to_string()[..8]));
+    let domain = spec
+        .domain
+        .clone()
+        .unwrap_or_else(|| format!("t{}.agentid.local", &id.simple().to_string()[..8]));
     let domains = serde_json::to_string(&vec![domain.clone()]).expect("json");
     let display_name = spec.display_name.clone().unwrap_or_else(|| domain.clone());
     let allow_pw = spec.allow_password_grant.unwrap_or(true) as i64;
@@ -619,7 +837,10 @@ async fn ensure_tenant(conn: &mut AnyConnection, spec: &TenantSpec) -> Result<(U
                 .bind(id.to_string())
                 .execute(&mut *conn)
                 .await?;
-            sqlx::query("DELETE FROM tenant_domains WHERE tenant_id = $1").bind(id.to_string()).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM tenant_domains WHERE tenant_id = $1")
+                .bind(id.to_string())
+                .execute(&mut *conn)
+                .await?;
             sqlx::query("INSERT INTO tenant_domains (domain_lower, tenant_id) VALUES ($1, $2)")
                 .bind(domain.to_ascii_lowercase())
                 .bind(id.to_string())
@@ -628,7 +849,15 @@ async fn ensure_tenant(conn: &mut AnyConnection, spec: &TenantSpec) -> Result<(U
             Ok((id, false, true))
         }
         None => {
-            create_tenant(conn, id, &display_name, &domain, allow_pw != 0, consent != 0).await?;
+            create_tenant(
+                conn,
+                id,
+                &display_name,
+                &domain,
+                allow_pw != 0,
+                consent != 0,
+            )
+            .await?;
             Ok((id, true, false))
         }
     }
@@ -658,12 +887,16 @@ pub async fn create_tenant(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    let dup: Option<(String,)> = sqlx::query_as("SELECT tenant_id FROM tenant_domains WHERE domain_lower = $1")
-        .bind(domain.to_ascii_lowercase())
-        .fetch_optional(&mut *conn)
-        .await?;
+    let dup: Option<(String,)> =
+        sqlx::query_as("SELECT tenant_id FROM tenant_domains WHERE domain_lower = $1")
+            .bind(domain.to_ascii_lowercase())
+            .fetch_optional(&mut *conn)
+            .await?;
     if dup.is_some() {
-        return Err(E::invalid("tenant.domain", format!("domain '{domain}' is already used by another tenant")));
+        return Err(E::invalid(
+            "tenant.domain",
+            format!("domain '{domain}' is already used by another tenant"),
+        ));
     }
     sqlx::query("INSERT INTO tenant_domains (domain_lower, tenant_id) VALUES ($1, $2)")
         .bind(domain.to_ascii_lowercase())
@@ -695,7 +928,11 @@ struct UserHash<'a> {
 async fn apply_user(tx: &mut Tx<'_>, u: &UserSpec, path: &str) -> Result<Uuid, E> {
     let mut spec = u.clone();
     let password_sha256 = spec.password.take().map(|p| secrets::sha256_hex(&p));
-    let hash = hash_of(&UserHash { spec, password_sha256, _v: "1" });
+    let hash = hash_of(&UserHash {
+        spec,
+        password_sha256,
+        _v: "1",
+    });
     let tracked = tx.tracked("user", &u.name).await?;
     let existing_id = match (&tracked, u.id) {
         (Some((id, _)), _) => Some(id.clone()),
@@ -768,9 +1005,10 @@ async fn apply_user(tx: &mut Tx<'_>, u: &UserSpec, path: &str) -> Result<Uuid, E
 
 fn upn_conflict(e: sqlx::Error, path: &str, upn: &str) -> E {
     match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            E::invalid(format!("{path}.upn"), format!("'{upn}' is already used by another user"))
-        }
+        sqlx::Error::Database(d) if d.is_unique_violation() => E::invalid(
+            format!("{path}.upn"),
+            format!("'{upn}' is already used by another user"),
+        ),
         _ => e.into(),
     }
 }
@@ -801,7 +1039,11 @@ async fn apply_app(
     sponsors: &[String],
     certs: &HashMap<String, Cert>,
 ) -> Result<(Uuid, Uuid), E> {
-    let kind_key = if p.kind == crate::model::AppKind::Blueprint { "blueprint" } else { "application" };
+    let kind_key = if p.kind == crate::model::AppKind::Blueprint {
+        "blueprint"
+    } else {
+        "application"
+    };
     let hash = hash_of(&AppHash {
         kind: p.kind.as_str(),
         display_name: &p.display_name,
@@ -822,47 +1064,85 @@ async fn apply_app(
         && v != 1
         && v != 2
     {
-        return Err(E::invalid(format!("{}.accessTokenVersion", p.path), "must be 1 or 2"));
+        return Err(E::invalid(
+            format!("{}.accessTokenVersion", p.path),
+            "must be 1 or 2",
+        ));
     }
     if p.signing_alg != "RS256" && p.signing_alg != "ES256" {
-        return Err(E::invalid(format!("{}.tokenSigningAlgorithm", p.path), "must be RS256 or ES256"));
+        return Err(E::invalid(
+            format!("{}.tokenSigningAlgorithm", p.path),
+            "must be RS256 or ES256",
+        ));
     }
     let tracked = tx.tracked(kind_key, p.handle).await?;
     // Existing object: tracked handle, or a given appId already in the tenant.
     let existing: Option<(String, String)> = match (&tracked, p.app_id) {
-        (Some((obj, _)), _) => sqlx::query_as("SELECT id, app_id FROM applications WHERE id = $1")
-            .bind(obj)
-            .fetch_optional(&mut *tx.conn)
-            .await?,
-        (None, Some(app_id)) => sqlx::query_as("SELECT id, app_id FROM applications WHERE tenant_id = $1 AND app_id = $2")
+        (Some((obj, _)), _) => {
+            sqlx::query_as("SELECT id, app_id FROM applications WHERE id = $1")
+                .bind(obj)
+                .fetch_optional(&mut *tx.conn)
+                .await?
+        }
+        (None, Some(app_id)) => {
+            sqlx::query_as(
+                "SELECT id, app_id FROM applications WHERE tenant_id = $1 AND app_id = $2",
+            )
             .bind(tx.tenant.to_string())
             .bind(app_id.to_string())
             .fetch_optional(&mut *tx.conn)
-            .await?,
+            .await?
+        }
         _ => None,
     };
     let (object_id, app_id, created) = match &existing {
-        Some((o, a)) => (Uuid::parse_str(o).expect("id"), Uuid::parse_str(a).expect("id"), false),
+        Some((o, a)) => (
+            Uuid::parse_str(o).expect("id"),
+            Uuid::parse_str(a).expect("id"),
+            false,
+        ),
         None => (Uuid::new_v4(), p.app_id.unwrap_or_else(Uuid::new_v4), true),
     };
     if let Some(given) = p.app_id
         && given != app_id
     {
-        return Err(E::invalid(format!("{}.appId", p.path), format!("appId is immutable (the directory has {app_id})")));
+        return Err(E::invalid(
+            format!("{}.appId", p.path),
+            format!("appId is immutable (the directory has {app_id})"),
+        ));
     }
     let unchanged = matches!(&tracked, Some((_, h)) if *h == hash) && existing.is_some();
     if !unchanged {
         if builtin::by_app_id(&app_id.to_string()).is_some() {
-            return Err(E::invalid(format!("{}.appId", p.path), "that appId belongs to a Microsoft built-in application"));
+            return Err(E::invalid(
+                format!("{}.appId", p.path),
+                "that appId belongs to a Microsoft built-in application",
+            ));
         }
-        let uris: Vec<String> = p.identifier_uris.iter().map(|u| u.replace("{appId}", &app_id.to_string()).replace("{tenantId}", &tx.tenant.to_string())).collect();
+        let uris: Vec<String> = p
+            .identifier_uris
+            .iter()
+            .map(|u| {
+                u.replace("{appId}", &app_id.to_string())
+                    .replace("{tenantId}", &tx.tenant.to_string())
+            })
+            .collect();
         for (i, u) in uris.iter().enumerate() {
             if url::Url::parse(u).is_err() {
-                return Err(E::invalid(format!("{}.identifierUris[{i}]", p.path), format!("'{u}' is not an absolute URI")));
+                return Err(E::invalid(
+                    format!("{}.identifierUris[{i}]", p.path),
+                    format!("'{u}' is not an absolute URI"),
+                ));
             }
             let norm = normalize_uri(u);
-            if builtin::BUILT_INS.iter().any(|b| b.identifier_uris.iter().any(|x| normalize_uri(x) == norm)) {
-                return Err(E::invalid(format!("{}.identifierUris[{i}]", p.path), format!("'{u}' belongs to a Microsoft built-in application")));
+            if builtin::BUILT_INS
+                .iter()
+                .any(|b| b.identifier_uris.iter().any(|x| normalize_uri(x) == norm))
+            {
+                return Err(E::invalid(
+                    format!("{}.identifierUris[{i}]", p.path),
+                    format!("'{u}' belongs to a Microsoft built-in application"),
+                ));
             }
         }
         let scopes = scopes_of(app_id, p.scopes, &format!("{}.scopes", p.path))?;
@@ -926,23 +1206,30 @@ async fn apply_app(
             .execute(&mut *tx.conn)
             .await?;
         for (i, u) in uris.iter().enumerate() {
-            sqlx::query("INSERT INTO identifier_uris (tenant_id, uri_norm, app_id) VALUES ($1, $2, $3)")
-                .bind(tx.tenant.to_string())
-                .bind(normalize_uri(u))
-                .bind(app_id.to_string())
-                .execute(&mut *tx.conn)
-                .await
-                .map_err(|e| match &e {
-                    sqlx::Error::Database(d) if d.is_unique_violation() => {
-                        E::invalid(format!("{}.identifierUris[{i}]", p.path), format!("'{u}' is already used by another application"))
-                    }
-                    _ => e.into(),
-                })?;
+            sqlx::query(
+                "INSERT INTO identifier_uris (tenant_id, uri_norm, app_id) VALUES ($1, $2, $3)",
+            )
+            .bind(tx.tenant.to_string())
+            .bind(normalize_uri(u))
+            .bind(app_id.to_string())
+            .execute(&mut *tx.conn)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => E::invalid(
+                    format!("{}.identifierUris[{i}]", p.path),
+                    format!("'{u}' is already used by another application"),
+                ),
+                _ => e.into(),
+            })?;
         }
         tx.count(created);
     }
     // The service principal: always present for file-declared applications.
-    let sp_kind = if p.kind == crate::model::AppKind::Blueprint { "agentIdentityBlueprintPrincipal" } else { "servicePrincipal" };
+    let sp_kind = if p.kind == crate::model::AppKind::Blueprint {
+        "agentIdentityBlueprintPrincipal"
+    } else {
+        "servicePrincipal"
+    };
     let sp: Option<(String, i64, String)> =
         sqlx::query_as("SELECT id, account_enabled, display_name FROM service_principals WHERE tenant_id = $1 AND app_id = $2")
             .bind(tx.tenant.to_string())
@@ -981,11 +1268,15 @@ async fn apply_app(
             id
         }
     };
-    tx.track(kind_key, p.handle, &object_id.to_string(), &hash).await?;
+    tx.track(kind_key, p.handle, &object_id.to_string(), &hash)
+        .await?;
 
     // Secrets: matched by display name (or position).
     for (i, s) in p.secrets.iter().enumerate() {
-        let label = s.display_name.clone().unwrap_or_else(|| format!("secret-{i}"));
+        let label = s
+            .display_name
+            .clone()
+            .unwrap_or_else(|| format!("secret-{i}"));
         let handle = format!("{}/{label}", p.handle);
         let tracked = tx.tracked("secret", &handle).await?;
         let (value, generated) = match (&s.value, &tracked) {
@@ -994,7 +1285,10 @@ async fn apply_app(
             (None, None) => (secrets::random_client_secret(), true),
         };
         if value.is_empty() {
-            return Err(E::invalid(format!("{}.secrets[{i}].value", p.path), "must not be empty"));
+            return Err(E::invalid(
+                format!("{}.secrets[{i}].value", p.path),
+                "must not be empty",
+            ));
         }
         let h = secrets::sha256_hex(&value);
         if let Some((_, old)) = &tracked
@@ -1002,9 +1296,15 @@ async fn apply_app(
         {
             continue;
         }
-        let key_id = tracked.as_ref().map(|(k, _)| k.clone()).unwrap_or_else(|| Uuid::new_v4().to_string());
+        let key_id = tracked
+            .as_ref()
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| Uuid::new_v4().to_string());
         let now = crate::now();
-        sqlx::query("DELETE FROM password_credentials WHERE key_id = $1").bind(&key_id).execute(&mut *tx.conn).await?;
+        sqlx::query("DELETE FROM password_credentials WHERE key_id = $1")
+            .bind(&key_id)
+            .execute(&mut *tx.conn)
+            .await?;
         sqlx::query(
             "INSERT INTO password_credentials (key_id, tenant_id, application_id, display_name, hint, secret_sha256, start_at, end_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -1037,8 +1337,14 @@ async fn apply_app(
         if matches!(&tracked, Some((_, h)) if *h == cert.sha256) {
             continue;
         }
-        let key_id = tracked.as_ref().map(|(k, _)| k.clone()).unwrap_or_else(|| Uuid::new_v4().to_string());
-        sqlx::query("DELETE FROM key_credentials WHERE key_id = $1").bind(&key_id).execute(&mut *tx.conn).await?;
+        let key_id = tracked
+            .as_ref()
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| Uuid::new_v4().to_string());
+        sqlx::query("DELETE FROM key_credentials WHERE key_id = $1")
+            .bind(&key_id)
+            .execute(&mut *tx.conn)
+            .await?;
         sqlx::query(
             "INSERT INTO key_credentials (key_id, tenant_id, application_id, display_name, cert_der, thumbprint_sha1, thumbprint_sha256, start_at, end_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -1055,10 +1361,15 @@ async fn apply_app(
         .execute(&mut *tx.conn)
         .await?;
         tx.count(tracked.is_none());
-        tx.track("certificate", &handle, &key_id, &cert.sha256).await?;
+        tx.track("certificate", &handle, &key_id, &cert.sha256)
+            .await?;
     }
     for (i, f) in p.federated_credentials.iter().enumerate() {
-        let audience = f.audiences.first().cloned().unwrap_or_else(|| DEFAULT_FIC_AUDIENCE.to_string());
+        let audience = f
+            .audiences
+            .first()
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_FIC_AUDIENCE.to_string());
         let existing: Option<(String, String, String, String, Option<String>)> = sqlx::query_as(
             "SELECT id, issuer, subject, audience, description FROM federated_credentials WHERE application_id = $1 AND name_lower = $2",
         )
@@ -1074,7 +1385,8 @@ async fn apply_app(
             _ => e.into(),
         };
         match existing {
-            Some((_, is, su, au, de)) if is == f.issuer && su == f.subject && au == audience && de == f.description => {}
+            Some((_, is, su, au, de))
+                if is == f.issuer && su == f.subject && au == audience && de == f.description => {}
             Some((id, ..)) => {
                 sqlx::query("UPDATE federated_credentials SET issuer = $1, subject = $2, audience = $3, description = $4 WHERE id = $5")
                     .bind(&f.issuer)
@@ -1111,14 +1423,23 @@ async fn apply_app(
     Ok((sp_id, app_id))
 }
 
-async fn apply_agent(tx: &mut Tx<'_>, a: &AgentSpec, blueprint: Uuid, sponsors: &[String], path: &str) -> Result<Uuid, E> {
+async fn apply_agent(
+    tx: &mut Tx<'_>,
+    a: &AgentSpec,
+    blueprint: Uuid,
+    sponsors: &[String],
+    path: &str,
+) -> Result<Uuid, E> {
     let display_name = a.display_name.clone().unwrap_or_else(|| a.name.clone());
     let enabled = a.enabled.unwrap_or(true);
     let hash = hash_of(&(&display_name, a.id, sponsors, enabled, blueprint));
     let tracked = tx.tracked("agent", &a.name).await?;
     let id = match (&tracked, a.id) {
         (Some((id, _)), Some(given)) if *id != given.to_string() => {
-            return Err(E::invalid(format!("{path}.id"), format!("the agent's id is immutable (the directory has {id})")));
+            return Err(E::invalid(
+                format!("{path}.id"),
+                format!("the agent's id is immutable (the directory has {id})"),
+            ));
         }
         (Some((id, _)), _) => Uuid::parse_str(id).expect("id"),
         (None, Some(given)) => given,
@@ -1131,8 +1452,13 @@ async fn apply_agent(tx: &mut Tx<'_>, a: &AgentSpec, blueprint: Uuid, sponsors: 
             .fetch_optional(&mut *tx.conn)
             .await?;
     match row {
-        Some((kind, bp)) if kind != "agentIdentity" || bp.as_deref() != Some(&blueprint.to_string()) => {
-            return Err(E::invalid(format!("{path}.id"), format!("{id} is already used by another object")));
+        Some((kind, bp))
+            if kind != "agentIdentity" || bp.as_deref() != Some(&blueprint.to_string()) =>
+        {
+            return Err(E::invalid(
+                format!("{path}.id"),
+                format!("{id} is already used by another object"),
+            ));
         }
         Some(_) if matches!(&tracked, Some((_, h)) if *h == hash) => {}
         Some(_) => {
@@ -1147,7 +1473,10 @@ async fn apply_agent(tx: &mut Tx<'_>, a: &AgentSpec, blueprint: Uuid, sponsors: 
         }
         None => {
             if builtin::by_app_id(&id.to_string()).is_some() {
-                return Err(E::invalid(format!("{path}.id"), "that id belongs to a Microsoft built-in application"));
+                return Err(E::invalid(
+                    format!("{path}.id"),
+                    "that id belongs to a Microsoft built-in application",
+                ));
             }
             sqlx::query(
                 "INSERT INTO service_principals (id, tenant_id, app_id, kind, display_name, account_enabled, blueprint_app_id, sponsors, created_at) \
@@ -1174,7 +1503,13 @@ async fn apply_agent(tx: &mut Tx<'_>, a: &AgentSpec, blueprint: Uuid, sponsors: 
     Ok(id)
 }
 
-async fn apply_agent_user(tx: &mut Tx<'_>, agent_handle: &str, au: &AgentUserSpec, agent: Uuid, path: &str) -> Result<Uuid, E> {
+async fn apply_agent_user(
+    tx: &mut Tx<'_>,
+    agent_handle: &str,
+    au: &AgentUserSpec,
+    agent: Uuid,
+    path: &str,
+) -> Result<Uuid, E> {
     let display_name = au.display_name.clone().unwrap_or_else(|| au.upn.clone());
     let hash = hash_of(&(&au.upn, &display_name, au.id, agent));
     let tracked = tx.tracked("agentUser", agent_handle).await?;
@@ -1185,14 +1520,16 @@ async fn apply_agent_user(tx: &mut Tx<'_>, agent_handle: &str, au: &AgentUserSpe
     }
     let id = match &tracked {
         Some((id, _)) => {
-            sqlx::query("UPDATE users SET upn = $1, upn_lower = $2, display_name = $3 WHERE id = $4")
-                .bind(&au.upn)
-                .bind(au.upn.to_lowercase())
-                .bind(&display_name)
-                .bind(id)
-                .execute(&mut *tx.conn)
-                .await
-                .map_err(|e| upn_conflict(e, path, &au.upn))?;
+            sqlx::query(
+                "UPDATE users SET upn = $1, upn_lower = $2, display_name = $3 WHERE id = $4",
+            )
+            .bind(&au.upn)
+            .bind(au.upn.to_lowercase())
+            .bind(&display_name)
+            .bind(id)
+            .execute(&mut *tx.conn)
+            .await
+            .map_err(|e| upn_conflict(e, path, &au.upn))?;
             tx.count(false);
             Uuid::parse_str(id).expect("id")
         }
@@ -1216,11 +1553,19 @@ async fn apply_agent_user(tx: &mut Tx<'_>, agent_handle: &str, au: &AgentUserSpe
             id
         }
     };
-    tx.track("agentUser", agent_handle, &id.to_string(), &hash).await?;
+    tx.track("agentUser", agent_handle, &id.to_string(), &hash)
+        .await?;
     Ok(id)
 }
 
-async fn apply_grant(tx: &mut Tx<'_>, client: Uuid, resource: Uuid, consent_type: &str, principal_key: &str, scope: &str) -> Result<(), E> {
+async fn apply_grant(
+    tx: &mut Tx<'_>,
+    client: Uuid,
+    resource: Uuid,
+    consent_type: &str,
+    principal_key: &str,
+    scope: &str,
+) -> Result<(), E> {
     let existing: Option<(String, String)> = sqlx::query_as(
         "SELECT id, scope FROM oauth2_permission_grants WHERE client_id = $1 AND resource_id = $2 AND consent_type = $3 AND principal_key = $4",
     )
@@ -1233,7 +1578,11 @@ async fn apply_grant(tx: &mut Tx<'_>, client: Uuid, resource: Uuid, consent_type
     match existing {
         Some((_, s)) if s == scope => {}
         Some((id, _)) => {
-            sqlx::query("UPDATE oauth2_permission_grants SET scope = $1 WHERE id = $2").bind(scope).bind(id).execute(&mut *tx.conn).await?;
+            sqlx::query("UPDATE oauth2_permission_grants SET scope = $1 WHERE id = $2")
+                .bind(scope)
+                .bind(id)
+                .execute(&mut *tx.conn)
+                .await?;
             tx.count(false);
         }
         None => {
@@ -1256,9 +1605,23 @@ async fn apply_grant(tx: &mut Tx<'_>, client: Uuid, resource: Uuid, consent_type
     Ok(())
 }
 
-async fn resource_in_tx(tx: &mut Tx<'_>, app_id: &Uuid) -> Result<Option<crate::model::Resource>, E> {
-    let row: Option<(String, String, String, String, String, Option<i64>, String)> = sqlx::query_as(
-        "SELECT s.id, s.display_name, a.identifier_uris, a.scopes, a.app_roles, a.access_token_version, a.signing_alg \
+#[derive(sqlx::FromRow)]
+struct ResourceRow {
+    sp_id: String,
+    display_name: String,
+    identifier_uris: String,
+    scopes: String,
+    app_roles: String,
+    access_token_version: Option<i64>,
+    signing_alg: String,
+}
+
+async fn resource_in_tx(
+    tx: &mut Tx<'_>,
+    app_id: &Uuid,
+) -> Result<Option<crate::model::Resource>, E> {
+    let row: Option<ResourceRow> = sqlx::query_as(
+        "SELECT s.id AS sp_id, s.display_name, a.identifier_uris, a.scopes, a.app_roles, a.access_token_version, a.signing_alg \
          FROM applications a JOIN service_principals s ON s.app_id = a.app_id AND s.tenant_id = a.tenant_id \
          WHERE a.tenant_id = $1 AND a.app_id = $2",
     )
@@ -1266,14 +1629,18 @@ async fn resource_in_tx(tx: &mut Tx<'_>, app_id: &Uuid) -> Result<Option<crate::
     .bind(app_id.to_string())
     .fetch_optional(&mut *tx.conn)
     .await?;
-    Ok(row.map(|(sp, dn, uris, scopes, roles, ver, alg)| crate::model::Resource {
-        sp_id: Uuid::parse_str(&sp).expect("id"),
+    Ok(row.map(|r| crate::model::Resource {
+        sp_id: Uuid::parse_str(&r.sp_id).expect("id"),
         app_id: *app_id,
-        display_name: dn,
-        identifier_uris: serde_json::from_str(&uris).unwrap_or_default(),
-        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
-        app_roles: serde_json::from_str(&roles).unwrap_or_default(),
-        token_version: if ver == Some(2) { 2 } else { 1 },
-        signing_alg: alg,
+        display_name: r.display_name,
+        identifier_uris: serde_json::from_str(&r.identifier_uris).unwrap_or_default(),
+        scopes: serde_json::from_str(&r.scopes).unwrap_or_default(),
+        app_roles: serde_json::from_str(&r.app_roles).unwrap_or_default(),
+        token_version: if r.access_token_version == Some(2) {
+            2
+        } else {
+            1
+        },
+        signing_alg: r.signing_alg,
     }))
 }

@@ -10,7 +10,10 @@ pub use spec::TenantFile;
 #[derive(Debug, thiserror::Error)]
 pub enum TenantFileError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
     #[error(transparent)]
@@ -19,7 +22,10 @@ pub enum TenantFileError {
 
 impl TenantFileError {
     pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
-        TenantFileError::Invalid { path: path.into(), message: message.into() }
+        TenantFileError::Invalid {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 

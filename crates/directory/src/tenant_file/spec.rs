@@ -212,20 +212,33 @@ impl TenantFile {
             {
                 inner = rest.to_string();
             }
-            TenantFileError::invalid(if path == "." { "(top level)".into() } else { path }, inner)
+            TenantFileError::invalid(
+                if path == "." {
+                    "(top level)".into()
+                } else {
+                    path
+                },
+                inner,
+            )
         })?;
         file.base_dir = base_dir.to_path_buf();
         Ok(file)
     }
 
     pub fn load(path: &Path) -> Result<Self, TenantFileError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TenantFileError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| TenantFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
     }
 
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() { p.to_path_buf() } else { self.base_dir.join(p) }
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
     }
 }
 
@@ -236,7 +249,9 @@ mod tests {
     #[test]
     fn unknown_key_names_its_path() {
         let y = "blueprints:\n  - name: bp\n    agents:\n      - name: a\n      - name: b\n        foo: 1\n";
-        let e = TenantFile::parse(y, Path::new(".")).unwrap_err().to_string();
+        let e = TenantFile::parse(y, Path::new("."))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("blueprints[0].agents[1]"), "{e}");
         assert!(e.contains("unknown field `foo`"), "{e}");
     }

@@ -36,10 +36,20 @@ impl ClientKind {
 #[derive(Debug, Clone)]
 pub enum Credential {
     None,
-    Secret { key_id: Uuid },
-    PrivateKeyJwt { key_id: Uuid },
-    Federated { fic_id: Uuid, issuer: String, subject: String },
-    T1 { uti: String },
+    Secret {
+        key_id: Uuid,
+    },
+    PrivateKeyJwt {
+        key_id: Uuid,
+    },
+    Federated {
+        fic_id: Uuid,
+        issuer: String,
+        subject: String,
+    },
+    T1 {
+        uti: String,
+    },
 }
 
 impl Credential {
@@ -55,7 +65,9 @@ impl Credential {
     pub fn id(&self) -> Option<String> {
         match self {
             Credential::None => None,
-            Credential::Secret { key_id } | Credential::PrivateKeyJwt { key_id } => Some(key_id.to_string()),
+            Credential::Secret { key_id } | Credential::PrivateKeyJwt { key_id } => {
+                Some(key_id.to_string())
+            }
             Credential::Federated { fic_id, .. } => Some(fic_id.to_string()),
             Credential::T1 { uti } => Some(uti.clone()),
         }
@@ -96,19 +108,35 @@ impl Client {
 
 /// `client_id` from the body or the Basic header, and the Basic secret if any.
 fn client_id_and_basic(req: &TokenRequest<'_>) -> OAuthResult<(String, Option<String>)> {
-    let basic = match req.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    let basic = match req
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(h) if h.len() > 6 && h[..6].eq_ignore_ascii_case("basic ") => {
-            let raw = STANDARD.decode(h[6..].trim()).map_err(|_| OAuthError::malformed("The Authorization header is not valid Basic credentials."))?;
-            let raw = String::from_utf8(raw).map_err(|_| OAuthError::malformed("The Authorization header is not UTF-8."))?;
-            let (id, secret) = raw.split_once(':').ok_or_else(|| OAuthError::malformed("The Authorization header is not valid Basic credentials."))?;
-            let dec = |s: &str| form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.to_string()).unwrap_or_default();
+            let raw = STANDARD.decode(h[6..].trim()).map_err(|_| {
+                OAuthError::malformed("The Authorization header is not valid Basic credentials.")
+            })?;
+            let raw = String::from_utf8(raw)
+                .map_err(|_| OAuthError::malformed("The Authorization header is not UTF-8."))?;
+            let (id, secret) = raw.split_once(':').ok_or_else(|| {
+                OAuthError::malformed("The Authorization header is not valid Basic credentials.")
+            })?;
+            let dec = |s: &str| {
+                form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.to_string())
+                    .unwrap_or_default()
+            };
             Some((dec(id), dec(secret)))
         }
         _ => None,
     };
     match (req.form.get("client_id"), basic) {
         (Some(body), Some((basic_id, _))) if !body.eq_ignore_ascii_case(&basic_id) => {
-            Err(OAuthError::malformed("The client_id in the body differs from the one in the Authorization header."))
+            Err(OAuthError::malformed(
+                "The client_id in the body differs from the one in the Authorization header.",
+            ))
         }
         (_, Some((id, secret))) => Ok((id, Some(secret))),
         (Some(body), None) => Ok((body.to_string(), None)),
@@ -120,8 +148,14 @@ fn client_id_and_basic(req: &TokenRequest<'_>) -> OAuthResult<(String, Option<St
 pub async fn authenticate(req: &TokenRequest<'_>) -> OAuthResult<Client> {
     let (client_id, basic_secret) = client_id_and_basic(req)?;
     let tenant_name = req.tenant.name().to_string();
-    let app_id = agentid_claims::guid::parse(&client_id).ok_or_else(|| OAuthError::unknown_client(&client_id, &tenant_name))?;
-    let record = req.sts.store.client(&req.tenant.id, &app_id).await.map_err(super::internal)?;
+    let app_id = agentid_claims::guid::parse(&client_id)
+        .ok_or_else(|| OAuthError::unknown_client(&client_id, &tenant_name))?;
+    let record = req
+        .sts
+        .store
+        .client(&req.tenant.id, &app_id)
+        .await
+        .map_err(super::internal)?;
     let mut client = match record {
         None => return Err(OAuthError::unknown_client(&client_id, &tenant_name)),
         Some(ClientRecord::App { app, sp }) => Client {
@@ -133,13 +167,20 @@ pub async fn authenticate(req: &TokenRequest<'_>) -> OAuthResult<Client> {
                 ClientKind::Confidential
             },
             app_id,
-            display_name: sp.as_ref().map(|s| s.display_name.clone()).unwrap_or_else(|| app.display_name.clone()),
+            display_name: sp
+                .as_ref()
+                .map(|s| s.display_name.clone())
+                .unwrap_or_else(|| app.display_name.clone()),
             sp,
             app: Some(app),
             blueprint: None,
             credential: Credential::None,
         },
-        Some(ClientRecord::Agent { agent, blueprint, blueprint_sp }) => Client {
+        Some(ClientRecord::Agent {
+            agent,
+            blueprint,
+            blueprint_sp,
+        }) => Client {
             kind: ClientKind::Agent,
             app_id,
             display_name: agent.display_name.clone(),
@@ -157,7 +198,9 @@ pub async fn authenticate(req: &TokenRequest<'_>) -> OAuthResult<Client> {
             blueprint: None,
             credential: Credential::None,
         },
-        Some(ClientRecord::BuiltIn { .. }) => return Err(OAuthError::unknown_client(&client_id, &tenant_name)),
+        Some(ClientRecord::BuiltIn { .. }) => {
+            return Err(OAuthError::unknown_client(&client_id, &tenant_name));
+        }
     };
     req.audit_client(&client);
 
@@ -165,22 +208,32 @@ pub async fn authenticate(req: &TokenRequest<'_>) -> OAuthResult<Client> {
     let form = &req.form;
     let credential = if let Some(t) = form.get("client_assertion_type") {
         if t != JWT_BEARER_ASSERTION_TYPE {
-            return Err(OAuthError::malformed(format!("The client_assertion_type '{t}' is not supported.")));
+            return Err(OAuthError::malformed(format!(
+                "The client_assertion_type '{t}' is not supported."
+            )));
         }
         let raw = form.require("client_assertion")?;
         if form.has("client_secret") || basic_secret.is_some() {
-            return Err(OAuthError::malformed("Only one client authentication method may be used."));
+            return Err(OAuthError::malformed(
+                "Only one client authentication method may be used.",
+            ));
         }
-        let jwt = UnverifiedJwt::parse(raw).map_err(|e| OAuthError::unparseable_jwt(&e.to_string()))?;
+        let jwt =
+            UnverifiedJwt::parse(raw).map_err(|e| OAuthError::unparseable_jwt(&e.to_string()))?;
         if client.kind == ClientKind::Public {
             return Err(OAuthError::public_client_credential());
         }
         if client.kind == ClientKind::Agent {
             verify_t1(req, &client, &jwt).await?
-        } else if jwt.str_claim("iss").is_some_and(|i| req.sts.is_own_issuer(i)) {
+        } else if jwt
+            .str_claim("iss")
+            .is_some_and(|i| req.sts.is_own_issuer(i))
+        {
             return Err(OAuthError::own_token_as_federated());
         } else if jwt.str_claim("iss") == Some(client_id.as_str())
-            || ["x5t", "x5t#S256", "x5c"].iter().any(|h| jwt.header.contains_key(*h))
+            || ["x5t", "x5t#S256", "x5c"]
+                .iter()
+                .any(|h| jwt.header.contains_key(*h))
         {
             verify_private_key_jwt(req, &client, &jwt, &client_id).await?
         } else {
@@ -206,21 +259,37 @@ pub async fn authenticate(req: &TokenRequest<'_>) -> OAuthResult<Client> {
         ClientKind::Agent => {} // checked in verify_t1, with the blueprint cascade
         _ => match &client.sp {
             None => return Err(OAuthError::no_service_principal(&client_id)),
-            Some(sp) if !sp.account_enabled => return Err(OAuthError::disabled(&client_id, &sp.display_name)),
+            Some(sp) if !sp.account_enabled => {
+                return Err(OAuthError::disabled(&client_id, &sp.display_name));
+            }
             Some(_) => {}
         },
     }
     Ok(client)
 }
 
-async fn verify_secret(req: &TokenRequest<'_>, client: &Client, secret: &str) -> OAuthResult<Credential> {
+async fn verify_secret(
+    req: &TokenRequest<'_>,
+    client: &Client,
+    secret: &str,
+) -> OAuthResult<Credential> {
     let app = client.app.as_ref().expect("applications have an app");
-    let creds = req.sts.store.password_credentials(&app.id).await.map_err(super::internal)?;
+    let creds = req
+        .sts
+        .store
+        .password_credentials(&app.id)
+        .await
+        .map_err(super::internal)?;
     let hash = sha256_hex(secret);
     // Compare against every credential, in constant time each.
-    let matched = creds.iter().filter(|c| ct_eq(&c.secret_sha256, &hash)).max_by_key(|c| c.end_at);
+    let matched = creds
+        .iter()
+        .filter(|c| ct_eq(&c.secret_sha256, &hash))
+        .max_by_key(|c| c.end_at);
     match matched {
-        Some(c) if c.end_at <= req.ctx.now => Err(OAuthError::secret_expired(&client.app_id.to_string())),
+        Some(c) if c.end_at <= req.ctx.now => {
+            Err(OAuthError::secret_expired(&client.app_id.to_string()))
+        }
         Some(c) => Ok(Credential::Secret { key_id: c.key_id }),
         None => Err(OAuthError::bad_secret(&client.app_id.to_string())),
     }
@@ -257,9 +326,18 @@ fn locate_key<'a>(jwt: &UnverifiedJwt, keys: &'a [KeyCredential]) -> Vec<&'a Key
     }
     if let Some(kid) = jwt.kid() {
         let kid_l = kid.to_ascii_lowercase();
-        return keys.iter().filter(|k| k.key_id.to_string() == kid_l || k.thumbprint_sha1 == kid_l).collect();
+        return keys
+            .iter()
+            .filter(|k| k.key_id.to_string() == kid_l || k.thumbprint_sha1 == kid_l)
+            .collect();
     }
-    if let Some(x5c) = jwt.header.get("x5c").and_then(|v| v.as_array()).and_then(|a| a.first()).and_then(|v| v.as_str()) {
+    if let Some(x5c) = jwt
+        .header
+        .get("x5c")
+        .and_then(|v| v.as_array())
+        .and_then(|a| a.first())
+        .and_then(|v| v.as_str())
+    {
         if let Ok(der) = STANDARD.decode(x5c) {
             use sha1::Digest;
             let h = agentid_claims::jwt::hex(&sha1::Sha1::digest(&der));
@@ -270,14 +348,26 @@ fn locate_key<'a>(jwt: &UnverifiedJwt, keys: &'a [KeyCredential]) -> Vec<&'a Key
     keys.iter().collect()
 }
 
-async fn verify_private_key_jwt(req: &TokenRequest<'_>, client: &Client, jwt: &UnverifiedJwt, client_id: &str) -> OAuthResult<Credential> {
+async fn verify_private_key_jwt(
+    req: &TokenRequest<'_>,
+    client: &Client,
+    jwt: &UnverifiedJwt,
+    client_id: &str,
+) -> OAuthResult<Credential> {
     let alg = jwt.alg().unwrap_or("");
     let allowed = [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256];
     if !matches!(alg, "RS256" | "PS256" | "ES256") {
-        return Err(OAuthError::assertion_invalid(&format!("algorithm '{alg}' is not accepted")));
+        return Err(OAuthError::assertion_invalid(&format!(
+            "algorithm '{alg}' is not accepted"
+        )));
     }
     let app = client.app.as_ref().expect("applications have an app");
-    let keys = req.sts.store.key_credentials(&app.id).await.map_err(super::internal)?;
+    let keys = req
+        .sts
+        .store
+        .key_credentials(&app.id)
+        .await
+        .map_err(super::internal)?;
     let candidates = locate_key(jwt, &keys);
     if candidates.is_empty() {
         let shown = jwt.header_str("x5t").or(jwt.kid()).unwrap_or("(none)");
@@ -291,7 +381,9 @@ async fn verify_private_key_jwt(req: &TokenRequest<'_>, client: &Client, jwt: &U
             expired = true;
             continue;
         }
-        let Some((dk, _)) = cert_decoding_key(&k.cert_der) else { continue };
+        let Some((dk, _)) = cert_decoding_key(&k.cert_der) else {
+            continue;
+        };
         if jwt.verify(&dk, &allowed).is_ok() {
             matched = Some(k);
             break;
@@ -310,16 +402,29 @@ async fn verify_private_key_jwt(req: &TokenRequest<'_>, client: &Client, jwt: &U
     if jwt.str_claim("iss") != Some(client_id) || jwt.str_claim("sub") != Some(client_id) {
         return Err(OAuthError::assertion_subject(client_id));
     }
-    if !jwt.audiences().iter().any(|a| req.sts.is_token_endpoint(a, req.tenant)) {
+    if !jwt
+        .audiences()
+        .iter()
+        .any(|a| req.sts.is_token_endpoint(a, req.tenant))
+    {
         return Err(OAuthError::assertion_invalid("invalid audience"));
     }
     check_times(jwt, now, req.sts.settings.clock_skew, true)?;
-    let jti = jwt.str_claim("jti").ok_or_else(|| OAuthError::missing_claim("jti"))?;
+    let jti = jwt
+        .str_claim("jti")
+        .ok_or_else(|| OAuthError::missing_claim("jti"))?;
     let exp = jwt.time_claim("exp").unwrap_or(now);
     let fresh = req
         .sts
         .store
-        .record_assertion(&req.tenant.id, client_id, jti, &jwt.sha256_hex(), exp + req.sts.settings.clock_skew, req.sts.settings.single_use_assertions)
+        .record_assertion(
+            &req.tenant.id,
+            client_id,
+            jti,
+            &jwt.sha256_hex(),
+            exp + req.sts.settings.clock_skew,
+            req.sts.settings.single_use_assertions,
+        )
         .await
         .map_err(super::internal)?;
     if !fresh {
@@ -330,7 +435,13 @@ async fn verify_private_key_jwt(req: &TokenRequest<'_>, client: &Client, jwt: &U
 
 /// `exp + skew > now`; `nbf`/`iat - skew ≤ now` when present. Missing `exp` fails.
 fn check_times(jwt: &UnverifiedJwt, now: i64, skew: i64, client: bool) -> OAuthResult<()> {
-    let err = || if client { OAuthError::assertion_time() } else { OAuthError::assertion_expired() };
+    let err = || {
+        if client {
+            OAuthError::assertion_time()
+        } else {
+            OAuthError::assertion_expired()
+        }
+    };
     match jwt.time_claim("exp") {
         Some(exp) if exp + skew > now => {}
         _ => return Err(err()),
@@ -345,17 +456,30 @@ fn check_times(jwt: &UnverifiedJwt, now: i64, skew: i64, client: bool) -> OAuthR
     Ok(())
 }
 
-async fn verify_federated(req: &TokenRequest<'_>, client: &Client, jwt: &UnverifiedJwt) -> OAuthResult<Credential> {
+async fn verify_federated(
+    req: &TokenRequest<'_>,
+    client: &Client,
+    jwt: &UnverifiedJwt,
+) -> OAuthResult<Credential> {
     for c in ["iss", "sub", "aud", "exp"] {
         if !jwt.claims.contains_key(c) {
             return Err(OAuthError::missing_claim(c));
         }
     }
-    let iss = jwt.str_claim("iss").ok_or_else(|| OAuthError::missing_claim("iss"))?;
-    let sub = jwt.str_claim("sub").ok_or_else(|| OAuthError::missing_claim("sub"))?;
+    let iss = jwt
+        .str_claim("iss")
+        .ok_or_else(|| OAuthError::missing_claim("iss"))?;
+    let sub = jwt
+        .str_claim("sub")
+        .ok_or_else(|| OAuthError::missing_claim("sub"))?;
     req.audit_federated(iss, sub);
     let app = client.app.as_ref().expect("applications have an app");
-    let fics = req.sts.store.federated_credentials(&app.id).await.map_err(super::internal)?;
+    let fics = req
+        .sts
+        .store
+        .federated_credentials(&app.id)
+        .await
+        .map_err(super::internal)?;
     let by_issuer: Vec<_> = fics.iter().filter(|f| f.issuer == iss).collect();
     if by_issuer.is_empty() {
         return Err(OAuthError::fic_issuer(iss));
@@ -369,7 +493,12 @@ async fn verify_federated(req: &TokenRequest<'_>, client: &Client, jwt: &Unverif
         .into_iter()
         .find(|f| auds.contains(&f.audience.as_str()))
         .ok_or_else(|| OAuthError::fic_audience(iss, sub, &auds.join(",")))?;
-    let trusted = req.sts.store.trusted_issuer(&req.tenant.id, iss).await.map_err(super::internal)?;
+    let trusted = req
+        .sts
+        .store
+        .trusted_issuer(&req.tenant.id, iss)
+        .await
+        .map_err(super::internal)?;
     if req.sts.settings.require_trusted_issuer && trusted.is_none() {
         return Err(OAuthError::fic_issuer(iss));
     }
@@ -378,32 +507,65 @@ async fn verify_federated(req: &TokenRequest<'_>, client: &Client, jwt: &Unverif
         None => req
             .sts
             .federation
-            .keys(iss, jwt.kid(), trusted.as_ref().is_some_and(|t| t.allow_http))
+            .keys(
+                iss,
+                jwt.kid(),
+                trusted.as_ref().is_some_and(|t| t.allow_http),
+            )
             .await
-            .map_err(|e| OAuthError::assertion_invalid(&format!("cannot obtain the issuer's signing keys: {e}")))?,
+            .map_err(|e| {
+                OAuthError::assertion_invalid(&format!(
+                    "cannot obtain the issuer's signing keys: {e}"
+                ))
+            })?,
     };
     let candidates: Vec<_> = jwks.candidates(jwt.kid()).collect();
     if candidates.is_empty() {
-        return Err(OAuthError::assertion_key_not_found(jwt.kid().unwrap_or("(none)")));
+        return Err(OAuthError::assertion_key_not_found(
+            jwt.kid().unwrap_or("(none)"),
+        ));
     }
     let verified = candidates
         .iter()
         .filter_map(|k| k.decoding_key())
-        .any(|dk| jwt.verify(&dk, &[Algorithm::RS256, Algorithm::ES256]).is_ok());
+        .any(|dk| {
+            jwt.verify(&dk, &[Algorithm::RS256, Algorithm::ES256])
+                .is_ok()
+        });
     if !verified {
         return Err(OAuthError::assertion_invalid("signature is invalid"));
     }
     check_times(jwt, req.ctx.now, req.sts.settings.clock_skew, true)?;
-    Ok(Credential::Federated { fic_id: fic.id, issuer: iss.to_string(), subject: sub.to_string() })
+    Ok(Credential::Federated {
+        fic_id: fic.id,
+        issuer: iss.to_string(),
+        subject: sub.to_string(),
+    })
 }
 
 /// Verifies a JWT this STS issued for `tenant` against its published keys.
 pub async fn verify_own(req: &TokenRequest<'_>, jwt: &UnverifiedJwt) -> Result<(), ()> {
-    let keys = req.sts.keys.verifier(&req.tenant.id, jwt.kid(), req.ctx.now).await.map_err(|_| ())?;
-    if keys.iter().any(|k| jwt.verify(&k.decoding, &[Algorithm::RS256]).is_ok()) { Ok(()) } else { Err(()) }
+    let keys = req
+        .sts
+        .keys
+        .verifier(&req.tenant.id, jwt.kid(), req.ctx.now)
+        .await
+        .map_err(|_| ())?;
+    if keys
+        .iter()
+        .any(|k| jwt.verify(&k.decoding, &[Algorithm::RS256]).is_ok())
+    {
+        Ok(())
+    } else {
+        Err(())
+    }
 }
 
-async fn verify_t1(req: &TokenRequest<'_>, client: &Client, jwt: &UnverifiedJwt) -> OAuthResult<Credential> {
+async fn verify_t1(
+    req: &TokenRequest<'_>,
+    client: &Client,
+    jwt: &UnverifiedJwt,
+) -> OAuthResult<Credential> {
     let iss = jwt.str_claim("iss").unwrap_or("");
     if !req.sts.is_own_issuer(iss) {
         // An agent has no federated credentials of its own.
@@ -415,7 +577,9 @@ async fn verify_t1(req: &TokenRequest<'_>, client: &Client, jwt: &UnverifiedJwt)
     check_times(jwt, req.ctx.now, req.sts.settings.clock_skew, true)?;
     let sub = jwt.str_claim("sub").unwrap_or("");
     let fmi = FmiPath::parse(sub);
-    let is_t1 = jwt.audiences() == [TOKEN_EXCHANGE_APP_ID] && jwt.str_claim("idtyp") == Some("app") && fmi.is_some();
+    let is_t1 = jwt.audiences() == [TOKEN_EXCHANGE_APP_ID]
+        && jwt.str_claim("idtyp") == Some("app")
+        && fmi.is_some();
     if !is_t1 {
         return Err(OAuthError::own_token_as_federated());
     }
@@ -431,10 +595,16 @@ async fn verify_t1(req: &TokenRequest<'_>, client: &Client, jwt: &UnverifiedJwt)
     let agent = client.sp.as_ref().expect("agents have a principal");
     let (bp_app, bp_sp) = bp.expect("checked");
     if !bp_sp.account_enabled {
-        return Err(OAuthError::disabled(&bp_app.app_id.to_string(), &bp_sp.display_name));
+        return Err(OAuthError::disabled(
+            &bp_app.app_id.to_string(),
+            &bp_sp.display_name,
+        ));
     }
     if !agent.account_enabled {
-        return Err(OAuthError::disabled(&client.app_id.to_string(), &agent.display_name));
+        return Err(OAuthError::disabled(
+            &client.app_id.to_string(),
+            &agent.display_name,
+        ));
     }
     Ok(Credential::T1 { uti: jwt.log_id() })
 }

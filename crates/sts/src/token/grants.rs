@@ -26,7 +26,9 @@ pub async fn client_credentials(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     let scope = req.form.require("scope")?;
     if client.kind == ClientKind::Agent {
         if req.form.has("fmi_path") {
-            return Err(OAuthError::agent_protocol("AADSTS82001: An agent identity cannot request a token with 'fmi_path'."));
+            return Err(OAuthError::agent_protocol(
+                "AADSTS82001: An agent identity cannot request a token with 'fmi_path'.",
+            ));
         }
         return agent_app(req, &client, scope).await;
     }
@@ -40,19 +42,41 @@ pub async fn client_credentials(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     if !param.is_default() || !param.oidc.is_empty() {
         return Err(OAuthError::scope_needs_default(scope));
     }
-    let resolved = scope::resolve(&req.sts.store, req.tenant, param, &client.app_id.to_string()).await?;
+    let resolved = scope::resolve(
+        &req.sts.store,
+        req.tenant,
+        param,
+        &client.app_id.to_string(),
+    )
+    .await?;
     if resolved.resource.is_token_exchange() {
         return Err(OAuthError::agent_protocol(
             "The token-exchange resource can only be requested by a blueprint with 'fmi_path' or by an agent identity.",
         ));
     }
     let blueprint = client.kind == ClientKind::Blueprint;
-    let roles = consent::roles(&req.sts.store, &resolved.resource, &client.sp_id(), blueprint).await?;
-    let kind = if blueprint { TokenKind::Blueprint } else { TokenKind::App };
+    let roles = consent::roles(
+        &req.sts.store,
+        &resolved.resource,
+        &client.sp_id(),
+        blueprint,
+    )
+    .await?;
+    let kind = if blueprint {
+        TokenKind::Blueprint
+    } else {
+        TokenKind::App
+    };
     issue_app_only(req, &client, &resolved, kind, roles).await
 }
 
-async fn issue_app_only(req: &TokenRequest<'_>, client: &Client, resolved: &ResolvedScope, kind: TokenKind, roles: Vec<String>) -> OAuthResult<Issued> {
+async fn issue_app_only(
+    req: &TokenRequest<'_>,
+    client: &Client,
+    resolved: &ResolvedScope,
+    kind: TokenKind,
+    roles: Vec<String>,
+) -> OAuthResult<Issued> {
     let now = req.ctx.now;
     let spec = AccessTokenSpec {
         kind,
@@ -66,17 +90,31 @@ async fn issue_app_only(req: &TokenRequest<'_>, client: &Client, resolved: &Reso
         amr: vec![],
         lifetime: mint::lifetime(req.sts, resolved.resource.is_token_exchange()),
     };
-    let m = mint::access_token(req.sts, &spec, now).await.map_err(internal)?;
+    let m = mint::access_token(req.sts, &spec, now)
+        .await
+        .map_err(internal)?;
     req.audit_issued(resolved, None, &roles, &m, None);
-    Ok(Issued { body: app_only_body(&m, now), refresh: None, supersede: None })
+    Ok(Issued {
+        body: app_only_body(&m, now),
+        refresh: None,
+        supersede: None,
+    })
 }
 
 /// T1 (§7.2).
-async fn t1(req: &TokenRequest<'_>, client: &Client, scope: &str, fmi_path: &str) -> OAuthResult<Issued> {
+async fn t1(
+    req: &TokenRequest<'_>,
+    client: &Client,
+    scope: &str,
+    fmi_path: &str,
+) -> OAuthResult<Issued> {
     if client.kind != ClientKind::Blueprint {
-        return Err(OAuthError::agent_protocol("Only an agent identity blueprint can request a token with 'fmi_path'."));
+        return Err(OAuthError::agent_protocol(
+            "Only an agent identity blueprint can request a token with 'fmi_path'.",
+        ));
     }
-    let agent_id = agentid_claims::guid::parse(fmi_path).ok_or_else(|| OAuthError::unknown_client(fmi_path, req.tenant.name()))?;
+    let agent_id = agentid_claims::guid::parse(fmi_path)
+        .ok_or_else(|| OAuthError::unknown_client(fmi_path, req.tenant.name()))?;
     let agent = req
         .sts
         .store
@@ -102,15 +140,25 @@ async fn t1(req: &TokenRequest<'_>, client: &Client, scope: &str, fmi_path: &str
             .expect("built in")
             .identifier_uris
             .iter()
-            .chain(std::iter::once(&agentid_claims::wellknown::TOKEN_EXCHANGE_APP_ID))
+            .chain(std::iter::once(
+                &agentid_claims::wellknown::TOKEN_EXCHANGE_APP_ID,
+            ))
             .any(|u| u.eq_ignore_ascii_case(&param.resource));
     if !is_exchange {
-        return Err(OAuthError::invalid_scope("A request with 'fmi_path' must ask for 'api://AzureADTokenExchange/.default'."));
+        return Err(OAuthError::invalid_scope(
+            "A request with 'fmi_path' must ask for 'api://AzureADTokenExchange/.default'.",
+        ));
     }
     let now = req.ctx.now;
-    let m = mint::t1(req.sts, req.tenant, client, &agent_id.to_string(), now).await.map_err(internal)?;
+    let m = mint::t1(req.sts, req.tenant, client, &agent_id.to_string(), now)
+        .await
+        .map_err(internal)?;
     req.audit_t1(&m, scope);
-    Ok(Issued { body: app_only_body(&m, now), refresh: None, supersede: None })
+    Ok(Issued {
+        body: app_only_body(&m, now),
+        refresh: None,
+        supersede: None,
+    })
 }
 
 /// T2 and T2′ (§7.3): the agent acting as itself.
@@ -119,7 +167,13 @@ async fn agent_app(req: &TokenRequest<'_>, client: &Client, scope: &str) -> OAut
     if !param.is_default() || !param.oidc.is_empty() {
         return Err(OAuthError::scope_needs_default(scope));
     }
-    let resolved = scope::resolve(&req.sts.store, req.tenant, param, &client.app_id.to_string()).await?;
+    let resolved = scope::resolve(
+        &req.sts.store,
+        req.tenant,
+        param,
+        &client.app_id.to_string(),
+    )
+    .await?;
     let roles = consent::roles(&req.sts.store, &resolved.resource, &client.sp_id(), false).await?;
     issue_app_only(req, client, &resolved, TokenKind::AgentApp, roles).await
 }
@@ -136,16 +190,28 @@ struct UserGrant<'a> {
     supersede: Option<String>,
 }
 
-async fn issue_user(req: &TokenRequest<'_>, client: &Client, resolved: &ResolvedScope, g: UserGrant<'_>) -> OAuthResult<Issued> {
+async fn issue_user(
+    req: &TokenRequest<'_>,
+    client: &Client,
+    resolved: &ResolvedScope,
+    g: UserGrant<'_>,
+) -> OAuthResult<Issued> {
     let store = &req.sts.store;
     let granted = consent::granted(store, client, &resolved.resource, &g.user.id).await?;
     let covered = if resolved.param.is_default() {
         !granted.is_empty()
     } else {
-        resolved.param.values.iter().all(|v| granted.iter().any(|s| s.eq_ignore_ascii_case(v)))
+        resolved
+            .param
+            .values
+            .iter()
+            .all(|v| granted.iter().any(|s| s.eq_ignore_ascii_case(v)))
     };
     if !covered {
-        return Err(OAuthError::consent_required(&client.app_id.to_string(), &client.display_name));
+        return Err(OAuthError::consent_required(
+            &client.app_id.to_string(),
+            &client.display_name,
+        ));
     }
     let keep_oidc = resolved.resource.is_graph();
     let scp: Vec<&str> = granted
@@ -168,14 +234,30 @@ async fn issue_user(req: &TokenRequest<'_>, client: &Client, resolved: &Resolved
         amr: g.amr.clone(),
         lifetime: mint::lifetime(req.sts, false),
     };
-    let m = mint::access_token(req.sts, &spec, now).await.map_err(internal)?;
+    let m = mint::access_token(req.sts, &spec, now)
+        .await
+        .map_err(internal)?;
 
     let p = &resolved.param;
     let offline = match &g.family {
         Some(_) => true,
-        None => p.has_oidc("offline_access") && consent::offline_access_granted(store, &req.tenant.id, client, &resolved.resource, &g.user.id, &granted).await?,
+        None => {
+            p.has_oidc("offline_access")
+                && consent::offline_access_granted(
+                    store,
+                    &req.tenant.id,
+                    client,
+                    &resolved.resource,
+                    &g.user.id,
+                    &granted,
+                )
+                .await?
+        }
     };
-    let mut oidc: Vec<&str> = ["openid", "profile", "email"].into_iter().filter(|s| p.has_oidc(s)).collect();
+    let mut oidc: Vec<&str> = ["openid", "profile", "email"]
+        .into_iter()
+        .filter(|s| p.has_oidc(s))
+        .collect();
     if offline && p.has_oidc("offline_access") {
         oidc.push("offline_access");
     }
@@ -189,7 +271,10 @@ async fn issue_user(req: &TokenRequest<'_>, client: &Client, resolved: &Resolved
     let mut refresh = None;
     if offline {
         let token = random_token();
-        let family = g.family.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
+        let family = g
+            .family
+            .clone()
+            .unwrap_or_else(|| Uuid::new_v4().to_string());
         let scope_param = req.form.get("scope").unwrap_or_default().to_string();
         refresh = Some(RefreshRecord {
             token_sha256: sha256_hex(&token),
@@ -207,16 +292,34 @@ async fn issue_user(req: &TokenRequest<'_>, client: &Client, resolved: &Resolved
         body["refresh_token"] = json!(token);
     }
     if p.has_oidc("openid") {
-        let id = mint::id_token(req.sts, req.tenant, client, g.user, p.has_oidc("profile"), p.has_oidc("email"), now)
-            .await
-            .map_err(internal)?;
+        let id = mint::id_token(
+            req.sts,
+            req.tenant,
+            client,
+            g.user,
+            p.has_oidc("profile"),
+            p.has_oidc("email"),
+            now,
+        )
+        .await
+        .map_err(internal)?;
         body["id_token"] = json!(id);
     }
     if req.form.get("client_info") == Some("1") {
         body["client_info"] = json!(mint::client_info(g.user, req.tenant));
     }
-    req.audit_issued(resolved, Some(&scp.join(" ")), &roles, &m, refresh.as_ref().map(|r| r.family_id.as_str()));
-    Ok(Issued { body, refresh, supersede: g.supersede })
+    req.audit_issued(
+        resolved,
+        Some(&scp.join(" ")),
+        &roles,
+        &m,
+        refresh.as_ref().map(|r| r.family_id.as_str()),
+    );
+    Ok(Issued {
+        body,
+        refresh,
+        supersede: g.supersede,
+    })
 }
 
 fn user_token_kind(client: &Client, user: &User, obo: bool) -> TokenKind {
@@ -230,7 +333,13 @@ fn user_token_kind(client: &Client, user: &User, obo: bool) -> TokenKind {
 
 /// Loads the user of a user-subject grant and checks it may still get tokens.
 async fn live_user(req: &TokenRequest<'_>, id: &Uuid, issued_at: Option<i64>) -> OAuthResult<User> {
-    let user = req.sts.store.user_by_id(&req.tenant.id, id).await.map_err(internal)?.ok_or_else(OAuthError::user_not_found)?;
+    let user = req
+        .sts
+        .store
+        .user_by_id(&req.tenant.id, id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(OAuthError::user_not_found)?;
     req.audit_user(&user);
     if !user.account_enabled {
         return Err(OAuthError::user_disabled());
@@ -248,7 +357,11 @@ async fn live_user(req: &TokenRequest<'_>, id: &Uuid, issued_at: Option<i64>) ->
 pub async fn on_behalf_of(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     match req.form.require("requested_token_use")? {
         "on_behalf_of" => {}
-        other => return Err(OAuthError::malformed(format!("requested_token_use '{other}' is not supported; use 'on_behalf_of'."))),
+        other => {
+            return Err(OAuthError::malformed(format!(
+                "requested_token_use '{other}' is not supported; use 'on_behalf_of'."
+            )));
+        }
     }
     let assertion = req.form.require("assertion")?;
     let scope = req.form.require("scope")?;
@@ -256,7 +369,8 @@ pub async fn on_behalf_of(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     if client.kind == ClientKind::Public {
         return Err(OAuthError::no_credential());
     }
-    let tc = UnverifiedJwt::parse(assertion).map_err(|e| OAuthError::unparseable_jwt(&e.to_string()))?;
+    let tc =
+        UnverifiedJwt::parse(assertion).map_err(|e| OAuthError::unparseable_jwt(&e.to_string()))?;
     let iss = tc.str_claim("iss").unwrap_or("");
     let own = iss == req.sts.issuer_v1(&req.tenant.id) || iss == req.sts.issuer_v2(&req.tenant.id);
     if !own || client_auth::verify_own(req, &tc).await.is_err() {
@@ -264,12 +378,14 @@ pub async fn on_behalf_of(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     }
     let skew = req.sts.settings.clock_skew;
     let now = req.ctx.now;
-    let in_time = tc.time_claim("exp").is_some_and(|e| e + skew > now) && tc.time_claim("nbf").is_none_or(|n| n - skew <= now);
+    let in_time = tc.time_claim("exp").is_some_and(|e| e + skew > now)
+        && tc.time_claim("nbf").is_none_or(|n| n - skew <= now);
     if !in_time {
         return Err(OAuthError::assertion_expired());
     }
     let user_id = tc.str_claim("oid").and_then(agentid_claims::guid::parse);
-    if tc.str_claim("idtyp") != Some("user") || !tc.claims.contains_key("scp") || user_id.is_none() {
+    if tc.str_claim("idtyp") != Some("user") || !tc.claims.contains_key("scp") || user_id.is_none()
+    {
         return Err(OAuthError::assertion_not_user_token("not a user token"));
     }
     // Audience: the client itself, or for agents the parent blueprint (appId or an identifier URI).
@@ -277,22 +393,42 @@ pub async fn on_behalf_of(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
         ClientKind::Agent => client.blueprint.as_ref().map(|(a, _)| a.clone()),
         _ => client.app.clone(),
     };
-    let aud = tc.audiences().first().map(|s| s.to_string()).unwrap_or_default();
-    let expected = target.as_ref().map(|a| a.app_id.to_string()).unwrap_or_default();
+    let aud = tc
+        .audiences()
+        .first()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let expected = target
+        .as_ref()
+        .map(|a| a.app_id.to_string())
+        .unwrap_or_default();
     let aud_ok = target.as_ref().is_some_and(|a| {
         aud.eq_ignore_ascii_case(&a.app_id.to_string())
-            || a.identifier_uris.iter().any(|u| agentid_directory::model::normalize_uri(u) == agentid_directory::model::normalize_uri(&aud))
+            || a.identifier_uris.iter().any(|u| {
+                agentid_directory::model::normalize_uri(u)
+                    == agentid_directory::model::normalize_uri(&aud)
+            })
     });
     if !aud_ok {
         return Err(OAuthError::assertion_audience(&aud, &expected));
     }
     let user = live_user(req, &user_id.expect("checked"), tc.time_claim("iat")).await?;
     if user.kind == UserKind::AgentUser {
-        return Err(OAuthError::assertion_not_user_token("agent users get tokens only through user_fic"));
+        return Err(OAuthError::assertion_not_user_token(
+            "agent users get tokens only through user_fic",
+        ));
     }
-    let resolved = scope::resolve(&req.sts.store, req.tenant, scope::parse(scope)?, &client.app_id.to_string()).await?;
+    let resolved = scope::resolve(
+        &req.sts.store,
+        req.tenant,
+        scope::parse(scope)?,
+        &client.app_id.to_string(),
+    )
+    .await?;
     if resolved.resource.is_token_exchange() {
-        return Err(OAuthError::agent_protocol("The token-exchange resource cannot be requested on behalf of a user."));
+        return Err(OAuthError::agent_protocol(
+            "The token-exchange resource cannot be requested on behalf of a user.",
+        ));
     }
     let amr: Vec<String> = tc
         .claims
@@ -300,7 +436,19 @@ pub async fn on_behalf_of(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_else(|| vec!["pwd".to_string()]);
     let kind = user_token_kind(&client, &user, true);
-    issue_user(req, &client, &resolved, UserGrant { user: &user, kind, amr, family: None, supersede: None }).await
+    issue_user(
+        req,
+        &client,
+        &resolved,
+        UserGrant {
+            user: &user,
+            kind,
+            amr,
+            family: None,
+            supersede: None,
+        },
+    )
+    .await
 }
 
 // ---- refresh token ----------------------------------------------------------------------------
@@ -309,8 +457,19 @@ pub async fn refresh_token(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     let presented = req.form.require("refresh_token")?;
     let client = client_auth::authenticate(req).await?;
     let hash = sha256_hex(presented);
-    let rec = req.sts.store.refresh_token(&hash).await.map_err(internal)?.ok_or_else(OAuthError::bad_refresh_token)?;
-    if rec.revoked != 0 || rec.tenant_id != req.tenant.id.to_string() || !rec.client_id.eq_ignore_ascii_case(&client.app_id.to_string()) {
+    let rec = req
+        .sts
+        .store
+        .refresh_token(&hash)
+        .await
+        .map_err(internal)?
+        .ok_or_else(OAuthError::bad_refresh_token)?;
+    if rec.revoked != 0
+        || rec.tenant_id != req.tenant.id.to_string()
+        || !rec
+            .client_id
+            .eq_ignore_ascii_case(&client.app_id.to_string())
+    {
         return Err(OAuthError::bad_refresh_token());
     }
     req.audit_refresh_family(&rec.family_id);
@@ -322,19 +481,43 @@ pub async fn refresh_token(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
         && sup + req.sts.settings.refresh_reuse_grace < now
     {
         // Reuse of a rotated token: treat the family as stolen.
-        req.sts.store.revoke_refresh_family(&rec.family_id).await.map_err(internal)?;
+        req.sts
+            .store
+            .revoke_refresh_family(&rec.family_id)
+            .await
+            .map_err(internal)?;
         return Err(OAuthError::bad_refresh_token());
     }
     let user_id = uuid::Uuid::parse_str(&rec.user_id).map_err(internal)?;
     let user = live_user(req, &user_id, Some(rec.issued_at)).await?;
     let scope = req.form.get("scope").unwrap_or(&rec.scope).to_string();
-    let resolved = scope::resolve(&req.sts.store, req.tenant, scope::parse(&scope)?, &client.app_id.to_string()).await?;
+    let resolved = scope::resolve(
+        &req.sts.store,
+        req.tenant,
+        scope::parse(&scope)?,
+        &client.app_id.to_string(),
+    )
+    .await?;
     if resolved.resource.is_token_exchange() {
-        return Err(OAuthError::agent_protocol("The token-exchange resource cannot be requested on behalf of a user."));
+        return Err(OAuthError::agent_protocol(
+            "The token-exchange resource cannot be requested on behalf of a user.",
+        ));
     }
     let amr: Vec<String> = serde_json::from_str(&rec.amr).unwrap_or_default();
     let kind = user_token_kind(&client, &user, false);
-    issue_user(req, &client, &resolved, UserGrant { user: &user, kind, amr, family: Some(rec.family_id.clone()), supersede: Some(hash) }).await
+    issue_user(
+        req,
+        &client,
+        &resolved,
+        UserGrant {
+            user: &user,
+            kind,
+            amr,
+            family: Some(rec.family_id.clone()),
+            supersede: Some(hash),
+        },
+    )
+    .await
 }
 
 // ---- resource-owner password ------------------------------------------------------------------
@@ -345,7 +528,9 @@ pub async fn password(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     let scope = req.form.require("scope")?;
     let client = client_auth::authenticate(req).await?;
     if matches!(client.kind, ClientKind::Agent | ClientKind::Blueprint) {
-        return Err(OAuthError::agent_protocol("Agent identities and blueprints cannot sign users in."));
+        return Err(OAuthError::agent_protocol(
+            "Agent identities and blueprints cannot sign users in.",
+        ));
     }
     if !req.tenant.allow_password_grant {
         return Err(OAuthError::unsupported_grant("password"));
@@ -353,10 +538,21 @@ pub async fn password(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     let store = &req.sts.store;
     let tid = req.tenant.id.to_string();
     let ip_key = format!("ip:{}", req.ctx.source_ip.as_deref().unwrap_or("unknown"));
-    let user = store.user_by_upn(&req.tenant.id, username).await.map_err(internal)?;
-    let user_key = user.as_ref().map(|u| u.id.to_string()).unwrap_or_else(|| format!("upn:{}", username.to_lowercase()));
+    let user = store
+        .user_by_upn(&req.tenant.id, username)
+        .await
+        .map_err(internal)?;
+    let user_key = user
+        .as_ref()
+        .map(|u| u.id.to_string())
+        .unwrap_or_else(|| format!("upn:{}", username.to_lowercase()));
     for key in [&user_key, &ip_key] {
-        if store.signin_locked_until(&tid, key).await.map_err(internal)?.is_some() {
+        if store
+            .signin_locked_until(&tid, key)
+            .await
+            .map_err(internal)?
+            .is_some()
+        {
             return Err(OAuthError::account_locked());
         }
     }
@@ -366,29 +562,62 @@ pub async fn password(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
             let hash = u.password_hash.clone();
             let pw = password.to_string();
             match hash {
-                Some(h) => tokio::task::spawn_blocking(move || agentid_directory::secrets::verify_password(&pw, &h)).await.map_err(internal)?,
+                Some(h) => tokio::task::spawn_blocking(move || {
+                    agentid_directory::secrets::verify_password(&pw, &h)
+                })
+                .await
+                .map_err(internal)?,
                 None => false,
             }
         }
         _ => false,
     };
     if !verified {
-        store.record_signin_failure(&tid, &user_key, 10, 60).await.map_err(internal)?;
-        store.record_signin_failure(&tid, &ip_key, 30, 600).await.map_err(internal)?;
+        store
+            .record_signin_failure(&tid, &user_key, 10, 60)
+            .await
+            .map_err(internal)?;
+        store
+            .record_signin_failure(&tid, &ip_key, 30, 600)
+            .await
+            .map_err(internal)?;
         if let Some(u) = &user {
             req.audit_user(u);
         }
         return Err(OAuthError::bad_credentials());
     }
     let user = user.expect("verified");
-    store.clear_signin_failures(&tid, &user_key).await.map_err(internal)?;
+    store
+        .clear_signin_failures(&tid, &user_key)
+        .await
+        .map_err(internal)?;
     req.audit_user(&user);
     if !user.account_enabled {
         return Err(OAuthError::user_disabled());
     }
-    let resolved = scope::resolve(store, req.tenant, scope::parse(scope)?, &client.app_id.to_string()).await?;
+    let resolved = scope::resolve(
+        store,
+        req.tenant,
+        scope::parse(scope)?,
+        &client.app_id.to_string(),
+    )
+    .await?;
     if resolved.resource.is_token_exchange() {
-        return Err(OAuthError::agent_protocol("The token-exchange resource cannot be requested for a user."));
+        return Err(OAuthError::agent_protocol(
+            "The token-exchange resource cannot be requested for a user.",
+        ));
     }
-    issue_user(req, &client, &resolved, UserGrant { user: &user, kind: TokenKind::User, amr: vec!["pwd".into()], family: None, supersede: None }).await
+    issue_user(
+        req,
+        &client,
+        &resolved,
+        UserGrant {
+            user: &user,
+            kind: TokenKind::User,
+            amr: vec!["pwd".into()],
+            family: None,
+            supersede: None,
+        },
+    )
+    .await
 }

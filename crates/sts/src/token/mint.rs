@@ -53,7 +53,8 @@ pub fn new_uti() -> String {
 
 /// Pairwise `sub`: base64url(HMAC-SHA256(tenant secret, lower(oid) ":" lower(client appId))).
 pub fn pairwise_sub(tenant: &Tenant, oid: &str, client_app_id: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(&tenant.pairwise_secret).expect("HMAC takes any key");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&tenant.pairwise_secret).expect("HMAC takes any key");
     mac.update(format!("{}:{}", oid.to_lowercase(), client_app_id.to_lowercase()).as_bytes());
     URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
@@ -68,7 +69,12 @@ pub fn lifetime(sts: &StsState, token_exchange: bool) -> i64 {
     }
 }
 
-async fn sign(sts: &StsState, tenant: &Tenant, claims: &Map<String, Value>, now: i64) -> Result<String, MintError> {
+async fn sign(
+    sts: &StsState,
+    tenant: &Tenant,
+    claims: &Map<String, Value>,
+    now: i64,
+) -> Result<String, MintError> {
     let key = sts.keys.signer(&tenant.id, now).await?;
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.typ = Some("JWT".into());
@@ -77,7 +83,11 @@ async fn sign(sts: &StsState, tenant: &Tenant, claims: &Map<String, Value>, now:
     Ok(jsonwebtoken::encode(&header, claims, &key.encoding)?)
 }
 
-pub async fn access_token(sts: &StsState, spec: &AccessTokenSpec<'_>, now: i64) -> Result<Minted, MintError> {
+pub async fn access_token(
+    sts: &StsState,
+    spec: &AccessTokenSpec<'_>,
+    now: i64,
+) -> Result<Minted, MintError> {
     let t = spec.tenant;
     let tid = t.id.to_string();
     let c = spec.client;
@@ -86,7 +96,14 @@ pub async fn access_token(sts: &StsState, spec: &AccessTokenSpec<'_>, now: i64) 
     let exp = now + spec.lifetime;
     let mut m = Map::new();
     m.insert("aud".into(), json!(spec.audience));
-    m.insert("iss".into(), json!(if v1 { sts.issuer_v1(&t.id) } else { sts.issuer_v2(&t.id) }));
+    m.insert(
+        "iss".into(),
+        json!(if v1 {
+            sts.issuer_v1(&t.id)
+        } else {
+            sts.issuer_v2(&t.id)
+        }),
+    );
     m.insert("iat".into(), json!(now));
     m.insert("nbf".into(), json!(now));
     m.insert("exp".into(), json!(exp));
@@ -115,9 +132,15 @@ pub async fn access_token(sts: &StsState, spec: &AccessTokenSpec<'_>, now: i64) 
         }
         m.insert("name".into(), json!(u.display_name));
     }
-    m.insert("idtyp".into(), json!(if spec.kind.is_user() { "user" } else { "app" }));
+    m.insert(
+        "idtyp".into(),
+        json!(if spec.kind.is_user() { "user" } else { "app" }),
+    );
     let (oid, sub) = match (spec.kind, spec.user) {
-        (k, Some(u)) if k.is_user() => (u.id.to_string(), pairwise_sub(t, &u.id.to_string(), &client_id)),
+        (k, Some(u)) if k.is_user() => (
+            u.id.to_string(),
+            pairwise_sub(t, &u.id.to_string(), &client_id),
+        ),
         _ => {
             let oid = c.sp_id().to_string();
             (oid.clone(), oid)
@@ -144,7 +167,10 @@ pub async fn access_token(sts: &StsState, spec: &AccessTokenSpec<'_>, now: i64) 
     m.insert("ver".into(), json!(if v1 { "1.0" } else { "2.0" }));
     if let Some(u) = spec.user
         && u.is_global_admin()
-        && matches!(spec.kind, TokenKind::AgentObo | TokenKind::User | TokenKind::AppObo)
+        && matches!(
+            spec.kind,
+            TokenKind::AgentObo | TokenKind::User | TokenKind::AppObo
+        )
     {
         m.insert("wids".into(), json!([GLOBAL_ADMIN_ROLE_ID]));
     }
@@ -165,11 +191,22 @@ pub async fn access_token(sts: &StsState, spec: &AccessTokenSpec<'_>, now: i64) 
 }
 
 /// T1: the blueprint's exchange token for one agent (sts.md §7.2, §8.5).
-pub async fn t1(sts: &StsState, tenant: &Tenant, blueprint: &Client, agent: &str, now: i64) -> Result<Minted, MintError> {
+pub async fn t1(
+    sts: &StsState,
+    tenant: &Tenant,
+    blueprint: &Client,
+    agent: &str,
+    now: i64,
+) -> Result<Minted, MintError> {
     let uti = new_uti();
     let exp = now + sts.settings.exchange_lifetime;
     let f = TokenKind::T1.facets();
-    let sub = FmiPath { tenant: tenant.id, blueprint_app: blueprint.app_id, agent: agent.to_lowercase() }.render();
+    let sub = FmiPath {
+        tenant: tenant.id,
+        blueprint_app: blueprint.app_id,
+        agent: agent.to_lowercase(),
+    }
+    .render();
     let claims = json!({
         "aud": agentid_claims::wellknown::TOKEN_EXCHANGE_APP_ID,
         "iss": sts.issuer_v2(&tenant.id),
@@ -185,7 +222,9 @@ pub async fn t1(sts: &StsState, tenant: &Tenant, blueprint: &Client, agent: &str
         "ver": "2.0",
         "xms_act_fct": f.act, "xms_sub_fct": f.sub, "xms_idrel": f.idrel,
     });
-    let Value::Object(m) = claims else { unreachable!("json! object") };
+    let Value::Object(m) = claims else {
+        unreachable!("json! object")
+    };
     let jwt = sign(sts, tenant, &m, now).await?;
     Ok(Minted { jwt, uti, exp })
 }
@@ -215,7 +254,10 @@ pub async fn id_token(
         m.insert("email".into(), json!(mail));
     }
     m.insert("oid".into(), json!(user.id.to_string()));
-    m.insert("sub".into(), json!(pairwise_sub(tenant, &user.id.to_string(), &client_id)));
+    m.insert(
+        "sub".into(),
+        json!(pairwise_sub(tenant, &user.id.to_string(), &client_id)),
+    );
     m.insert("tid".into(), json!(tenant.id.to_string()));
     m.insert("uti".into(), json!(new_uti()));
     m.insert("ver".into(), json!("2.0"));
@@ -224,5 +266,6 @@ pub async fn id_token(
 
 /// `client_info`: base64url of `{"uid": oid, "utid": tid}`.
 pub fn client_info(user: &User, tenant: &Tenant) -> String {
-    URL_SAFE_NO_PAD.encode(json!({"uid": user.id.to_string(), "utid": tenant.id.to_string()}).to_string())
+    URL_SAFE_NO_PAD
+        .encode(json!({"uid": user.id.to_string(), "utid": tenant.id.to_string()}).to_string())
 }

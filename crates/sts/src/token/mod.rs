@@ -94,7 +94,14 @@ impl TokenRequest<'_> {
         self.with_audit(|a| a.refresh_family_id = Some(family.into()));
     }
 
-    pub fn audit_issued(&self, r: &scope::ResolvedScope, scp: Option<&str>, roles: &[String], m: &mint::Minted, family: Option<&str>) {
+    pub fn audit_issued(
+        &self,
+        r: &scope::ResolvedScope,
+        scp: Option<&str>,
+        roles: &[String],
+        m: &mint::Minted,
+        family: Option<&str>,
+    ) {
         self.with_audit(|a| {
             a.resource = Some(r.resource.app_id.to_string());
             a.audience = Some(r.audience.clone());
@@ -130,18 +137,36 @@ const GRANTS: [&str; 8] = [
     "user_fic",
 ];
 
-pub async fn token_endpoint(State(sts): State<Sts>, Path(segment): Path<String>, req: Request) -> Response {
+pub async fn token_endpoint(
+    State(sts): State<Sts>,
+    Path(segment): Path<String>,
+    req: Request,
+) -> Response {
     let (parts, body) = req.into_parts();
     let addr = parts.extensions.get::<ClientAddr>().copied();
     let ctx = RequestContext::new(&parts.headers, parts.uri.query(), addr);
     let audit = Mutex::new(sts.audit_event(&ctx, "token"));
     let result = async {
-        check_content_type(parts.headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))?;
+        check_content_type(
+            parts
+                .headers
+                .get(axum::http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        )?;
         let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
             .await
-            .map_err(|_| OAuthError::malformed("The request body is larger than 64 KiB or could not be read."))?;
+            .map_err(|_| {
+                OAuthError::malformed(
+                    "The request body is larger than 64 KiB or could not be read.",
+                )
+            })?;
         let form = Form::parse(&bytes)?;
-        let tenant = sts.store.tenant_by_segment(&segment).await.map_err(internal)?.ok_or_else(|| OAuthError::unknown_tenant(&segment))?;
+        let tenant = sts
+            .store
+            .tenant_by_segment(&segment)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| OAuthError::unknown_tenant(&segment))?;
         if let Ok(mut a) = audit.lock() {
             a.tenant_id = Some(tenant.id.to_string());
             a.scopes_requested = form.get("scope").map(str::to_string);
@@ -150,7 +175,14 @@ pub async fn token_endpoint(State(sts): State<Sts>, Path(segment): Path<String>,
         if let Ok(mut a) = audit.lock() {
             a.grant_type = Some(grant.clone());
         }
-        let req = TokenRequest { sts: &sts, ctx: &ctx, tenant: &tenant, form: &form, headers: &parts.headers, audit: &audit };
+        let req = TokenRequest {
+            sts: &sts,
+            ctx: &ctx,
+            tenant: &tenant,
+            form: &form,
+            headers: &parts.headers,
+            audit: &audit,
+        };
         match grant.as_str() {
             "client_credentials" => grants::client_credentials(&req).await,
             "urn:ietf:params:oauth:grant-type:jwt-bearer" => grants::on_behalf_of(&req).await,
@@ -183,7 +215,11 @@ pub async fn token_endpoint(State(sts): State<Sts>, Path(segment): Path<String>,
 }
 
 /// Persists an issuance: refresh-token rotation and the audit event, atomically.
-async fn commit(sts: &crate::state::StsState, issued: &Issued, event: &mut AuditEvent) -> Result<(), agentid_directory::DirectoryError> {
+async fn commit(
+    sts: &crate::state::StsState,
+    issued: &Issued,
+    event: &mut AuditEvent,
+) -> Result<(), agentid_directory::DirectoryError> {
     event.result = "issued".into();
     let mut tx = sts.store.pool().begin().await?;
     if let Some(old) = &issued.supersede {
@@ -198,11 +234,20 @@ async fn commit(sts: &crate::state::StsState, issued: &Issued, event: &mut Audit
     Ok(())
 }
 
-async fn sqlx_update_superseded(conn: &mut agentid_directory::store::AnyConnection, hash: &str, now: i64) -> Result<(), agentid_directory::DirectoryError> {
+async fn sqlx_update_superseded(
+    conn: &mut agentid_directory::store::AnyConnection,
+    hash: &str,
+    now: i64,
+) -> Result<(), agentid_directory::DirectoryError> {
     agentid_directory::tokens::mark_superseded(conn, hash, now).await
 }
 
-async fn refuse(sts: &crate::state::StsState, ctx: &RequestContext, event: &mut AuditEvent, err: &OAuthError) {
+async fn refuse(
+    sts: &crate::state::StsState,
+    ctx: &RequestContext,
+    event: &mut AuditEvent,
+    err: &OAuthError,
+) {
     event.result = "refused".into();
     event.error = Some(err.error.into());
     event.error_code = Some(err.code as i64);

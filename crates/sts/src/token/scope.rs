@@ -52,18 +52,25 @@ pub fn parse(scope: &str) -> OAuthResult<ScopeParam> {
         }
         let (res, value) = if token.contains("://") || starts_with_guid_slash(token) {
             let i = token.rfind('/').expect("contains a slash");
-            (token[..i].trim_end_matches('/').to_string(), token[i + 1..].to_string())
+            (
+                token[..i].trim_end_matches('/').to_string(),
+                token[i + 1..].to_string(),
+            )
         } else {
             implied = true;
             (GRAPH_URI.to_string(), token.to_string())
         };
         if value.is_empty() {
-            return Err(OAuthError::invalid_scope(format!("The scope '{token}' names no permission.")));
+            return Err(OAuthError::invalid_scope(format!(
+                "The scope '{token}' names no permission."
+            )));
         }
         let norm = normalize_uri(&res);
         match &resource {
             Some((_, n)) if *n != norm => {
-                return Err(OAuthError::invalid_scope("The scope contains more than one resource."));
+                return Err(OAuthError::invalid_scope(
+                    "The scope contains more than one resource.",
+                ));
             }
             Some(_) => {}
             None => resource = Some((res, norm)),
@@ -73,14 +80,21 @@ pub fn parse(scope: &str) -> OAuthResult<ScopeParam> {
         }
     }
     if values.iter().any(|v| v == ".default") && values.len() > 1 {
-        return Err(OAuthError::invalid_scope("'.default' cannot be combined with other scopes of the same resource."));
+        return Err(OAuthError::invalid_scope(
+            "'.default' cannot be combined with other scopes of the same resource.",
+        ));
     }
     let (resource, implied_graph) = match resource {
         Some((r, _)) => (r, implied),
         None if !oidc.is_empty() => (GRAPH_URI.to_string(), true),
         None => return Err(OAuthError::invalid_scope("The scope is empty.")),
     };
-    Ok(ScopeParam { oidc, resource, values, implied_graph })
+    Ok(ScopeParam {
+        oidc,
+        resource,
+        values,
+        implied_graph,
+    })
 }
 
 /// A scope parameter whose resource exists and whose values it defines.
@@ -113,7 +127,12 @@ impl ResolvedScope {
 }
 
 /// Steps 4–6 of §6.4.
-pub async fn resolve(store: &Store, tenant: &Tenant, param: ScopeParam, client_app_id: &str) -> OAuthResult<ResolvedScope> {
+pub async fn resolve(
+    store: &Store,
+    tenant: &Tenant,
+    param: ScopeParam,
+    client_app_id: &str,
+) -> OAuthResult<ResolvedScope> {
     let resource = store
         .resource(&tenant.id, &param.resource)
         .await
@@ -123,9 +142,16 @@ pub async fn resolve(store: &Store, tenant: &Tenant, param: ScopeParam, client_a
         if v == ".default" {
             continue;
         }
-        let defined = resource.scopes.iter().any(|s| s.is_enabled && s.value.eq_ignore_ascii_case(v));
+        let defined = resource
+            .scopes
+            .iter()
+            .any(|s| s.is_enabled && s.value.eq_ignore_ascii_case(v));
         if !defined {
-            return Err(OAuthError::unknown_scope_value(client_app_id, v, &resource.app_id.to_string()));
+            return Err(OAuthError::unknown_scope_value(
+                client_app_id,
+                v,
+                &resource.app_id.to_string(),
+            ));
         }
     }
     let audience = if resource.token_version == 2 {
@@ -135,7 +161,11 @@ pub async fn resolve(store: &Store, tenant: &Tenant, param: ScopeParam, client_a
     } else {
         param.resource.clone()
     };
-    Ok(ResolvedScope { param, resource, audience })
+    Ok(ResolvedScope {
+        param,
+        resource,
+        audience,
+    })
 }
 
 #[cfg(test)]
@@ -149,7 +179,10 @@ mod tests {
         assert_eq!(p.values, vec!["access_as_user"]);
         assert_eq!(p.oidc, vec!["openid", "profile", "offline_access"]);
         let p = parse("api://AzureADTokenExchange/.default").unwrap();
-        assert_eq!((p.resource.as_str(), p.is_default()), ("api://AzureADTokenExchange", true));
+        assert_eq!(
+            (p.resource.as_str(), p.is_default()),
+            ("api://AzureADTokenExchange", true)
+        );
         let p = parse("User.Read openid").unwrap();
         assert!(p.implied_graph);
         assert_eq!(p.resource, GRAPH_URI);
@@ -162,6 +195,9 @@ mod tests {
         assert_eq!(parse("api://a/x api://b/y").unwrap_err().code, 70011);
         assert_eq!(parse("api://a/.default api://a/x").unwrap_err().code, 70011);
         assert_eq!(parse("   ").unwrap_err().code, 70011);
-        assert!(parse("https://graph.microsoft.com/.default https://graph.microsoft.com//.default").is_ok());
+        assert!(
+            parse("https://graph.microsoft.com/.default https://graph.microsoft.com//.default")
+                .is_ok()
+        );
     }
 }
