@@ -41,6 +41,7 @@ pub struct LoadedKey {
     pub jwk: Jwk,
     pub publish_at: i64,
     pub activate_at: i64,
+    pub retired_at: Option<i64>,
     pub remove_after: Option<i64>,
     last_signed_flushed: AtomicI64,
 }
@@ -55,7 +56,11 @@ impl TenantKeys {
     fn active(&self, now: i64) -> Option<&Arc<LoadedKey>> {
         self.keys
             .iter()
-            .filter(|k| k.activate_at <= now && k.remove_after.is_none_or(|r| r > now))
+            .filter(|k| {
+                k.activate_at <= now
+                    && k.retired_at.is_none_or(|r| r > now)
+                    && k.remove_after.is_none_or(|r| r > now)
+            })
             .max_by_key(|k| k.activate_at)
     }
 
@@ -158,6 +163,7 @@ fn load_row(master: &MasterKey, row: &SigningKeyRow) -> Result<LoadedKey, KeyErr
         jwk,
         publish_at: row.publish_at,
         activate_at: row.activate_at,
+        retired_at: row.retired_at,
         remove_after: row.remove_after,
         last_signed_flushed: AtomicI64::new(row.last_signed_at.unwrap_or(0)),
     })
@@ -345,7 +351,10 @@ impl KeyRing {
         let key = generate_rsa_key(&self.master, tenant, now, activate)?;
         self.store.insert_signing_key(&key.row).await?;
         if immediate {
-            for r in rows.iter().filter(|r| r.remove_after.is_none()) {
+            // Keys already retired keep their removal time, unless revoking removes them too.
+            for r in rows.iter().filter(|r| {
+                r.remove_after.is_none() || (revoke_old && r.remove_after.is_some_and(|x| x > now))
+            }) {
                 let remove_after = if revoke_old {
                     now - 1
                 } else {

@@ -71,7 +71,8 @@ impl StsState {
 
     pub fn audit_event(&self, ctx: &RequestContext, endpoint: &str) -> AuditEvent {
         AuditEvent {
-            id: Uuid::new_v4().to_string(),
+            // Time-ordered ids keep events of the same second in order.
+            id: Uuid::now_v7().to_string(),
             time: ctx.now,
             replica: self.settings.replica.clone(),
             endpoint: endpoint.into(),
