@@ -2,7 +2,10 @@
 
 use crate::model::{AppRole, PermissionScope, Resource};
 use agentid_claims::wellknown::*;
+use std::sync::Arc;
 use uuid::Uuid;
+
+type Permissions = (Arc<Vec<PermissionScope>>, Arc<Vec<AppRole>>);
 
 #[derive(Debug)]
 pub struct BuiltIn {
@@ -204,14 +207,30 @@ impl BuiltIn {
             .collect()
     }
 
+    /// Scopes and roles, computed once per process (their ids are UUIDv5s: hashing per token adds up).
+    fn shared(&self) -> &'static Permissions {
+        static ALL: std::sync::OnceLock<Vec<Permissions>> = std::sync::OnceLock::new();
+        let all = ALL.get_or_init(|| {
+            BUILT_INS
+                .iter()
+                .map(|b| (Arc::new(b.scopes()), Arc::new(b.roles())))
+                .collect()
+        });
+        let i = BUILT_INS
+            .iter()
+            .position(|b| b.app_id == self.app_id)
+            .expect("a built-in");
+        &all[i]
+    }
+
     pub fn resource(&self, tenant: &Uuid) -> Resource {
         Resource {
             sp_id: sp_id(tenant, self.app_id),
             app_id: Uuid::parse_str(self.app_id).expect("literal GUID"),
             display_name: self.display_name.to_string(),
             identifier_uris: self.identifier_uris.iter().map(|s| s.to_string()).collect(),
-            scopes: self.scopes(),
-            app_roles: self.roles(),
+            scopes: self.shared().0.clone(),
+            app_roles: self.shared().1.clone(),
             token_version: self.token_version,
             signing_alg: "RS256".into(),
         }

@@ -281,8 +281,8 @@ pub struct Resource {
     pub app_id: Uuid,
     pub display_name: String,
     pub identifier_uris: Vec<String>,
-    pub scopes: Vec<PermissionScope>,
-    pub app_roles: Vec<AppRole>,
+    pub scopes: std::sync::Arc<Vec<PermissionScope>>,
+    pub app_roles: std::sync::Arc<Vec<AppRole>>,
     /// 1 or 2.
     pub token_version: u8,
     pub signing_alg: String,

@@ -130,6 +130,16 @@ impl AppRow {
 }
 
 #[derive(FromRow)]
+struct AppSpRow {
+    #[sqlx(flatten)]
+    app: AppRow,
+    sp_id: Option<String>,
+    sp_kind: Option<String>,
+    sp_display_name: Option<String>,
+    sp_enabled: Option<i64>,
+}
+
+#[derive(FromRow)]
 struct SpRow {
     id: String,
     tenant_id: String,
@@ -269,36 +279,69 @@ impl Store {
         row.map(SpRow::into_model).transpose()
     }
 
-    /// Looks up a client by `client_id`: application appId, then agent identity id, then built-in.
-    pub async fn client(&self, tenant: &Uuid, client_id: &Uuid) -> Result<Option<ClientRecord>> {
-        if let Some(app) = self.application_by_app_id(tenant, client_id).await? {
-            let sp = self.service_principal_by_app_id(tenant, client_id).await?;
-            return Ok(Some(ClientRecord::App { app, sp }));
-        }
-        let Some(sp) = self.service_principal_by_app_id(tenant, client_id).await? else {
-            return Ok(None);
+    /// An application and its service principal (if any), in one query.
+    pub async fn application_with_principal(
+        &self,
+        tenant: &Uuid,
+        app_id: &Uuid,
+    ) -> Result<Option<(Application, Option<ServicePrincipal>)>> {
+        let cols = APP_COLS
+            .split(", ")
+            .map(|c| format!("a.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let row: Option<AppSpRow> = sqlx::query_as(&format!(
+            "SELECT {cols}, s.id AS sp_id, s.kind AS sp_kind, s.display_name AS sp_display_name, s.account_enabled AS sp_enabled \
+             FROM applications a LEFT JOIN service_principals s ON s.tenant_id = a.tenant_id AND s.app_id = a.app_id \
+             WHERE a.tenant_id = $1 AND a.app_id = $2"
+        ))
+        .bind(tenant.to_string())
+        .bind(app_id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let sp = match (row.sp_id, row.sp_kind, row.sp_display_name, row.sp_enabled) {
+            (Some(id), Some(kind), Some(display_name), Some(enabled)) => Some(ServicePrincipal {
+                id: uuid(&id, "service principal id")?,
+                tenant_id: *tenant,
+                app_id: *app_id,
+                kind: SpKind::parse(&kind)
+                    .ok_or_else(|| DirectoryError::corrupt("principal kind", &kind))?,
+                display_name,
+                account_enabled: enabled != 0,
+                blueprint_app_id: None,
+            }),
+            _ => None,
         };
-        match sp.kind {
-            SpKind::AgentIdentity => {
-                let (blueprint, blueprint_sp) = match sp.blueprint_app_id {
-                    Some(bp) => (
-                        self.application_by_app_id(tenant, &bp).await?,
-                        self.service_principal_by_app_id(tenant, &bp).await?,
-                    ),
+        Ok(Some((row.app.into_model()?, sp)))
+    }
+
+    /// Looks up a client by `client_id`: application appId, then agent identity id, then
+    /// built-in (sts.md §6.3). Two queries whatever the kind: this is on every token request.
+    pub async fn client(&self, tenant: &Uuid, client_id: &Uuid) -> Result<Option<ClientRecord>> {
+        match self.service_principal_by_app_id(tenant, client_id).await? {
+            Some(agent) if agent.kind == SpKind::AgentIdentity => {
+                let (blueprint, blueprint_sp) = match agent.blueprint_app_id {
+                    Some(bp) => match self.application_with_principal(tenant, &bp).await? {
+                        Some((app, sp)) => (Some(app), sp),
+                        None => (None, None),
+                    },
                     None => (None, None),
                 };
                 Ok(Some(ClientRecord::Agent {
-                    agent: sp,
+                    agent,
                     blueprint,
                     blueprint_sp,
                 }))
             }
-            SpKind::BuiltIn => match builtin::by_app_id(&sp.app_id.to_string()) {
-                Some(def) => Ok(Some(ClientRecord::BuiltIn { def, sp })),
-                None => Ok(None),
-            },
-            // A principal without an application is only possible for built-ins and agents.
-            _ => Ok(None),
+            Some(sp) if sp.kind == SpKind::BuiltIn => {
+                Ok(builtin::by_app_id(&sp.app_id.to_string())
+                    .map(|def| ClientRecord::BuiltIn { def, sp }))
+            }
+            sp => Ok(self
+                .application_by_app_id(tenant, client_id)
+                .await?
+                .map(|app| ClientRecord::App { app, sp })),
         }
     }
 
@@ -440,8 +483,8 @@ impl Store {
             app_id,
             display_name: sp.display_name,
             identifier_uris: app.identifier_uris,
-            scopes: app.scopes,
-            app_roles: app.app_roles,
+            scopes: std::sync::Arc::new(app.scopes),
+            app_roles: std::sync::Arc::new(app.app_roles),
             token_version: if app.access_token_version == Some(2) {
                 2
             } else {

@@ -11,6 +11,7 @@ pub mod settings;
 pub mod state;
 pub mod tls;
 pub mod token;
+pub mod userinfo;
 
 pub use server::{RunningSts, start};
 pub use settings::Settings;

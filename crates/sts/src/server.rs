@@ -6,7 +6,7 @@ use crate::federation::Federation;
 use crate::keys::KeyRing;
 use crate::settings::{Settings, derive_base_url};
 use crate::state::{Sts, StsState};
-use crate::{discovery, tls, token};
+use crate::{discovery, tls, token, userinfo};
 use agentid_directory::Store;
 use agentid_directory::secrets::MasterKey;
 use agentid_directory::tenant_file::{ApplyReport, TenantFile};
@@ -91,6 +91,14 @@ pub fn router(state: Sts) -> Router {
             get(discovery::instance_discovery),
         )
         .route("/common/userrealm/{upn}", get(discovery::user_realm))
+        .route(
+            "/oidc/userinfo",
+            get(userinfo::userinfo).post(userinfo::userinfo),
+        )
+        .route(
+            "/{tenant}/openid/userinfo",
+            get(userinfo::userinfo).post(userinfo::userinfo),
+        )
         .route("/{tenant}/oauth2/v2.0/token", any(token_or_405))
         .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",

@@ -303,3 +303,112 @@ both_backends!(discovery_documents_and_jwks, |db: Db| async move {
     );
     sts.stop().await;
 });
+
+both_backends!(
+    v2_resources_get_v2_tokens_and_userinfo_answers,
+    |db: Db| async move {
+        let yaml = DEMO.replace(
+            "    appRoles: [Tools.Invoke]\n",
+            "    appRoles: [Tools.Invoke]\n    accessTokenVersion: 2\n",
+        );
+        assert_ne!(yaml, DEMO);
+        let sts = TestSts::start(db, &yaml).await;
+        let tid = sts.tenant_id.clone();
+        let t1 = t1(&sts).await;
+        let (st, body) = sts
+            .token(&[
+                ("grant_type", CC),
+                ("client_id", AGENT),
+                ("scope", &format!("api://{MCP}/.default")),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &t1),
+            ])
+            .await;
+        assert_eq!(st, 200, "{body}");
+        let c = claims(body["access_token"].as_str().unwrap());
+        assert_eq!(
+            (s(&c, "aud"), s(&c, "ver"), s(&c, "azp"), s(&c, "azpacr")),
+            (MCP, "2.0", AGENT, "2")
+        );
+        assert_eq!(s(&c, "iss"), format!("{}/{tid}/v2.0", sts.base()));
+        assert!(!c.contains_key("appid"));
+        // A user token for a v2 resource: preferred_username, no v1 name claims or amr.
+        let tc = user_token(&sts).await;
+        let (st, obo) = sts
+            .token(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("client_id", AGENT),
+                ("requested_token_use", "on_behalf_of"),
+                ("assertion", tc["access_token"].as_str().unwrap()),
+                ("scope", &format!("api://{MCP}/access_as_user")),
+                ("client_assertion_type", ASSERTION_TYPE),
+                ("client_assertion", &t1),
+            ])
+            .await;
+        assert_eq!(st, 200, "{obo}");
+        let c = claims(obo["access_token"].as_str().unwrap());
+        assert_eq!(
+            (s(&c, "preferred_username"), s(&c, "scp"), s(&c, "idtyp")),
+            ("alice@contoso.test", "access_as_user", "user")
+        );
+        assert!(!c.contains_key("upn") && !c.contains_key("amr"));
+        assert_eq!(obo["scope"], format!("api://{MCP}/access_as_user"));
+
+        // userinfo: a Graph token with openid answers; one without openid, or for another API, does not.
+        let (_, g) = sts
+            .token(&[
+                ("grant_type", "password"),
+                ("client_id", GRAPH_CLI),
+                ("username", "alice@contoso.test"),
+                ("password", "correct-horse-battery"),
+                ("scope", "User.Read openid profile"),
+            ])
+            .await;
+        let graph_token = g["access_token"].as_str().unwrap();
+        let resp = sts
+            .http
+            .get(format!("{}/oidc/userinfo", sts.base()))
+            .bearer_auth(graph_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let info: Value = resp.json().await.unwrap();
+        assert_eq!(info["sub"], claims(graph_token)["sub"]);
+        assert_eq!(
+            (
+                info["name"].as_str(),
+                info["email"].as_str(),
+                info["given_name"].as_str()
+            ),
+            (
+                Some("Alice Example"),
+                Some("alice@contoso.test"),
+                Some("Alice")
+            )
+        );
+        let resp = sts
+            .http
+            .get(format!("{}/oidc/userinfo", sts.base()))
+            .bearer_auth(tc["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+        assert!(
+            resp.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("invalid_token")
+        );
+        let resp = sts
+            .http
+            .get(format!("{}/oidc/userinfo", sts.base()))
+            .bearer_auth("garbage")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
+        sts.stop().await;
+    }
+);

@@ -1634,8 +1634,8 @@ async fn resource_in_tx(
         app_id: *app_id,
         display_name: r.display_name,
         identifier_uris: serde_json::from_str(&r.identifier_uris).unwrap_or_default(),
-        scopes: serde_json::from_str(&r.scopes).unwrap_or_default(),
-        app_roles: serde_json::from_str(&r.app_roles).unwrap_or_default(),
+        scopes: std::sync::Arc::new(serde_json::from_str(&r.scopes).unwrap_or_default()),
+        app_roles: std::sync::Arc::new(serde_json::from_str(&r.app_roles).unwrap_or_default()),
         token_version: if r.access_token_version == Some(2) {
             2
         } else {

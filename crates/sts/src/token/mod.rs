@@ -221,6 +221,12 @@ async fn commit(
     event: &mut AuditEvent,
 ) -> Result<(), agentid_directory::DirectoryError> {
     event.result = "issued".into();
+    if issued.supersede.is_none() && issued.refresh.is_none() {
+        // Nothing but the event to write: one statement is atomic on its own.
+        sts.store.insert_audit(event).await?;
+        crate::state::log_audit(event);
+        return Ok(());
+    }
     let mut tx = sts.store.pool().begin().await?;
     if let Some(old) = &issued.supersede {
         sqlx_update_superseded(&mut tx, old, event.time).await?;

@@ -1,0 +1,101 @@
+//! OIDC userinfo (sts.md §4.5): the profile of the user in a Graph token with `openid`.
+
+use crate::state::Sts;
+use agentid_claims::UnverifiedJwt;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+const GRAPH_AUDIENCES: [&str; 3] = [
+    "https://graph.microsoft.com",
+    "https://graph.microsoft.com/",
+    agentid_claims::wellknown::GRAPH_APP_ID,
+];
+
+fn challenge(error: &'static str) -> Response {
+    let mut r = StatusCode::UNAUTHORIZED.into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_str(&format!("Bearer error=\"{error}\"")).expect("ascii"),
+    );
+    r
+}
+
+/// The verified claims of an agentid-issued bearer token, or `None`.
+pub async fn verified_bearer(sts: &Sts, headers: &HeaderMap) -> Option<Map<String, Value>> {
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))?;
+    let jwt = UnverifiedJwt::parse(token).ok()?;
+    let tid = jwt.str_claim("tid").and_then(agentid_claims::guid::parse)?;
+    let iss = jwt.str_claim("iss")?;
+    if iss != sts.issuer_v1(&tid) && iss != sts.issuer_v2(&tid) {
+        return None;
+    }
+    let now = chrono::Utc::now().timestamp();
+    let keys = sts.keys.verifier(&tid, jwt.kid(), now).await.ok()?;
+    if !keys.iter().any(|k| {
+        jwt.verify(&k.decoding, &[jsonwebtoken::Algorithm::RS256])
+            .is_ok()
+    }) {
+        return None;
+    }
+    let skew = sts.settings.clock_skew;
+    let live = jwt.time_claim("exp").is_some_and(|e| e + skew > now)
+        && jwt.time_claim("nbf").is_none_or(|n| n - skew <= now);
+    live.then_some(jwt.claims)
+}
+
+pub async fn userinfo(State(sts): State<Sts>, headers: HeaderMap) -> Response {
+    let Some(c) = verified_bearer(&sts, &headers).await else {
+        return challenge("invalid_token");
+    };
+    let aud_ok = match c.get("aud") {
+        Some(Value::String(a)) => GRAPH_AUDIENCES.contains(&a.as_str()),
+        _ => false,
+    };
+    let user_id = c
+        .get("oid")
+        .and_then(Value::as_str)
+        .and_then(agentid_claims::guid::parse);
+    let tid = c
+        .get("tid")
+        .and_then(Value::as_str)
+        .and_then(agentid_claims::guid::parse);
+    if !aud_ok || c.get("idtyp").and_then(Value::as_str) != Some("user") {
+        return challenge("invalid_token");
+    }
+    let has_openid = c
+        .get("scp")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.split(' ').any(|x| x.eq_ignore_ascii_case("openid")));
+    if !has_openid {
+        return challenge("insufficient_scope");
+    }
+    let (Some(uid), Some(tid)) = (user_id, tid) else {
+        return challenge("invalid_token");
+    };
+    let user = match sts.store.user_by_id(&tid, &uid).await {
+        Ok(Some(u)) if u.account_enabled => u,
+        _ => return challenge("invalid_token"),
+    };
+    let mut body =
+        json!({"sub": c.get("sub").cloned().unwrap_or(Value::Null), "name": user.display_name});
+    for (k, v) in [
+        ("given_name", &user.given_name),
+        ("family_name", &user.surname),
+        ("email", &user.mail),
+    ] {
+        if let Some(v) = v {
+            body[k] = json!(v);
+        }
+    }
+    let mut r = axum::Json(body).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
