@@ -39,12 +39,25 @@ enum TokenCommand {
     Decode(decode::DecodeArgs),
 }
 
+/// Logs go to stderr; audit events (target `audit`) are one JSON line each on stdout.
 fn init_tracing(default: &str) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{EnvFilter, filter_fn};
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_env("AGENTID_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_filter(filter_fn(|m| m.target() != "audit"));
+    let audit = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stdout)
+        .with_ansi(false)
+        .without_time()
+        .with_level(false)
+        .with_target(false)
+        .with_filter(filter_fn(|m| m.target() == "audit"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
+        .with(audit)
         .init();
 }
 

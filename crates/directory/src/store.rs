@@ -88,6 +88,32 @@ impl Store {
         self.backend
     }
 
+    /// Runs `job` only if no other replica is running it: a PostgreSQL advisory lock (SQLite
+    /// has one process per file, so it always runs). Returns `None` if another replica holds it.
+    pub async fn exclusive<T>(
+        &self,
+        job: impl std::future::Future<Output = T>,
+    ) -> Result<Option<T>> {
+        if self.backend == Backend::Sqlite {
+            return Ok(Some(job.await));
+        }
+        const HOUSEKEEPING_LOCK: i64 = 0x6167_656e_7469_64; // "agentid"
+        let mut conn = self.pool.acquire().await?;
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(HOUSEKEEPING_LOCK)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !locked {
+            return Ok(None);
+        }
+        let out = job.await;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(HOUSEKEEPING_LOCK)
+            .execute(&mut *conn)
+            .await?;
+        Ok(Some(out))
+    }
+
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }

@@ -110,7 +110,20 @@ pub fn router(state: Sts) -> Router {
         )
         .route("/{tenant}/discovery/v2.0/keys", get(discovery::jwks))
         .route("/{tenant}/discovery/keys", get(discovery::jwks))
+        .layer(axum::middleware::map_response(ensure_request_id))
         .with_state(state)
+}
+
+/// Every response carries `x-ms-request-id` (OAuth endpoints set it to their trace id).
+async fn ensure_request_id(mut resp: Response) -> Response {
+    if !resp.headers().contains_key("x-ms-request-id") {
+        let id = uuid::Uuid::new_v4().to_string();
+        resp.headers_mut().insert(
+            "x-ms-request-id",
+            axum::http::HeaderValue::from_str(&id).expect("uuid header"),
+        );
+    }
+    resp
 }
 
 /// The token endpoint answers other methods with AADSTS900561 in Entra's error shape.
@@ -288,41 +301,51 @@ async fn housekeeping(state: Sts, mut shutdown: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let now = chrono::Utc::now().timestamp();
-        let s = &state.settings;
-        match state.store.tenants().await {
-            Ok(tenants) => {
-                for t in tenants {
-                    if let Err(e) = state
-                        .keys
-                        .rotate_if_due(
-                            &t.id,
-                            now,
-                            s.key_rotation_interval,
-                            s.key_prepublish,
-                            s.clock_skew,
-                        )
-                        .await
-                    {
-                        tracing::warn!(error = %e, tenant = %t.id, "key rotation failed");
-                    }
+        let job = housekeeping_once(&state);
+        match state.store.exclusive(job).await {
+            Ok(Some(())) => {}
+            Ok(None) => tracing::debug!("housekeeping runs on another replica"),
+            Err(e) => tracing::warn!(error = %e, "housekeeping lock unavailable"),
+        }
+    }
+}
+
+/// One round of housekeeping: scheduled key rotation, then purging what has expired.
+async fn housekeeping_once(state: &Sts) {
+    let now = chrono::Utc::now().timestamp();
+    let s = &state.settings;
+    match state.store.tenants().await {
+        Ok(tenants) => {
+            for t in tenants {
+                if let Err(e) = state
+                    .keys
+                    .rotate_if_due(
+                        &t.id,
+                        now,
+                        s.key_rotation_interval,
+                        s.key_prepublish,
+                        s.clock_skew,
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, tenant = %t.id, "key rotation failed");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "housekeeping cannot list tenants"),
         }
-        if let Err(e) = state
-            .store
-            .purge_expired(now, now - s.refresh_inactivity)
-            .await
-        {
-            tracing::warn!(error = %e, "purge failed");
-        }
-        if let Err(e) = state
-            .store
-            .purge_audit_before(now - s.audit_retention)
-            .await
-        {
-            tracing::warn!(error = %e, "audit purge failed");
-        }
+        Err(e) => tracing::warn!(error = %e, "housekeeping cannot list tenants"),
+    }
+    if let Err(e) = state
+        .store
+        .purge_expired(now, now - s.refresh_inactivity)
+        .await
+    {
+        tracing::warn!(error = %e, "purge failed");
+    }
+    if let Err(e) = state
+        .store
+        .purge_audit_before(now - s.audit_retention)
+        .await
+    {
+        tracing::warn!(error = %e, "audit purge failed");
     }
 }

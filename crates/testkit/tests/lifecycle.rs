@@ -499,3 +499,36 @@ both_backends!(audit_records_issuance_and_refusal, |db: Db| async move {
     assert!(since.is_empty());
     sts.stop().await;
 });
+
+both_backends!(
+    housekeeping_runs_on_one_replica_at_a_time,
+    |db: Db| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tdb = TestDb::create(db, dir.path()).await;
+        let a = Store::connect(&tdb.url).await.unwrap();
+        let b = Store::connect(&tdb.url).await.unwrap();
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let holder = tokio::spawn(async move {
+            a.exclusive(async move {
+                held_tx.send(()).unwrap();
+                release_rx.await.unwrap();
+            })
+            .await
+            .unwrap()
+        });
+        held_rx.await.unwrap();
+        let second = b.exclusive(async { 1 }).await.unwrap();
+        // PostgreSQL replicas exclude each other; SQLite has one process per file and always runs.
+        assert_eq!(second, if db == Db::Postgres { None } else { Some(1) });
+        release_tx.send(()).unwrap();
+        assert_eq!(holder.await.unwrap(), Some(()));
+        assert_eq!(
+            b.exclusive(async { 2 }).await.unwrap(),
+            Some(2),
+            "free again once released"
+        );
+        b.close().await;
+        tdb.drop_now().await;
+    }
+);
