@@ -97,7 +97,7 @@ impl Store {
         if self.backend == Backend::Sqlite {
             return Ok(Some(job.await));
         }
-        const HOUSEKEEPING_LOCK: i64 = 0x6167_656e_7469_64; // "agentid"
+        const HOUSEKEEPING_LOCK: i64 = 0x0061_6765_6e74_6964; // "agentid" in ASCII
         let mut conn = self.pool.acquire().await?;
         let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
             .bind(HOUSEKEEPING_LOCK)
