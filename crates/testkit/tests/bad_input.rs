@@ -956,3 +956,114 @@ both_backends!(on_behalf_of_refusals, |db: Db| async move {
     .await;
     f.sts.stop().await;
 });
+
+both_backends!(agent_user_refusals, |db: Db| async move {
+    let f = fixture(db).await;
+    let sts = &f.sts;
+    let graph = "https://graph.microsoft.com/.default";
+    let tx = "api://AzureADTokenExchange/.default";
+    let t1 = t1_for(sts, BP, BP_SECRET, AGENT).await;
+    let (st, b) = sts
+        .token(&[
+            ("grant_type", CC),
+            ("client_id", AGENT),
+            ("scope", tx),
+            ("client_assertion_type", AT),
+            ("client_assertion", &t1),
+        ])
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let t2p = b["access_token"].as_str().unwrap().to_string();
+    let agent_user = sts.id("agentUsers", "blog-agent");
+    let base = |extra: &[(&'static str, String)]| {
+        let mut v = vec![
+            ("grant_type", "user_fic".to_string()),
+            ("client_id", AGENT.to_string()),
+            ("scope", graph.to_string()),
+            ("client_assertion_type", AT.to_string()),
+            ("client_assertion", t1.clone()),
+            ("user_federated_identity_credential", t2p.clone()),
+        ];
+        for (k, val) in extra {
+            v.retain(|(x, _)| x != k);
+            v.push((k, val.clone()));
+        }
+        v
+    };
+    let run = |v: Vec<(&'static str, String)>| async move { v };
+    // It works by object id...
+    let v = run(base(&[("user_id", agent_user.clone())])).await;
+    let (st, b) = sts
+        .token(&v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>())
+        .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        agentid_testkit::claims(b["access_token"].as_str().unwrap())["oid"],
+        agent_user.as_str()
+    );
+    // ...and refuses everything else.
+    let cases: Vec<(Vec<(&'static str, String)>, u16, u64)> = vec![
+        (base(&[]), 400, 900144),
+        (
+            base(&[
+                ("username", "blog-agent@contoso.test".into()),
+                ("user_id", agent_user.clone()),
+            ]),
+            400,
+            9002313,
+        ),
+        (
+            base(&[("user_id", "blog-agent@contoso.test".into())]),
+            400,
+            50000,
+        ),
+        (
+            base(&[("username", "nobody@contoso.test".into())]),
+            400,
+            50034,
+        ),
+        (
+            base(&[("username", "alice@contoso.test".into())]),
+            400,
+            82001,
+        ),
+        (
+            base(&[
+                ("username", "blog-agent@contoso.test".into()),
+                ("user_federated_identity_credential", t1.clone()),
+            ]),
+            400,
+            50013,
+        ),
+        (
+            base(&[
+                ("username", "blog-agent@contoso.test".into()),
+                ("user_federated_identity_credential", "x.y".into()),
+            ]),
+            400,
+            50027,
+        ),
+    ];
+    for (v, status, code) in cases {
+        refused(
+            sts,
+            &v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
+            status,
+            code,
+        )
+        .await;
+    }
+    // Another agent cannot use this agent's T2′ or act as its user.
+    let other_t1 = t1_for(sts, OTHER_BP, "other-secret", OTHER_AGENT).await;
+    let mut v = base(&[("username", "blog-agent@contoso.test".into())]);
+    v[1].1 = OTHER_AGENT.into();
+    v[4].1 = other_t1;
+    refused(
+        sts,
+        &v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
+        400,
+        50013,
+    )
+    .await;
+    f.sts.stop().await;
+});

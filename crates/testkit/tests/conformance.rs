@@ -119,7 +119,7 @@ both_backends!(msal_python_every_grant, |db: Db| async move {
     );
     let sts = TestSts::start_in(dir, db, &tenant(&kube), Options::default()).await;
     let tid = sts.tenant_id.clone();
-    let flows = "secret_app,cert_app,fic_app,fic_t1,t1,t2,user_password,obo,refresh,public_refresh,errors_wrong_secret";
+    let flows = "secret_app,cert_app,fic_app,fic_t1,t1,t2,user_password,obo,refresh,public_refresh,errors_wrong_secret,t2_exchange,user_fic";
     let r = run_py(
         &sts,
         "msal_flows.py",
@@ -130,6 +130,7 @@ both_backends!(msal_python_every_grant, |db: Db| async move {
             ("BP_SECRET", "demo-blueprint-secret-change-me".into()),
             ("AGENT_ID", AGENT.into()),
             ("USER_UPN", "alice@contoso.test".into()),
+            ("AGENT_USER_UPN", "blog-agent@contoso.test".into()),
             ("USER_PASSWORD", "correct-horse-battery".into()),
             (
                 "PUBLIC_CLIENT_ID",
@@ -225,6 +226,29 @@ both_backends!(msal_python_every_grant, |db: Db| async move {
     );
     let c = token_claims(&r, "public_refresh");
     assert_eq!(s(&c, "appid"), "14d82eec-204b-4c2f-b7e8-296a70dab67e");
+    // (g) the agent's own user account: T2′ then user_fic
+    let c = token_claims(&r, "t2_exchange");
+    assert_eq!(
+        (s(&c, "aud"), s(&c, "azp"), s(&c, "xms_act_fct")),
+        ("fb60f99c-7a34-4190-8149-302f77469936", AGENT, "3 11 9")
+    );
+    assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 900);
+    let c = token_claims(&r, "user_fic");
+    assert_eq!(
+        (s(&c, "appid"), s(&c, "idtyp"), s(&c, "upn")),
+        (AGENT, "user", "blog-agent@contoso.test")
+    );
+    assert_eq!(
+        (
+            s(&c, "xms_act_fct"),
+            s(&c, "xms_sub_fct"),
+            s(&c, "xms_idrel"),
+            s(&c, "xms_tnt_fct")
+        ),
+        ("1 9 11", "1 13", "1 8", "6 1")
+    );
+    assert_eq!(s(&c, "xms_par_app_azp"), BP);
+    assert!(!c.contains_key("amr"));
     // errors come back in Entra's shape and MSAL surfaces them
     let e = &r["errors_wrong_secret"];
     assert_eq!(e["error"], "invalid_client");

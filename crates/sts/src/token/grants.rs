@@ -621,3 +621,99 @@ pub async fn password(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     )
     .await
 }
+
+// ---- agent user (user_fic) ---------------------------------------------------------------------
+
+/// §7.7: the agent, authenticated with T1, presents its T2′ and names its agent user.
+pub async fn user_fic(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
+    let scope = req.form.require("scope")?;
+    let client = client_auth::authenticate(req).await?;
+    if client.kind != ClientKind::Agent {
+        return Err(OAuthError::agent_protocol(
+            "Only an agent identity can use the user_fic grant.",
+        ));
+    }
+    let raw = req.form.require("user_federated_identity_credential")?;
+    let t2p = UnverifiedJwt::parse(raw).map_err(|e| OAuthError::unparseable_jwt(&e.to_string()))?;
+    if t2p.str_claim("iss") != Some(req.sts.issuer_v2(&req.tenant.id).as_str())
+        || client_auth::verify_own(req, &t2p).await.is_err()
+    {
+        return Err(OAuthError::assertion_signature());
+    }
+    let skew = req.sts.settings.clock_skew;
+    if !t2p
+        .time_claim("exp")
+        .is_some_and(|e| e + skew > req.ctx.now)
+    {
+        return Err(OAuthError::assertion_expired());
+    }
+    let agent = client.app_id.to_string();
+    let is_t2_prime = t2p.audiences() == [agentid_claims::wellknown::TOKEN_EXCHANGE_APP_ID]
+        && t2p.str_claim("idtyp") == Some("app")
+        && ["azp", "sub", "oid"].iter().all(|c| {
+            t2p.str_claim(c)
+                .is_some_and(|v| v.eq_ignore_ascii_case(&agent))
+        });
+    if !is_t2_prime {
+        return Err(OAuthError::assertion_not_user_token(
+            "the user_federated_identity_credential is not a T2′ of this agent",
+        ));
+    }
+    let user = match (req.form.get("username"), req.form.get("user_id")) {
+        (None, None) => return Err(OAuthError::missing_parameter("username")),
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::malformed(
+                "Send either 'username' or 'user_id', not both.",
+            ));
+        }
+        (Some(upn), None) => req
+            .sts
+            .store
+            .user_by_upn(&req.tenant.id, upn)
+            .await
+            .map_err(internal)?,
+        (None, Some(id)) => {
+            let id = agentid_claims::guid::parse(id).ok_or_else(OAuthError::user_id_not_guid)?;
+            req.sts
+                .store
+                .user_by_id(&req.tenant.id, &id)
+                .await
+                .map_err(internal)?
+        }
+    };
+    let user = user.ok_or_else(OAuthError::user_not_found)?;
+    req.audit_user(&user);
+    let parent_ok = user.kind == UserKind::AgentUser
+        && user
+            .identity_parent_id
+            .as_deref()
+            .is_some_and(|p| p.eq_ignore_ascii_case(&agent));
+    if !parent_ok {
+        return Err(OAuthError::agent_protocol(format!(
+            "The user '{}' is not the agent user of agent '{agent}'.",
+            user.upn
+        )));
+    }
+    if !user.account_enabled {
+        return Err(OAuthError::user_disabled());
+    }
+    let resolved = scope::resolve(&req.sts.store, req.tenant, scope::parse(scope)?, &agent).await?;
+    if resolved.resource.is_token_exchange() {
+        return Err(OAuthError::agent_protocol(
+            "The token-exchange resource cannot be requested for an agent user.",
+        ));
+    }
+    issue_user(
+        req,
+        &client,
+        &resolved,
+        UserGrant {
+            user: &user,
+            kind: TokenKind::AgentUser,
+            amr: vec![],
+            family: None,
+            supersede: None,
+        },
+    )
+    .await
+}

@@ -188,6 +188,7 @@ pub async fn token_endpoint(
             "urn:ietf:params:oauth:grant-type:jwt-bearer" => grants::on_behalf_of(&req).await,
             "refresh_token" => grants::refresh_token(&req).await,
             "password" => grants::password(&req).await,
+            "user_fic" => grants::user_fic(&req).await,
             g if GRANTS.contains(&g) => Err(OAuthError::unsupported_grant(g)),
             g => Err(OAuthError::unsupported_grant(g)),
         }
