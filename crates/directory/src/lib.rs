@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod builtin;
+pub mod device;
 pub mod error;
 pub mod keys;
 pub mod model;

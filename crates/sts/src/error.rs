@@ -359,6 +359,44 @@ impl OAuthError {
     pub fn invalid_instance() -> Self {
         Self::new("invalid_instance", 50049, "Unknown or invalid instance.")
     }
+    pub fn bad_verification_code() -> Self {
+        Self::new("bad_verification_code", 70018, "Invalid verification code.")
+    }
+    pub fn authorization_pending() -> Self {
+        Self::new(
+            "authorization_pending",
+            70016,
+            "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+        )
+    }
+    pub fn slow_down() -> Self {
+        Self::new(
+            "slow_down",
+            70016,
+            "OAuth 2.0 device flow error. Polling too fast: wait 'interval' seconds between polls.",
+        )
+    }
+    pub fn authorization_declined() -> Self {
+        Self::new(
+            "authorization_declined",
+            65004,
+            "User declined to consent to access the app.",
+        )
+    }
+    pub fn device_code_expired() -> Self {
+        Self::new(
+            "expired_token",
+            70019,
+            "Verification code expired. Have the user retry the sign-in.",
+        )
+    }
+    pub fn device_code_used() -> Self {
+        Self::new(
+            "invalid_grant",
+            70000,
+            "The provided device code was already redeemed or belongs to another application.",
+        )
+    }
     pub fn user_id_not_guid() -> Self {
         Self::new(
             "invalid_request",

@@ -1,6 +1,7 @@
 //! agentid's token service: the Entra v2.0 endpoint protocol with every agent flow.
 
 pub mod context;
+pub mod devicelogin;
 pub mod discovery;
 pub mod error;
 pub mod federation;

@@ -6,7 +6,7 @@ use crate::federation::Federation;
 use crate::keys::KeyRing;
 use crate::settings::{Settings, derive_base_url};
 use crate::state::{Sts, StsState};
-use crate::{discovery, tls, token, userinfo};
+use crate::{devicelogin, discovery, tls, token, userinfo};
 use agentid_directory::Store;
 use agentid_directory::secrets::MasterKey;
 use agentid_directory::tenant_file::{ApplyReport, TenantFile};
@@ -100,6 +100,20 @@ pub fn router(state: Sts) -> Router {
             get(userinfo::userinfo).post(userinfo::userinfo),
         )
         .route("/{tenant}/oauth2/v2.0/token", any(token_or_405))
+        .route("/{tenant}/oauth2/v2.0/devicecode", any(devicecode_or_405))
+        .route(
+            "/devicelogin",
+            get(devicelogin::enter_code).post(devicelogin::submit_code),
+        )
+        .route(
+            "/devicelogin/signin",
+            get(devicelogin::signin).post(devicelogin::submit_signin),
+        )
+        .route(
+            "/devicelogin/consent",
+            get(devicelogin::consent_page).post(devicelogin::submit_consent),
+        )
+        .route("/devicelogin/done", get(devicelogin::done))
         .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(discovery::openid_v2),
@@ -124,6 +138,19 @@ async fn ensure_request_id(mut resp: Response) -> Response {
         );
     }
     resp
+}
+
+async fn devicecode_or_405(
+    state: State<Sts>,
+    path: axum::extract::Path<String>,
+    headers: HeaderMap,
+    req: Request,
+) -> Response {
+    if req.method() == axum::http::Method::POST {
+        return token::devicecode_endpoint(state, path, req).await;
+    }
+    let ctx = RequestContext::new(&headers, req.uri().query(), None);
+    ctx.error_response(&state.base, &OAuthError::method_not_allowed())
 }
 
 /// The token endpoint answers other methods with AADSTS900561 in Entra's error shape.

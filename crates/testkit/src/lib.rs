@@ -2,6 +2,7 @@
 //! real database (SQLite file or a fresh PostgreSQL database), and emulates the outside things
 //! that cannot run here: a Kubernetes service-account token issuer.
 
+pub mod browser;
 pub mod certs;
 pub mod db;
 pub mod kube;

@@ -18,6 +18,9 @@ const CERT_APP: &str = "c4a1e0b2-8d3f-4a6b-9e7c-1f2d3b4a5c6d";
 const FIC_BP: &str = "3d1b7a2e-6a0e-4f58-9c1b-2f0e8a9d7c11";
 const NO_CONSENT_APP: &str = "0d9e8f7a-6b5c-4d3e-2f1a-0b9c8d7e6f5a";
 const GRAPH_CLI: &str = "14d82eec-204b-4c2f-b7e8-296a70dab67e";
+/// Form parameters with owned values.
+type Params = Vec<(&'static str, String)>;
+
 const CC: &str = "client_credentials";
 const AT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const OBO: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -990,9 +993,8 @@ both_backends!(agent_user_refusals, |db: Db| async move {
         }
         v
     };
-    let run = |v: Vec<(&'static str, String)>| async move { v };
     // It works by object id...
-    let v = run(base(&[("user_id", agent_user.clone())])).await;
+    let v = base(&[("user_id", agent_user.clone())]);
     let (st, b) = sts
         .token(&v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>())
         .await;
@@ -1002,7 +1004,7 @@ both_backends!(agent_user_refusals, |db: Db| async move {
         agent_user.as_str()
     );
     // ...and refuses everything else.
-    let cases: Vec<(Vec<(&'static str, String)>, u16, u64)> = vec![
+    let cases: Vec<(Params, u16, u64)> = vec![
         (base(&[]), 400, 900144),
         (
             base(&[

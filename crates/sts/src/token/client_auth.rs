@@ -144,20 +144,21 @@ fn client_id_and_basic(req: &TokenRequest<'_>) -> OAuthResult<(String, Option<St
     }
 }
 
-/// Steps 4–7 of sts.md §6.2: identify the client, authenticate it, check it is usable.
-pub async fn authenticate(req: &TokenRequest<'_>) -> OAuthResult<Client> {
-    let (client_id, basic_secret) = client_id_and_basic(req)?;
-    let tenant_name = req.tenant.name().to_string();
-    let app_id = agentid_claims::guid::parse(&client_id)
-        .ok_or_else(|| OAuthError::unknown_client(&client_id, &tenant_name))?;
-    let record = req
-        .sts
-        .store
-        .client(&req.tenant.id, &app_id)
+/// Finds a client by `client_id` in a tenant, without authenticating it.
+pub async fn lookup(
+    store: &agentid_directory::Store,
+    tenant: &agentid_directory::model::Tenant,
+    client_id: &str,
+) -> OAuthResult<Client> {
+    let tenant_name = tenant.name().to_string();
+    let app_id = agentid_claims::guid::parse(client_id)
+        .ok_or_else(|| OAuthError::unknown_client(client_id, &tenant_name))?;
+    let record = store
+        .client(&tenant.id, &app_id)
         .await
         .map_err(super::internal)?;
-    let mut client = match record {
-        None => return Err(OAuthError::unknown_client(&client_id, &tenant_name)),
+    Ok(match record {
+        None => return Err(OAuthError::unknown_client(client_id, &tenant_name)),
         Some(ClientRecord::App { app, sp }) => Client {
             kind: if app.kind == AppKind::Blueprint {
                 ClientKind::Blueprint
@@ -199,9 +200,15 @@ pub async fn authenticate(req: &TokenRequest<'_>) -> OAuthResult<Client> {
             credential: Credential::None,
         },
         Some(ClientRecord::BuiltIn { .. }) => {
-            return Err(OAuthError::unknown_client(&client_id, &tenant_name));
+            return Err(OAuthError::unknown_client(client_id, &tenant_name));
         }
-    };
+    })
+}
+
+/// Steps 4–7 of sts.md §6.2: identify the client, authenticate it, check it is usable.
+pub async fn authenticate(req: &TokenRequest<'_>) -> OAuthResult<Client> {
+    let (client_id, basic_secret) = client_id_and_basic(req)?;
+    let mut client = lookup(&req.sts.store, req.tenant, &client_id).await?;
     req.audit_client(&client);
 
     // Credential precedence (§6.3 table).

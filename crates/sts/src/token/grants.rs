@@ -181,16 +181,18 @@ async fn agent_app(req: &TokenRequest<'_>, client: &Client, scope: &str) -> OAut
 // ---- user-subject tokens -----------------------------------------------------------------------
 
 /// What a user-subject issuance needs besides the client and the resolved scope.
-struct UserGrant<'a> {
-    user: &'a User,
-    kind: TokenKind,
-    amr: Vec<String>,
+pub(super) struct UserGrant<'a> {
+    pub(super) user: &'a User,
+    pub(super) kind: TokenKind,
+    pub(super) amr: Vec<String>,
     /// Refresh family to continue (refresh grant), or `None` to start one if offline_access is honoured.
-    family: Option<String>,
-    supersede: Option<String>,
+    pub(super) family: Option<String>,
+    pub(super) supersede: Option<String>,
+    /// The scope string recorded on a new refresh token, when not the request's `scope`.
+    pub(super) scope_override: Option<&'a str>,
 }
 
-async fn issue_user(
+pub(super) async fn issue_user(
     req: &TokenRequest<'_>,
     client: &Client,
     resolved: &ResolvedScope,
@@ -275,7 +277,11 @@ async fn issue_user(
             .family
             .clone()
             .unwrap_or_else(|| Uuid::new_v4().to_string());
-        let scope_param = req.form.get("scope").unwrap_or_default().to_string();
+        let scope_param = g
+            .scope_override
+            .or(req.form.get("scope"))
+            .unwrap_or_default()
+            .to_string();
         refresh = Some(RefreshRecord {
             token_sha256: sha256_hex(&token),
             tenant_id: req.tenant.id.to_string(),
@@ -332,7 +338,11 @@ fn user_token_kind(client: &Client, user: &User, obo: bool) -> TokenKind {
 }
 
 /// Loads the user of a user-subject grant and checks it may still get tokens.
-async fn live_user(req: &TokenRequest<'_>, id: &Uuid, issued_at: Option<i64>) -> OAuthResult<User> {
+pub(super) async fn live_user(
+    req: &TokenRequest<'_>,
+    id: &Uuid,
+    issued_at: Option<i64>,
+) -> OAuthResult<User> {
     let user = req
         .sts
         .store
@@ -446,6 +456,7 @@ pub async fn on_behalf_of(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
             amr,
             family: None,
             supersede: None,
+            scope_override: None,
         },
     )
     .await
@@ -515,6 +526,7 @@ pub async fn refresh_token(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
             amr,
             family: Some(rec.family_id.clone()),
             supersede: Some(hash),
+            scope_override: None,
         },
     )
     .await
@@ -617,6 +629,7 @@ pub async fn password(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
             amr: vec!["pwd".into()],
             family: None,
             supersede: None,
+            scope_override: None,
         },
     )
     .await
@@ -641,9 +654,9 @@ pub async fn user_fic(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
         return Err(OAuthError::assertion_signature());
     }
     let skew = req.sts.settings.clock_skew;
-    if !t2p
+    if t2p
         .time_claim("exp")
-        .is_some_and(|e| e + skew > req.ctx.now)
+        .is_none_or(|e| e + skew <= req.ctx.now)
     {
         return Err(OAuthError::assertion_expired());
     }
@@ -713,6 +726,7 @@ pub async fn user_fic(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
             amr: vec![],
             family: None,
             supersede: None,
+            scope_override: None,
         },
     )
     .await

@@ -1,7 +1,8 @@
 //! The token endpoint: `POST /{tenant}/oauth2/v2.0/token`.
 
 pub mod client_auth;
-mod consent;
+pub(crate) mod consent;
+pub(crate) mod device;
 mod grants;
 pub mod mint;
 pub mod scope;
@@ -137,15 +138,38 @@ const GRANTS: [&str; 8] = [
     "user_fic",
 ];
 
-pub async fn token_endpoint(
+/// The two form endpoints that share parsing, error shape and audit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Token,
+    DeviceCode,
+}
+
+pub async fn token_endpoint(state: State<Sts>, path: Path<String>, req: Request) -> Response {
+    form_endpoint(state, path, req, Endpoint::Token).await
+}
+
+pub async fn devicecode_endpoint(state: State<Sts>, path: Path<String>, req: Request) -> Response {
+    form_endpoint(state, path, req, Endpoint::DeviceCode).await
+}
+
+async fn form_endpoint(
     State(sts): State<Sts>,
     Path(segment): Path<String>,
     req: Request,
+    endpoint: Endpoint,
 ) -> Response {
     let (parts, body) = req.into_parts();
     let addr = parts.extensions.get::<ClientAddr>().copied();
     let ctx = RequestContext::new(&parts.headers, parts.uri.query(), addr);
-    let audit = Mutex::new(sts.audit_event(&ctx, "token"));
+    let audit = Mutex::new(sts.audit_event(
+        &ctx,
+        if endpoint == Endpoint::Token {
+            "token"
+        } else {
+            "devicecode"
+        },
+    ));
     let result = async {
         check_content_type(
             parts
@@ -171,10 +195,6 @@ pub async fn token_endpoint(
             a.tenant_id = Some(tenant.id.to_string());
             a.scopes_requested = form.get("scope").map(str::to_string);
         }
-        let grant = form.require("grant_type")?.to_string();
-        if let Ok(mut a) = audit.lock() {
-            a.grant_type = Some(grant.clone());
-        }
         let req = TokenRequest {
             sts: &sts,
             ctx: &ctx,
@@ -183,12 +203,22 @@ pub async fn token_endpoint(
             headers: &parts.headers,
             audit: &audit,
         };
+        if endpoint == Endpoint::DeviceCode {
+            return device::authorize(&req).await;
+        }
+        let grant = form.require("grant_type")?.to_string();
+        if let Ok(mut a) = audit.lock() {
+            a.grant_type = Some(grant.clone());
+        }
         match grant.as_str() {
             "client_credentials" => grants::client_credentials(&req).await,
             "urn:ietf:params:oauth:grant-type:jwt-bearer" => grants::on_behalf_of(&req).await,
             "refresh_token" => grants::refresh_token(&req).await,
             "password" => grants::password(&req).await,
             "user_fic" => grants::user_fic(&req).await,
+            "urn:ietf:params:oauth:grant-type:device_code" | "device_code" => {
+                device::redeem(&req).await
+            }
             g if GRANTS.contains(&g) => Err(OAuthError::unsupported_grant(g)),
             g => Err(OAuthError::unsupported_grant(g)),
         }

@@ -1,0 +1,203 @@
+//! Device codes and the browser flows that approve them.
+
+use crate::error::Result;
+use crate::store::Store;
+use sqlx::FromRow;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct DeviceCode {
+    pub device_code_sha256: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub scope: String,
+    pub user_code_hmac: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub interval_secs: i64,
+    pub last_poll_at: Option<i64>,
+    pub status: String,
+    pub user_id: Option<String>,
+    pub auth_time: Option<i64>,
+}
+
+const COLS: &str = "device_code_sha256, tenant_id, client_id, scope, user_code_hmac, created_at, expires_at, interval_secs, last_poll_at, status, user_id, auth_time";
+
+#[derive(Debug, Clone, FromRow)]
+pub struct BrowserFlow {
+    pub id_sha256: String,
+    pub csrf: String,
+    pub device_code_sha256: Option<String>,
+    pub user_id: Option<String>,
+    pub failures: i64,
+    pub expires_at: i64,
+}
+
+impl Store {
+    pub async fn insert_device_code(&self, d: &DeviceCode) -> Result<()> {
+        sqlx::query(&format!("INSERT INTO device_codes ({COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
+            .bind(&d.device_code_sha256)
+            .bind(&d.tenant_id)
+            .bind(&d.client_id)
+            .bind(&d.scope)
+            .bind(&d.user_code_hmac)
+            .bind(d.created_at)
+            .bind(d.expires_at)
+            .bind(d.interval_secs)
+            .bind(d.last_poll_at)
+            .bind(&d.status)
+            .bind(&d.user_id)
+            .bind(d.auth_time)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn device_code(&self, sha256: &str) -> Result<Option<DeviceCode>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLS} FROM device_codes WHERE device_code_sha256 = $1"
+        ))
+        .bind(sha256)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Device codes whose user code HMAC is one of `hmacs` (one per tenant secret).
+    pub async fn device_code_by_user_code(&self, hmacs: &[String]) -> Result<Option<DeviceCode>> {
+        for h in hmacs {
+            let row: Option<DeviceCode> = sqlx::query_as(&format!(
+                "SELECT {COLS} FROM device_codes WHERE user_code_hmac = $1"
+            ))
+            .bind(h)
+            .fetch_optional(self.pool())
+            .await?;
+            if row.is_some() {
+                return Ok(row);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records a poll; returns the previous poll time.
+    pub async fn touch_device_poll(&self, sha256: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE device_codes SET last_poll_at = $1 WHERE device_code_sha256 = $2")
+            .bind(now)
+            .bind(sha256)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Moves a device code from `from` to `to` exactly once (compare-and-set across replicas).
+    pub async fn transition_device_code(
+        &self,
+        sha256: &str,
+        from: &str,
+        to: &str,
+        user_id: Option<&str>,
+        auth_time: Option<i64>,
+    ) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE device_codes SET status = $1, user_id = COALESCE($2, user_id), auth_time = COALESCE($3, auth_time) \
+             WHERE device_code_sha256 = $4 AND status = $5",
+        )
+        .bind(to)
+        .bind(user_id)
+        .bind(auth_time)
+        .bind(sha256)
+        .bind(from)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub async fn insert_browser_flow(&self, f: &BrowserFlow) -> Result<()> {
+        sqlx::query("INSERT INTO browser_flows (id_sha256, csrf, device_code_sha256, user_id, failures, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&f.id_sha256)
+            .bind(&f.csrf)
+            .bind(&f.device_code_sha256)
+            .bind(&f.user_id)
+            .bind(f.failures)
+            .bind(f.expires_at)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn browser_flow(&self, id_sha256: &str) -> Result<Option<BrowserFlow>> {
+        Ok(sqlx::query_as("SELECT id_sha256, csrf, device_code_sha256, user_id, failures, expires_at FROM browser_flows WHERE id_sha256 = $1")
+            .bind(id_sha256)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    pub async fn update_browser_flow(&self, f: &BrowserFlow) -> Result<()> {
+        sqlx::query("UPDATE browser_flows SET csrf = $1, device_code_sha256 = $2, user_id = $3, failures = $4, expires_at = $5 WHERE id_sha256 = $6")
+            .bind(&f.csrf)
+            .bind(&f.device_code_sha256)
+            .bind(&f.user_id)
+            .bind(f.failures)
+            .bind(f.expires_at)
+            .bind(&f.id_sha256)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Adds scopes to the (client, resource, consent type, principal) grant, creating it if needed.
+    pub async fn merge_grant(
+        &self,
+        tenant: &str,
+        client_sp: &str,
+        resource_sp: &str,
+        consent_type: &str,
+        principal: &str,
+        scopes: &[String],
+    ) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        let existing: Option<(String, String)> = sqlx::query_as(
+            "SELECT id, scope FROM oauth2_permission_grants WHERE client_id = $1 AND resource_id = $2 AND consent_type = $3 AND principal_key = $4",
+        )
+        .bind(client_sp)
+        .bind(resource_sp)
+        .bind(consent_type)
+        .bind(principal)
+        .fetch_optional(&mut *tx)
+        .await?;
+        match existing {
+            Some((id, scope)) => {
+                let mut all: Vec<String> = scope
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                for s in scopes {
+                    if !all.iter().any(|x| x.eq_ignore_ascii_case(s)) {
+                        all.push(s.clone());
+                    }
+                }
+                sqlx::query("UPDATE oauth2_permission_grants SET scope = $1 WHERE id = $2")
+                    .bind(all.join(" "))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO oauth2_permission_grants (id, tenant_id, client_id, consent_type, principal_key, resource_id, scope) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(crate::secrets::random_token())
+                .bind(tenant)
+                .bind(client_sp)
+                .bind(consent_type)
+                .bind(principal)
+                .bind(resource_sp)
+                .bind(scopes.join(" "))
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

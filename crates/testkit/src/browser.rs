@@ -1,0 +1,132 @@
+//! A cookie-keeping HTTP client that walks server-rendered pages the way a browser without
+//! JavaScript does: GET a page, read its form, POST it, follow 303 redirects.
+
+pub struct Browser {
+    http: reqwest::Client,
+    base: String,
+}
+
+pub struct Page {
+    pub status: u16,
+    pub url: String,
+    pub html: String,
+}
+
+impl Page {
+    /// The value of the hidden `csrf` field of the page's form.
+    pub fn csrf(&self) -> String {
+        let marker = "name=\"csrf\" value=\"";
+        let start = self
+            .html
+            .find(marker)
+            .map(|i| i + marker.len())
+            .unwrap_or_else(|| panic!("page {} has no CSRF field: {}", self.url, self.html));
+        let end = self.html[start..].find('"').expect("closing quote");
+        self.html[start..start + end].to_string()
+    }
+}
+
+impl Browser {
+    pub fn new(base: &str, ca_pem: Option<&str>) -> Browser {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .cookie_store(true);
+        if let Some(pem) = ca_pem {
+            b = b.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).expect("CA"));
+        }
+        Browser {
+            http: b.build().expect("client"),
+            base: base.to_string(),
+        }
+    }
+
+    async fn page(resp: reqwest::Response) -> Page {
+        let status = resp.status().as_u16();
+        let url = resp.url().to_string();
+        Page {
+            status,
+            url,
+            html: resp.text().await.unwrap_or_default(),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Page {
+        Self::page(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .expect("GET"),
+        )
+        .await
+    }
+
+    /// Posts a form as a same-origin browser would (with an `Origin` header).
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("origin", &self.base)
+            .form(form)
+            .send()
+            .await
+            .expect("POST");
+        Self::page(resp).await
+    }
+
+    /// Posts a form from another site.
+    pub async fn post_cross_site(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("origin", "https://evil.example")
+            .form(form)
+            .send()
+            .await
+            .expect("POST");
+        Self::page(resp).await
+    }
+
+    /// Enters `user_code`, signs in, and answers the consent page if one is shown.
+    pub async fn complete_device_login(
+        &self,
+        user_code: &str,
+        username: &str,
+        password: &str,
+        accept: bool,
+    ) -> Page {
+        let p = self.get("/devicelogin").await;
+        let p = self
+            .post(
+                "/devicelogin",
+                &[("csrf", &p.csrf()), ("user_code", user_code)],
+            )
+            .await;
+        assert!(
+            p.url.ends_with("/devicelogin/signin"),
+            "code accepted: {}",
+            p.html
+        );
+        let p = self
+            .post(
+                "/devicelogin/signin",
+                &[
+                    ("csrf", &p.csrf()),
+                    ("username", username),
+                    ("password", password),
+                ],
+            )
+            .await;
+        // The consent page has a form unless it only says that an admin must approve.
+        if p.url.ends_with("/devicelogin/consent") && p.html.contains("name=\"csrf\"") {
+            let action = if accept { "accept" } else { "cancel" };
+            return self
+                .post(
+                    "/devicelogin/consent",
+                    &[("csrf", &p.csrf()), ("action", action)],
+                )
+                .await;
+        }
+        p
+    }
+}
