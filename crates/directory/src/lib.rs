@@ -8,6 +8,7 @@ pub mod device;
 pub mod error;
 pub mod keys;
 pub mod model;
+pub mod objects;
 pub mod queries;
 pub mod secrets;
 pub mod store;

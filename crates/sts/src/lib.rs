@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod error;
 pub mod federation;
 pub mod form;
+pub mod graph;
 pub mod keys;
 pub mod server;
 pub mod settings;

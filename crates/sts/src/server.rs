@@ -6,7 +6,7 @@ use crate::federation::Federation;
 use crate::keys::KeyRing;
 use crate::settings::{Settings, derive_base_url};
 use crate::state::{Sts, StsState};
-use crate::{devicelogin, discovery, tls, token, userinfo};
+use crate::{devicelogin, discovery, graph, tls, token, userinfo};
 use agentid_directory::Store;
 use agentid_directory::secrets::MasterKey;
 use agentid_directory::tenant_file::{ApplyReport, TenantFile};
@@ -91,6 +91,8 @@ pub fn router(state: Sts) -> Router {
             get(discovery::instance_discovery),
         )
         .route("/common/userrealm/{upn}", get(discovery::user_realm))
+        .route("/v1.0/{*rest}", any(graph::v1))
+        .route("/beta/{*rest}", any(graph::beta))
         .route(
             "/oidc/userinfo",
             get(userinfo::userinfo).post(userinfo::userinfo),

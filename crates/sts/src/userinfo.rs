@@ -24,6 +24,14 @@ fn challenge(error: &'static str) -> Response {
 
 /// The verified claims of an agentid-issued bearer token, or `None`.
 pub async fn verified_bearer(sts: &Sts, headers: &HeaderMap) -> Option<Map<String, Value>> {
+    verified_bearer_for(sts, headers).await
+}
+
+/// [`verified_bearer`] for callers holding the state by reference.
+pub async fn verified_bearer_for(
+    sts: &crate::state::StsState,
+    headers: &HeaderMap,
+) -> Option<Map<String, Value>> {
     let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = auth
         .strip_prefix("Bearer ")
