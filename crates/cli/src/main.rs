@@ -1,7 +1,9 @@
 //! `agentid`: one binary for every part of agentid.
 
+mod admin;
 mod bench;
 mod decode;
+mod init;
 mod sts_cmd;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +28,8 @@ enum Command {
         #[command(subcommand)]
         command: Box<sts_cmd::StsCommand>,
     },
+    /// Manage blueprints, agent identities, federated credentials and consents (agentid or Entra).
+    Admin(admin::AdminArgs),
     /// Work with tokens.
     Token {
         #[command(subcommand)]
@@ -67,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         Command::Token {
             command: TokenCommand::Decode(args),
         } => decode::run(args),
+        Command::Admin(args) => runtime()?.block_on(admin::run(args)),
         Command::Up(args) => {
             init_tracing("info,sqlx=warn");
             runtime()?.block_on(sts_cmd::up(args))

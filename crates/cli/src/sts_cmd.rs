@@ -61,6 +61,8 @@ pub struct UpArgs {
 pub enum StsCommand {
     /// Serve the token service.
     Serve(ServeArgs),
+    /// Create a new installation's tenant, administrator and admin client (safe to run twice).
+    Init(crate::init::InitArgs),
     /// Make the directory match a tenant file (idempotent, one transaction).
     Apply {
         file: PathBuf,
@@ -154,6 +156,7 @@ fn settings_for(common: &CommonArgs, listen: Option<SocketAddr>) -> anyhow::Resu
 pub async fn run(cmd: StsCommand) -> anyhow::Result<()> {
     match cmd {
         StsCommand::Serve(a) => serve(a).await,
+        StsCommand::Init(a) => crate::init::run(a).await,
         StsCommand::Apply {
             file,
             common,
@@ -201,6 +204,7 @@ async fn run_until_signal(s: Settings, files: Vec<TenantFile>) -> anyhow::Result
             );
         }
     }
+    remember_authority(&running).await;
     eprintln!("agentid STS ready at {}", running.base);
     for t in running.state.store.tenants().await? {
         eprintln!(
@@ -427,4 +431,23 @@ async fn audit(a: AuditArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Records the authority of a single-tenant installation in `<data_dir>/state.json`, where
+/// `agentid admin` finds its defaults.
+async fn remember_authority(running: &agentid_sts::RunningSts) {
+    let Ok(tenants) = running.state.store.tenants().await else {
+        return;
+    };
+    let [t] = tenants.as_slice() else { return };
+    let path = running.state.settings.data_dir.join("state.json");
+    let mut state: serde_json::Value = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    state["tenantId"] = serde_json::json!(t.id);
+    state["authority"] = serde_json::json!(format!("{}/{}", running.base, t.id));
+    if let Ok(text) = serde_json::to_string_pretty(&state) {
+        let _ = agentid_directory::secrets::write_private_file(&path, text.as_bytes());
+    }
 }

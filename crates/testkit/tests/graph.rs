@@ -24,7 +24,12 @@ struct Graph<'a> {
 impl Graph<'_> {
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("{}{path}", self.sts.base());
-        let mut r = self.sts.http.request(method.parse().unwrap(), url).bearer_auth(&self.token).header("OData-Version", "4.0");
+        let mut r = self
+            .sts
+            .http
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(&self.token)
+            .header("OData-Version", "4.0");
         if let Some(b) = body {
             r = r.json(&b);
         }
@@ -35,20 +40,38 @@ impl Graph<'_> {
 }
 
 async fn user_token(sts: &TestSts, user: &str, password: &str) -> String {
-    let (st, b) = sts.token(&[("grant_type", "password"), ("client_id", GRAPH_CLI), ("username", user), ("password", password), ("scope", ADMIN_SCOPES)]).await;
+    let (st, b) = sts
+        .token(&[
+            ("grant_type", "password"),
+            ("client_id", GRAPH_CLI),
+            ("username", user),
+            ("password", password),
+            ("scope", ADMIN_SCOPES),
+        ])
+        .await;
     assert_eq!(st, 200, "{b}");
     b["access_token"].as_str().unwrap().to_string()
 }
 
 async fn app_token(sts: &TestSts, client: &str, secret: &str) -> String {
-    let (st, b) = sts.token(&[("grant_type", "client_credentials"), ("client_id", client), ("client_secret", secret), ("scope", "https://graph.microsoft.com/.default")]).await;
+    let (st, b) = sts
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client),
+            ("client_secret", secret),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .await;
     assert_eq!(st, 200, "{b}");
     b["access_token"].as_str().unwrap().to_string()
 }
 
 both_backends!(guide_provisioning_sequence, |db: Db| async move {
     let sts = TestSts::start(db, &tenant()).await;
-    let admin = Graph { sts: &sts, token: user_token(&sts, "alice@contoso.test", "correct-horse-battery").await };
+    let admin = Graph {
+        sts: &sts,
+        token: user_token(&sts, "alice@contoso.test", "correct-horse-battery").await,
+    };
     // G1
     let (st, me) = admin.call("GET", "/v1.0/me", None).await;
     assert_eq!(st, 200, "{me}");
@@ -61,18 +84,45 @@ both_backends!(guide_provisioning_sequence, |db: Db| async move {
         .await;
     assert_eq!(st, 201, "{bp}");
     assert_eq!(bp["@odata.type"], "#microsoft.graph.agentIdentityBlueprint");
-    let (bp_obj, bp_app) = (bp["id"].as_str().unwrap().to_string(), bp["appId"].as_str().unwrap().to_string());
+    let (bp_obj, bp_app) = (
+        bp["id"].as_str().unwrap().to_string(),
+        bp["appId"].as_str().unwrap().to_string(),
+    );
     // G3, immediately (no sleep)
-    let (st, bpsp) = admin.call("POST", "/beta/serviceprincipals/graph.agentIdentityBlueprintPrincipal", Some(json!({"appId": bp_app}))).await;
+    let (st, bpsp) = admin
+        .call(
+            "POST",
+            "/beta/serviceprincipals/graph.agentIdentityBlueprintPrincipal",
+            Some(json!({"appId": bp_app})),
+        )
+        .await;
     assert_eq!(st, 201, "{bpsp}");
-    assert_eq!(bpsp["@odata.type"], "#microsoft.graph.agentIdentityBlueprintPrincipal");
-    let (st, _) = admin.call("POST", "/beta/serviceprincipals", Some(json!({"appId": bp_app}))).await;
+    assert_eq!(
+        bpsp["@odata.type"],
+        "#microsoft.graph.agentIdentityBlueprintPrincipal"
+    );
+    let (st, _) = admin
+        .call(
+            "POST",
+            "/beta/serviceprincipals",
+            Some(json!({"appId": bp_app})),
+        )
+        .await;
     assert_eq!(st, 409, "one principal per application");
     // G4
-    let (st, pw) = admin.call("POST", &format!("/beta/applications/{bp_obj}/addPassword"), Some(json!({"passwordCredential": {"displayName": "Agent Identity CLI Secret"}}))).await;
+    let (st, pw) = admin
+        .call(
+            "POST",
+            &format!("/beta/applications/{bp_obj}/addPassword"),
+            Some(json!({"passwordCredential": {"displayName": "Agent Identity CLI Secret"}})),
+        )
+        .await;
     assert_eq!(st, 200, "{pw}");
     let secret = pw["secretText"].as_str().unwrap().to_string();
-    assert_eq!((secret.len(), pw["hint"].as_str().unwrap()), (40, &secret[..3]));
+    assert_eq!(
+        (secret.len(), pw["hint"].as_str().unwrap()),
+        (40, &secret[..3])
+    );
     // G5
     let scope_id = uuid::Uuid::new_v4().to_string();
     let (st, b) = admin
@@ -82,45 +132,141 @@ both_backends!(guide_provisioning_sequence, |db: Db| async move {
         .await;
     assert_eq!(st, 204, "{b}");
     // G6, G8
-    let (_, list) = admin.call("GET", "/beta/applications/graph.agentIdentityBlueprint", None).await;
-    assert!(list["value"].as_array().unwrap().iter().any(|a| a["appId"] == bp_app.as_str()), "{list}");
-    let (_, f) = admin.call("GET", &format!("/beta/applications?$filter=appId%20eq%20'{bp_app}'"), None).await;
+    let (_, list) = admin
+        .call(
+            "GET",
+            "/beta/applications/graph.agentIdentityBlueprint",
+            None,
+        )
+        .await;
+    assert!(
+        list["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["appId"] == bp_app.as_str()),
+        "{list}"
+    );
+    let (_, f) = admin
+        .call(
+            "GET",
+            &format!("/beta/applications?$filter=appId%20eq%20'{bp_app}'"),
+            None,
+        )
+        .await;
     assert_eq!(f["value"][0]["id"], bp_obj.as_str());
     assert_eq!(f["value"][0]["secretText"], Value::Null);
     assert!(f["value"][0]["passwordCredentials"][0]["secretText"].is_null());
     // G9 with the blueprint's own token (not the user's)
     let bp_token = app_token(&sts, &bp_app, &secret).await;
-    assert!(claims(&bp_token)["roles"].as_array().unwrap().iter().any(|r| r == "AgentIdentity.CreateAsManager"));
+    assert!(
+        claims(&bp_token)["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "AgentIdentity.CreateAsManager")
+    );
     let body = json!({"displayName": "Graph Agent", "agentIdentityBlueprintId": bp_app, "sponsors@odata.bind": [format!("https://graph.microsoft.com/v1.0/users/{uid}")]});
-    let (st, e) = admin.call("POST", "/beta/serviceprincipals/Microsoft.Graph.AgentIdentity", Some(body.clone())).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (403, Some("Authorization_RequestDenied")), "delegated tokens cannot create agents");
-    let bpg = Graph { sts: &sts, token: bp_token };
-    let (st, agent) = bpg.call("POST", "/beta/serviceprincipals/Microsoft.Graph.AgentIdentity", Some(body)).await;
+    let (st, e) = admin
+        .call(
+            "POST",
+            "/beta/serviceprincipals/Microsoft.Graph.AgentIdentity",
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("Authorization_RequestDenied")),
+        "delegated tokens cannot create agents"
+    );
+    let bpg = Graph {
+        sts: &sts,
+        token: bp_token,
+    };
+    let (st, agent) = bpg
+        .call(
+            "POST",
+            "/beta/serviceprincipals/Microsoft.Graph.AgentIdentity",
+            Some(body),
+        )
+        .await;
     assert_eq!(st, 201, "{agent}");
     let agent_id = agent["id"].as_str().unwrap().to_string();
-    assert_eq!((agent["appId"].as_str(), agent["agentIdentityBlueprintId"].as_str()), (Some(agent_id.as_str()), Some(bp_app.as_str())));
+    assert_eq!(
+        (
+            agent["appId"].as_str(),
+            agent["agentIdentityBlueprintId"].as_str()
+        ),
+        (Some(agent_id.as_str()), Some(bp_app.as_str()))
+    );
     // G10 (the blueprint sees its agents), G12
-    let (_, agents) = bpg.call("GET", "/beta/servicePrincipals/graph.agentIdentity", None).await;
+    let (_, agents) = bpg
+        .call("GET", "/beta/servicePrincipals/graph.agentIdentity", None)
+        .await;
     assert_eq!(agents["value"].as_array().unwrap().len(), 1, "{agents}");
-    let (_, g) = admin.call("GET", &format!("/v1.0/servicePrincipals?$filter=appId eq '{GRAPH}'"), None).await;
+    let (_, g) = admin
+        .call(
+            "GET",
+            &format!("/v1.0/servicePrincipals?$filter=appId eq '{GRAPH}'"),
+            None,
+        )
+        .await;
     let graph_sp = g["value"][0]["id"].as_str().unwrap().to_string();
     // G13, and a duplicate is a conflict
     let grant = json!({"clientId": agent_id, "consentType": "AllPrincipals", "resourceId": graph_sp, "scope": "User.Read openid profile offline_access"});
-    let (st, gr) = admin.call("POST", "/v1.0/oauth2PermissionGrants", Some(grant.clone())).await;
+    let (st, gr) = admin
+        .call("POST", "/v1.0/oauth2PermissionGrants", Some(grant.clone()))
+        .await;
     assert_eq!(st, 201, "{gr}");
     assert_eq!(gr["id"].as_str().unwrap().len(), 43);
-    let (st, dup) = admin.call("POST", "/v1.0/oauth2PermissionGrants", Some(grant)).await;
-    assert_eq!((st, dup["error"]["message"].as_str()), (409, Some("Permission entry already exists.")));
+    let (st, dup) = admin
+        .call("POST", "/v1.0/oauth2PermissionGrants", Some(grant))
+        .await;
+    assert_eq!(
+        (st, dup["error"]["message"].as_str()),
+        (409, Some("Permission entry already exists."))
+    );
     // G19
     let fic = json!({"name": "kind-workload-identity", "issuer": "https://oidc.example/oidc", "subject": "system:serviceaccount:entra-demo:sidecar-sa",
         "audiences": ["api://AzureADTokenExchange"], "description": "Workload identity for Kind cluster sidecar"});
-    let (st, f) = admin.call("POST", &format!("/beta/applications/{bp_obj}/federatedIdentityCredentials"), Some(fic.clone())).await;
+    let (st, f) = admin
+        .call(
+            "POST",
+            &format!("/beta/applications/{bp_obj}/federatedIdentityCredentials"),
+            Some(fic.clone()),
+        )
+        .await;
     assert_eq!(st, 201, "{f}");
-    let (st, _) = admin.call("POST", &format!("/beta/applications/{bp_obj}/federatedIdentityCredentials"), Some(json!({"name": "other", "issuer": fic["issuer"], "subject": fic["subject"]}))).await;
+    let (st, _) = admin
+        .call(
+            "POST",
+            &format!("/beta/applications/{bp_obj}/federatedIdentityCredentials"),
+            Some(json!({"name": "other", "issuer": fic["issuer"], "subject": fic["subject"]})),
+        )
+        .await;
     assert_eq!(st, 409, "(issuer, subject) unique per application");
-    let (st, got) = admin.call("GET", &format!("/beta/applications/{bp_obj}/federatedIdentityCredentials/kind-workload-identity"), None).await;
-    assert_eq!((st, got["subject"].as_str()), (200, fic["subject"].as_str()));
-    let (st, _) = admin.call("PATCH", &format!("/beta/applications/{bp_obj}/federatedIdentityCredentials/kind-workload-identity"), Some(json!({"subject": "system:serviceaccount:entra-demo:ai-agent-cli-sa"}))).await;
+    let (st, got) = admin
+        .call(
+            "GET",
+            &format!(
+                "/beta/applications/{bp_obj}/federatedIdentityCredentials/kind-workload-identity"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, got["subject"].as_str()),
+        (200, fic["subject"].as_str())
+    );
+    let (st, _) = admin
+        .call(
+            "PATCH",
+            &format!(
+                "/beta/applications/{bp_obj}/federatedIdentityCredentials/kind-workload-identity"
+            ),
+            Some(json!({"subject": "system:serviceaccount:entra-demo:ai-agent-cli-sa"})),
+        )
+        .await;
     assert_eq!(st, 204);
     for i in 0..19 {
         let (st, b) = admin
@@ -128,21 +274,50 @@ both_backends!(guide_provisioning_sequence, |db: Db| async move {
             .await;
         assert_eq!(st, 201, "{b}");
     }
-    let (st, b) = admin.call("POST", &format!("/beta/applications/{bp_obj}/federatedIdentityCredentials"), Some(json!({"name": "fic-21", "issuer": "https://oidc.example/oidc", "subject": "s21"}))).await;
-    assert_eq!((st, b["error"]["code"].as_str()), (400, Some("Request_BadRequest")), "the 21st credential");
+    let (st, b) = admin
+        .call(
+            "POST",
+            &format!("/beta/applications/{bp_obj}/federatedIdentityCredentials"),
+            Some(
+                json!({"name": "fic-21", "issuer": "https://oidc.example/oidc", "subject": "s21"}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (st, b["error"]["code"].as_str()),
+        (400, Some("Request_BadRequest")),
+        "the 21st credential"
+    );
 
     // Tokens for what was just created: T1 → T2, and the agent's OBO consent works at once.
     let (st, t1) = sts
-        .token(&[("grant_type", "client_credentials"), ("client_id", &bp_app), ("client_secret", &secret), ("scope", "api://AzureADTokenExchange/.default"), ("fmi_path", &agent_id)])
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &bp_app),
+            ("client_secret", &secret),
+            ("scope", "api://AzureADTokenExchange/.default"),
+            ("fmi_path", &agent_id),
+        ])
         .await;
     assert_eq!(st, 200, "{t1}");
     let t1 = t1["access_token"].as_str().unwrap().to_string();
     let (st, t2) = sts
-        .token(&[("grant_type", "client_credentials"), ("client_id", &agent_id), ("scope", "https://graph.microsoft.com/.default"),
-            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"), ("client_assertion", &t1)])
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &agent_id),
+            ("scope", "https://graph.microsoft.com/.default"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &t1),
+        ])
         .await;
     assert_eq!(st, 200, "{t2}");
-    assert_eq!(claims(t2["access_token"].as_str().unwrap())["xms_par_app_azp"], bp_app.as_str());
+    assert_eq!(
+        claims(t2["access_token"].as_str().unwrap())["xms_par_app_azp"],
+        bp_app.as_str()
+    );
 
     // G21: the agent's own user account.
     let (st, au) = admin
@@ -153,10 +328,22 @@ both_backends!(guide_provisioning_sequence, |db: Db| async move {
     assert_eq!(au["@odata.type"], "#microsoft.graph.agentUser");
 
     // G11: the blueprint deletes its agent; it gets no more tokens.
-    let (st, _) = bpg.call("DELETE", &format!("/beta/serviceprincipals/{agent_id}"), None).await;
+    let (st, _) = bpg
+        .call(
+            "DELETE",
+            &format!("/beta/serviceprincipals/{agent_id}"),
+            None,
+        )
+        .await;
     assert_eq!(st, 204);
     let (st, b) = sts
-        .token(&[("grant_type", "client_credentials"), ("client_id", &bp_app), ("client_secret", &secret), ("scope", "api://AzureADTokenExchange/.default"), ("fmi_path", &agent_id)])
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &bp_app),
+            ("client_secret", &secret),
+            ("scope", "api://AzureADTokenExchange/.default"),
+            ("fmi_path", &agent_id),
+        ])
         .await;
     assert_eq!((st, b["error_codes"][0].as_u64()), (400, Some(700016)));
     sts.stop().await;
@@ -164,58 +351,191 @@ both_backends!(guide_provisioning_sequence, |db: Db| async move {
 
 both_backends!(graph_refusals, |db: Db| async move {
     let sts = TestSts::start(db, &tenant()).await;
-    let admin = Graph { sts: &sts, token: user_token(&sts, "alice@contoso.test", "correct-horse-battery").await };
-    let bob = Graph { sts: &sts, token: user_token(&sts, "bob@contoso.test", "bob-builds-agents").await };
-    let nobody = Graph { sts: &sts, token: "not-a-token".into() };
+    let admin = Graph {
+        sts: &sts,
+        token: user_token(&sts, "alice@contoso.test", "correct-horse-battery").await,
+    };
+    let bob = Graph {
+        sts: &sts,
+        token: user_token(&sts, "bob@contoso.test", "bob-builds-agents").await,
+    };
+    let nobody = Graph {
+        sts: &sts,
+        token: "not-a-token".into(),
+    };
     let (st, e) = nobody.call("GET", "/v1.0/me", None).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (401, Some("InvalidAuthenticationToken")));
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (401, Some("InvalidAuthenticationToken"))
+    );
     assert!(e["error"]["innerError"]["request-id"].is_string());
     // A token for another audience is not a Graph token.
     let t1 = sts
-        .token(&[("grant_type", "client_credentials"), ("client_id", "85075aa5-1d73-42de-812a-95348218e4b2"), ("client_secret", "demo-blueprint-secret-change-me"),
-            ("scope", "api://AzureADTokenExchange/.default"), ("fmi_path", "f3897825-fd03-45f5-90eb-fdbf26135650")])
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "85075aa5-1d73-42de-812a-95348218e4b2"),
+            ("client_secret", "demo-blueprint-secret-change-me"),
+            ("scope", "api://AzureADTokenExchange/.default"),
+            ("fmi_path", "f3897825-fd03-45f5-90eb-fdbf26135650"),
+        ])
         .await
         .1["access_token"]
         .as_str()
         .unwrap()
         .to_string();
-    let (st, _) = Graph { sts: &sts, token: t1 }.call("GET", "/v1.0/applications", None).await;
+    let (st, _) = Graph {
+        sts: &sts,
+        token: t1,
+    }
+    .call("GET", "/v1.0/applications", None)
+    .await;
     assert_eq!(st, 401);
     // Bob is no administrator: he cannot create blueprints or grants.
     let (st, e) = bob.call("POST", "/beta/applications", Some(json!({"@odata.type": "#microsoft.graph.agentIdentityBlueprint", "displayName": "x"}))).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (403, Some("Authorization_RequestDenied")));
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("Authorization_RequestDenied"))
+    );
     // App-only tokens cannot create blueprints.
-    let app = Graph { sts: &sts, token: app_token(&sts, "85075aa5-1d73-42de-812a-95348218e4b2", "demo-blueprint-secret-change-me").await };
+    let app = Graph {
+        sts: &sts,
+        token: app_token(
+            &sts,
+            "85075aa5-1d73-42de-812a-95348218e4b2",
+            "demo-blueprint-secret-change-me",
+        )
+        .await,
+    };
     let (st, e) = app.call("POST", "/beta/applications", Some(json!({"@odata.type": "#microsoft.graph.agentIdentityBlueprint", "displayName": "x"}))).await;
-    assert_eq!((st, e["error"]["message"].as_str()), (403, Some("This operation cannot be performed for the specified calling identity type.")));
+    assert_eq!(
+        (st, e["error"]["message"].as_str()),
+        (
+            403,
+            Some("This operation cannot be performed for the specified calling identity type.")
+        )
+    );
     // Malformed JSON, unknown properties, unknown ids and paths, unsupported queries.
-    let resp = sts.http.post(format!("{}/v1.0/applications", sts.base())).bearer_auth(&admin.token).header("content-type", "application/json").body("{nope").send().await.unwrap();
+    let resp = sts
+        .http
+        .post(format!("{}/v1.0/applications", sts.base()))
+        .bearer_auth(&admin.token)
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
-    let (st, e) = admin.call("POST", "/v1.0/applications", Some(json!({"displayName": "x", "colour": "blue"}))).await;
-    assert_eq!((st, e["error"]["message"].as_str()), (400, Some("Property 'colour' does not exist on type 'microsoft.graph.application'.")));
-    let (st, _) = admin.call("GET", &format!("/v1.0/applications/{}", uuid::Uuid::new_v4()), None).await;
+    let (st, e) = admin
+        .call(
+            "POST",
+            "/v1.0/applications",
+            Some(json!({"displayName": "x", "colour": "blue"})),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["message"].as_str()),
+        (
+            400,
+            Some("Property 'colour' does not exist on type 'microsoft.graph.application'.")
+        )
+    );
+    let (st, _) = admin
+        .call(
+            "GET",
+            &format!("/v1.0/applications/{}", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
     assert_eq!(st, 404);
     let (st, _) = admin.call("GET", "/v1.0/groups", None).await;
     assert_eq!(st, 404);
-    let (st, e) = admin.call("GET", "/v1.0/applications?$expand=owners", None).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (400, Some("Request_UnsupportedQuery")));
-    let (st, e) = admin.call("GET", "/v1.0/applications?$search=\"displayName:demo\"", None).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (400, Some("Request_UnsupportedQuery")), "$search needs ConsistencyLevel");
+    let (st, e) = admin
+        .call("GET", "/v1.0/applications?$expand=owners", None)
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (400, Some("Request_UnsupportedQuery"))
+    );
+    let (st, e) = admin
+        .call(
+            "GET",
+            "/v1.0/applications?$search=\"displayName:demo\"",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (400, Some("Request_UnsupportedQuery")),
+        "$search needs ConsistencyLevel"
+    );
     // Built-in principals are read-only; /me needs a delegated token.
-    let (_, g) = admin.call("GET", &format!("/v1.0/servicePrincipals?$filter=appId eq '{GRAPH}'"), None).await;
-    let (st, _) = admin.call("DELETE", &format!("/v1.0/servicePrincipals/{}", g["value"][0]["id"].as_str().unwrap()), None).await;
+    let (_, g) = admin
+        .call(
+            "GET",
+            &format!("/v1.0/servicePrincipals?$filter=appId eq '{GRAPH}'"),
+            None,
+        )
+        .await;
+    let (st, _) = admin
+        .call(
+            "DELETE",
+            &format!(
+                "/v1.0/servicePrincipals/{}",
+                g["value"][0]["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
     assert_eq!(st, 403);
     let (st, e) = app.call("GET", "/v1.0/me", None).await;
-    assert_eq!((st, e["error"]["message"].as_str()), (400, Some("/me request is only valid with delegated authentication flow.")));
+    assert_eq!(
+        (st, e["error"]["message"].as_str()),
+        (
+            400,
+            Some("/me request is only valid with delegated authentication flow.")
+        )
+    );
     // A blueprint cannot have redirect URIs; an enabled scope cannot be removed.
-    let (_, bps) = admin.call("GET", "/v1.0/applications?$filter=appId eq '85075aa5-1d73-42de-812a-95348218e4b2'", None).await;
+    let (_, bps) = admin
+        .call(
+            "GET",
+            "/v1.0/applications?$filter=appId eq '85075aa5-1d73-42de-812a-95348218e4b2'",
+            None,
+        )
+        .await;
     let bp_obj = bps["value"][0]["id"].as_str().unwrap().to_string();
-    let (st, e) = admin.call("PATCH", &format!("/v1.0/applications/{bp_obj}"), Some(json!({"web": {"redirectUris": ["https://x"]}}))).await;
-    assert_eq!((st, e["error"]["code"].as_str()), (400, Some("AgentBlueprint_IncompatibleProperty")));
-    let (st, e) = admin.call("PATCH", &format!("/v1.0/applications/{bp_obj}"), Some(json!({"api": {"oauth2PermissionScopes": []}}))).await;
-    assert_eq!((st, e["error"]["message"].as_str()), (400, Some("Permission (scope or role) cannot be deleted or updated unless disabled first.")));
+    let (st, e) = admin
+        .call(
+            "PATCH",
+            &format!("/v1.0/applications/{bp_obj}"),
+            Some(json!({"web": {"redirectUris": ["https://x"]}})),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (400, Some("AgentBlueprint_IncompatibleProperty"))
+    );
+    let (st, e) = admin
+        .call(
+            "PATCH",
+            &format!("/v1.0/applications/{bp_obj}"),
+            Some(json!({"api": {"oauth2PermissionScopes": []}})),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["message"].as_str()),
+        (
+            400,
+            Some("Permission (scope or role) cannot be deleted or updated unless disabled first.")
+        )
+    );
     // Nothing above changed the blueprint.
-    let (_, again) = admin.call("GET", &format!("/v1.0/applications/{bp_obj}"), None).await;
-    assert_eq!(again["api"]["oauth2PermissionScopes"][0]["value"], "access_as_user");
+    let (_, again) = admin
+        .call("GET", &format!("/v1.0/applications/{bp_obj}"), None)
+        .await;
+    assert_eq!(
+        again["api"]["oauth2PermissionScopes"][0]["value"],
+        "access_as_user"
+    );
     sts.stop().await;
 });
