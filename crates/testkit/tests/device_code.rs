@@ -246,7 +246,7 @@ both_backends!(
         );
 
         // An admin-only scope: Bob needs admin approval, the code stays pending; Alice (admin) may consent.
-        let dc = device_code(&sts, "Directory.Read.All").await;
+        let dc = device_code(&sts, "User.Read.All").await;
         let p = browser(&sts)
             .complete_device_login(
                 dc["user_code"].as_str().unwrap(),
