@@ -738,3 +738,62 @@ impl Store {
         Ok(out)
     }
 }
+
+/// An app role assignment as stored.
+#[derive(Debug, Clone, FromRow)]
+pub struct AssignmentRow {
+    pub id: String,
+    pub principal_id: String,
+    pub principal_type: String,
+    pub resource_id: String,
+    pub app_role_id: String,
+    pub created_at: i64,
+}
+
+impl Store {
+    pub async fn create_assignment(&self, tenant: &Uuid, a: &AssignmentRow) -> Result<()> {
+        sqlx::query("INSERT INTO app_role_assignments (id, tenant_id, principal_id, principal_type, resource_id, app_role_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(&a.id)
+            .bind(tenant.to_string())
+            .bind(&a.principal_id)
+            .bind(&a.principal_type)
+            .bind(&a.resource_id)
+            .bind(&a.app_role_id)
+            .bind(a.created_at)
+            .execute(self.pool())
+            .await
+            .map_err(|e| conflict(e, "Permission being assigned already exists on the object."))?;
+        Ok(())
+    }
+
+    /// Assignments where `id` is the principal (`by_resource` false) or the resource (true).
+    pub async fn assignments(
+        &self,
+        tenant: &Uuid,
+        id: &Uuid,
+        by_resource: bool,
+    ) -> Result<Vec<AssignmentRow>> {
+        let sql = if by_resource {
+            "SELECT id, principal_id, principal_type, resource_id, app_role_id, created_at FROM app_role_assignments WHERE tenant_id = $1 AND resource_id = $2 ORDER BY created_at, id"
+        } else {
+            "SELECT id, principal_id, principal_type, resource_id, app_role_id, created_at FROM app_role_assignments WHERE tenant_id = $1 AND principal_id = $2 ORDER BY created_at, id"
+        };
+        Ok(sqlx::query_as(sql)
+            .bind(tenant.to_string())
+            .bind(id.to_string())
+            .fetch_all(self.pool())
+            .await?)
+    }
+
+    pub async fn delete_assignment(&self, tenant: &Uuid, id: &str) -> Result<bool> {
+        Ok(
+            sqlx::query("DELETE FROM app_role_assignments WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.to_string())
+                .bind(id)
+                .execute(self.pool())
+                .await?
+                .rows_affected()
+                == 1,
+        )
+    }
+}

@@ -8,7 +8,7 @@ const DEMO: &str = include_str!("../../../examples/demo-tenant.yaml");
 const GRAPH_CLI: &str = "14d82eec-204b-4c2f-b7e8-296a70dab67e";
 const GRAPH: &str = "00000003-0000-0000-c000-000000000000";
 const ADMIN_SCOPES: &str = "User.Read AgentIdentityBlueprint.Create AgentIdentityBlueprintPrincipal.Create AgentIdentityBlueprint.AddRemoveCreds.All \
-AgentIdentityBlueprint.ReadWrite.All Application.ReadWrite.All DelegatedPermissionGrant.ReadWrite.All AgentIdUser.ReadWrite.All";
+AgentIdentityBlueprint.ReadWrite.All Application.ReadWrite.All DelegatedPermissionGrant.ReadWrite.All AgentIdUser.ReadWrite.All AppRoleAssignment.ReadWrite.All";
 
 fn tenant() -> String {
     // The admin client (the Graph CLI) is pre-consented for the Graph permissions the guide's scripts use.
@@ -318,6 +318,72 @@ both_backends!(guide_provisioning_sequence, |db: Db| async move {
         claims(t2["access_token"].as_str().unwrap())["xms_par_app_azp"],
         bp_app.as_str()
     );
+
+    // G20: an application permission for the agent on the MCP server, seen in its next T2.
+    let mcp = "ec791040-80f8-4129-bf34-96a0e0672c96";
+    let (_, m) = admin
+        .call(
+            "GET",
+            &format!("/v1.0/servicePrincipals?$filter=appId eq '{mcp}'"),
+            None,
+        )
+        .await;
+    let (mcp_sp, role_id) = (
+        m["value"][0]["id"].as_str().unwrap().to_string(),
+        m["value"][0]["appRoles"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    );
+    let (st, a) = admin
+        .call(
+            "POST",
+            &format!("/v1.0/servicePrincipals/{agent_id}/appRoleAssignments"),
+            Some(json!({"principalId": agent_id, "resourceId": mcp_sp, "appRoleId": role_id})),
+        )
+        .await;
+    assert_eq!(st, 201, "{a}");
+    assert_eq!(a["principalType"], "ServicePrincipal");
+    let (_, assigned) = admin
+        .call(
+            "GET",
+            &format!("/v1.0/servicePrincipals/{mcp_sp}/appRoleAssignedTo"),
+            None,
+        )
+        .await;
+    assert!(
+        assigned["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["principalId"] == agent_id.as_str()),
+        "{assigned}"
+    );
+    let (st, t2) = sts
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &agent_id),
+            ("scope", &format!("api://{mcp}/.default")),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &t1),
+        ])
+        .await;
+    assert_eq!(st, 200, "{t2}");
+    assert_eq!(
+        claims(t2["access_token"].as_str().unwrap())["roles"],
+        json!(["Tools.Invoke"])
+    );
+    let (st, _) = admin
+        .call(
+            "POST",
+            &format!("/v1.0/servicePrincipals/{agent_id}/appRoleAssignments"),
+            Some(json!({"principalId": agent_id, "resourceId": mcp_sp, "appRoleId": role_id})),
+        )
+        .await;
+    assert_eq!(st, 409, "the same assignment twice");
 
     // G21: the agent's own user account.
     let (st, au) = admin
