@@ -30,6 +30,8 @@ pub struct BrowserFlow {
     pub user_id: Option<String>,
     pub failures: i64,
     pub expires_at: i64,
+    /// The validated `/authorize` request (JSON) when this flow signs in for a redirect.
+    pub authorize_request: Option<String>,
 }
 
 impl Store {
@@ -112,32 +114,34 @@ impl Store {
     }
 
     pub async fn insert_browser_flow(&self, f: &BrowserFlow) -> Result<()> {
-        sqlx::query("INSERT INTO browser_flows (id_sha256, csrf, device_code_sha256, user_id, failures, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        sqlx::query("INSERT INTO browser_flows (id_sha256, csrf, device_code_sha256, user_id, failures, expires_at, authorize_request) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(&f.id_sha256)
             .bind(&f.csrf)
             .bind(&f.device_code_sha256)
             .bind(&f.user_id)
             .bind(f.failures)
             .bind(f.expires_at)
+            .bind(&f.authorize_request)
             .execute(self.pool())
             .await?;
         Ok(())
     }
 
     pub async fn browser_flow(&self, id_sha256: &str) -> Result<Option<BrowserFlow>> {
-        Ok(sqlx::query_as("SELECT id_sha256, csrf, device_code_sha256, user_id, failures, expires_at FROM browser_flows WHERE id_sha256 = $1")
+        Ok(sqlx::query_as("SELECT id_sha256, csrf, device_code_sha256, user_id, failures, expires_at, authorize_request FROM browser_flows WHERE id_sha256 = $1")
             .bind(id_sha256)
             .fetch_optional(self.pool())
             .await?)
     }
 
     pub async fn update_browser_flow(&self, f: &BrowserFlow) -> Result<()> {
-        sqlx::query("UPDATE browser_flows SET csrf = $1, device_code_sha256 = $2, user_id = $3, failures = $4, expires_at = $5 WHERE id_sha256 = $6")
+        sqlx::query("UPDATE browser_flows SET csrf = $1, device_code_sha256 = $2, user_id = $3, failures = $4, expires_at = $5, authorize_request = $6 WHERE id_sha256 = $7")
             .bind(&f.csrf)
             .bind(&f.device_code_sha256)
             .bind(&f.user_id)
             .bind(f.failures)
             .bind(f.expires_at)
+            .bind(&f.authorize_request)
             .bind(&f.id_sha256)
             .execute(self.pool())
             .await?;
@@ -199,5 +203,63 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct AuthCode {
+    pub code_sha256: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub scope: String,
+    pub user_id: String,
+    pub nonce: Option<String>,
+    pub auth_time: i64,
+    pub created_at: i64,
+    pub redeemed: i64,
+}
+
+impl Store {
+    pub async fn insert_auth_code(&self, c: &AuthCode) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO auth_codes (code_sha256, tenant_id, client_id, redirect_uri, code_challenge, scope, user_id, nonce, auth_time, created_at, redeemed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0)",
+        )
+        .bind(&c.code_sha256)
+        .bind(&c.tenant_id)
+        .bind(&c.client_id)
+        .bind(&c.redirect_uri)
+        .bind(&c.code_challenge)
+        .bind(&c.scope)
+        .bind(&c.user_id)
+        .bind(&c.nonce)
+        .bind(c.auth_time)
+        .bind(c.created_at)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn auth_code(&self, sha256: &str) -> Result<Option<AuthCode>> {
+        Ok(sqlx::query_as(
+            "SELECT code_sha256, tenant_id, client_id, redirect_uri, code_challenge, scope, user_id, nonce, auth_time, created_at, redeemed FROM auth_codes WHERE code_sha256 = $1",
+        )
+        .bind(sha256)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Marks a code redeemed; `false` if it already was (exactly once across replicas).
+    pub async fn redeem_auth_code(&self, sha256: &str) -> Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE auth_codes SET redeemed = 1 WHERE code_sha256 = $1 AND redeemed = 0",
+        )
+        .bind(sha256)
+        .execute(self.pool())
+        .await?
+        .rows_affected()
+            == 1)
     }
 }

@@ -19,7 +19,7 @@ const COOKIE: &str = "agentid_flow";
 const FLOW_LIFETIME: i64 = 600;
 const CODE_FAILURES_PER_FLOW: i64 = 5;
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -27,7 +27,7 @@ fn escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
+pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <title>{t} – agentid</title><style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem;color:#1b1b1b}}\
@@ -57,7 +57,7 @@ ul{{padding-left:1.2rem}}</style></head><body><main><h1>{t}</h1>{body}</main></b
     r
 }
 
-fn redirect(to: &str) -> Response {
+pub(crate) fn redirect(to: &str) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
     r.headers_mut()
         .insert(header::LOCATION, HeaderValue::from_str(to).expect("path"));
@@ -71,7 +71,7 @@ fn error_box(msg: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
-fn internal<E: std::fmt::Display>(e: E) -> Response {
+pub(crate) fn internal<E: std::fmt::Display>(e: E) -> Response {
     tracing::error!(error = %e, "devicelogin failed");
     page(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -105,6 +105,19 @@ async fn current_flow(sts: &StsState, headers: &HeaderMap) -> Option<BrowserFlow
     (flow.expires_at > chrono::Utc::now().timestamp()).then_some(flow)
 }
 
+/// The `agentid_flow` cookie for a flow id.
+pub(crate) fn flow_cookie(sts: &StsState, id: &str) -> HeaderValue {
+    let secure = if sts.base.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={id}; HttpOnly; SameSite=Lax; Path=/; Max-Age={FLOW_LIFETIME}{secure}"
+    ))
+    .expect("cookie")
+}
+
 /// Starts a new flow and renders the code form with its cookie.
 async fn new_flow_page(sts: &StsState, status: StatusCode, error: Option<&str>) -> Response {
     let id = random_token();
@@ -115,22 +128,14 @@ async fn new_flow_page(sts: &StsState, status: StatusCode, error: Option<&str>) 
         user_id: None,
         failures: 0,
         expires_at: chrono::Utc::now().timestamp() + FLOW_LIFETIME,
+        authorize_request: None,
     };
     if let Err(e) = sts.store.insert_browser_flow(&flow).await {
         return internal(e);
     }
     let mut r = code_page(&flow, status, error);
-    let secure = if sts.base.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie =
-        format!("{COOKIE}={id}; HttpOnly; SameSite=Lax; Path=/; Max-Age={FLOW_LIFETIME}{secure}");
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).expect("cookie"),
-    );
+    r.headers_mut()
+        .insert(header::SET_COOKIE, flow_cookie(sts, &id));
     r
 }
 
@@ -268,7 +273,37 @@ async fn find_code(
 }
 
 /// The flow's device code with its tenant and client, if still pending.
-async fn flow_context(sts: &StsState, flow: &BrowserFlow) -> Option<(DeviceCode, Tenant, Client)> {
+/// What a browser flow signs the user in for.
+pub(crate) enum Target {
+    /// A pending device code.
+    Device(DeviceCode),
+    /// An `/authorize` request that ends in a redirect with a code.
+    Authorize(crate::authorize::AuthorizeRequest),
+}
+
+impl Target {
+    fn scope(&self) -> &str {
+        match self {
+            Target::Device(d) => &d.scope,
+            Target::Authorize(a) => &a.scope,
+        }
+    }
+}
+
+/// The flow's target with its tenant and client, while it can still be completed.
+async fn flow_context(sts: &StsState, flow: &BrowserFlow) -> Option<(Target, Tenant, Client)> {
+    if let Some(a) = flow.authorize_request.as_deref() {
+        let req: crate::authorize::AuthorizeRequest = serde_json::from_str(a).ok()?;
+        let tenant = sts
+            .store
+            .tenant_by_id(&req.tenant_id.parse().ok()?)
+            .await
+            .ok()??;
+        let client = client_auth::lookup(&sts.store, &tenant, &req.client_id)
+            .await
+            .ok()?;
+        return Some((Target::Authorize(req), tenant, client));
+    }
     let dc = sts
         .store
         .device_code(flow.device_code_sha256.as_deref()?)
@@ -282,8 +317,11 @@ async fn flow_context(sts: &StsState, flow: &BrowserFlow) -> Option<(DeviceCode,
     let client = client_auth::lookup(&sts.store, &tenant, &dc.client_id)
         .await
         .ok()?;
-    (dc.status == "pending" && dc.expires_at > chrono::Utc::now().timestamp())
-        .then_some((dc, tenant, client))
+    (dc.status == "pending" && dc.expires_at > chrono::Utc::now().timestamp()).then_some((
+        Target::Device(dc),
+        tenant,
+        client,
+    ))
 }
 
 fn signin_page(
@@ -428,8 +466,8 @@ pub async fn submit_signin(
     if let Err(e) = sts.store.update_browser_flow(&flow).await {
         return internal(e);
     }
-    match missing_consent(&sts, &tenant, &client, &user, &dc.scope).await {
-        Ok(m) if m.nothing_missing() => approve(&sts, &dc, &tenant, &client, &user).await,
+    match missing_consent(&sts, &tenant, &client, &user, dc.scope()).await {
+        Ok(m) if m.nothing_missing() => approve(&sts, &flow, &dc, &tenant, &client, &user).await,
         Ok(_) => redirect("/devicelogin/consent"),
         Err(msg) => decline(&sts, &dc, &msg).await,
     }
@@ -518,7 +556,7 @@ pub async fn consent_page(State(sts): State<Sts>, headers: HeaderMap) -> Respons
     let Some(user) = flow_user(&sts, &tenant, &flow).await else {
         return redirect("/devicelogin/signin");
     };
-    let m = match missing_consent(&sts, &tenant, &client, &user, &dc.scope).await {
+    let m = match missing_consent(&sts, &tenant, &client, &user, dc.scope()).await {
         Ok(m) => m,
         Err(msg) => return decline(&sts, &dc, &msg).await,
     };
@@ -592,7 +630,7 @@ pub async fn submit_consent(State(sts): State<Sts>, headers: HeaderMap, body: By
         )
         .await;
     }
-    let m = match missing_consent(&sts, &tenant, &client, &user, &dc.scope).await {
+    let m = match missing_consent(&sts, &tenant, &client, &user, dc.scope()).await {
         Ok(m) => m,
         Err(msg) => return decline(&sts, &dc, &msg).await,
     };
@@ -645,54 +683,76 @@ pub async fn submit_consent(State(sts): State<Sts>, headers: HeaderMap, body: By
     {
         return internal(e);
     }
-    approve(&sts, &dc, &tenant, &client, &user).await
+    approve(&sts, &flow, &dc, &tenant, &client, &user).await
 }
 
 async fn approve(
     sts: &StsState,
-    dc: &DeviceCode,
+    flow: &BrowserFlow,
+    target: &Target,
     tenant: &Tenant,
     client: &Client,
     user: &User,
 ) -> Response {
     let now = chrono::Utc::now().timestamp();
     let user_id = user.id.to_string();
-    match sts
-        .store
-        .transition_device_code(
-            &dc.device_code_sha256,
-            "pending",
-            "approved",
-            Some(&user_id),
-            Some(now),
-        )
-        .await
-    {
-        Ok(true) => {
+    match target {
+        Target::Device(dc) => match sts
+            .store
+            .transition_device_code(
+                &dc.device_code_sha256,
+                "pending",
+                "approved",
+                Some(&user_id),
+                Some(now),
+            )
+            .await
+        {
+            Ok(true) => {
+                audit(sts, tenant, client, Some(user), "issued", None).await;
+                redirect("/devicelogin/done")
+            }
+            Ok(false) => redirect("/devicelogin"),
+            Err(e) => internal(e),
+        },
+        Target::Authorize(req) => {
+            // The flow is spent: a reload cannot mint a second code.
+            let mut spent = flow.clone();
+            spent.authorize_request = None;
+            spent.user_id = None;
+            if let Err(e) = sts.store.update_browser_flow(&spent).await {
+                return internal(e);
+            }
             audit(sts, tenant, client, Some(user), "issued", None).await;
-            redirect("/devicelogin/done")
+            match crate::authorize::issue_code(sts, req, user, now).await {
+                Ok(r) => r,
+                Err(e) => internal(e),
+            }
         }
-        Ok(false) => redirect("/devicelogin"),
-        Err(e) => internal(e),
     }
 }
 
-async fn decline(sts: &StsState, dc: &DeviceCode, message: &str) -> Response {
-    if let Err(e) = sts
-        .store
-        .transition_device_code(&dc.device_code_sha256, "pending", "declined", None, None)
-        .await
-    {
-        return internal(e);
+async fn decline(sts: &StsState, target: &Target, message: &str) -> Response {
+    match target {
+        Target::Device(dc) => {
+            if let Err(e) = sts
+                .store
+                .transition_device_code(&dc.device_code_sha256, "pending", "declined", None, None)
+                .await
+            {
+                return internal(e);
+            }
+            page(
+                StatusCode::OK,
+                "Sign-in canceled",
+                &format!(
+                    "<p>{}</p><p>You can close this window.</p>",
+                    escape(message)
+                ),
+            )
+        }
+        Target::Authorize(req) => crate::authorize::redirect_error(req, "access_denied", message),
     }
-    page(
-        StatusCode::OK,
-        "Sign-in canceled",
-        &format!(
-            "<p>{}</p><p>You can close this window.</p>",
-            escape(message)
-        ),
-    )
 }
 
 pub async fn done(State(sts): State<Sts>, headers: HeaderMap) -> Response {

@@ -397,6 +397,41 @@ impl OAuthError {
             "The provided device code was already redeemed or belongs to another application.",
         )
     }
+    pub fn code_invalid() -> Self {
+        Self::new(
+            "invalid_grant",
+            70000,
+            "The provided authorization code is not valid.",
+        )
+    }
+    pub fn code_redeemed() -> Self {
+        Self::new(
+            "invalid_grant",
+            54005,
+            "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
+        )
+    }
+    pub fn code_expired() -> Self {
+        Self::new(
+            "invalid_grant",
+            70008,
+            "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
+        )
+    }
+    pub fn redirect_mismatch() -> Self {
+        Self::new(
+            "invalid_request",
+            50011,
+            "The redirect URI in the request does not match the one used to obtain the authorization code.",
+        )
+    }
+    pub fn pkce_mismatch() -> Self {
+        Self::new(
+            "invalid_grant",
+            50148,
+            "The code_verifier does not match the code_challenge supplied in the authorization request for PKCE.",
+        )
+    }
     pub fn user_id_not_guid() -> Self {
         Self::new(
             "invalid_request",

@@ -1,5 +1,6 @@
 //! agentid's token service: the Entra v2.0 endpoint protocol with every agent flow.
 
+pub mod authorize;
 pub mod context;
 pub mod devicelogin;
 pub mod discovery;

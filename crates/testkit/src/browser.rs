@@ -3,6 +3,8 @@
 
 pub struct Browser {
     http: reqwest::Client,
+    /// Same cookies, but does not follow redirects: to catch the redirect back to a client.
+    manual: reqwest::Client,
     base: String,
 }
 
@@ -28,14 +30,24 @@ impl Page {
 
 impl Browser {
     pub fn new(base: &str, ca_pem: Option<&str>) -> Browser {
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .cookie_store(true);
-        if let Some(pem) = ca_pem {
-            b = b.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).expect("CA"));
-        }
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        let build = |follow: bool| {
+            let mut b = reqwest::Client::builder()
+                .use_rustls_tls()
+                .cookie_provider(jar.clone());
+            if !follow {
+                b = b.redirect(reqwest::redirect::Policy::none());
+            }
+            if let Some(pem) = ca_pem {
+                b = b.add_root_certificate(
+                    reqwest::Certificate::from_pem(pem.as_bytes()).expect("CA"),
+                );
+            }
+            b.build().expect("client")
+        };
         Browser {
-            http: b.build().expect("client"),
+            http: build(true),
+            manual: build(false),
             base: base.to_string(),
         }
     }
@@ -72,6 +84,41 @@ impl Browser {
             .await
             .expect("POST");
         Self::page(resp).await
+    }
+
+    /// Posts a form and returns the `Location` of the redirect it answers with.
+    pub async fn post_for_redirect(&self, path: &str, form: &[(&str, &str)]) -> String {
+        let resp = self
+            .manual
+            .post(format!("{}{path}", self.base))
+            .header("origin", &self.base)
+            .form(form)
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(
+            resp.status().as_u16(),
+            303,
+            "expected a redirect: {}",
+            resp.text().await.unwrap_or_default()
+        );
+        resp.headers()["location"].to_str().unwrap().to_string()
+    }
+
+    /// GETs an absolute URL (following redirects on the STS host).
+    pub async fn get_url(&self, url: &str) -> Page {
+        Self::page(self.http.get(url).send().await.expect("GET")).await
+    }
+
+    /// GETs an absolute URL without following redirects; returns status and `Location`.
+    pub async fn get_url_no_follow(&self, url: &str) -> (u16, Option<String>, String) {
+        let resp = self.manual.get(url).send().await.expect("GET");
+        let status = resp.status().as_u16();
+        let loc = resp
+            .headers()
+            .get("location")
+            .map(|l| l.to_str().unwrap().to_string());
+        (status, loc, resp.text().await.unwrap_or_default())
     }
 
     /// Posts a form from another site.

@@ -3,7 +3,7 @@
 
 use super::client_auth::{self, ClientKind};
 use super::grants::{UserGrant, issue_user, live_user};
-use super::{Issued, TokenRequest, internal, scope};
+use super::{Issued, TokenRequest, internal, mint, scope};
 use crate::error::{OAuthError, OAuthResult};
 use agentid_claims::facets::TokenKind;
 use agentid_directory::device::DeviceCode;
@@ -174,6 +174,7 @@ pub async fn redeem(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
         family: None,
         supersede: None,
         scope_override: Some(&rec.scope),
+        id_extras: mint::IdExtras::default(),
     };
     issue_user(req, &client, &resolved, grant).await
 }

@@ -190,6 +190,8 @@ pub(super) struct UserGrant<'a> {
     pub(super) supersede: Option<String>,
     /// The scope string recorded on a new refresh token, when not the request's `scope`.
     pub(super) scope_override: Option<&'a str>,
+    /// `nonce` and `auth_time` for the ID token of interactive grants.
+    pub(super) id_extras: mint::IdExtras,
 }
 
 pub(super) async fn issue_user(
@@ -298,17 +300,14 @@ pub(super) async fn issue_user(
         body["refresh_token"] = json!(token);
     }
     if p.has_oidc("openid") {
-        let id = mint::id_token(
-            req.sts,
-            req.tenant,
-            client,
-            g.user,
-            p.has_oidc("profile"),
-            p.has_oidc("email"),
-            now,
-        )
-        .await
-        .map_err(internal)?;
+        let extras = mint::IdExtras {
+            profile: p.has_oidc("profile"),
+            email: p.has_oidc("email"),
+            ..g.id_extras.clone()
+        };
+        let id = mint::id_token(req.sts, req.tenant, client, g.user, &extras, now)
+            .await
+            .map_err(internal)?;
         body["id_token"] = json!(id);
     }
     if req.form.get("client_info") == Some("1") {
@@ -457,6 +456,7 @@ pub async fn on_behalf_of(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
             family: None,
             supersede: None,
             scope_override: None,
+            id_extras: mint::IdExtras::default(),
         },
     )
     .await
@@ -527,6 +527,7 @@ pub async fn refresh_token(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
             family: Some(rec.family_id.clone()),
             supersede: Some(hash),
             scope_override: None,
+            id_extras: mint::IdExtras::default(),
         },
     )
     .await
@@ -630,6 +631,7 @@ pub async fn password(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
             family: None,
             supersede: None,
             scope_override: None,
+            id_extras: mint::IdExtras::default(),
         },
     )
     .await
@@ -727,6 +729,7 @@ pub async fn user_fic(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
             family: None,
             supersede: None,
             scope_override: None,
+            id_extras: mint::IdExtras::default(),
         },
     )
     .await

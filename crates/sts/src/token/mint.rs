@@ -229,14 +229,23 @@ pub async fn t1(
     Ok(Minted { jwt, uti, exp })
 }
 
+/// What interactive grants add to the ID token.
+#[derive(Debug, Clone, Default)]
+pub struct IdExtras {
+    pub nonce: Option<String>,
+    pub auth_time: Option<i64>,
+    /// Set from the honoured OIDC scopes by the issuer, not by the grants.
+    pub profile: bool,
+    pub email: bool,
+}
+
 /// ID token (sts.md §8.4): always v2 and RS256.
 pub async fn id_token(
     sts: &StsState,
     tenant: &Tenant,
     client: &Client,
     user: &User,
-    profile: bool,
-    email: bool,
+    extras: &IdExtras,
     now: i64,
 ) -> Result<String, MintError> {
     let client_id = client.app_id.to_string();
@@ -246,11 +255,13 @@ pub async fn id_token(
     m.insert("iat".into(), json!(now));
     m.insert("nbf".into(), json!(now));
     m.insert("exp".into(), json!(now + 3600));
-    if profile {
+    if extras.profile {
         m.insert("name".into(), json!(user.display_name));
         m.insert("preferred_username".into(), json!(user.upn));
     }
-    if email && let Some(mail) = &user.mail {
+    if extras.email
+        && let Some(mail) = &user.mail
+    {
         m.insert("email".into(), json!(mail));
     }
     m.insert("oid".into(), json!(user.id.to_string()));
@@ -261,6 +272,12 @@ pub async fn id_token(
     m.insert("tid".into(), json!(tenant.id.to_string()));
     m.insert("uti".into(), json!(new_uti()));
     m.insert("ver".into(), json!("2.0"));
+    if let Some(n) = &extras.nonce {
+        m.insert("nonce".into(), json!(n));
+    }
+    if let Some(t) = extras.auth_time {
+        m.insert("auth_time".into(), json!(t));
+    }
     sign(sts, tenant, &m, now).await
 }
 

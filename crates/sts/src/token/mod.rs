@@ -1,6 +1,7 @@
 //! The token endpoint: `POST /{tenant}/oauth2/v2.0/token`.
 
 pub mod client_auth;
+mod code;
 pub(crate) mod consent;
 pub(crate) mod device;
 mod grants;
@@ -216,6 +217,7 @@ async fn form_endpoint(
             "refresh_token" => grants::refresh_token(&req).await,
             "password" => grants::password(&req).await,
             "user_fic" => grants::user_fic(&req).await,
+            "authorization_code" => code::redeem(&req).await,
             "urn:ietf:params:oauth:grant-type:device_code" | "device_code" => {
                 device::redeem(&req).await
             }

@@ -1,0 +1,272 @@
+//! `/{tenant}/oauth2/v2.0/authorize` (sts.md §11.3): authorization code with PKCE for public
+//! and confidential clients. Validation errors before the redirect URI is trusted are shown on a
+//! page; after that, errors go back to the client as a redirect. Sign-in and consent are the
+//! same pages as the device-code flow.
+
+use crate::devicelogin;
+use crate::state::{Sts, StsState};
+use crate::token::client_auth::{self, ClientKind};
+use crate::token::scope;
+use agentid_directory::device::{AuthCode, BrowserFlow};
+use agentid_directory::model::User;
+use agentid_directory::secrets::{random_token, sha256_hex};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// A validated authorization request, kept on the browser flow until the code is issued.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizeRequest {
+    pub tenant_id: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: String,
+    pub form_post: bool,
+}
+
+/// Exact redirect URI matching, except that the port of `http://localhost` and
+/// `http://127.0.0.1` is ignored (native apps pick a free port).
+pub fn redirect_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    let (Ok(r), Ok(q)) = (url::Url::parse(registered), url::Url::parse(requested)) else {
+        return false;
+    };
+    let loopback = |u: &url::Url| {
+        u.scheme() == "http" && matches!(u.host_str(), Some("localhost") | Some("127.0.0.1"))
+    };
+    loopback(&r)
+        && loopback(&q)
+        && r.host_str() == q.host_str()
+        && r.path().trim_end_matches('/') == q.path().trim_end_matches('/')
+        && r.query() == q.query()
+}
+
+fn error_page(code: u32, message: &str) -> Response {
+    devicelogin::page(
+        StatusCode::BAD_REQUEST,
+        "Sign-in error",
+        &format!("<p>AADSTS{code}: {}</p>", devicelogin::escape(message)),
+    )
+}
+
+fn with_params(uri: &str, params: &[(&str, &str)]) -> String {
+    let mut u = url::Url::parse(uri).expect("validated redirect URI");
+    {
+        let mut q = u.query_pairs_mut();
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+    }
+    u.to_string()
+}
+
+/// Sends the browser back to the client: a 303 with query parameters, or a form post.
+fn deliver(req: &AuthorizeRequest, params: Vec<(&str, String)>) -> Response {
+    let mut all: Vec<(&str, String)> = params;
+    if let Some(s) = &req.state {
+        all.push(("state", s.clone()));
+    }
+    if req.form_post {
+        let fields: String = all
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                    devicelogin::escape(k),
+                    devicelogin::escape(v)
+                )
+            })
+            .collect();
+        return devicelogin::page(
+            StatusCode::OK,
+            "Continue",
+            &format!(
+                "<form method=\"post\" action=\"{}\">{fields}<p>Sign-in is complete.</p><button type=\"submit\">Continue</button></form>",
+                devicelogin::escape(&req.redirect_uri)
+            ),
+        );
+    }
+    let refs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    r.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&with_params(&req.redirect_uri, &refs)).expect("URL"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+pub fn redirect_error(req: &AuthorizeRequest, error: &str, description: &str) -> Response {
+    deliver(
+        req,
+        vec![
+            ("error", error.to_string()),
+            ("error_description", description.to_string()),
+        ],
+    )
+}
+
+/// Issues the code for a signed-in, consented user and redirects to the client.
+pub async fn issue_code(
+    sts: &StsState,
+    req: &AuthorizeRequest,
+    user: &User,
+    now: i64,
+) -> Result<Response, agentid_directory::DirectoryError> {
+    let code = random_token();
+    sts.store
+        .insert_auth_code(&AuthCode {
+            code_sha256: sha256_hex(&code),
+            tenant_id: req.tenant_id.clone(),
+            client_id: req.client_id.clone(),
+            redirect_uri: req.redirect_uri.clone(),
+            code_challenge: req.code_challenge.clone(),
+            scope: req.scope.clone(),
+            user_id: user.id.to_string(),
+            nonce: req.nonce.clone(),
+            auth_time: now,
+            created_at: now,
+            redeemed: 0,
+        })
+        .await?;
+    Ok(deliver(req, vec![("code", code)]))
+}
+
+pub async fn authorize(
+    State(sts): State<Sts>,
+    Path(segment): Path<String>,
+    method: Method,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    let raw = if method == Method::POST {
+        String::from_utf8_lossy(&body).into_owned()
+    } else {
+        q.unwrap_or_default()
+    };
+    let p: HashMap<String, String> = form_urlencoded::parse(raw.as_bytes())
+        .into_owned()
+        .collect();
+    let get = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
+
+    // Before the redirect URI is validated, every error is a page.
+    let tenant = match sts.store.tenant_by_segment(&segment).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return error_page(90002, &format!("Tenant '{segment}' not found.")),
+        Err(e) => return devicelogin::internal(e),
+    };
+    let Some(client_id) = get("client_id") else {
+        return error_page(
+            900144,
+            "The request must contain the parameter 'client_id'.",
+        );
+    };
+    let client = match client_auth::lookup(&sts.store, &tenant, client_id).await {
+        Ok(c) => c,
+        Err(e) => return error_page(e.code, &e.description),
+    };
+    if matches!(client.kind, ClientKind::Agent | ClientKind::Blueprint) {
+        return error_page(
+            82001,
+            "Agent identities and blueprints cannot sign users in.",
+        );
+    }
+    let registered: Vec<String> = match &client.app {
+        Some(app) => app.redirect_uris.clone(),
+        None => agentid_directory::builtin::GRAPH_CLI_REDIRECT_URIS
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    };
+    let Some(redirect_uri) = get("redirect_uri") else {
+        return error_page(
+            900144,
+            "The request must contain the parameter 'redirect_uri'.",
+        );
+    };
+    if !registered.iter().any(|r| redirect_matches(r, redirect_uri)) {
+        return error_page(
+            50011,
+            &format!(
+                "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{}'.",
+                client.app_id
+            ),
+        );
+    }
+    let response_mode = get("response_mode").unwrap_or("query");
+    let mut req = AuthorizeRequest {
+        tenant_id: tenant.id.to_string(),
+        client_id: client.app_id.to_string(),
+        redirect_uri: redirect_uri.to_string(),
+        scope: get("scope").unwrap_or("openid").to_string(),
+        state: get("state").map(str::to_string),
+        nonce: get("nonce").map(str::to_string),
+        code_challenge: get("code_challenge").unwrap_or("").to_string(),
+        form_post: response_mode == "form_post",
+    };
+
+    // From here on, errors go back to the client.
+    if response_mode != "query" && response_mode != "form_post" {
+        req.form_post = false;
+        return redirect_error(
+            &req,
+            "invalid_request",
+            "AADSTS9002313: response_mode must be query or form_post.",
+        );
+    }
+    if get("response_type") != Some("code") {
+        return redirect_error(
+            &req,
+            "unsupported_response_type",
+            "AADSTS70005: response_type must be 'code'.",
+        );
+    }
+    if req.code_challenge.is_empty() || get("code_challenge_method") != Some("S256") {
+        return redirect_error(
+            &req,
+            "invalid_request",
+            "AADSTS50149: PKCE is required: send code_challenge with code_challenge_method=S256.",
+        );
+    }
+    if let Err(e) = scope::parse(&req.scope) {
+        return redirect_error(
+            &req,
+            e.error,
+            &format!("AADSTS{}: {}", e.code, e.description),
+        );
+    }
+    if get("prompt") == Some("none") {
+        // No browser session survives here to sign in silently with.
+        return redirect_error(
+            &req,
+            "login_required",
+            "AADSTS50058: A silent sign-in request was sent but no user is signed in.",
+        );
+    }
+    let id = random_token();
+    let flow = BrowserFlow {
+        id_sha256: sha256_hex(&id),
+        csrf: random_token(),
+        device_code_sha256: None,
+        user_id: None,
+        failures: 0,
+        expires_at: chrono::Utc::now().timestamp() + 600,
+        authorize_request: Some(serde_json::to_string(&req).expect("serialisable")),
+    };
+    if let Err(e) = sts.store.insert_browser_flow(&flow).await {
+        return devicelogin::internal(e);
+    }
+    let mut r = devicelogin::redirect("/devicelogin/signin");
+    r.headers_mut()
+        .insert(header::SET_COOKIE, devicelogin::flow_cookie(&sts, &id));
+    r
+}
