@@ -132,6 +132,9 @@ pub struct AuditArgs {
     /// AADSTS code.
     #[arg(long)]
     code: Option<i64>,
+    /// token or directory (Graph writes).
+    #[arg(long)]
+    category: Option<String>,
     #[arg(long, default_value_t = 100)]
     limit: i64,
     /// JSON lines instead of a table.
@@ -401,6 +404,7 @@ async fn audit(a: AuditArgs) -> anyhow::Result<()> {
         user: a.user,
         result: a.result,
         error_code: a.code,
+        category: a.category,
         limit: a.limit,
     };
     let events = store.audit_events(&q).await?;

@@ -40,12 +40,18 @@ pub struct AuditEvent {
     pub user_agent: Option<String>,
     pub correlation_id: Option<String>,
     pub trace_id: Option<String>,
+    /// `token` (default) or `directory`.
+    pub category: Option<String>,
+    /// For directory events: the operation, e.g. `POST /applications/{id}/addPassword`.
+    pub operation: Option<String>,
+    /// For directory events: the target object id.
+    pub target: Option<String>,
 }
 
 const COLS: &str = "id, time, tenant_id, replica, endpoint, grant_type, client_id, client_kind, agent_id, blueprint_id, \
 user_id, user_principal_name, credential_type, credential_id, federated_issuer, federated_subject, resource, audience, \
 scopes_requested, scopes_granted, roles, result, error, error_code, token_id, token_expires_at, refresh_family_id, \
-source_ip, user_agent, correlation_id, trace_id";
+source_ip, user_agent, correlation_id, trace_id, category, operation, target";
 
 /// Filters of `agentid sts audit` and `GET /agentid/v1/auditEvents`.
 #[derive(Debug, Clone, Default)]
@@ -58,12 +64,14 @@ pub struct AuditQuery {
     pub user: Option<String>,
     pub result: Option<String>,
     pub error_code: Option<i64>,
+    /// `token` (events without a category) or `directory`.
+    pub category: Option<String>,
     pub limit: i64,
 }
 
 impl AuditEvent {
     pub async fn insert(&self, conn: &mut AnyConnection) -> Result<()> {
-        let placeholders: Vec<String> = (1..=31).map(|i| format!("${i}")).collect();
+        let placeholders: Vec<String> = (1..=34).map(|i| format!("${i}")).collect();
         sqlx::query(&format!(
             "INSERT INTO audit_events ({COLS}) VALUES ({})",
             placeholders.join(", ")
@@ -99,6 +107,9 @@ impl AuditEvent {
         .bind(&self.user_agent)
         .bind(&self.correlation_id)
         .bind(&self.trace_id)
+        .bind(&self.category)
+        .bind(&self.operation)
+        .bind(&self.target)
         .execute(conn)
         .await?;
         Ok(())
@@ -145,6 +156,13 @@ impl Store {
                 &mut binds,
             );
             sql.push_str(&format!(" OR user_id = ${i})"));
+        }
+        match q.category.as_deref() {
+            Some("token") => sql.push_str(" AND category IS NULL"),
+            Some(c) => {
+                push_text(&mut sql, " AND category = ?", c, &mut binds);
+            }
+            None => {}
         }
         if let Some(r) = &q.result {
             push_text(&mut sql, " AND result = ?", r, &mut binds);

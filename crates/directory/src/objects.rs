@@ -797,3 +797,85 @@ impl Store {
         )
     }
 }
+
+/// A trusted issuer as the extension API shows it.
+#[derive(Debug, Clone, FromRow)]
+pub struct TrustedIssuerRow {
+    pub id: String,
+    pub issuer: String,
+    pub jwks: Option<String>,
+    pub allow_http: i64,
+    pub description: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const TI_COLS: &str = "id, issuer, jwks, allow_http, description, created_at, updated_at";
+
+impl Store {
+    pub async fn trusted_issuers(&self, tenant: &Uuid) -> Result<Vec<TrustedIssuerRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {TI_COLS} FROM trusted_issuers WHERE tenant_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(tenant.to_string())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    pub async fn trusted_issuer_by_id(
+        &self,
+        tenant: &Uuid,
+        id: &str,
+    ) -> Result<Option<TrustedIssuerRow>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {TI_COLS} FROM trusted_issuers WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant.to_string())
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    pub async fn put_trusted_issuer(
+        &self,
+        tenant: &Uuid,
+        t: &TrustedIssuerRow,
+        create: bool,
+    ) -> Result<()> {
+        let q = if create {
+            sqlx::query("INSERT INTO trusted_issuers (id, tenant_id, issuer, jwks, allow_http, description, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(&t.id)
+                .bind(tenant.to_string())
+                .bind(&t.issuer)
+                .bind(&t.jwks)
+                .bind(t.allow_http)
+                .bind(&t.description)
+                .bind(t.created_at)
+                .bind(t.updated_at)
+        } else {
+            sqlx::query("UPDATE trusted_issuers SET jwks = $1, allow_http = $2, description = $3, updated_at = $4 WHERE id = $5 AND tenant_id = $6")
+                .bind(&t.jwks)
+                .bind(t.allow_http)
+                .bind(&t.description)
+                .bind(t.updated_at)
+                .bind(&t.id)
+                .bind(tenant.to_string())
+        };
+        q.execute(self.pool())
+            .await
+            .map_err(|e| conflict(e, "A trusted issuer with the same issuer already exists."))?;
+        Ok(())
+    }
+
+    pub async fn delete_trusted_issuer(&self, tenant: &Uuid, id: &str) -> Result<bool> {
+        Ok(
+            sqlx::query("DELETE FROM trusted_issuers WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.to_string())
+                .bind(id)
+                .execute(self.pool())
+                .await?
+                .rows_affected()
+                == 1,
+        )
+    }
+}

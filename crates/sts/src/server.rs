@@ -93,6 +93,7 @@ pub fn router(state: Sts) -> Router {
         .route("/common/userrealm/{upn}", get(discovery::user_realm))
         .route("/v1.0/{*rest}", any(graph::v1))
         .route("/beta/{*rest}", any(graph::beta))
+        .route("/agentid/v1/{*rest}", any(graph::agentid_v1))
         .route(
             "/oidc/userinfo",
             get(userinfo::userinfo).post(userinfo::userinfo),

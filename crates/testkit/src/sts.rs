@@ -46,6 +46,13 @@ impl TestSts {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, db: Db, yaml: &str, opts: Options) -> TestSts {
+        // AGENTID_TEST_LOG=debug shows the server's logs in a failing test's output.
+        if let Ok(filter) = std::env::var("AGENTID_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         let test_db = TestDb::create(db, dir.path()).await;
         // PostgreSQL replicas share a provisioned master key; SQLite creates its own.
         if db == Db::Postgres {

@@ -1,14 +1,14 @@
 //! The guide's Graph provisioning sequence (G1–G21) as raw HTTP calls, then tokens for what it
 //! created — no propagation waits — and the refusals around it.
 
-use agentid_testkit::{Db, TestSts, both_backends, claims};
+use agentid_testkit::{Db, KubeIssuer, TestSts, both_backends, claims};
 use serde_json::{Value, json};
 
 const DEMO: &str = include_str!("../../../examples/demo-tenant.yaml");
 const GRAPH_CLI: &str = "14d82eec-204b-4c2f-b7e8-296a70dab67e";
 const GRAPH: &str = "00000003-0000-0000-c000-000000000000";
 const ADMIN_SCOPES: &str = "User.Read AgentIdentityBlueprint.Create AgentIdentityBlueprintPrincipal.Create AgentIdentityBlueprint.AddRemoveCreds.All \
-AgentIdentityBlueprint.ReadWrite.All Application.ReadWrite.All DelegatedPermissionGrant.ReadWrite.All AgentIdUser.ReadWrite.All AppRoleAssignment.ReadWrite.All";
+AgentIdentityBlueprint.ReadWrite.All Application.ReadWrite.All DelegatedPermissionGrant.ReadWrite.All AgentIdUser.ReadWrite.All AppRoleAssignment.ReadWrite.All AuditLog.Read.All Policy.ReadWrite.ApplicationConfiguration";
 
 fn tenant() -> String {
     // The admin client (the Graph CLI) is pre-consented for the Graph permissions the guide's scripts use.
@@ -602,6 +602,150 @@ both_backends!(graph_refusals, |db: Db| async move {
     assert_eq!(
         again["api"]["oauth2PermissionScopes"][0]["value"],
         "access_as_user"
+    );
+    sts.stop().await;
+});
+
+both_backends!(trusted_issuers_and_directory_audit, |db: Db| async move {
+    let sts = TestSts::start(db, &tenant()).await;
+    let admin = Graph {
+        sts: &sts,
+        token: user_token(&sts, "alice@contoso.test", "correct-horse-battery").await,
+    };
+    let kube = KubeIssuer::start().await;
+    let jwks: Value = serde_json::from_str(&kube.jwks_json()).unwrap();
+    // A cluster's issuer, trusted with its JWKS stored (air-gapped: nothing is fetched).
+    let (st, ti) = admin.call("POST", "/agentid/v1/trustedIssuers", Some(json!({"issuer": kube.issuer, "jwks": jwks, "allowHttp": true, "description": "kind"}))).await;
+    assert_eq!(st, 201, "{ti}");
+    let (st, _) = admin
+        .call(
+            "POST",
+            "/agentid/v1/trustedIssuers",
+            Some(json!({"issuer": kube.issuer, "allowHttp": true})),
+        )
+        .await;
+    assert_eq!(st, 409);
+    let (st, e) = admin
+        .call(
+            "POST",
+            "/agentid/v1/trustedIssuers",
+            Some(json!({"issuer": "http://plain.example"})),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (400, Some("Request_BadRequest"))
+    );
+    // Its http issuer is now acceptable in a federated credential of the demo blueprint.
+    let (_, bps) = admin
+        .call(
+            "GET",
+            "/v1.0/applications?$filter=appId eq '85075aa5-1d73-42de-812a-95348218e4b2'",
+            None,
+        )
+        .await;
+    let bp_obj = bps["value"][0]["id"].as_str().unwrap().to_string();
+    let (st, f) = admin
+        .call("POST", &format!("/beta/applications/{bp_obj}/federatedIdentityCredentials"), Some(json!({"name": "kind", "issuer": kube.issuer, "subject": "system:serviceaccount:agents:blog-agent"})))
+        .await;
+    assert_eq!(st, 201, "{f}");
+    let sa = kube.mint("agents", "blog-agent", "api://AzureADTokenExchange", 3600);
+    let (st, b) = sts
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "85075aa5-1d73-42de-812a-95348218e4b2"),
+            ("scope", "https://graph.microsoft.com/.default"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &sa),
+        ])
+        .await;
+    assert_eq!(st, 200, "{b}");
+    // Removing the trusted issuer's keys: the federated assertion can no longer be verified.
+    let (st, _) = admin
+        .call(
+            "DELETE",
+            &format!("/agentid/v1/trustedIssuers/{}", ti["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(st, 204);
+    let (st, b) = sts
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "85075aa5-1d73-42de-812a-95348218e4b2"),
+            ("scope", "https://graph.microsoft.com/.default"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &sa),
+        ])
+        .await;
+    assert_eq!(
+        (st, b["error_codes"][0].as_u64()),
+        (401, Some(700027)),
+        "http discovery is not allowed without the record: {b}"
+    );
+
+    // Every write above is in the directory audit, with no secret in it.
+    let (_, pw) = admin
+        .call(
+            "POST",
+            &format!("/beta/applications/{bp_obj}/addPassword"),
+            Some(json!({})),
+        )
+        .await;
+    let secret = pw["secretText"].as_str().unwrap().to_string();
+    let (st, events) = admin
+        .call("GET", "/agentid/v1/auditEvents?category=directory", None)
+        .await;
+    assert_eq!(st, 200, "{events}");
+    let ops: Vec<&str> = events["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["operation"].as_str().unwrap())
+        .collect();
+    assert!(
+        ops.contains(&"POST /applications/{id}/addPassword"),
+        "{ops:?}"
+    );
+    assert!(
+        ops.contains(&"POST /trustedIssuers") && ops.contains(&"DELETE /trustedIssuers/{id}"),
+        "{ops:?}"
+    );
+    let refused = events["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["result"] == "refused")
+        .count();
+    assert_eq!(refused, 2, "the duplicate and the plain-http issuer");
+    assert!(
+        !events.to_string().contains(&secret),
+        "no secret in the audit log"
+    );
+    let add = events["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["operation"] == "POST /applications/{id}/addPassword")
+        .unwrap();
+    assert_eq!(add["target"], pw["keyId"]);
+    assert_eq!(add["userPrincipalName"], "alice@contoso.test");
+    // Token events are another category.
+    let (_, tokens) = admin
+        .call("GET", "/agentid/v1/auditEvents?category=token&$top=5", None)
+        .await;
+    assert!(
+        tokens["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["category"].is_null())
     );
     sts.stop().await;
 });

@@ -319,4 +319,20 @@ impl Caller {
             &["User.Read.All", "Directory.Read.All"],
         )
     }
+
+    pub fn read_audit(&self) -> bool {
+        if self.delegated() {
+            self.has(&["AuditLog.Read.All"], &[]) && self.admin()
+        } else {
+            self.has(&[], &["AuditLog.Read.All"])
+        }
+    }
+
+    pub fn manage_policy(&self) -> bool {
+        if self.delegated() {
+            self.has(&["Policy.ReadWrite.ApplicationConfiguration"], &[]) && self.admin()
+        } else {
+            self.has(&[], &["Policy.ReadWrite.ApplicationConfiguration"])
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! blueprint principals, agent identities and delegated grants.
 
 mod caller;
+mod extensions;
 pub mod odata;
 
 use crate::state::Sts;
@@ -22,9 +23,9 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use uuid::Uuid;
 
-type GResult<T> = Result<T, GraphError>;
+pub(super) type GResult<T> = Result<T, GraphError>;
 
-fn iso(t: i64) -> String {
+pub(super) fn iso(t: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp(t, 0)
         .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default()
@@ -39,7 +40,7 @@ fn cast(seg: &str) -> String {
         .unwrap_or(l)
 }
 
-struct Req<'a> {
+pub(super) struct Req<'a> {
     sts: &'a crate::state::StsState,
     base: String,
     version: &'a str,
@@ -188,6 +189,17 @@ pub async fn v1(
     handle(state, "v1.0", path, method, headers, query, body).await
 }
 
+pub async fn agentid_v1(
+    state: State<Sts>,
+    path: Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    query: RawQuery,
+    body: Bytes,
+) -> Response {
+    handle(state, "agentid/v1", path, method, headers, query, body).await
+}
+
 pub async fn beta(
     state: State<Sts>,
     path: Path<String>,
@@ -228,11 +240,17 @@ async fn handle(
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
-    let result = async {
-        let caller = Caller::from_headers(&sts, &headers).await?;
-        route(&req, &caller, &segs).await
+    let caller = Caller::from_headers(&sts, &headers).await;
+    let result = match &caller {
+        Ok(c) if version == "agentid/v1" => extensions::route(&req, c, &segs).await,
+        Ok(c) => route(&req, c, &segs).await,
+        Err(e) => Err(e.clone()),
+    };
+    if req.method != Method::GET
+        && let Ok(c) = &caller
+    {
+        audit_write(&req, c, &segs, &result).await;
     }
-    .await;
     match result {
         Ok((status, Some(body))) => ctx.json(status, body),
         Ok((_, None)) => ctx.no_content(),
@@ -240,17 +258,61 @@ async fn handle(
     }
 }
 
-type Out = (StatusCode, Option<Value>);
+pub(super) type Out = (StatusCode, Option<Value>);
 
-fn ok(v: Value) -> GResult<Out> {
+/// One directory audit event per write (directory.md §5.8); secrets are never in it, only ids.
+async fn audit_write(req: &Req<'_>, c: &Caller, segs: &[String], result: &GResult<Out>) {
+    let ctx = crate::context::RequestContext::new(req.headers, None, None);
+    let mut e = req.sts.audit_event(&ctx, "graph");
+    e.tenant_id = Some(c.tenant.id.to_string());
+    e.category = Some("directory".into());
+    e.operation = Some(format!(
+        "{} /{}",
+        req.method,
+        segs.iter()
+            .map(|s| if Uuid::parse_str(s).is_ok() {
+                "{id}"
+            } else {
+                s.as_str()
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    ));
+    e.target = match result {
+        Ok((_, Some(v))) => v
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .or_else(|| v.get("keyId").and_then(Value::as_str).map(str::to_string)),
+        _ => None,
+    }
+    .or_else(|| segs.get(1).cloned());
+    e.client_id = Some(c.client_app_id.to_string());
+    e.user_id = c.user.as_ref().map(|u| u.id.to_string());
+    e.user_principal_name = c.user.as_ref().map(|u| u.upn.clone());
+    match result {
+        Ok(_) => e.result = "succeeded".into(),
+        Err(err) => {
+            e.result = "refused".into();
+            e.error = Some(err.code.into());
+            e.error_code = Some(err.status.as_u16() as i64);
+        }
+    }
+    if let Err(err) = req.sts.store.insert_audit(&e).await {
+        tracing::error!(error = %err, "cannot write directory audit event");
+    }
+    crate::state::log_audit(&e);
+}
+
+pub(super) fn ok(v: Value) -> GResult<Out> {
     Ok((StatusCode::OK, Some(v)))
 }
 
-fn created(v: Value) -> GResult<Out> {
+pub(super) fn created(v: Value) -> GResult<Out> {
     Ok((StatusCode::CREATED, Some(v)))
 }
 
-fn method_not_allowed() -> GraphError {
+pub(super) fn method_not_allowed() -> GraphError {
     GraphError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "Request_BadRequest",

@@ -1,0 +1,191 @@
+//! agentid's own additions under `/agentid/v1` (directory.md §5.6): trusted issuers of federated
+//! assertions, and the audit log.
+
+use super::caller::Caller;
+use super::odata::GraphError;
+use super::{GResult, Out, Req, created, method_not_allowed, ok};
+use agentid_claims::jwk::JwkSet;
+use agentid_directory::audit::AuditQuery;
+use agentid_directory::objects::TrustedIssuerRow;
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub(super) async fn route(req: &Req<'_>, c: &Caller, segs: &[String]) -> GResult<Out> {
+    let lower: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let l: Vec<&str> = lower.iter().map(String::as_str).collect();
+    match (req.method.clone(), l.as_slice()) {
+        (Method::GET, ["auditevents"]) => audit_events(req, c).await,
+        (Method::GET, ["trustedissuers"]) => {
+            policy(c)?;
+            let items: Vec<Value> = req
+                .sts
+                .store
+                .trusted_issuers(&c.tenant.id)
+                .await?
+                .iter()
+                .map(issuer_json)
+                .collect();
+            ok(req.collection("trustedIssuers", items)?)
+        }
+        (Method::POST, ["trustedissuers"]) => create_issuer(req, c).await,
+        (m, ["trustedissuers", _]) => issuer_item(req, c, m, &segs[1]).await,
+        _ => Err(GraphError::not_found(&segs.join("/"))),
+    }
+}
+
+fn policy(c: &Caller) -> GResult<()> {
+    if c.manage_policy() {
+        Ok(())
+    } else {
+        Err(GraphError::denied())
+    }
+}
+
+fn issuer_json(t: &TrustedIssuerRow) -> Value {
+    json!({"id": t.id, "issuer": t.issuer, "jwks": t.jwks.as_deref().and_then(|j| serde_json::from_str::<Value>(j).ok()),
+        "allowHttp": t.allow_http != 0, "description": t.description,
+        "createdDateTime": super::iso(t.created_at), "updatedDateTime": super::iso(t.updated_at)})
+}
+
+/// A JWKS of RSA or EC P-256 public keys, each with a `kid`.
+fn parse_jwks(v: &Value) -> GResult<Option<String>> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let set: JwkSet = serde_json::from_value(v.clone())
+        .map_err(|e| GraphError::bad_request(format!("jwks is not a JSON Web Key Set: {e}.")))?;
+    if set.keys.is_empty()
+        || set
+            .keys
+            .iter()
+            .any(|k| k.kid.is_none() || k.decoding_key().is_none())
+    {
+        return Err(GraphError::bad_request(
+            "jwks must hold RSA or EC P-256 public keys, each with a kid.",
+        ));
+    }
+    Ok(Some(serde_json::to_string(&set).expect("JWKS serialises")))
+}
+
+async fn create_issuer(req: &Req<'_>, c: &Caller) -> GResult<Out> {
+    policy(c)?;
+    let b = req.body_object(
+        "trustedIssuer",
+        &["issuer", "jwks", "allowHttp", "description"],
+        &["id", "createdDateTime", "updatedDateTime"],
+    )?;
+    let issuer = b
+        .get("issuer")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let allow_http = b.get("allowHttp").and_then(Value::as_bool).unwrap_or(false);
+    let scheme_ok = url::Url::parse(&issuer)
+        .is_ok_and(|u| u.scheme() == "https" || (allow_http && u.scheme() == "http"));
+    if !scheme_ok {
+        return Err(GraphError::bad_request(
+            "issuer must be an https URL (http only with allowHttp).",
+        ));
+    }
+    let now = chrono::Utc::now().timestamp();
+    let t = TrustedIssuerRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        issuer,
+        jwks: parse_jwks(b.get("jwks").unwrap_or(&Value::Null))?,
+        allow_http: allow_http as i64,
+        description: b
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        created_at: now,
+        updated_at: now,
+    };
+    req.sts
+        .store
+        .put_trusted_issuer(&c.tenant.id, &t, true)
+        .await?;
+    created(issuer_json(&t))
+}
+
+async fn issuer_item(req: &Req<'_>, c: &Caller, m: Method, id: &str) -> GResult<Out> {
+    policy(c)?;
+    let mut t = req
+        .sts
+        .store
+        .trusted_issuer_by_id(&c.tenant.id, id)
+        .await?
+        .ok_or_else(|| GraphError::not_found(id))?;
+    match m {
+        Method::GET => ok(issuer_json(&t)),
+        Method::PATCH => {
+            let b = req.body_object(
+                "trustedIssuer",
+                &["jwks", "allowHttp", "description"],
+                &["id", "issuer", "createdDateTime", "updatedDateTime"],
+            )?;
+            if let Some(j) = b.get("jwks") {
+                t.jwks = parse_jwks(j)?;
+            }
+            if let Some(h) = b.get("allowHttp").and_then(Value::as_bool) {
+                t.allow_http = h as i64;
+            }
+            if let Some(d) = b.get("description") {
+                t.description = d.as_str().map(str::to_string);
+            }
+            t.updated_at = chrono::Utc::now().timestamp();
+            req.sts
+                .store
+                .put_trusted_issuer(&c.tenant.id, &t, false)
+                .await?;
+            Ok((StatusCode::NO_CONTENT, None))
+        }
+        Method::DELETE => {
+            req.sts
+                .store
+                .delete_trusted_issuer(&c.tenant.id, id)
+                .await?;
+            Ok((StatusCode::NO_CONTENT, None))
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
+
+async fn audit_events(req: &Req<'_>, c: &Caller) -> GResult<Out> {
+    if !c.read_audit() {
+        return Err(GraphError::denied());
+    }
+    let q = &req.query;
+    let time = |k: &str| -> GResult<Option<i64>> {
+        q.get(k)
+            .map(|v| {
+                chrono::DateTime::parse_from_rfc3339(v)
+                    .map(|d| d.timestamp())
+                    .map_err(|_| GraphError::bad_request(format!("{k} must be an ISO 8601 time.")))
+            })
+            .transpose()
+    };
+    let query = AuditQuery {
+        tenant_id: Some(c.tenant.id.to_string()),
+        since: time("since")?,
+        until: time("until")?,
+        client_id: q.get("clientId").cloned(),
+        agent_id: q.get("agentId").cloned(),
+        user: q.get("userId").cloned(),
+        result: q.get("result").cloned(),
+        error_code: q
+            .get("errorCode")
+            .map(|e| {
+                e.parse()
+                    .map_err(|_| GraphError::bad_request("errorCode must be a number."))
+            })
+            .transpose()?,
+        category: q.get("category").cloned(),
+        limit: q
+            .get("$top")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(100)
+            .clamp(1, 999),
+    };
+    let events = req.sts.store.audit_events(&query).await?;
+    ok(json!({"@odata.context": req.context("auditEvents"), "value": events}))
+}
