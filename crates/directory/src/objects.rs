@@ -879,3 +879,143 @@ impl Store {
         )
     }
 }
+
+/// Profile properties settable through the Graph API.
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub display_name: Option<String>,
+    pub given_name: Option<Option<String>>,
+    pub surname: Option<Option<String>>,
+    pub mail: Option<Option<String>>,
+    pub account_enabled: Option<bool>,
+    /// Argon2id PHC string of a new password.
+    pub password_hash: Option<String>,
+}
+
+impl Store {
+    pub async fn create_user(
+        &self,
+        tenant: &Uuid,
+        upn: &str,
+        display_name: &str,
+        password_hash: &str,
+        enabled: bool,
+        patch: &UserPatch,
+    ) -> Result<User> {
+        let id = Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO users (id, tenant_id, kind, upn, upn_lower, display_name, given_name, surname, mail, account_enabled, password_hash, roles, created_at) \
+             VALUES ($1, $2, 'user', $3, $4, $5, $6, $7, $8, $9, $10, '[]', $11)",
+        )
+        .bind(id.to_string())
+        .bind(tenant.to_string())
+        .bind(upn)
+        .bind(upn.to_lowercase())
+        .bind(display_name)
+        .bind(patch.given_name.clone().flatten())
+        .bind(patch.surname.clone().flatten())
+        .bind(patch.mail.clone().flatten())
+        .bind(enabled as i64)
+        .bind(password_hash)
+        .bind(crate::now())
+        .execute(self.pool())
+        .await
+        .map_err(|e| conflict(e, "Another object with the same value for property userPrincipalName already exists."))?;
+        self.user_by_id(tenant, &id)
+            .await?
+            .ok_or_else(|| DirectoryError::NotFound("user".into()))
+    }
+
+    /// Applies a patch; a new password or disabling the account revokes existing sessions.
+    pub async fn update_user(&self, user: &User, p: &UserPatch) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        let id = user.id.to_string();
+        if let Some(v) = &p.display_name {
+            sqlx::query("UPDATE users SET display_name = $1 WHERE id = $2")
+                .bind(v)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (col, v) in [
+            ("given_name", &p.given_name),
+            ("surname", &p.surname),
+            ("mail", &p.mail),
+        ] {
+            if let Some(v) = v {
+                sqlx::query(&format!("UPDATE users SET {col} = $1 WHERE id = $2"))
+                    .bind(v.clone())
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let revoke = p.password_hash.is_some() || p.account_enabled == Some(false);
+        if let Some(e) = p.account_enabled {
+            sqlx::query("UPDATE users SET account_enabled = $1 WHERE id = $2")
+                .bind(e as i64)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(h) = &p.password_hash {
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                .bind(h)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if revoke {
+            sqlx::query("UPDATE users SET sessions_revoked_at = $1 WHERE id = $2")
+                .bind(crate::now())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn revoke_sessions(&self, user: &Uuid) -> Result<()> {
+        sqlx::query("UPDATE users SET sessions_revoked_at = $1 WHERE id = $2")
+            .bind(crate::now())
+            .bind(user.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a user with its grants, assignments and refresh tokens (directory.md §2.8).
+    pub async fn delete_user(&self, user: &User) -> Result<()> {
+        let mut tx = self.pool().begin().await?;
+        let id = user.id.to_string();
+        sqlx::query("DELETE FROM oauth2_permission_grants WHERE consent_type = 'Principal' AND principal_key = $1").bind(&id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM app_role_assignments WHERE principal_id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM refresh_tokens WHERE user_id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn set_inheritable_permissions(
+        &self,
+        app: &Application,
+        perms: &[InheritablePermission],
+    ) -> Result<()> {
+        sqlx::query("UPDATE applications SET inheritable_permissions = $1 WHERE id = $2")
+            .bind(serde_json::to_string(perms).expect("json"))
+            .bind(app.id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}

@@ -8,7 +8,7 @@ const DEMO: &str = include_str!("../../../examples/demo-tenant.yaml");
 const GRAPH_CLI: &str = "14d82eec-204b-4c2f-b7e8-296a70dab67e";
 const GRAPH: &str = "00000003-0000-0000-c000-000000000000";
 const ADMIN_SCOPES: &str = "User.Read AgentIdentityBlueprint.Create AgentIdentityBlueprintPrincipal.Create AgentIdentityBlueprint.AddRemoveCreds.All \
-AgentIdentityBlueprint.ReadWrite.All Application.ReadWrite.All DelegatedPermissionGrant.ReadWrite.All AgentIdUser.ReadWrite.All AppRoleAssignment.ReadWrite.All AuditLog.Read.All Policy.ReadWrite.ApplicationConfiguration";
+AgentIdentityBlueprint.ReadWrite.All Application.ReadWrite.All DelegatedPermissionGrant.ReadWrite.All AgentIdUser.ReadWrite.All AppRoleAssignment.ReadWrite.All AuditLog.Read.All Policy.ReadWrite.ApplicationConfiguration User.ReadWrite.All";
 
 fn tenant() -> String {
     // The admin client (the Graph CLI) is pre-consented for the Graph permissions the guide's scripts use.
@@ -749,3 +749,196 @@ both_backends!(trusted_issuers_and_directory_audit, |db: Db| async move {
     );
     sts.stop().await;
 });
+
+both_backends!(
+    users_sessions_and_inheritable_permissions,
+    |db: Db| async move {
+        let sts = TestSts::start(db, &tenant()).await;
+        let admin = Graph {
+            sts: &sts,
+            token: user_token(&sts, "alice@contoso.test", "correct-horse-battery").await,
+        };
+        // A new person: created, signs in, is revoked, changes nothing else.
+        let (st, u) = admin
+        .call("POST", "/v1.0/users", Some(json!({"accountEnabled": true, "displayName": "Carol", "mailNickname": "carol", "userPrincipalName": "carol@contoso.test",
+            "passwordProfile": {"password": "carol-password-1", "forceChangePasswordNextSignIn": false}})))
+        .await;
+        assert_eq!(st, 201, "{u}");
+        let (st, e) = admin.call("POST", "/v1.0/users", Some(json!({"accountEnabled": true, "displayName": "X", "mailNickname": "x", "userPrincipalName": "x@elsewhere.example", "passwordProfile": {"password": "12345678"}}))).await;
+        assert_eq!(st, 400, "{e}");
+        let scope = "api://85075aa5-1d73-42de-812a-95348218e4b2/access_as_user offline_access";
+        let (st, tok) = sts
+            .token(&[
+                ("grant_type", "password"),
+                ("client_id", GRAPH_CLI),
+                ("username", "carol@contoso.test"),
+                ("password", "carol-password-1"),
+                ("scope", scope),
+            ])
+            .await;
+        assert_eq!(st, 200, "{tok}");
+        let rt = tok["refresh_token"].as_str().unwrap().to_string();
+        let uid = u["id"].as_str().unwrap().to_string();
+        let (st, r) = admin
+            .call(
+                "POST",
+                &format!("/v1.0/users/{uid}/revokeSignInSessions"),
+                None,
+            )
+            .await;
+        assert_eq!((st, r["value"].as_bool()), (200, Some(true)));
+        let (st, b) = sts
+            .token(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", GRAPH_CLI),
+                ("refresh_token", &rt),
+            ])
+            .await;
+        assert_eq!(
+            (st, b["error_codes"][0].as_u64()),
+            (400, Some(50173)),
+            "{b}"
+        );
+        let (st, _) = admin.call("PATCH", &format!("/v1.0/users/{uid}"), Some(json!({"passwordProfile": {"password": "carol-password-2"}, "displayName": "Carol C."}))).await;
+        assert_eq!(st, 204);
+        let (st, _) = sts
+            .token(&[
+                ("grant_type", "password"),
+                ("client_id", GRAPH_CLI),
+                ("username", "carol@contoso.test"),
+                ("password", "carol-password-1"),
+                ("scope", scope),
+            ])
+            .await;
+        assert_eq!(st, 400, "the old password is gone");
+        let (st, _) = admin
+            .call("DELETE", &format!("/v1.0/users/{uid}"), None)
+            .await;
+        assert_eq!(st, 204);
+        let (st, _) = admin.call("GET", &format!("/v1.0/users/{uid}"), None).await;
+        assert_eq!(st, 404);
+
+        // Inheritance: a fresh agent of the demo blueprint has no grant of its own; it inherits the
+        // blueprint's, filtered by the blueprint's inheritable permissions.
+        let bp = "85075aa5-1d73-42de-812a-95348218e4b2";
+        let bpg = Graph {
+            sts: &sts,
+            token: app_token(&sts, bp, "demo-blueprint-secret-change-me").await,
+        };
+        let (_, me) = admin.call("GET", "/v1.0/me", None).await;
+        let (_, agent) = bpg
+        .call("POST", "/beta/serviceprincipals/Microsoft.Graph.AgentIdentity", Some(json!({"displayName": "Heir", "agentIdentityBlueprintId": bp,
+            "sponsors@odata.bind": [format!("https://graph.microsoft.com/v1.0/users/{}", me["id"].as_str().unwrap())]})))
+        .await;
+        let agent_id = agent["id"].as_str().unwrap().to_string();
+        let (_, g) = admin
+            .call(
+                "GET",
+                &format!("/v1.0/servicePrincipals?$filter=appId eq '{GRAPH}'"),
+                None,
+            )
+            .await;
+        let (_, bpsp) = admin
+            .call(
+                "GET",
+                &format!("/v1.0/servicePrincipals?$filter=appId eq '{bp}'"),
+                None,
+            )
+            .await;
+        let (st, _) = admin
+        .call("POST", "/v1.0/oauth2PermissionGrants", Some(json!({"clientId": bpsp["value"][0]["id"], "consentType": "AllPrincipals", "resourceId": g["value"][0]["id"], "scope": "User.Read openid profile"})))
+        .await;
+        assert_eq!(st, 201);
+        assert_eq!(
+            obo_scp(&sts, &agent_id).await,
+            Ok("User.Read openid profile".to_string()),
+            "inherited through the blueprint's allAllowed rule"
+        );
+        let (_, bps) = admin
+            .call(
+                "GET",
+                &format!("/v1.0/applications?$filter=appId eq '{bp}'"),
+                None,
+            )
+            .await;
+        let bp_obj = bps["value"][0]["id"].as_str().unwrap().to_string();
+        let path = format!(
+            "/beta/applications/{bp_obj}/microsoft.graph.agentIdentityBlueprint/inheritablePermissions"
+        );
+        let (st, p) = admin.call("POST", &path, Some(json!({"resourceAppId": GRAPH, "inheritableScopes": {"@odata.type": "microsoft.graph.enumeratedScopes", "scopes": ["openid"]}}))).await;
+        assert_eq!(st, 201, "{p}");
+        assert_eq!(
+            obo_scp(&sts, &agent_id).await,
+            Ok("openid".to_string()),
+            "only the enumerated scopes"
+        );
+        let (st, _) = admin
+            .call(
+                "PATCH",
+                &format!("{path}/{GRAPH}"),
+                Some(json!({"inheritableScopes": {"@odata.type": "#microsoft.graph.noScopes"}})),
+            )
+            .await;
+        assert_eq!(st, 204);
+        assert_eq!(
+            obo_scp(&sts, &agent_id).await,
+            Err(65001),
+            "nothing inherited: consent required"
+        );
+        let (_, list) = admin.call("GET", &path, None).await;
+        assert!(
+            list["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["inheritableScopes"]["kind"] == "none"),
+            "{list}"
+        );
+        sts.stop().await;
+    }
+);
+
+/// T1 → agent OBO for Alice on Graph: the `scp` issued, or the AADSTS code of the refusal.
+async fn obo_scp(sts: &TestSts, agent_id: &str) -> Result<String, u64> {
+    let bp = "85075aa5-1d73-42de-812a-95348218e4b2";
+    let (_, t1) = sts
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", bp),
+            ("client_secret", "demo-blueprint-secret-change-me"),
+            ("scope", "api://AzureADTokenExchange/.default"),
+            ("fmi_path", agent_id),
+        ])
+        .await;
+    let (_, tc) = sts
+        .token(&[
+            ("grant_type", "password"),
+            ("client_id", GRAPH_CLI),
+            ("username", "alice@contoso.test"),
+            ("password", "correct-horse-battery"),
+            ("scope", &format!("api://{bp}/access_as_user")),
+        ])
+        .await;
+    let (st, b) = sts
+        .token(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("client_id", agent_id),
+            ("requested_token_use", "on_behalf_of"),
+            ("assertion", tc["access_token"].as_str().unwrap()),
+            ("scope", "https://graph.microsoft.com/.default"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", t1["access_token"].as_str().unwrap()),
+        ])
+        .await;
+    if st == 200 {
+        Ok(claims(b["access_token"].as_str().unwrap())["scp"]
+            .as_str()
+            .unwrap()
+            .to_string())
+    } else {
+        Err(b["error_codes"][0].as_u64().unwrap())
+    }
+}

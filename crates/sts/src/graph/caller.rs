@@ -81,7 +81,7 @@ impl Caller {
                 .get("iat")
                 .and_then(agentid_claims::jwt::numeric_date)
                 .unwrap_or(0);
-            if !u.account_enabled || u.sessions_revoked_at.is_some_and(|r| r > iat) {
+            if !u.account_enabled || u.sessions_revoked_at.is_some_and(|r| r >= iat) {
                 return Err(GraphError::unauthenticated());
             }
             Some(u)

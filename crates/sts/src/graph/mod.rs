@@ -6,6 +6,7 @@
 mod caller;
 mod extensions;
 pub mod odata;
+mod users;
 
 use crate::state::Sts;
 use agentid_directory::model::{
@@ -328,7 +329,34 @@ async fn route(req: &Req<'_>, c: &Caller, segs: &[String]) -> GResult<Out> {
         (Method::GET, ["me"]) => me(req, c),
         (Method::GET, ["users"]) => list_users(req, c).await,
         (Method::POST, ["users"]) => create_user(req, c).await,
-        (Method::GET, ["users", _]) => get_user(req, c, &segs[1]).await,
+        (m, ["users", _]) => match m {
+            Method::GET => get_user(req, c, &segs[1]).await,
+            Method::PATCH => users::patch_user(req, c, &segs[1]).await,
+            Method::DELETE => users::delete_user(req, c, &segs[1]).await,
+            _ => Err(method_not_allowed()),
+        },
+        (Method::POST, ["users", _, "revokesigninsessions"]) => {
+            users::revoke_sessions(req, c, &segs[1]).await
+        }
+        (
+            m,
+            [
+                "applications",
+                _,
+                "agentidentityblueprint",
+                "inheritablepermissions",
+            ],
+        ) => inheritable(req, c, m, &segs[1], None).await,
+        (
+            m,
+            [
+                "applications",
+                _,
+                "agentidentityblueprint",
+                "inheritablepermissions",
+                _,
+            ],
+        ) => inheritable(req, c, m, &segs[1], Some(&segs[4])).await,
         (Method::GET, ["applications"]) => list_applications(req, c, false).await,
         (Method::GET, ["applications", "agentidentityblueprint"]) => {
             list_applications(req, c, true).await
@@ -432,7 +460,7 @@ async fn route(req: &Req<'_>, c: &Caller, segs: &[String]) -> GResult<Out> {
 
 // ---- users --------------------------------------------------------------------------------------
 
-fn user_json(req: &Req<'_>, u: &User) -> Value {
+pub(super) fn user_json(req: &Req<'_>, u: &User) -> Value {
     let t = if u.kind == UserKind::AgentUser {
         "#microsoft.graph.agentUser"
     } else {
@@ -495,7 +523,7 @@ async fn list_users(req: &Req<'_>, c: &Caller) -> GResult<Out> {
     ok(req.collection("users", items)?)
 }
 
-async fn find_user(req: &Req<'_>, c: &Caller, key: &str) -> GResult<User> {
+pub(super) async fn find_user(req: &Req<'_>, c: &Caller, key: &str) -> GResult<User> {
     let u = match Uuid::parse_str(key) {
         Ok(id) => req.sts.store.user_by_id(&c.tenant.id, &id).await?,
         Err(_) => req.sts.store.user_by_upn(&c.tenant.id, key).await?,
@@ -517,9 +545,7 @@ async fn get_user(req: &Req<'_>, c: &Caller, key: &str) -> GResult<Out> {
 
 async fn create_user(req: &Req<'_>, c: &Caller) -> GResult<Out> {
     if req.odata_type().as_deref() != Some("agentuser") {
-        return Err(GraphError::bad_request(
-            "Only agent users (\"@odata.type\": \"microsoft.graph.agentUser\") can be created through this API; declare people in the tenant file.",
-        ));
+        return users::create_person(req, c).await;
     }
     let b = req.body_object(
         "agentUser",
@@ -1966,4 +1992,146 @@ async fn delete_assignment(c: &Caller, req: &Req<'_>, id: &str) -> GResult<Out> 
         return Err(GraphError::not_found(id));
     }
     Ok((StatusCode::NO_CONTENT, None))
+}
+
+// ---- inheritable permissions (blueprints) --------------------------------------------------------
+
+fn inheritable_json(p: &agentid_directory::model::InheritablePermission) -> Value {
+    use agentid_directory::model::InheritableScopes as S;
+    let scopes = match &p.inheritable_scopes {
+        S::AllAllowed => {
+            json!({"@odata.type": "#microsoft.graph.allAllowedScopes", "kind": "allAllowed"})
+        }
+        S::Enumerated { scopes } => {
+            json!({"@odata.type": "#microsoft.graph.enumeratedScopes", "kind": "enumerated", "scopes": scopes})
+        }
+        S::NoScopes => json!({"@odata.type": "#microsoft.graph.noScopes", "kind": "none"}),
+    };
+    json!({"resourceAppId": p.resource_app_id, "inheritableScopes": scopes})
+}
+
+fn parse_inheritable(v: &Value) -> GResult<agentid_directory::model::InheritableScopes> {
+    use agentid_directory::model::InheritableScopes as S;
+    let from_type = v
+        .get("@odata.type")
+        .and_then(Value::as_str)
+        .map(|t| cast(t.trim_start_matches('#')));
+    let kind = v
+        .get("kind")
+        .and_then(Value::as_str)
+        .map(str::to_ascii_lowercase)
+        .or(from_type.map(|t| t.trim_end_matches("scopes").to_string()));
+    match kind.as_deref() {
+        Some("allallowed") => Ok(S::AllAllowed),
+        Some("none" | "no") => Ok(S::NoScopes),
+        Some("enumerated") => {
+            let scopes: Vec<String> = v
+                .get("scopes")
+                .and_then(|s| serde_json::from_value(s.clone()).ok())
+                .unwrap_or_default();
+            let mut seen = std::collections::HashSet::new();
+            if scopes.is_empty() || !scopes.iter().all(|s| seen.insert(s.to_lowercase())) {
+                return Err(GraphError::bad_request(
+                    "enumerated inheritableScopes need a non-empty list of distinct scopes.",
+                ));
+            }
+            Ok(S::Enumerated { scopes })
+        }
+        _ => Err(GraphError::bad_request(
+            "inheritableScopes must be allAllowedScopes, enumeratedScopes or noScopes.",
+        )),
+    }
+}
+
+async fn inheritable(
+    req: &Req<'_>,
+    c: &Caller,
+    m: Method,
+    key: &str,
+    resource: Option<&str>,
+) -> GResult<Out> {
+    let app = find_app(req, c, key).await?;
+    if app.kind != AppKind::Blueprint {
+        return Err(GraphError::not_found(key));
+    }
+    let owners = owners_of(&req.sts.store.application_extras(&app.id).await?);
+    let mut perms = app.inheritable_permissions.clone();
+    let pos = |perms: &[agentid_directory::model::InheritablePermission], r: &str| {
+        perms
+            .iter()
+            .position(|p| p.resource_app_id.eq_ignore_ascii_case(r))
+    };
+    if m == Method::GET {
+        if !(c.read_blueprints() || c.write_blueprint(&owners)) {
+            return Err(GraphError::denied());
+        }
+        return match resource {
+            None => ok(req.collection(
+                "inheritablePermissions",
+                perms.iter().map(inheritable_json).collect(),
+            )?),
+            Some(r) => ok(inheritable_json(
+                &perms[pos(&perms, r).ok_or_else(|| GraphError::not_found(r))?],
+            )),
+        };
+    }
+    if !c.write_blueprint(&owners) {
+        return Err(GraphError::denied());
+    }
+    match (m, resource) {
+        (Method::POST, None) => {
+            let b = req.body_object(
+                "inheritablePermission",
+                &["resourceAppId", "inheritableScopes"],
+                &[],
+            )?;
+            let r = b
+                .get("resourceAppId")
+                .and_then(Value::as_str)
+                .filter(|r| Uuid::parse_str(r).is_ok())
+                .ok_or_else(|| GraphError::bad_request("resourceAppId must be an appId."))?;
+            if pos(&perms, r).is_some() {
+                return Err(GraphError::conflict(
+                    "An inheritable permission for this resource already exists.",
+                ));
+            }
+            let p = agentid_directory::model::InheritablePermission {
+                resource_app_id: r.to_lowercase(),
+                inheritable_scopes: parse_inheritable(
+                    b.get("inheritableScopes").unwrap_or(&Value::Null),
+                )?,
+            };
+            perms.push(p.clone());
+            req.sts
+                .store
+                .set_inheritable_permissions(&app, &perms)
+                .await?;
+            created(inheritable_json(&p))
+        }
+        (Method::PATCH, Some(r)) => {
+            let i = pos(&perms, r).ok_or_else(|| GraphError::not_found(r))?;
+            let b = req.body_object(
+                "inheritablePermission",
+                &["inheritableScopes"],
+                &["resourceAppId"],
+            )?;
+            perms[i].inheritable_scopes =
+                parse_inheritable(b.get("inheritableScopes").unwrap_or(&Value::Null))?;
+            req.sts
+                .store
+                .set_inheritable_permissions(&app, &perms)
+                .await?;
+            Ok((StatusCode::NO_CONTENT, None))
+        }
+        (Method::DELETE, Some(r)) => {
+            let i = pos(&perms, r).ok_or_else(|| GraphError::not_found(r))?;
+            perms.remove(i);
+            req.sts
+                .store
+                .set_inheritable_permissions(&app, &perms)
+                .await?;
+            Ok((StatusCode::NO_CONTENT, None))
+        }
+        _ => Err(method_not_allowed()),
+    }
 }

@@ -354,7 +354,7 @@ pub(super) async fn live_user(
         return Err(OAuthError::user_disabled());
     }
     if let (Some(revoked), Some(iat)) = (user.sessions_revoked_at, issued_at)
-        && revoked > iat
+        && revoked >= iat
     {
         return Err(OAuthError::sessions_revoked());
     }
