@@ -13,6 +13,12 @@ pub struct DecodeArgs {
     json: bool,
 }
 
+impl DecodeArgs {
+    pub fn new(token: Option<String>) -> Self {
+        Self { token, json: false }
+    }
+}
+
 pub fn run(args: DecodeArgs) -> anyhow::Result<()> {
     let raw = match args.token.as_deref() {
         None | Some("-") => {

@@ -173,6 +173,69 @@ async fn admin_creates_a_working_blueprint_and_agent() {
         (Some(agent_id.as_str()), Some(bp_id.as_str()))
     );
 
+    // The agent's tokens through the CLI itself, and an MCP server it may call for users.
+    let (ok, out, err) = cli.run(&[
+        "token",
+        "agent",
+        "--agent",
+        &agent_id,
+        "--blueprint",
+        &bp_id,
+        "--blueprint-secret",
+        &secret,
+        "--decode",
+    ]);
+    assert!(ok && out.contains("acts as itself"), "{out}{err}");
+    let mcp = cli.json(&[
+        "app",
+        "create-mcp-server",
+        "CLI Tools",
+        "--agent",
+        &agent_id,
+        "--json",
+    ]);
+    let mcp_scope = mcp["scope"].as_str().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_agentid"))
+        .args([
+            "admin",
+            "token",
+            "obo",
+            "--agent",
+            &agent_id,
+            "--blueprint",
+            &bp_id,
+            "--blueprint-secret",
+            &secret,
+            "--scope",
+            &mcp_scope,
+            "--username",
+            "alice@contoso.test",
+        ])
+        .args([
+            "--authority",
+            &sts.authority(),
+            "--ca-file",
+            sts.ca_file().to_str().unwrap(),
+        ])
+        .env("AGENTID_HOME", cli.home.path())
+        .env("AGENTID_USER_PASSWORD", "correct-horse-battery")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = claims(String::from_utf8_lossy(&out.stdout).trim());
+    assert_eq!(
+        (c["aud"].as_str(), c["scp"].as_str(), c["upn"].as_str()),
+        (
+            Some(format!("api://{}", mcp["appId"].as_str().unwrap()).as_str()),
+            Some("access_as_user"),
+            Some("alice@contoso.test")
+        )
+    );
+
     // Errors come back readable, with the Graph code.
     let (ok, _, err) = cli.run(&["blueprint", "show", "00000000-0000-4000-8000-000000000000"]);
     assert!(!ok && err.contains("no application with appId"), "{err}");

@@ -61,6 +61,65 @@ enum AdminCommand {
         #[command(subcommand)]
         command: ConsentCommand,
     },
+    /// Applications other than blueprints.
+    App {
+        #[command(subcommand)]
+        command: AppCommand,
+    },
+    /// Get tokens the way an agent does: T1 → T2, or a user's sign-in → T1 → on-behalf-of.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum AppCommand {
+    /// An MCP server's application: api://{appId} with scope access_as_user, its principal, and
+    /// (with --agent) consent for that agent to call it on behalf of users.
+    CreateMcpServer {
+        name: String,
+        #[arg(long)]
+        agent: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct AgentCredential {
+    /// The agent identity's id.
+    #[arg(long)]
+    agent: String,
+    /// Its blueprint's appId.
+    #[arg(long)]
+    blueprint: String,
+    /// The blueprint's client secret ($AGENTID_BLUEPRINT_SECRET).
+    #[arg(long, env = "AGENTID_BLUEPRINT_SECRET", hide_env_values = true)]
+    blueprint_secret: String,
+    /// Target scope.
+    #[arg(long, default_value = "https://graph.microsoft.com/.default")]
+    scope: String,
+    /// Print the token's explanation instead of the token.
+    #[arg(long)]
+    decode: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum TokenCommand {
+    /// The agent acting as itself: T1 (blueprint secret + fmi_path) → T2.
+    Agent(AgentCredential),
+    /// The agent acting for a user: the user signs in (device code, or --username for scripts)
+    /// for the blueprint's API, then T1 → on-behalf-of.
+    Obo {
+        #[command(flatten)]
+        cred: AgentCredential,
+        #[arg(long)]
+        username: Option<String>,
+        /// The user's password ($AGENTID_USER_PASSWORD), with --username.
+        #[arg(long, env = "AGENTID_USER_PASSWORD", hide_env_values = true)]
+        user_password: Option<String>,
+    },
+    /// Show a token's claims and explain them.
+    Decode { token: Option<String> },
 }
 
 #[derive(clap::Subcommand)]
@@ -178,6 +237,8 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Agent { command } => agent(&conn, command, json_out).await,
         AdminCommand::Fic { command } => fic(&conn, command, json_out).await,
         AdminCommand::Consent { command } => consent(&conn, command, json_out).await,
+        AdminCommand::App { command } => app(&conn, command, json_out).await,
+        AdminCommand::Token { command } => token(&conn, command).await,
     }
 }
 
@@ -778,4 +839,199 @@ async fn consent(conn: &Conn, cmd: ConsentCommand, json_out: bool) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+async fn app(conn: &Conn, cmd: AppCommand, json_out: bool) -> anyhow::Result<()> {
+    let token = conn.admin_token().await?;
+    match cmd {
+        AppCommand::CreateMcpServer { name, agent } => {
+            let a = conn
+                .graph(
+                    &token,
+                    "POST",
+                    "/v1.0/applications",
+                    Some(json!({"displayName": name, "signInAudience": "AzureADMyOrg"})),
+                )
+                .await?;
+            let (obj, app_id) = (s(&a, "id"), s(&a, "appId"));
+            conn.graph(
+                &token,
+                "PATCH",
+                &format!("/v1.0/applications/{obj}"),
+                Some(json!({"identifierUris": [format!("api://{app_id}")], "api": {"oauth2PermissionScopes": [{"id": uuid::Uuid::new_v4(), "value": "access_as_user", "type": "User",
+                    "isEnabled": true, "adminConsentDisplayName": format!("Use {name}"), "adminConsentDescription": format!("Call {name}'s tools for the signed-in user."),
+                    "userConsentDisplayName": format!("Use {name}"), "userConsentDescription": format!("Call {name}'s tools for you.")}]}})),
+            )
+            .await?;
+            let sp = conn
+                .graph(
+                    &token,
+                    "POST",
+                    "/v1.0/servicePrincipals",
+                    Some(json!({"appId": app_id})),
+                )
+                .await?;
+            let grant = match &agent {
+                Some(agent) => {
+                    Some(consent_grant(conn, &token, agent, &app_id, "access_as_user").await?)
+                }
+                None => None,
+            };
+            let out = json!({"appId": app_id, "objectId": obj, "principalId": s(&sp, "id"), "scope": format!("api://{app_id}/access_as_user"), "grant": grant});
+            if json_out {
+                println!("{out}");
+            } else {
+                table(
+                    &[vec![
+                        name,
+                        app_id.clone(),
+                        format!("api://{app_id}/access_as_user"),
+                    ]],
+                    &["NAME", "APP ID", "SCOPE"],
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show_token(t: &str, decode: bool) -> anyhow::Result<()> {
+    if decode {
+        let jwt = agentid_claims::UnverifiedJwt::parse(t)?;
+        for line in agentid_claims::explain::explain(&jwt.claims, chrono::Utc::now().timestamp()) {
+            println!("{line}");
+        }
+    } else {
+        println!("{t}");
+    }
+    Ok(())
+}
+
+async fn t1(conn: &Conn, c: &AgentCredential) -> anyhow::Result<String> {
+    let t = conn
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &c.blueprint),
+            ("client_secret", &c.blueprint_secret),
+            ("scope", "api://AzureADTokenExchange/.default"),
+            ("fmi_path", &c.agent),
+        ])
+        .await?;
+    Ok(t["access_token"].as_str().unwrap_or_default().to_string())
+}
+
+/// A user token for the blueprint's API (Tc): device code in a browser, or the password grant.
+async fn user_token(
+    conn: &Conn,
+    blueprint: &str,
+    username: Option<String>,
+    password: Option<String>,
+) -> anyhow::Result<String> {
+    let scope = format!("api://{blueprint}/access_as_user");
+    let t = match (username, password) {
+        (Some(u), Some(p)) => {
+            conn.token(&[
+                ("grant_type", "password"),
+                ("client_id", &conn.client_id),
+                ("username", &u),
+                ("password", &p),
+                ("scope", &scope),
+            ])
+            .await?
+        }
+        (Some(_), None) => bail!("--username needs $AGENTID_USER_PASSWORD"),
+        _ => {
+            let url = format!("{}/oauth2/v2.0/devicecode", conn.authority);
+            let dc: Value = conn
+                .http
+                .post(&url)
+                .form(&[("client_id", conn.client_id.as_str()), ("scope", &scope)])
+                .send()
+                .await?
+                .json()
+                .await?;
+            let device_code = dc["device_code"]
+                .as_str()
+                .with_context(|| {
+                    dc["error_description"]
+                        .as_str()
+                        .unwrap_or("devicecode refused")
+                        .to_string()
+                })?
+                .to_string();
+            eprintln!("{}", dc["message"].as_str().unwrap_or_default());
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(
+                    dc["interval"].as_u64().unwrap_or(5),
+                ))
+                .await;
+                let r: Value = conn
+                    .http
+                    .post(conn.token_url())
+                    .form(&[
+                        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                        ("client_id", conn.client_id.as_str()),
+                        ("device_code", device_code.as_str()),
+                    ])
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                match r["error"].as_str() {
+                    None => break r,
+                    Some("authorization_pending" | "slow_down") => continue,
+                    Some(e) => bail!(
+                        "{e}: {}",
+                        r["error_description"]
+                            .as_str()
+                            .unwrap_or("")
+                            .split(" Trace ID:")
+                            .next()
+                            .unwrap_or("")
+                    ),
+                }
+            }
+        }
+    };
+    Ok(t["access_token"].as_str().unwrap_or_default().to_string())
+}
+
+async fn token(conn: &Conn, cmd: TokenCommand) -> anyhow::Result<()> {
+    const ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    match cmd {
+        TokenCommand::Agent(c) => {
+            let t1 = t1(conn, &c).await?;
+            let t2 = conn
+                .token(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", &c.agent),
+                    ("scope", &c.scope),
+                    ("client_assertion_type", ASSERTION),
+                    ("client_assertion", &t1),
+                ])
+                .await?;
+            show_token(t2["access_token"].as_str().unwrap_or_default(), c.decode)
+        }
+        TokenCommand::Obo {
+            cred: c,
+            username,
+            user_password,
+        } => {
+            let tc = user_token(conn, &c.blueprint, username, user_password).await?;
+            let t1 = t1(conn, &c).await?;
+            let t = conn
+                .token(&[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("client_id", &c.agent),
+                    ("requested_token_use", "on_behalf_of"),
+                    ("assertion", &tc),
+                    ("scope", &c.scope),
+                    ("client_assertion_type", ASSERTION),
+                    ("client_assertion", &t1),
+                ])
+                .await?;
+            show_token(t["access_token"].as_str().unwrap_or_default(), c.decode)
+        }
+        TokenCommand::Decode { token } => crate::decode::run(crate::decode::DecodeArgs::new(token)),
+    }
 }
