@@ -263,3 +263,45 @@ impl Store {
             == 1)
     }
 }
+
+impl Store {
+    pub async fn insert_session(
+        &self,
+        id_sha256: &str,
+        tenant: &str,
+        user: &str,
+        auth_time: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO browser_sessions (id_sha256, tenant_id, user_id, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id_sha256)
+            .bind(tenant)
+            .bind(user)
+            .bind(auth_time)
+            .bind(expires_at)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// (tenant id, user id, auth_time) of a live session.
+    pub async fn session(
+        &self,
+        id_sha256: &str,
+        now: i64,
+    ) -> Result<Option<(String, String, i64)>> {
+        Ok(sqlx::query_as("SELECT tenant_id, user_id, auth_time FROM browser_sessions WHERE id_sha256 = $1 AND expires_at > $2")
+            .bind(id_sha256)
+            .bind(now)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    pub async fn delete_session(&self, id_sha256: &str) -> Result<()> {
+        sqlx::query("DELETE FROM browser_sessions WHERE id_sha256 = $1")
+            .bind(id_sha256)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}

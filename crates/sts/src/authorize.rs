@@ -145,6 +145,7 @@ pub async fn authorize(
     State(sts): State<Sts>,
     Path(segment): Path<String>,
     method: Method,
+    headers: axum::http::HeaderMap,
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
@@ -245,12 +246,26 @@ pub async fn authorize(
         );
     }
     if get("prompt") == Some("none") {
-        // No browser session survives here to sign in silently with.
-        return redirect_error(
-            &req,
-            "login_required",
-            "AADSTS50058: A silent sign-in request was sent but no user is signed in.",
-        );
+        // Silent: only with a live browser session and nothing left to consent to.
+        let Some((user, auth_time)) = devicelogin::session_user(&sts, &headers, &tenant).await
+        else {
+            return redirect_error(
+                &req,
+                "login_required",
+                "AADSTS50058: A silent sign-in request was sent but no user is signed in.",
+            );
+        };
+        if !devicelogin::consented(&sts, &tenant, &client, &user, &req.scope).await {
+            return redirect_error(
+                &req,
+                "consent_required",
+                "AADSTS65001: The user has not consented to the requested scopes.",
+            );
+        }
+        return match issue_code(&sts, &req, &user, auth_time).await {
+            Ok(r) => r,
+            Err(e) => devicelogin::internal(e),
+        };
     }
     let id = random_token();
     let flow = BrowserFlow {

@@ -81,15 +81,7 @@ pub(crate) fn internal<E: std::fmt::Display>(e: E) -> Response {
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            let (k, v) = c.trim().split_once('=')?;
-            (k == COOKIE).then(|| v.to_string())
-        })
+    named_cookie(headers, COOKIE)
 }
 
 fn parse_form(body: &Bytes) -> HashMap<String, String> {
@@ -330,11 +322,32 @@ fn signin_page(
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
+    signin_page_with(flow, client, status, error, None)
+}
+
+/// The sign-in form; with a live browser session, also "Continue as {upn}".
+fn signin_page_with(
+    flow: &BrowserFlow,
+    client: &Client,
+    status: StatusCode,
+    error: Option<&str>,
+    sso: Option<&User>,
+) -> Response {
+    let cont = sso
+        .map(|u| {
+            format!(
+                "<form method=\"post\" action=\"/devicelogin/signin\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"continue\" value=\"1\">\
+<button type=\"submit\">Continue as {}</button></form><p>Or sign in with another account:</p>",
+                flow.csrf,
+                escape(&u.upn)
+            )
+        })
+        .unwrap_or_default();
     page(
         status,
         "Sign in",
         &format!(
-            "<p>Are you trying to sign in to <strong>{}</strong>?</p><p>Only continue if you downloaded the app from a store or website that you trust.</p>{}\
+            "<p>Are you trying to sign in to <strong>{}</strong>?</p><p>Only continue if you downloaded the app from a store or website that you trust.</p>{}{cont}\
 <form method=\"post\" action=\"/devicelogin/signin\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
 <label for=\"username\">Email or user name</label><input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus>\
 <label for=\"password\">Password</label><input type=\"password\" id=\"password\" name=\"password\" autocomplete=\"current-password\" required>\
@@ -346,12 +359,131 @@ fn signin_page(
     )
 }
 
+const SESSION_COOKIE: &str = "agentid_session";
+const SESSION_LIFETIME: i64 = 8 * 3600;
+
+fn named_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then(|| v.to_string())
+        })
+}
+
+/// The enabled user of this browser's live SSO session in `tenant`, if any.
+pub(crate) async fn session_user(
+    sts: &StsState,
+    headers: &HeaderMap,
+    tenant: &Tenant,
+) -> Option<(User, i64)> {
+    let id = named_cookie(headers, SESSION_COOKIE)?;
+    let (tid, uid, auth_time) = sts
+        .store
+        .session(&sha256_hex(&id), chrono::Utc::now().timestamp())
+        .await
+        .ok()??;
+    if tid != tenant.id.to_string() {
+        return None;
+    }
+    let user = sts
+        .store
+        .user_by_id(&tenant.id, &uid.parse().ok()?)
+        .await
+        .ok()??;
+    (user.account_enabled && user.sessions_revoked_at.is_none_or(|r| r < auth_time))
+        .then_some((user, auth_time))
+}
+
+/// Starts an SSO session; returns its cookie.
+async fn start_session(sts: &StsState, tenant: &Tenant, user: &User) -> Option<HeaderValue> {
+    let id = random_token();
+    let now = chrono::Utc::now().timestamp();
+    sts.store
+        .insert_session(
+            &sha256_hex(&id),
+            &tenant.id.to_string(),
+            &user.id.to_string(),
+            now,
+            now + SESSION_LIFETIME,
+        )
+        .await
+        .ok()?;
+    let secure = if sts.base.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={id}; HttpOnly; SameSite=Lax; Path=/; Max-Age={SESSION_LIFETIME}{secure}"
+    ))
+    .ok()
+}
+
+/// `GET /{tenant}/oauth2/v2.0/logout`: ends the browser session; redirects only to a URI
+/// registered on an application of the tenant.
+pub async fn logout(
+    State(sts): State<Sts>,
+    axum::extract::Path(segment): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(id) = named_cookie(&headers, SESSION_COOKIE) {
+        let _ = sts.store.delete_session(&sha256_hex(&id)).await;
+    }
+    let target = match (
+        q.get("post_logout_redirect_uri"),
+        sts.store.tenant_by_segment(&segment).await.ok().flatten(),
+    ) {
+        (Some(uri), Some(t)) => {
+            let registered = match sts.store.applications(&t.id, false).await {
+                Ok(apps) => apps.iter().any(|a| {
+                    a.redirect_uris
+                        .iter()
+                        .any(|r| crate::authorize::redirect_matches(r, uri))
+                }),
+                Err(_) => false,
+            };
+            registered.then(|| uri.clone())
+        }
+        _ => None,
+    };
+    let mut r = match target {
+        Some(uri) => {
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            match HeaderValue::from_str(&uri) {
+                Ok(v) => {
+                    r.headers_mut().insert(header::LOCATION, v);
+                    r
+                }
+                Err(_) => page(StatusCode::OK, "Signed out", "<p>You have signed out.</p>"),
+            }
+        }
+        None => page(
+            StatusCode::OK,
+            "Signed out",
+            "<p>You have signed out. You can close this window.</p>",
+        ),
+    };
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("agentid_session=; HttpOnly; SameSite=Lax; Path=/; Max-Age=0"),
+    );
+    r
+}
+
 pub async fn signin(State(sts): State<Sts>, headers: HeaderMap) -> Response {
     let Some(flow) = current_flow(&sts, &headers).await else {
         return redirect("/devicelogin");
     };
     match flow_context(&sts, &flow).await {
-        Some((_, _, client)) => signin_page(&flow, &client, StatusCode::OK, None),
+        Some((_, tenant, client)) => {
+            let sso = session_user(&sts, &headers, &tenant).await.map(|(u, _)| u);
+            signin_page_with(&flow, &client, StatusCode::OK, None, sso.as_ref())
+        }
         None => redirect("/devicelogin"),
     }
 }
@@ -377,81 +509,92 @@ pub async fn submit_signin(
             Some("The form could not be verified. Sign in again."),
         );
     }
-    let tid = tenant.id.to_string();
-    let ip_key = format!(
-        "ip:{}",
-        addr.map(|a| a.0.0.ip().to_string()).unwrap_or_default()
-    );
-    let username = form
-        .get("username")
-        .map(String::as_str)
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    let password = form.get("password").cloned().unwrap_or_default();
-    let user = match sts.store.user_by_upn(&tenant.id, &username).await {
-        Ok(u) => u,
-        Err(e) => return internal(e),
+    let sso = match form.get("continue").map(String::as_str) {
+        Some("1") => session_user(&sts, &headers, &tenant).await.map(|(u, _)| u),
+        _ => None,
     };
-    let user_key = user
-        .as_ref()
-        .map(|u| u.id.to_string())
-        .unwrap_or_else(|| format!("upn:{}", username.to_lowercase()));
-    for key in [&user_key, &ip_key] {
-        if let Ok(Some(_)) = sts.store.signin_locked_until(&tid, key).await {
-            let status = if key == &ip_key {
-                StatusCode::TOO_MANY_REQUESTS
-            } else {
-                StatusCode::OK
-            };
+    let (user, fresh) = if let Some(u) = sso {
+        (u, false)
+    } else {
+        let tid = tenant.id.to_string();
+        let ip_key = format!(
+            "ip:{}",
+            addr.map(|a| a.0.0.ip().to_string()).unwrap_or_default()
+        );
+        let username = form
+            .get("username")
+            .map(String::as_str)
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let password = form.get("password").cloned().unwrap_or_default();
+        let user = match sts.store.user_by_upn(&tenant.id, &username).await {
+            Ok(u) => u,
+            Err(e) => return internal(e),
+        };
+        let user_key = user
+            .as_ref()
+            .map(|u| u.id.to_string())
+            .unwrap_or_else(|| format!("upn:{}", username.to_lowercase()));
+        for key in [&user_key, &ip_key] {
+            if let Ok(Some(_)) = sts.store.signin_locked_until(&tid, key).await {
+                let status = if key == &ip_key {
+                    StatusCode::TOO_MANY_REQUESTS
+                } else {
+                    StatusCode::OK
+                };
+                return signin_page(
+                    &flow,
+                    &client,
+                    status,
+                    Some(
+                        "AADSTS50053: Your account is temporarily locked to prevent unauthorized use. Try again later.",
+                    ),
+                );
+            }
+        }
+        let verified = match &user {
+            Some(u) if u.kind == UserKind::User => match u.password_hash.clone() {
+                Some(h) => tokio::task::spawn_blocking(move || {
+                    agentid_directory::secrets::verify_password(&password, &h)
+                })
+                .await
+                .unwrap_or(false),
+                None => false,
+            },
+            _ => false,
+        };
+        if !verified {
+            let _ = sts
+                .store
+                .record_signin_failure(&tid, &user_key, 10, 60)
+                .await;
+            let _ = sts
+                .store
+                .record_signin_failure(&tid, &ip_key, 30, 600)
+                .await;
+            audit(
+                &sts,
+                &tenant,
+                &client,
+                user.as_ref(),
+                "refused",
+                Some(50126),
+            )
+            .await;
             return signin_page(
                 &flow,
                 &client,
-                status,
+                StatusCode::OK,
                 Some(
-                    "AADSTS50053: Your account is temporarily locked to prevent unauthorized use. Try again later.",
+                    "AADSTS50126: Error validating credentials due to invalid username or password.",
                 ),
             );
         }
-    }
-    let verified = match &user {
-        Some(u) if u.kind == UserKind::User => match u.password_hash.clone() {
-            Some(h) => tokio::task::spawn_blocking(move || {
-                agentid_directory::secrets::verify_password(&password, &h)
-            })
-            .await
-            .unwrap_or(false),
-            None => false,
-        },
-        _ => false,
+        let user = user.expect("verified");
+        let _ = sts.store.clear_signin_failures(&tid, &user_key).await;
+        (user, true)
     };
-    if !verified {
-        let _ = sts
-            .store
-            .record_signin_failure(&tid, &user_key, 10, 60)
-            .await;
-        let _ = sts
-            .store
-            .record_signin_failure(&tid, &ip_key, 30, 600)
-            .await;
-        audit(
-            &sts,
-            &tenant,
-            &client,
-            user.as_ref(),
-            "refused",
-            Some(50126),
-        )
-        .await;
-        return signin_page(
-            &flow,
-            &client,
-            StatusCode::OK,
-            Some("AADSTS50126: Error validating credentials due to invalid username or password."),
-        );
-    }
-    let user = user.expect("verified");
-    let _ = sts.store.clear_signin_failures(&tid, &user_key).await;
     if !user.account_enabled {
         audit(&sts, &tenant, &client, Some(&user), "refused", Some(50057)).await;
         return signin_page(
@@ -466,11 +609,28 @@ pub async fn submit_signin(
     if let Err(e) = sts.store.update_browser_flow(&flow).await {
         return internal(e);
     }
-    match missing_consent(&sts, &tenant, &client, &user, dc.scope()).await {
+    let mut resp = match missing_consent(&sts, &tenant, &client, &user, dc.scope()).await {
         Ok(m) if m.nothing_missing() => approve(&sts, &flow, &dc, &tenant, &client, &user).await,
         Ok(_) => redirect("/devicelogin/consent"),
         Err(msg) => decline(&sts, &dc, &msg).await,
+    };
+    if fresh && let Some(cookie) = start_session(&sts, &tenant, &user).await {
+        resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
+    resp
+}
+
+/// For silent sign-in (`prompt=none`): is everything the request asks for already consented?
+pub(crate) async fn consented(
+    sts: &StsState,
+    tenant: &Tenant,
+    client: &Client,
+    user: &User,
+    scope: &str,
+) -> bool {
+    missing_consent(sts, tenant, client, user, scope)
+        .await
+        .is_ok_and(|m| m.nothing_missing())
 }
 
 /// What the user would have to consent to.

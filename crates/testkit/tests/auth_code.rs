@@ -177,7 +177,8 @@ both_backends!(authorization_code_with_pkce, |db: Db| async move {
             ],
         ))
         .await;
-    assert_eq!(query(&loc.unwrap())["error"], "login_required");
+    // Silent sign-in reuses the browser session that the sign-in above started.
+    assert!(query(&loc.unwrap()).contains_key("code"));
     sts.stop().await;
 });
 
@@ -234,3 +235,118 @@ async fn msal_python_auth_code_flow() {
     assert!(child.wait().await.unwrap().success());
     sts.stop().await;
 }
+
+both_backends!(
+    browser_session_single_sign_on_and_logout,
+    |db: Db| async move {
+        let sts = TestSts::start(db, DEMO).await;
+        let verifier = "another-long-code-verifier-of-at-least-forty-three-characters-xyz";
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        let scope = format!("api://{BP}/access_as_user openid");
+        let params = |prompt: Option<&'static str>| {
+            let mut p = vec![
+                ("client_id", GRAPH_CLI.to_string()),
+                ("response_type", "code".into()),
+                ("redirect_uri", REDIRECT.into()),
+                ("scope", scope.clone()),
+                ("code_challenge", challenge.clone()),
+                ("code_challenge_method", "S256".into()),
+                ("state", "s".into()),
+            ];
+            if let Some(pr) = prompt {
+                p.push(("prompt", pr.into()));
+            }
+            p
+        };
+        let url = |p: Vec<(&str, String)>| {
+            authorize_url(
+                &sts,
+                &p.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
+            )
+        };
+        let web = Browser::new(sts.base(), sts.running.ca_pem.as_deref());
+        // Without a session, silent sign-in is refused.
+        let (_, loc, _) = web.get_url_no_follow(&url(params(Some("none")))).await;
+        assert_eq!(query(&loc.unwrap())["error"], "login_required");
+        // Sign in once...
+        let back = sign_in(&web, &url(params(None))).await;
+        assert!(query(&back).contains_key("code"));
+        // ...then silent sign-in works, and the code is good.
+        let (st, loc, _) = web.get_url_no_follow(&url(params(Some("none")))).await;
+        let q = query(&loc.unwrap_or_default());
+        assert_eq!(st, 303);
+        let (st, tok) = sts
+            .token(&[
+                ("grant_type", "authorization_code"),
+                ("client_id", GRAPH_CLI),
+                ("code", &q["code"]),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", verifier),
+            ])
+            .await;
+        assert_eq!(st, 200, "{tok}");
+        // A device code in the same browser offers "Continue as".
+        let url_dc = format!("{}/oauth2/v2.0/devicecode", sts.authority());
+        let (_, dc) = sts
+            .post_form(&url_dc, &[("client_id", GRAPH_CLI), ("scope", &scope)])
+            .await;
+        let p = web.get("/devicelogin").await;
+        let p = web
+            .post(
+                "/devicelogin",
+                &[
+                    ("csrf", &p.csrf()),
+                    ("user_code", dc["user_code"].as_str().unwrap()),
+                ],
+            )
+            .await;
+        assert!(
+            p.html.contains("Continue as alice@contoso.test"),
+            "{}",
+            p.html
+        );
+        let p = web
+            .post(
+                "/devicelogin/signin",
+                &[("csrf", &p.csrf()), ("continue", "1")],
+            )
+            .await;
+        assert!(p.url.ends_with("/devicelogin/done"), "{}", p.html);
+        // Logout ends it; an unregistered post-logout URI is not followed.
+        let (st, loc, html) = web
+            .get_url_no_follow(&format!(
+                "{}/oauth2/v2.0/logout?post_logout_redirect_uri=https://evil.example/",
+                sts.authority()
+            ))
+            .await;
+        assert!(
+            st == 200 && loc.is_none() && html.contains("You have signed out"),
+            "{st} {loc:?}"
+        );
+        let (_, loc, _) = web.get_url_no_follow(&url(params(Some("none")))).await;
+        assert_eq!(query(&loc.unwrap())["error"], "login_required");
+        // And a "continue" without a session is just a failed sign-in.
+        let (_, dc) = sts
+            .post_form(&url_dc, &[("client_id", GRAPH_CLI), ("scope", &scope)])
+            .await;
+        let p = web.get("/devicelogin").await;
+        let p = web
+            .post(
+                "/devicelogin",
+                &[
+                    ("csrf", &p.csrf()),
+                    ("user_code", dc["user_code"].as_str().unwrap()),
+                ],
+            )
+            .await;
+        assert!(!p.html.contains("Continue as"));
+        let p = web
+            .post(
+                "/devicelogin/signin",
+                &[("csrf", &p.csrf()), ("continue", "1")],
+            )
+            .await;
+        assert!(p.html.contains("AADSTS50126"), "{}", p.html);
+        sts.stop().await;
+    }
+);
