@@ -393,6 +393,19 @@ both_backends!(guide_provisioning_sequence, |db: Db| async move {
     assert_eq!(st, 201, "{au}");
     assert_eq!(au["@odata.type"], "#microsoft.graph.agentUser");
 
+    // Deleting a blueprint cascades (as Entra does): its principal and every agent go with it.
+    let (_, spare) = bpg
+        .call(
+            "POST",
+            "/beta/serviceprincipals/Microsoft.Graph.AgentIdentity",
+            Some(
+                json!({"displayName": "Spare", "agentIdentityBlueprintId": bp_app,
+            "sponsors@odata.bind": [format!("https://graph.microsoft.com/v1.0/users/{uid}")]}),
+            ),
+        )
+        .await;
+    let spare_id = spare["id"].as_str().unwrap().to_string();
+
     // G11: the blueprint deletes its agent; it gets no more tokens.
     let (st, _) = bpg
         .call(
@@ -412,6 +425,22 @@ both_backends!(guide_provisioning_sequence, |db: Db| async move {
         ])
         .await;
     assert_eq!((st, b["error_codes"][0].as_u64()), (400, Some(700016)));
+    let (st, _) = admin
+        .call("DELETE", &format!("/beta/applications/{bp_obj}"), None)
+        .await;
+    assert_eq!(st, 204);
+    let (st, _) = admin
+        .call("GET", &format!("/beta/servicePrincipals/{spare_id}"), None)
+        .await;
+    assert_eq!(st, 404, "the blueprint's agents were deleted with it");
+    let (_, left) = admin
+        .call(
+            "GET",
+            &format!("/v1.0/servicePrincipals?$filter=appId eq '{bp_app}'"),
+            None,
+        )
+        .await;
+    assert_eq!(left["value"].as_array().unwrap().len(), 0);
     sts.stop().await;
 });
 
