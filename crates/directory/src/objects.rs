@@ -96,33 +96,27 @@ impl Store {
             .await?)
     }
 
-    /// All applications of a tenant (optionally only blueprints), by creation.
+    /// All applications of a tenant (optionally only blueprints), by creation, in one query.
     pub async fn applications(
         &self,
         tenant: &Uuid,
         blueprints_only: bool,
     ) -> Result<Vec<Application>> {
-        let ids: Vec<(String,)> = sqlx::query_as(if blueprints_only {
-            "SELECT app_id FROM applications WHERE tenant_id = $1 AND kind = 'agentIdentityBlueprint' ORDER BY created_at, id"
+        let filter = if blueprints_only {
+            " AND kind = 'agentIdentityBlueprint'"
         } else {
-            "SELECT app_id FROM applications WHERE tenant_id = $1 ORDER BY created_at, id"
-        })
+            ""
+        };
+        let rows: Vec<crate::queries::AppRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM applications WHERE tenant_id = $1{filter} ORDER BY created_at, id",
+            crate::queries::APP_COLS
+        ))
         .bind(tenant.to_string())
         .fetch_all(self.pool())
         .await?;
-        let mut out = Vec::new();
-        for (a,) in ids {
-            if let Some(app) = self
-                .application_by_app_id(
-                    tenant,
-                    &Uuid::parse_str(&a).map_err(|e| DirectoryError::corrupt("appId", e))?,
-                )
-                .await?
-            {
-                out.push(app);
-            }
-        }
-        Ok(out)
+        rows.into_iter()
+            .map(crate::queries::AppRow::into_model)
+            .collect()
     }
 
     /// Creates an application or blueprint; blueprints are limited to 250 per tenant.
@@ -716,26 +710,18 @@ async fn delete_principal_rows(
 }
 
 impl Store {
-    /// Every user of a tenant (people and agent users), by creation.
+    /// Every user of a tenant (people and agent users), by creation, in one query.
     pub async fn users(&self, tenant: &Uuid) -> Result<Vec<User>> {
-        let ids: Vec<(String,)> =
-            sqlx::query_as("SELECT id FROM users WHERE tenant_id = $1 ORDER BY created_at, id")
-                .bind(tenant.to_string())
-                .fetch_all(self.pool())
-                .await?;
-        let mut out = Vec::new();
-        for (id,) in ids {
-            if let Some(u) = self
-                .user_by_id(
-                    tenant,
-                    &Uuid::parse_str(&id).map_err(|e| DirectoryError::corrupt("user id", e))?,
-                )
-                .await?
-            {
-                out.push(u);
-            }
-        }
-        Ok(out)
+        let rows: Vec<crate::queries::UserRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM users WHERE tenant_id = $1 ORDER BY created_at, id",
+            crate::queries::USER_COLS
+        ))
+        .bind(tenant.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.into_iter()
+            .map(crate::queries::UserRow::into_model)
+            .collect()
     }
 }
 

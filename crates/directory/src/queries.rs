@@ -50,7 +50,7 @@ impl TenantRow {
 const TENANT_COLS: &str = "id, display_name, domains, allow_password_grant, user_consent_allowed, pairwise_secret, user_code_secret";
 
 #[derive(FromRow)]
-struct UserRow {
+pub(crate) struct UserRow {
     id: String,
     tenant_id: String,
     kind: String,
@@ -66,10 +66,10 @@ struct UserRow {
     sessions_revoked_at: Option<i64>,
 }
 
-const USER_COLS: &str = "id, tenant_id, kind, upn, display_name, given_name, surname, mail, account_enabled, password_hash, identity_parent_id, roles, sessions_revoked_at";
+pub(crate) const USER_COLS: &str = "id, tenant_id, kind, upn, display_name, given_name, surname, mail, account_enabled, password_hash, identity_parent_id, roles, sessions_revoked_at";
 
 impl UserRow {
-    fn into_model(self) -> Result<User> {
+    pub(crate) fn into_model(self) -> Result<User> {
         Ok(User {
             id: uuid(&self.id, "user id")?,
             tenant_id: uuid(&self.tenant_id, "tenant id")?,
@@ -90,7 +90,7 @@ impl UserRow {
 }
 
 #[derive(FromRow)]
-struct AppRow {
+pub(crate) struct AppRow {
     id: String,
     tenant_id: String,
     app_id: String,
@@ -106,10 +106,10 @@ struct AppRow {
     signing_alg: String,
 }
 
-const APP_COLS: &str = "id, tenant_id, app_id, kind, display_name, identifier_uris, scopes, app_roles, access_token_version, is_public_client, redirect_uris, inheritable_permissions, signing_alg";
+pub(crate) const APP_COLS: &str = "id, tenant_id, app_id, kind, display_name, identifier_uris, scopes, app_roles, access_token_version, is_public_client, redirect_uris, inheritable_permissions, signing_alg";
 
 impl AppRow {
-    fn into_model(self) -> Result<Application> {
+    pub(crate) fn into_model(self) -> Result<Application> {
         Ok(Application {
             id: uuid(&self.id, "application id")?,
             tenant_id: uuid(&self.tenant_id, "tenant id")?,

@@ -262,55 +262,7 @@ async fn login(
         (Some(_), None) => {
             bail!("--username needs a password ($AGENTID_ADMIN_PASSWORD or --password)")
         }
-        _ => {
-            let url = format!("{}/oauth2/v2.0/devicecode", conn.authority);
-            let dc: Value = conn
-                .http
-                .post(&url)
-                .form(&[("client_id", conn.client_id.as_str()), ("scope", &scope)])
-                .send()
-                .await?
-                .json()
-                .await?;
-            let Some(device_code) = dc["device_code"].as_str() else {
-                bail!(
-                    "{}",
-                    dc["error_description"]
-                        .as_str()
-                        .unwrap_or("the devicecode endpoint refused the request")
-                );
-            };
-            eprintln!("{}", dc["message"].as_str().unwrap_or_default());
-            let interval = dc["interval"].as_u64().unwrap_or(5);
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
-                let r: Value = conn
-                    .http
-                    .post(conn.token_url())
-                    .form(&[
-                        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-                        ("client_id", conn.client_id.as_str()),
-                        ("device_code", device_code),
-                    ])
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                match r["error"].as_str() {
-                    None => break r,
-                    Some("authorization_pending") | Some("slow_down") => continue,
-                    Some(e) => bail!(
-                        "{e}: {}",
-                        r["error_description"]
-                            .as_str()
-                            .unwrap_or("")
-                            .split(" Trace ID:")
-                            .next()
-                            .unwrap_or("")
-                    ),
-                }
-            }
-        }
+        _ => device_code_token(conn, &scope).await?,
     };
     conn.save(&t)?;
     let c = agentid_claims::UnverifiedJwt::parse(t["access_token"].as_str().unwrap_or_default())?
@@ -940,58 +892,7 @@ async fn user_token(
             .await?
         }
         (Some(_), None) => bail!("--username needs $AGENTID_USER_PASSWORD"),
-        _ => {
-            let url = format!("{}/oauth2/v2.0/devicecode", conn.authority);
-            let dc: Value = conn
-                .http
-                .post(&url)
-                .form(&[("client_id", conn.client_id.as_str()), ("scope", &scope)])
-                .send()
-                .await?
-                .json()
-                .await?;
-            let device_code = dc["device_code"]
-                .as_str()
-                .with_context(|| {
-                    dc["error_description"]
-                        .as_str()
-                        .unwrap_or("devicecode refused")
-                        .to_string()
-                })?
-                .to_string();
-            eprintln!("{}", dc["message"].as_str().unwrap_or_default());
-            loop {
-                tokio::time::sleep(std::time::Duration::from_secs(
-                    dc["interval"].as_u64().unwrap_or(5),
-                ))
-                .await;
-                let r: Value = conn
-                    .http
-                    .post(conn.token_url())
-                    .form(&[
-                        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-                        ("client_id", conn.client_id.as_str()),
-                        ("device_code", device_code.as_str()),
-                    ])
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                match r["error"].as_str() {
-                    None => break r,
-                    Some("authorization_pending" | "slow_down") => continue,
-                    Some(e) => bail!(
-                        "{e}: {}",
-                        r["error_description"]
-                            .as_str()
-                            .unwrap_or("")
-                            .split(" Trace ID:")
-                            .next()
-                            .unwrap_or("")
-                    ),
-                }
-            }
-        }
+        _ => device_code_token(conn, &scope).await?,
     };
     Ok(t["access_token"].as_str().unwrap_or_default().to_string())
 }
@@ -1033,5 +934,58 @@ async fn token(conn: &Conn, cmd: TokenCommand) -> anyhow::Result<()> {
             show_token(t["access_token"].as_str().unwrap_or_default(), c.decode)
         }
         TokenCommand::Decode { token } => crate::decode::run(crate::decode::DecodeArgs::new(token)),
+    }
+}
+
+/// The device-code flow with the admin's public client: prints where to sign in, polls until
+/// the user has, and returns the token response.
+async fn device_code_token(conn: &Conn, scope: &str) -> anyhow::Result<Value> {
+    let url = format!("{}/oauth2/v2.0/devicecode", conn.authority);
+    let dc: Value = conn
+        .http
+        .post(&url)
+        .form(&[("client_id", conn.client_id.as_str()), ("scope", scope)])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let Some(device_code) = dc["device_code"].as_str() else {
+        bail!(
+            "{}",
+            dc["error_description"]
+                .as_str()
+                .unwrap_or("the devicecode endpoint refused the request")
+        );
+    };
+    eprintln!("{}", dc["message"].as_str().unwrap_or_default());
+    let interval = dc["interval"].as_u64().unwrap_or(5);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
+        let form = [
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("client_id", conn.client_id.as_str()),
+            ("device_code", device_code),
+        ];
+        let r: Value = conn
+            .http
+            .post(conn.token_url())
+            .form(&form)
+            .send()
+            .await?
+            .json()
+            .await?;
+        match r["error"].as_str() {
+            None => return Ok(r),
+            Some("authorization_pending" | "slow_down") => continue,
+            Some(e) => bail!(
+                "{e}: {}",
+                r["error_description"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split(" Trace ID:")
+                    .next()
+                    .unwrap_or("")
+            ),
+        }
     }
 }
