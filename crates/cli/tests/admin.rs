@@ -266,17 +266,37 @@ async fn admin_login_with_a_device_code() {
     let sts = TestSts::start(Db::Sqlite, DEMO).await;
     let home = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_agentid"))
-        .args(["admin", "login", "--authority", &sts.authority(), "--ca-file", sts.ca_file().to_str().unwrap()])
+        .args([
+            "admin",
+            "login",
+            "--authority",
+            &sts.authority(),
+            "--ca-file",
+            sts.ca_file().to_str().unwrap(),
+        ])
         .env("AGENTID_HOME", home.path())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let message = lines.next_line().await.unwrap().expect("the sign-in instructions");
-    let code = message.rsplit("enter the code ").next().unwrap().split_whitespace().next().unwrap().to_string();
+    let message = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the sign-in instructions");
+    let code = message
+        .rsplit("enter the code ")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     let web = agentid_testkit::browser::Browser::new(sts.base(), sts.running.ca_pem.as_deref());
-    let page = web.complete_device_login(&code, "alice@contoso.test", "correct-horse-battery", true).await;
+    let page = web
+        .complete_device_login(&code, "alice@contoso.test", "correct-horse-battery", true)
+        .await;
     assert!(page.url.ends_with("/devicelogin/done"), "{}", page.html);
     let done = lines.next_line().await.unwrap().unwrap_or_default();
     assert!(done.contains("signed in as alice@contoso.test"), "{done}");

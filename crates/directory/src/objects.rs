@@ -1005,3 +1005,44 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Replaces an application's `owners` or `sponsors` (object ids).
+    pub async fn set_app_people(&self, app: &Uuid, column: People, ids: &[String]) -> Result<()> {
+        sqlx::query(&format!(
+            "UPDATE applications SET {} = $1 WHERE id = $2",
+            column.as_str()
+        ))
+        .bind(serde_json::to_string(ids).expect("json"))
+        .bind(app.to_string())
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Replaces an agent identity's sponsors.
+    pub async fn set_principal_sponsors(&self, sp: &Uuid, ids: &[String]) -> Result<()> {
+        sqlx::query("UPDATE service_principals SET sponsors = $1 WHERE id = $2")
+            .bind(serde_json::to_string(ids).expect("json"))
+            .bind(sp.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Which list of people an application keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum People {
+    Owners,
+    Sponsors,
+}
+
+impl People {
+    fn as_str(self) -> &'static str {
+        match self {
+            People::Owners => "owners",
+            People::Sponsors => "sponsors",
+        }
+    }
+}

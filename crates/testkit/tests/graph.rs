@@ -393,6 +393,50 @@ both_backends!(guide_provisioning_sequence, |db: Db| async move {
     assert_eq!(st, 201, "{au}");
     assert_eq!(au["@odata.type"], "#microsoft.graph.agentUser");
 
+    // Owners and sponsors: the creator owns the blueprint; sponsors are added and removed by $ref.
+    let (_, owners) = admin
+        .call("GET", &format!("/beta/applications/{bp_obj}/owners"), None)
+        .await;
+    assert_eq!(
+        owners["value"][0]["userPrincipalName"], "alice@contoso.test",
+        "{owners}"
+    );
+    let (_, bob) = admin
+        .call("GET", "/v1.0/users/bob@contoso.test", None)
+        .await;
+    let bob_ref = json!({"@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{}", bob["id"].as_str().unwrap())});
+    let (st, _) = admin
+        .call(
+            "POST",
+            &format!(
+                "/beta/applications/{bp_obj}/microsoft.graph.agentIdentityBlueprint/sponsors/$ref"
+            ),
+            Some(bob_ref.clone()),
+        )
+        .await;
+    assert_eq!(st, 204);
+    let (_, sponsors) = admin
+        .call(
+            "GET",
+            &format!("/beta/applications/{bp_obj}/sponsors"),
+            None,
+        )
+        .await;
+    assert_eq!(sponsors["value"].as_array().unwrap().len(), 2, "{sponsors}");
+    let (st, _) = admin
+        .call(
+            "DELETE",
+            &format!(
+                "/beta/applications/{bp_obj}/sponsors/{}/$ref",
+                bob["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(st, 204);
+    let (st, _) = admin.call("POST", &format!("/beta/applications/{bp_obj}/sponsors/$ref"), Some(json!({"@odata.id": "https://graph.microsoft.com/v1.0/users/00000000-0000-4000-8000-000000000000"}))).await;
+    assert_eq!(st, 404);
+
     // Deleting a blueprint cascades (as Entra does): its principal and every agent go with it.
     let (_, spare) = bpg
         .call(

@@ -6,6 +6,7 @@
 mod caller;
 mod extensions;
 pub mod odata;
+mod people;
 mod users;
 
 use crate::state::Sts;
@@ -451,6 +452,57 @@ async fn route(req: &Req<'_>, c: &Caller, segs: &[String]) -> GResult<Out> {
         | (Method::DELETE, ["users", _, "approleassignments", _]) => {
             delete_assignment(c, req, &segs[3]).await
         }
+        (_, ["applications", _, "owners", rest @ ..])
+        | (
+            _,
+            [
+                "applications",
+                _,
+                "agentidentityblueprint",
+                "owners",
+                rest @ ..,
+            ],
+        ) => {
+            people::app_people(
+                req,
+                c,
+                &segs[1],
+                agentid_directory::objects::People::Owners,
+                rest,
+            )
+            .await
+        }
+        (_, ["applications", _, "sponsors", rest @ ..])
+        | (
+            _,
+            [
+                "applications",
+                _,
+                "agentidentityblueprint",
+                "sponsors",
+                rest @ ..,
+            ],
+        ) => {
+            people::app_people(
+                req,
+                c,
+                &segs[1],
+                agentid_directory::objects::People::Sponsors,
+                rest,
+            )
+            .await
+        }
+        (_, ["serviceprincipals", _, "sponsors", rest @ ..])
+        | (
+            _,
+            [
+                "serviceprincipals",
+                _,
+                "agentidentity",
+                "sponsors",
+                rest @ ..,
+            ],
+        ) => people::agent_sponsors(req, c, &segs[1], rest).await,
         (Method::GET, ["oauth2permissiongrants"]) => list_grants(req, c, None).await,
         (Method::POST, ["oauth2permissiongrants"]) => create_grant(req, c).await,
         (m, ["oauth2permissiongrants", _]) => grant_item(req, c, m, &segs[1]).await,
@@ -609,7 +661,7 @@ async fn create_user(req: &Req<'_>, c: &Caller) -> GResult<Out> {
 
 // ---- applications -------------------------------------------------------------------------------
 
-async fn find_app(req: &Req<'_>, c: &Caller, key: &str) -> GResult<Application> {
+pub(super) async fn find_app(req: &Req<'_>, c: &Caller, key: &str) -> GResult<Application> {
     let lk = key.to_ascii_lowercase();
     let app = if let Some(inner) = lk
         .strip_prefix("(appid='")
@@ -641,7 +693,7 @@ async fn find_app(req: &Req<'_>, c: &Caller, key: &str) -> GResult<Application> 
     app.ok_or_else(|| GraphError::not_found(key))
 }
 
-fn owners_of(extras: &agentid_directory::objects::AppExtras) -> Vec<String> {
+pub(super) fn owners_of(extras: &agentid_directory::objects::AppExtras) -> Vec<String> {
     serde_json::from_str(&extras.owners).unwrap_or_default()
 }
 
@@ -1274,7 +1326,7 @@ async fn fic_item(req: &Req<'_>, c: &Caller, m: Method, key: &str, item: &str) -
 
 // ---- service principals -------------------------------------------------------------------------
 
-fn principal_json(req: &Req<'_>, r: &SpRecord, app: Option<&Application>) -> Value {
+pub(super) fn principal_json(req: &Req<'_>, r: &SpRecord, app: Option<&Application>) -> Value {
     let sp = &r.sp;
     let (t, names) = match sp.kind {
         SpKind::AgentIdentity => (
@@ -1323,7 +1375,7 @@ fn principal_json(req: &Req<'_>, r: &SpRecord, app: Option<&Application>) -> Val
     v
 }
 
-async fn find_principal(req: &Req<'_>, c: &Caller, key: &str) -> GResult<SpRecord> {
+pub(super) async fn find_principal(req: &Req<'_>, c: &Caller, key: &str) -> GResult<SpRecord> {
     let lk = key.to_ascii_lowercase();
     let id = if let Some(inner) = lk
         .strip_prefix("(appid='")
@@ -1551,7 +1603,11 @@ async fn create_agent(req: &Req<'_>, c: &Caller) -> GResult<Out> {
 }
 
 /// May the caller manage this principal (PATCH/DELETE)?
-async fn manage_principal(req: &Req<'_>, c: &Caller, sp: &ServicePrincipal) -> GResult<()> {
+pub(super) async fn manage_principal(
+    req: &Req<'_>,
+    c: &Caller,
+    sp: &ServicePrincipal,
+) -> GResult<()> {
     if sp.kind == SpKind::BuiltIn {
         return Err(GraphError::denied());
     }
