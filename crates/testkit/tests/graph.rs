@@ -891,6 +891,43 @@ both_backends!(
         let (st, _) = admin.call("GET", &format!("/v1.0/users/{uid}"), None).await;
         assert_eq!(st, 404);
 
+        // Paging: $top with @odata.nextLink until the collection is exhausted.
+        let (_, all) = admin.call("GET", "/v1.0/users", None).await;
+        let total = all["value"].as_array().unwrap().len();
+        assert!(total >= 3);
+        let (_, mut page) = admin
+            .call(
+                "GET",
+                "/v1.0/users?$top=1&$select=id,userPrincipalName",
+                None,
+            )
+            .await;
+        let mut seen = vec![];
+        loop {
+            assert_eq!(page["value"].as_array().unwrap().len(), 1);
+            seen.push(page["value"][0]["id"].as_str().unwrap().to_string());
+            assert!(
+                page["value"][0].get("displayName").is_none(),
+                "$select kept across pages"
+            );
+            let Some(next) = page["@odata.nextLink"].as_str() else {
+                break;
+            };
+            page = sts
+                .http
+                .get(next)
+                .bearer_auth(&admin.token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        }
+        assert_eq!(seen.len(), total);
+        seen.dedup();
+        assert_eq!(seen.len(), total, "no user twice");
+
         // Inheritance: a fresh agent of the demo blueprint has no grant of its own; it inherits the
         // blueprint's, filtered by the blueprint's inheritable permissions.
         let bp = "85075aa5-1d73-42de-812a-95348218e4b2";

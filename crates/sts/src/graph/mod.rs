@@ -50,6 +50,8 @@ pub(super) struct Req<'a> {
     query: HashMap<String, String>,
     headers: &'a HeaderMap,
     body: Bytes,
+    /// The path after the version, for `@odata.nextLink`.
+    path: String,
 }
 
 impl Req<'_> {
@@ -104,7 +106,13 @@ impl Req<'_> {
         for k in self.query.keys() {
             if k.starts_with('$')
                 && ![
-                    "$filter", "$top", "$select", "$orderby", "$count", "$search",
+                    "$filter",
+                    "$top",
+                    "$select",
+                    "$orderby",
+                    "$count",
+                    "$search",
+                    "$skiptoken",
                 ]
                 .contains(&k.as_str())
             {
@@ -161,7 +169,38 @@ impl Req<'_> {
                 .ok_or_else(|| GraphError::bad_request("$top must be between 1 and 999."))?,
             None => 100,
         };
-        items.truncate(top);
+        // Paging: `$skiptoken` is opaque to clients (base64url of the offset).
+        let skip = match self.query.get("$skiptoken") {
+            Some(t) => {
+                use base64::Engine;
+                let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(t)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok());
+                raw.and_then(|r| r.strip_prefix("o:").and_then(|n| n.parse::<usize>().ok()))
+                    .ok_or_else(|| GraphError::bad_request("Invalid $skiptoken."))?
+            }
+            None => 0,
+        };
+        let more = items.len() > skip + top;
+        let mut items: Vec<Value> = items.into_iter().skip(skip).take(top).collect();
+        let next_link = more.then(|| {
+            use base64::Engine;
+            let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(format!("o:{}", skip + top));
+            let mut q: Vec<(String, String)> = self
+                .query
+                .iter()
+                .filter(|(k, _)| *k != "$skiptoken")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            q.sort();
+            q.push(("$skiptoken".into(), token));
+            let qs: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(q)
+                .finish();
+            format!("{}/{}/{}?{qs}", self.base, self.version, self.path)
+        });
         if let Some(sel) = self.query.get("$select") {
             let keep: Vec<&str> = sel.split(',').map(str::trim).collect();
             for i in items.iter_mut() {
@@ -173,6 +212,9 @@ impl Req<'_> {
             }
         }
         let mut body = json!({"@odata.context": self.context(what), "value": items});
+        if let Some(n) = next_link {
+            body["@odata.nextLink"] = json!(n);
+        }
         if self.query.get("$count").is_some_and(|c| c == "true") {
             body["@odata.count"] = json!(count);
         }
@@ -235,6 +277,7 @@ async fn handle(
         query,
         headers: &headers,
         body,
+        path: rest.trim_end_matches('/').to_string(),
     };
     let segs: Vec<String> = rest
         .trim_end_matches('/')
