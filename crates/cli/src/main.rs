@@ -2,6 +2,8 @@
 
 mod bench;
 mod decode;
+mod sidecar_bench;
+mod sidecar_cmd;
 mod sts_cmd;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +28,9 @@ enum Command {
         #[command(subcommand)]
         command: Box<sts_cmd::StsCommand>,
     },
+    /// The token sidecar: the Entra SDK sidecar's HTTP contract, secure by default.
+    #[command(version)]
+    Sidecar(sidecar_cmd::SidecarArgs),
     /// Work with tokens.
     Token {
         #[command(subcommand)]
@@ -64,6 +69,8 @@ fn init_tracing(default: &str) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        // Exit codes matter here: 2 is a configuration error (sidecar.md §12.5).
+        Command::Sidecar(args) => std::process::exit(sidecar_cmd::run(args)),
         Command::Token {
             command: TokenCommand::Decode(args),
         } => decode::run(args),
