@@ -331,3 +331,25 @@ pub fn enc(s: &str) -> String {
 pub fn cid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+/// A JWT with `claims`, signed with the STS's current key for its tenant (as the STS would).
+pub async fn sign_as_sts(sts: &TestSts, claims: &Value) -> String {
+    let tenant = sts.running.reports[0].tenant_id;
+    let key = sts
+        .running
+        .state
+        .keys
+        .signer(&tenant, chrono::Utc::now().timestamp())
+        .await
+        .expect("signing key");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, claims, &key.encoding).expect("sign")
+}
+
+/// A JWT with an arbitrary header and an empty or fake signature.
+pub fn unsigned(header: &Value, claims: &Value) -> String {
+    use base64::Engine;
+    let b = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    format!("{}.{}.", b(header), b(claims))
+}

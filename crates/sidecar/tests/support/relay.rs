@@ -287,3 +287,20 @@ pub fn leg(c: &Call) -> &'static str {
         _ => "other",
     }
 }
+
+impl Step {
+    /// A 200 token response carrying an unsigned JWT with `claims` (for requests the STS would
+    /// refuse, such as made-up scopes).
+    pub fn token(claims: serde_json::Value) -> Step {
+        let now = chrono::Utc::now().timestamp();
+        let mut c = claims;
+        c["exp"] = serde_json::json!(now + 3600);
+        c["uti"] = serde_json::json!(uuid::Uuid::new_v4().simple().to_string());
+        let t = super::unsigned(&serde_json::json!({"alg": "RS256", "typ": "JWT"}), &c);
+        Step::Respond {
+            status: 200,
+            body: serde_json::json!({"token_type": "Bearer", "expires_in": 3600, "access_token": format!("{t}sig")}).to_string(),
+            retry_after: None,
+        }
+    }
+}
