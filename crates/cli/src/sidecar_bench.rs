@@ -200,7 +200,10 @@ fn concurrent(
         .collect();
     let mut all = Vec::with_capacity(connections * per);
     for t in threads {
-        all.extend(t.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??);
+        all.extend(
+            t.join()
+                .map_err(|_| anyhow::anyhow!("client thread panicked"))??,
+        );
     }
     let wall = start.elapsed();
     done.store(true, Ordering::Relaxed);
@@ -249,7 +252,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         ],
     )
     .await?;
-    let tc = user["access_token"].as_str().unwrap_or_default().to_string();
+    let tc = user["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let mut refresh = user["refresh_token"]
         .as_str()
         .unwrap_or_default()
@@ -261,20 +267,41 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let started = Instant::now();
     let child = Command::new(exe)
-        .args(["sidecar", "--listen", &format!("http://{addr}"), "--health-listen", "off"])
+        .args([
+            "sidecar",
+            "--listen",
+            &format!("http://{addr}"),
+            "--health-listen",
+            "off",
+        ])
         .env_clear()
         .envs([
             ("AzureAd__Instance", format!("{}/", running.base)),
             ("AzureAd__TenantId", tenant.clone()),
             ("AzureAd__ClientId", BP.to_string()),
-            ("AzureAd__ClientCredentials__0__SourceType", "ClientSecret".into()),
-            ("AzureAd__ClientCredentials__0__ClientSecret", BP_SECRET.into()),
-            ("DownstreamApis__graph__Scopes__0", "https://graph.microsoft.com/.default".into()),
-            ("DownstreamApis__graph-app__Scopes__0", "https://graph.microsoft.com/.default".into()),
+            (
+                "AzureAd__ClientCredentials__0__SourceType",
+                "ClientSecret".into(),
+            ),
+            (
+                "AzureAd__ClientCredentials__0__ClientSecret",
+                BP_SECRET.into(),
+            ),
+            (
+                "DownstreamApis__graph__Scopes__0",
+                "https://graph.microsoft.com/.default".into(),
+            ),
+            (
+                "DownstreamApis__graph-app__Scopes__0",
+                "https://graph.microsoft.com/.default".into(),
+            ),
             ("DownstreamApis__graph-app__RequestAppToken", "true".into()),
             ("Sidecar__AllowedAgentIdentities__0", AGENT.into()),
             ("Sidecar__ExtraCaBundlePath", ca_file.display().to_string()),
-            ("Sidecar__TokenCache__MaxEntries", a.cache_entries.max(16).to_string()),
+            (
+                "Sidecar__TokenCache__MaxEntries",
+                a.cache_entries.max(16).to_string(),
+            ),
             ("Logging__LogLevel__Default", "Warning".into()),
         ])
         .stdout(Stdio::null())
@@ -298,7 +325,9 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let idle_rss = rss_kib(pid);
 
     let authn = get(
-        &format!("/AuthorizationHeader/graph?optionsOverride.RequestAppToken=false&AgentIdentity={AGENT}"),
+        &format!(
+            "/AuthorizationHeader/graph?optionsOverride.RequestAppToken=false&AgentIdentity={AGENT}"
+        ),
         Some(&tc),
     );
     let unauth = get(
@@ -307,7 +336,13 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     );
     // Pre-warm: one request each fills the cache (T1 → agent OBO, T1 → T2).
     let (seq_auth, seq_unauth, conc) = tokio::task::spawn_blocking({
-        let (authn, unauth, n, c, per) = (authn.clone(), unauth.clone(), a.requests, a.concurrency, a.per_connection);
+        let (authn, unauth, n, c, per) = (
+            authn.clone(),
+            unauth.clone(),
+            a.requests,
+            a.concurrency,
+            a.per_connection,
+        );
         move || -> anyhow::Result<_> {
             sequential(addr, &authn, 1)?;
             sequential(addr, &unauth, 1)?;
@@ -362,7 +397,10 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     println!(
         "agentid sidecar benchmark ({cores} cores shared by client, sidecar and STS; loopback; cache pre-warmed)"
     );
-    println!("startup to /healthz = 200:                 {:>8.1} ms", startup.as_secs_f64() * 1000.0);
+    println!(
+        "startup to /healthz = 200:                 {:>8.1} ms",
+        startup.as_secs_f64() * 1000.0
+    );
     let line = |name: &str, l: &[Duration]| {
         println!(
             "{name:<43} p50 {:>6.0} µs   p99 {:>6.0} µs   ({} requests)",
@@ -386,7 +424,11 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         idle_rss as f64 / 1024.0,
         peak_rss as f64 / 1024.0,
         full_rss
-            .map(|r| format!(", with {} cached tokens {:.1} MiB", a.cache_entries, r as f64 / 1024.0))
+            .map(|r| format!(
+                ", with {} cached tokens {:.1} MiB",
+                a.cache_entries,
+                r as f64 / 1024.0
+            ))
             .unwrap_or_default()
     );
     Ok(())

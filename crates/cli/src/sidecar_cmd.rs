@@ -127,9 +127,5 @@ fn probe(url: &str) -> i32 {
         let r = client.get(url).send().await.ok()?;
         Some(r.status() == reqwest::StatusCode::OK)
     });
-    if ok == Some(true) {
-        0
-    } else {
-        1
-    }
+    if ok == Some(true) { 0 } else { 1 }
 }

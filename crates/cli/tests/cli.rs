@@ -126,7 +126,10 @@ const SIDECAR_BASE: [(&str, &str); 4] = [
     ("AzureAd__TenantId", "5e7d8166-7876-4755-a1a4-b476d4a344f6"),
     ("AzureAd__ClientId", "85075aa5-1d73-42de-812a-95348218e4b2"),
     ("AzureAd__ClientCredentials__0__SourceType", "ClientSecret"),
-    ("AzureAd__ClientCredentials__0__ClientSecret", "s3cr3t-value"),
+    (
+        "AzureAd__ClientCredentials__0__ClientSecret",
+        "s3cr3t-value",
+    ),
 ];
 
 #[test]
@@ -139,7 +142,10 @@ fn sidecar_configuration_errors_exit_2_with_one_line_naming_the_key() {
         (
             &[
                 ("AzureAd__ClientCredentials__1__SourceType", "Path"),
-                ("AzureAd__ClientCredentials__1__CertificateDiskPath", "/c.pem"),
+                (
+                    "AzureAd__ClientCredentials__1__CertificateDiskPath",
+                    "/c.pem",
+                ),
                 ("AzureAd__ClientCredentials__1__CertificatePassword", "pw"),
             ],
             "AzureAd__ClientCredentials__1__CertificatePassword",
@@ -193,7 +199,10 @@ fn sidecar_check_config_hides_secrets_and_probe_reports_health() {
         if probe.status.success() {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "sidecar never became healthy");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sidecar never became healthy"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let probe = sidecar(&["probe", &format!("{url}/nope")], &[]);

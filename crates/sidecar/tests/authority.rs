@@ -18,7 +18,10 @@ const OBO_GRANT: &str = "urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer";
 async fn setup(changes: &[(&str, Option<&str>)]) -> (agentid_testkit::TestSts, Relay, TestSidecar) {
     let sts = start_sts().await;
     let relay = Relay::for_sts(&sts).await;
-    let mut all = vec![("Sidecar__AllowedAgentIdentities__0", Some(AGENT)), ("Sidecar__AllowedAgentIdentities__1", Some(AGENT_B))];
+    let mut all = vec![
+        ("Sidecar__AllowedAgentIdentities__0", Some(AGENT)),
+        ("Sidecar__AllowedAgentIdentities__1", Some(AGENT_B)),
+    ];
     all.extend_from_slice(changes);
     let sc = TestSidecar::relayed(&sts, &relay, &all).await;
     (sts, relay, sc)
@@ -31,7 +34,9 @@ async fn form_bodies_byte_for_byte_for_every_flow() {
     let secret = format!("client_secret={BP_SECRET}");
 
     // Blueprint app token (B3).
-    sc.get("/AuthorizationHeaderUnauthenticated/graph-app").await.token();
+    sc.get("/AuthorizationHeaderUnauthenticated/graph-app")
+        .await
+        .token();
     let c = relay.token_calls();
     assert_eq!(c.len(), 1);
     assert_eq!(
@@ -39,8 +44,16 @@ async fn form_bodies_byte_for_byte_for_every_flow() {
         format!("client_id={BP}&scope={GRAPH}&grant_type=client_credentials&{secret}")
     );
     assert_eq!(c[0].path, format!("/{}/oauth2/v2.0/token", sts.tenant_id));
-    let h = |n: &str| c[0].headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-    assert_eq!(h("content-type").as_deref(), Some("application/x-www-form-urlencoded"));
+    let h = |n: &str| {
+        c[0].headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        h("content-type").as_deref(),
+        Some("application/x-www-form-urlencoded")
+    );
     assert_eq!(h("accept").as_deref(), Some("application/json"));
     assert_eq!(h("return-client-request-id").as_deref(), Some("true"));
     assert!(uuid::Uuid::parse_str(&h("client-request-id").unwrap()).is_ok());
@@ -52,31 +65,42 @@ async fn form_bodies_byte_for_byte_for_every_flow() {
 
     // Autonomous agent: T1 then T2.
     relay.clear();
-    sc.get(&format!("/AuthorizationHeaderUnauthenticated/graph-app?AgentIdentity={AGENT}"))
-        .await
-        .token();
+    sc.get(&format!(
+        "/AuthorizationHeaderUnauthenticated/graph-app?AgentIdentity={AGENT}"
+    ))
+    .await
+    .token();
     let c = relay.token_calls();
     assert_eq!(c.len(), 2);
     assert_eq!(
         c[0].body,
-        format!("client_id={BP}&scope={EXCHANGE}&grant_type=client_credentials&fmi_path={AGENT}&{secret}")
+        format!(
+            "client_id={BP}&scope={EXCHANGE}&grant_type=client_credentials&fmi_path={AGENT}&{secret}"
+        )
     );
     let t1 = c[0].access_token().unwrap();
     assert_eq!(
         c[1].body,
-        format!("client_id={AGENT}&scope={GRAPH}&grant_type=client_credentials&client_assertion_type={JB}&client_assertion={t1}")
+        format!(
+            "client_id={AGENT}&scope={GRAPH}&grant_type=client_credentials&client_assertion_type={JB}&client_assertion={t1}"
+        )
     );
 
     // Agent OBO, with the lower-case parameter name (C8): T1 is reused.
     relay.clear();
-    sc.get_as(&format!("/AuthorizationHeader/graph?agentidentity={AGENT}"), &tc)
-        .await
-        .token();
+    sc.get_as(
+        &format!("/AuthorizationHeader/graph?agentidentity={AGENT}"),
+        &tc,
+    )
+    .await
+    .token();
     let c = relay.token_calls();
     assert_eq!(c.len(), 1, "T1 reused across flows");
     assert_eq!(
         c[0].body,
-        format!("client_id={AGENT}&scope={GRAPH}&grant_type={OBO_GRANT}&requested_token_use=on_behalf_of&assertion={tc}&client_assertion_type={JB}&client_assertion={t1}")
+        format!(
+            "client_id={AGENT}&scope={GRAPH}&grant_type={OBO_GRANT}&requested_token_use=on_behalf_of&assertion={tc}&client_assertion_type={JB}&client_assertion={t1}"
+        )
     );
 
     // Agent user (C9): T2′ then user_fic, by UPN and by object id.
@@ -87,23 +111,31 @@ async fn form_bodies_byte_for_byte_for_every_flow() {
     ))
     .await
     .token();
-    sc.get(&format!("/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={AGENT}&AgentUserId={oid}"))
-        .await
-        .token();
+    sc.get(&format!(
+        "/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={AGENT}&AgentUserId={oid}"
+    ))
+    .await
+    .token();
     let c = relay.token_calls();
     assert_eq!(c.len(), 3, "T2′ reused by the second agent-user request");
     assert_eq!(
         c[0].body,
-        format!("client_id={AGENT}&scope={EXCHANGE}&grant_type=client_credentials&client_assertion_type={JB}&client_assertion={t1}")
+        format!(
+            "client_id={AGENT}&scope={EXCHANGE}&grant_type=client_credentials&client_assertion_type={JB}&client_assertion={t1}"
+        )
     );
     let t2x = c[0].access_token().unwrap();
     assert_eq!(
         c[1].body,
-        format!("client_id={AGENT}&scope={GRAPH}&grant_type=user_fic&client_assertion_type={JB}&client_assertion={t1}&user_federated_identity_credential={t2x}&username=blog-agent%40contoso.test")
+        format!(
+            "client_id={AGENT}&scope={GRAPH}&grant_type=user_fic&client_assertion_type={JB}&client_assertion={t1}&user_federated_identity_credential={t2x}&username=blog-agent%40contoso.test"
+        )
     );
     assert_eq!(
         c[2].body,
-        format!("client_id={AGENT}&scope={GRAPH}&grant_type=user_fic&client_assertion_type={JB}&client_assertion={t1}&user_federated_identity_credential={t2x}&user_id={oid}")
+        format!(
+            "client_id={AGENT}&scope={GRAPH}&grant_type=user_fic&client_assertion_type={JB}&client_assertion={t1}&user_federated_identity_credential={t2x}&user_id={oid}"
+        )
     );
 
     // Plain OBO as the blueprint (B4).
@@ -112,7 +144,9 @@ async fn form_bodies_byte_for_byte_for_every_flow() {
     let c = relay.token_calls();
     assert_eq!(
         c[0].body,
-        format!("client_id={BP}&scope={GRAPH}&grant_type={OBO_GRANT}&requested_token_use=on_behalf_of&assertion={tc}&{secret}")
+        format!(
+            "client_id={BP}&scope={GRAPH}&grant_type={OBO_GRANT}&requested_token_use=on_behalf_of&assertion={tc}&{secret}"
+        )
     );
     logs::assert_no_secrets(&[BP_SECRET, &tc, &t1, &t2x]);
     sts.stop().await;
@@ -120,17 +154,34 @@ async fn form_bodies_byte_for_byte_for_every_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn correlation_id_tenant_override_and_repeated_scopes() {
-    let (sts, relay, sc) = setup(&[("Sidecar__AllowOverrides__GetAuthorizationHeaderUnauthenticated", Some("true"))]).await;
+    let (sts, relay, sc) = setup(&[(
+        "Sidecar__AllowOverrides__GetAuthorizationHeaderUnauthenticated",
+        Some("true"),
+    )])
+    .await;
     let tc = alice_tc(&sts).await;
     // P3: the caller's client-request-id is the correlation id end to end.
     let id = cid();
     let r = sc
-        .send(reqwest::Method::GET, "/AuthorizationHeaderUnauthenticated/graph-app", None, &[("client-request-id", &id)], None)
+        .send(
+            reqwest::Method::GET,
+            "/AuthorizationHeaderUnauthenticated/graph-app",
+            None,
+            &[("client-request-id", &id)],
+            None,
+        )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-correlation-id"), Some(id.as_str()));
-    assert_eq!(relay.token_calls()[0].headers["client-request-id"], id.as_str());
-    assert!(logs::lines_with(&id).iter().any(|l| l["event"] == "request"));
+    assert_eq!(
+        relay.token_calls()[0].headers["client-request-id"],
+        id.as_str()
+    );
+    assert!(
+        logs::lines_with(&id)
+            .iter()
+            .any(|l| l["event"] == "request")
+    );
     // A non-GUID header is ignored; an override CorrelationId wins over the header.
     let over = cid();
     let r = sc
@@ -143,7 +194,10 @@ async fn correlation_id_tenant_override_and_repeated_scopes() {
         )
         .await;
     assert_eq!(r.header("x-correlation-id"), Some(over.as_str()));
-    assert_eq!(relay.token_calls().last().unwrap().headers["client-request-id"], over.as_str());
+    assert_eq!(
+        relay.token_calls().last().unwrap().headers["client-request-id"],
+        over.as_str()
+    );
 
     // C10: the tenant override applies to every leg.
     relay.clear();
@@ -156,7 +210,12 @@ async fn correlation_id_tenant_override_and_repeated_scopes() {
     assert_eq!(r.status, 200, "{}", r.text());
     let c = relay.token_calls();
     assert_eq!(c.len(), 2);
-    assert!(c.iter().all(|x| x.path == "/contoso.test/oauth2/v2.0/token"), "{:?}", c.iter().map(|x| &x.path).collect::<Vec<_>>());
+    assert!(
+        c.iter()
+            .all(|x| x.path == "/contoso.test/oauth2/v2.0/token"),
+        "{:?}",
+        c.iter().map(|x| &x.path).collect::<Vec<_>>()
+    );
 
     // C11: repeated Scopes are joined by single spaces (the authority answer is scripted).
     relay.clear();
@@ -165,20 +224,34 @@ async fn correlation_id_tenant_override_and_repeated_scopes() {
         .get_as("/AuthorizationHeader/graph?optionsOverride.Scopes=user.read&optionsOverride.Scopes=user.write", &tc)
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(relay.token_calls()[0].param("scope").as_deref(), Some("user.read user.write"));
+    assert_eq!(
+        relay.token_calls()[0].param("scope").as_deref(),
+        Some("user.read user.write")
+    );
     sts.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t1_is_reused_across_scopes_and_force_refresh_skips_only_the_final_leg() {
-    let (sts, relay, sc) = setup(&[(
-        "DownstreamApis__mcp-app__Scopes__0",
-        Some(&format!("api://{MCP}/.default")),
-    ), ("DownstreamApis__mcp-app__RequestAppToken", Some("true"))])
+    let (sts, relay, sc) = setup(&[
+        (
+            "DownstreamApis__mcp-app__Scopes__0",
+            Some(&format!("api://{MCP}/.default")),
+        ),
+        ("DownstreamApis__mcp-app__RequestAppToken", Some("true")),
+    ])
     .await;
     // J2
-    sc.get(&format!("/AuthorizationHeaderUnauthenticated/graph-app?AgentIdentity={AGENT}")).await.token();
-    let mcp = sc.get(&format!("/AuthorizationHeaderUnauthenticated/mcp-app?AgentIdentity={AGENT}")).await;
+    sc.get(&format!(
+        "/AuthorizationHeaderUnauthenticated/graph-app?AgentIdentity={AGENT}"
+    ))
+    .await
+    .token();
+    let mcp = sc
+        .get(&format!(
+            "/AuthorizationHeaderUnauthenticated/mcp-app?AgentIdentity={AGENT}"
+        ))
+        .await;
     assert_eq!(claim(&mcp.claims(), "aud"), format!("api://{MCP}"));
     let calls = relay.token_calls();
     assert_eq!(calls.iter().filter(|c| leg(c) == "t1").count(), 1);
@@ -186,8 +259,20 @@ async fn t1_is_reused_across_scopes_and_force_refresh_skips_only_the_final_leg()
     // J5 (on the authenticated route, where overrides are allowed by default)
     let tc = alice_tc(&sts).await;
     relay.clear();
-    let first = sc.get_as(&format!("/AuthorizationHeader/graph?AgentIdentity={AGENT}"), &tc).await.token();
-    let again = sc.get_as(&format!("/AuthorizationHeader/graph?AgentIdentity={AGENT}"), &tc).await.token();
+    let first = sc
+        .get_as(
+            &format!("/AuthorizationHeader/graph?AgentIdentity={AGENT}"),
+            &tc,
+        )
+        .await
+        .token();
+    let again = sc
+        .get_as(
+            &format!("/AuthorizationHeader/graph?AgentIdentity={AGENT}"),
+            &tc,
+        )
+        .await
+        .token();
     assert_eq!(first, again);
     let forced = sc
         .get_as(&format!("/AuthorizationHeader/graph?AgentIdentity={AGENT}&optionsOverride.AcquireTokenOptions.ForceRefresh=true"), &tc)
@@ -198,7 +283,13 @@ async fn t1_is_reused_across_scopes_and_force_refresh_skips_only_the_final_leg()
     assert_eq!(calls.iter().filter(|c| leg(c) == "agent_obo").count(), 2);
     assert_eq!(calls.iter().filter(|c| leg(c) == "t1").count(), 0);
     // The forced token replaced the entry.
-    let after = sc.get_as(&format!("/AuthorizationHeader/graph?AgentIdentity={AGENT}"), &tc).await.token();
+    let after = sc
+        .get_as(
+            &format!("/AuthorizationHeader/graph?AgentIdentity={AGENT}"),
+            &tc,
+        )
+        .await
+        .token();
     assert_eq!(after, forced);
     sts.stop().await;
 }
@@ -213,7 +304,11 @@ async fn refreshed_before_expiry() {
     assert_eq!(relay.token_calls().len(), 1);
     let exp = agentid_testkit::claims(&first)["exp"].as_i64().unwrap();
     sc.clock.set(exp - 301);
-    assert_eq!(sc.get(path).await.token(), first, "still inside the reuse window");
+    assert_eq!(
+        sc.get(path).await.token(),
+        first,
+        "still inside the reuse window"
+    );
     assert_eq!(relay.token_calls().len(), 1);
     sc.clock.set(exp - 299);
     let third = sc.get(path).await.token();
@@ -231,7 +326,10 @@ async fn concurrent_misses_share_one_call() {
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let sc = sc.clone();
-            tokio::spawn(async move { sc.get("/AuthorizationHeaderUnauthenticated/graph-app").await })
+            tokio::spawn(async move {
+                sc.get("/AuthorizationHeaderUnauthenticated/graph-app")
+                    .await
+            })
         })
         .collect();
     let mut tokens = std::collections::HashSet::new();
@@ -248,22 +346,31 @@ async fn bounded_least_recently_used() {
     // J6: four keys (scopes a, b, c, d) with room for three.
     let (sts, relay, sc) = setup(&[
         ("Sidecar__TokenCache__MaxEntries", Some("3")),
-        ("Sidecar__AllowOverrides__GetAuthorizationHeaderUnauthenticated", Some("true")),
+        (
+            "Sidecar__AllowOverrides__GetAuthorizationHeaderUnauthenticated",
+            Some("true"),
+        ),
     ])
     .await;
     let get = |s: &'static str| {
         let sc = &sc;
         async move {
-            sc.get(&format!("/AuthorizationHeaderUnauthenticated/graph-app?optionsOverride.Scopes={s}"))
-                .await
-                .token()
+            sc.get(&format!(
+                "/AuthorizationHeaderUnauthenticated/graph-app?optionsOverride.Scopes={s}"
+            ))
+            .await
+            .token()
         }
     };
     relay.script((0..6).map(|i| Step::token(serde_json::json!({"n": i}))));
     let a = get("a").await;
     get("b").await;
     get("c").await;
-    assert_eq!(get("a").await, a, "a is a hit and becomes most recently used");
+    assert_eq!(
+        get("a").await,
+        a,
+        "a is a hit and becomes most recently used"
+    );
     get("d").await;
     assert_eq!(sc.metric("agentid_sidecar_token_cache_entries").await, 3.0);
     assert_eq!(relay.token_calls().len(), 4);
@@ -286,20 +393,43 @@ async fn users_tenants_and_agents_get_distinct_entries() {
     assert_eq!(claim(&a, "upn"), "alice@contoso.test");
     assert_eq!(claim(&b, "upn"), "bob@contoso.test");
     let tenant = sc
-        .get_as(&format!("{path}&optionsOverride.AcquireTokenOptions.Tenant=contoso.test"), &alice)
+        .get_as(
+            &format!("{path}&optionsOverride.AcquireTokenOptions.Tenant=contoso.test"),
+            &alice,
+        )
         .await;
     assert_eq!(tenant.status, 200);
-    let other_agent = sc.get_as(&format!("/AuthorizationHeader/graph?AgentIdentity={AGENT_B}"), &alice).await.claims();
+    let other_agent = sc
+        .get_as(
+            &format!("/AuthorizationHeader/graph?AgentIdentity={AGENT_B}"),
+            &alice,
+        )
+        .await
+        .claims();
     assert_eq!(claim(&other_agent, "appid"), AGENT_B);
-    let upn = sc.get(&format!("/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={AGENT}&AgentUsername={}", enc(AGENT_USER_UPN))).await.token();
+    let upn = sc
+        .get(&format!(
+            "/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={AGENT}&AgentUsername={}",
+            enc(AGENT_USER_UPN)
+        ))
+        .await
+        .token();
     let oid = sts.id("agentUsers", "blog-agent");
-    let by_oid = sc.get(&format!("/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={AGENT}&AgentUserId={oid}")).await.token();
+    let by_oid = sc
+        .get(&format!(
+            "/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={AGENT}&AgentUserId={oid}"
+        ))
+        .await
+        .token();
     assert_ne!(upn, by_oid);
     let finals = relay.count(|c| matches!(leg(c), "agent_obo" | "agent_user"));
     assert_eq!(finals, 6, "each distinct identity got its own token");
     // Repeating any of them is a hit.
     sc.get_as(&path, &bob).await.token();
-    assert_eq!(relay.count(|c| matches!(leg(c), "agent_obo" | "agent_user")), 6);
+    assert_eq!(
+        relay.count(|c| matches!(leg(c), "agent_obo" | "agent_user")),
+        6
+    );
     sts.stop().await;
 }
 
@@ -307,24 +437,57 @@ async fn users_tenants_and_agents_get_distinct_entries() {
 async fn rejected_credential_falls_back_and_is_demoted() {
     // J10
     let (sts, relay, sc) = setup(&[
-        ("AzureAd__ClientCredentials__0__ClientSecret", Some("wrong-secret")),
-        ("AzureAd__ClientCredentials__1__SourceType", Some("ClientSecret")),
-        ("AzureAd__ClientCredentials__1__ClientSecret", Some(BP_SECRET)),
+        (
+            "AzureAd__ClientCredentials__0__ClientSecret",
+            Some("wrong-secret"),
+        ),
+        (
+            "AzureAd__ClientCredentials__1__SourceType",
+            Some("ClientSecret"),
+        ),
+        (
+            "AzureAd__ClientCredentials__1__ClientSecret",
+            Some(BP_SECRET),
+        ),
     ])
     .await;
-    let r = sc.get("/AuthorizationHeaderUnauthenticated/graph-app").await;
+    let r = sc
+        .get("/AuthorizationHeaderUnauthenticated/graph-app")
+        .await;
     assert_eq!(claim(&r.claims(), "appid"), BP);
-    let secrets: Vec<String> = relay.token_calls().iter().map(|c| c.param("client_secret").unwrap()).collect();
+    let secrets: Vec<String> = relay
+        .token_calls()
+        .iter()
+        .map(|c| c.param("client_secret").unwrap())
+        .collect();
     assert_eq!(secrets, vec!["wrong-secret", BP_SECRET]);
     assert!(relay.token_calls()[0].response.contains("AADSTS7000215"));
     // Demoted: the next acquisition starts with credential 1.
     relay.clear();
-    sc.get(&format!("/AuthorizationHeaderUnauthenticated/graph-app?AgentIdentity={AGENT}")).await.token();
-    let secrets: Vec<String> = relay.token_calls().iter().filter_map(|c| c.param("client_secret")).collect();
+    sc.get(&format!(
+        "/AuthorizationHeaderUnauthenticated/graph-app?AgentIdentity={AGENT}"
+    ))
+    .await
+    .token();
+    let secrets: Vec<String> = relay
+        .token_calls()
+        .iter()
+        .filter_map(|c| c.param("client_secret"))
+        .collect();
     assert_eq!(secrets, vec![BP_SECRET]);
     // Every credential rejected: 401 with the last refusal.
-    let sc2 = TestSidecar::relayed(&sts, &relay, &[("AzureAd__ClientCredentials__0__ClientSecret", Some("wrong-secret"))]).await;
-    let r = sc2.get("/AuthorizationHeaderUnauthenticated/graph-app").await;
+    let sc2 = TestSidecar::relayed(
+        &sts,
+        &relay,
+        &[(
+            "AzureAd__ClientCredentials__0__ClientSecret",
+            Some("wrong-secret"),
+        )],
+    )
+    .await;
+    let r = sc2
+        .get("/AuthorizationHeaderUnauthenticated/graph-app")
+        .await;
     assert_eq!(r.status, 401);
     assert!(r.detail().starts_with("AADSTS7000215"), "{}", r.detail());
     logs::assert_no_secrets(&[BP_SECRET, "wrong-secret"]);
@@ -334,27 +497,54 @@ async fn rejected_credential_falls_back_and_is_demoted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_are_retried_with_backoff_and_retry_after() {
     // J11
-    let (sts, relay, sc) = setup(&[("Sidecar__AllowOverrides__GetAuthorizationHeaderUnauthenticated", Some("true"))]).await;
+    let (sts, relay, sc) = setup(&[(
+        "Sidecar__AllowOverrides__GetAuthorizationHeaderUnauthenticated",
+        Some("true"),
+    )])
+    .await;
     relay.script([Step::status(503)]);
-    let r = sc.get("/AuthorizationHeaderUnauthenticated/graph-app").await;
+    let r = sc
+        .get("/AuthorizationHeaderUnauthenticated/graph-app")
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let c = relay.token_calls();
     assert_eq!((c.len(), c[0].status, c[1].status), (2, 503, 200));
     let gap = c[1].at - c[0].at;
-    assert!(gap >= Duration::from_millis(190), "backoff of about 250 ms, was {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(190),
+        "backoff of about 250 ms, was {gap:?}"
+    );
     relay.clear();
-    relay.script([Step::Respond { status: 429, body: String::new(), retry_after: Some("1".into()) }]);
+    relay.script([Step::Respond {
+        status: 429,
+        body: String::new(),
+        retry_after: Some("1".into()),
+    }]);
     let r = sc.get("/AuthorizationHeaderUnauthenticated/graph-app?optionsOverride.AcquireTokenOptions.ForceRefresh=true").await;
     assert_eq!(r.status, 200, "{}", r.text());
     let c = relay.token_calls();
     assert_eq!(c.len(), 2);
-    assert!(c[1].at - c[0].at >= Duration::from_secs(1), "Retry-After honoured");
+    assert!(
+        c[1].at - c[0].at >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
     // A slow authority: each attempt times out, three attempts, then 503.
-    let sc = TestSidecar::relayed(&sts, &relay, &[("Sidecar__AuthorityTimeoutSeconds", Some("1"))]).await;
+    let sc = TestSidecar::relayed(
+        &sts,
+        &relay,
+        &[("Sidecar__AuthorityTimeoutSeconds", Some("1"))],
+    )
+    .await;
     relay.clear();
-    relay.script([Step::Delay(Duration::from_secs(3)), Step::Delay(Duration::from_secs(3)), Step::Delay(Duration::from_secs(3))]);
+    relay.script([
+        Step::Delay(Duration::from_secs(3)),
+        Step::Delay(Duration::from_secs(3)),
+        Step::Delay(Duration::from_secs(3)),
+    ]);
     let started = Instant::now();
-    let r = sc.get("/AuthorizationHeaderUnauthenticated/graph-app").await;
+    let r = sc
+        .get("/AuthorizationHeaderUnauthenticated/graph-app")
+        .await;
     r.assert_problem(
         503,
         &format!("The token authority 127.0.0.1 is unavailable (no response within 1 s) and no cached token can be used."),
@@ -374,10 +564,24 @@ async fn outage_serves_a_still_valid_token_but_never_after_a_refusal() {
     sc.clock.set(exp - 200);
     relay.set_down(true);
     let id = cid();
-    let r = sc.send(reqwest::Method::GET, path, None, &[("client-request-id", &id)], None).await;
+    let r = sc
+        .send(
+            reqwest::Method::GET,
+            path,
+            None,
+            &[("client-request-id", &id)],
+            None,
+        )
+        .await;
     assert_eq!(r.token(), first);
     assert!(logs::has_event(&id, "stale_token_served"));
-    assert!(sc.metric("agentid_sidecar_token_cache_lookups_total{flow=\"app\",leg=\"final\",result=\"stale\"}").await >= 1.0);
+    assert!(
+        sc.metric(
+            "agentid_sidecar_token_cache_lookups_total{flow=\"app\",leg=\"final\",result=\"stale\"}"
+        )
+        .await
+            >= 1.0
+    );
     // Held for 30 s: no further authority calls.
     let calls = relay.token_calls().len();
     assert_eq!(sc.get(path).await.token(), first);
@@ -385,17 +589,41 @@ async fn outage_serves_a_still_valid_token_but_never_after_a_refusal() {
     // J13: nothing cached for this key (another API) → 503 with the authority's Retry-After.
     relay.set_down(false);
     relay.script([
-        Step::Respond { status: 503, body: String::new(), retry_after: Some("2".into()) },
-        Step::Respond { status: 503, body: String::new(), retry_after: Some("2".into()) },
-        Step::Respond { status: 503, body: String::new(), retry_after: Some("2".into()) },
+        Step::Respond {
+            status: 503,
+            body: String::new(),
+            retry_after: Some("2".into()),
+        },
+        Step::Respond {
+            status: 503,
+            body: String::new(),
+            retry_after: Some("2".into()),
+        },
+        Step::Respond {
+            status: 503,
+            body: String::new(),
+            retry_after: Some("2".into()),
+        },
     ]);
-    let r = sc.get(&format!("/AuthorizationHeaderUnauthenticated/graph-app?AgentIdentity={AGENT}")).await;
-    r.assert_problem(503, "The token authority 127.0.0.1 is unavailable (HTTP 503) and no cached token can be used.");
+    let r = sc
+        .get(&format!(
+            "/AuthorizationHeaderUnauthenticated/graph-app?AgentIdentity={AGENT}"
+        ))
+        .await;
+    r.assert_problem(
+        503,
+        "The token authority 127.0.0.1 is unavailable (HTTP 503) and no cached token can be used.",
+    );
     assert_eq!(r.header("retry-after"), Some("2"));
     // J14: an OAuth refusal is final even with a stale token in the cache: 401, one call.
     sc.clock.set(exp - 100);
     relay.clear();
-    relay.script([Step::oauth(400, "invalid_grant", "AADSTS7000112: Application is disabled.", 7000112)]);
+    relay.script([Step::oauth(
+        400,
+        "invalid_grant",
+        "AADSTS7000112: Application is disabled.",
+        7000112,
+    )]);
     let r = sc.get(path).await;
     r.assert_problem(401, "AADSTS7000112: Application is disabled.");
     assert_eq!(relay.token_calls().len(), 1);
@@ -406,16 +634,30 @@ async fn outage_serves_a_still_valid_token_but_never_after_a_refusal() {
 async fn unusable_answers() {
     let (sts, relay, sc) = setup(&[]).await;
     // B6: 200 with a body that is not JSON.
-    relay.script([Step::Respond { status: 200, body: "<html>hello</html>".into(), retry_after: None }]);
-    let r = sc.get("/AuthorizationHeaderUnauthenticated/graph-app").await;
+    relay.script([Step::Respond {
+        status: 200,
+        body: "<html>hello</html>".into(),
+        retry_after: None,
+    }]);
+    let r = sc
+        .get("/AuthorizationHeaderUnauthenticated/graph-app")
+        .await;
     r.assert_problem(500, "An unexpected error occurred.");
     // A 4xx without an OAuth body.
     relay.script([Step::status(404)]);
-    let r = sc.get("/AuthorizationHeaderUnauthenticated/graph-app").await;
+    let r = sc
+        .get("/AuthorizationHeaderUnauthenticated/graph-app")
+        .await;
     r.assert_problem(401, "The token endpoint returned HTTP 404.");
     // An OAuth error without a description: its error code.
-    relay.script([Step::Respond { status: 400, body: r#"{"error":"invalid_scope"}"#.into(), retry_after: None }]);
-    let r = sc.get("/AuthorizationHeaderUnauthenticated/graph-app").await;
+    relay.script([Step::Respond {
+        status: 400,
+        body: r#"{"error":"invalid_scope"}"#.into(),
+        retry_after: None,
+    }]);
+    let r = sc
+        .get("/AuthorizationHeaderUnauthenticated/graph-app")
+        .await;
     r.assert_problem(401, "invalid_scope");
     // C3: AADSTS50076 (MFA required) from the authority.
     let tc = alice_tc(&sts).await;

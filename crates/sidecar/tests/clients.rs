@@ -12,7 +12,8 @@ fn python() -> PathBuf {
     if let Ok(p) = std::env::var("AGENTID_CONFORMANCE_PYTHON") {
         return p.into();
     }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/conformance-venv/bin/python");
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/conformance-venv/bin/python");
     assert!(
         p.exists(),
         "{} is missing: run scripts/conformance-venv.sh (the test command does)",
@@ -34,7 +35,8 @@ async fn microsoft_python_sidecar_client() {
     .await;
     let port = sc.running.addrs[0].port();
     let oid = sts.id("agentUsers", "blog-agent");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance/sidecar_client.py");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance/sidecar_client.py");
     let out = tokio::process::Command::new(python())
         .arg(script)
         .env("SIDECAR_URL", format!("http://localhost:{port}"))
@@ -52,8 +54,13 @@ async fn microsoft_python_sidecar_client() {
         .await
         .expect("python runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {stdout}"));
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {stdout}"));
     let claims = |case: &str| {
         assert_eq!(r[case]["scheme"], "Bearer", "{case}: {}", r[case]);
         agentid_testkit::claims(r[case]["token"].as_str().unwrap())
@@ -65,20 +72,41 @@ async fn microsoft_python_sidecar_client() {
     assert_eq!(claim(&claims("autonomous_with_overrides"), "appid"), AGENT);
     for case in ["agent_user_upn", "agent_user_oid", "provider_user"] {
         let c = claims(case);
-        assert_eq!((claim(&c, "appid"), claim(&c, "upn")), (AGENT, AGENT_USER_UPN), "{case}");
+        assert_eq!(
+            (claim(&c, "appid"), claim(&c, "upn")),
+            (AGENT, AGENT_USER_UPN),
+            "{case}"
+        );
     }
     assert_eq!(claim(&claims("provider_instance"), "appid"), AGENT);
     // Refusals surface as the client's own errors, with the problem title.
-    assert_eq!(r["forbidden_agent"]["error"], "SidecarAuthError", "{}", r["forbidden_agent"]);
-    assert!(r["forbidden_agent"]["message"].as_str().unwrap().contains("403"));
-    assert_eq!(r["unknown_api"]["error"], "ValueError", "{}", r["unknown_api"]);
+    assert_eq!(
+        r["forbidden_agent"]["error"], "SidecarAuthError",
+        "{}",
+        r["forbidden_agent"]
+    );
+    assert!(
+        r["forbidden_agent"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("403")
+    );
+    assert_eq!(
+        r["unknown_api"]["error"], "ValueError",
+        "{}",
+        r["unknown_api"]
+    );
     assert_eq!(r["provider_healthy"], true);
     sts.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guides_curl_checks() {
-    if std::process::Command::new("curl").arg("--version").output().is_err() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("curl is not installed; skipped");
         return;
     }
@@ -88,7 +116,10 @@ async fn the_guides_curl_checks() {
     let sc = TestSidecar::direct(
         &sts,
         &[
-            ("DownstreamApis__graph__BaseUrl", Some(&format!("{}/ok", api.url))),
+            (
+                "DownstreamApis__graph__BaseUrl",
+                Some(&format!("{}/ok", api.url)),
+            ),
             ("DownstreamApis__graph__RequestAppToken", Some("true")),
             ("Sidecar__AllowedAgentIdentities__0", Some(AGENT)),
         ],
@@ -97,7 +128,16 @@ async fn the_guides_curl_checks() {
     let base = sc.url.clone();
     let curl = |args: Vec<String>| async move {
         let out = tokio::process::Command::new("curl")
-            .args(["-s", "-S", "--noproxy", "*", "-H", "Host: localhost", "-w", "\n%{http_code}"])
+            .args([
+                "-s",
+                "-S",
+                "--noproxy",
+                "*",
+                "-H",
+                "Host: localhost",
+                "-w",
+                "\n%{http_code}",
+            ])
             .args(args)
             .output()
             .await
@@ -110,15 +150,27 @@ async fn the_guides_curl_checks() {
     assert_eq!((code, body.as_str()), (200, "Healthy"));
     let oid = sts.id("agentUsers", "blog-agent");
     let cases = [
-        (format!("{base}/AuthorizationHeaderUnauthenticated/graph"), BP, None),
-        (format!("{base}/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={AGENT}"), AGENT, None),
         (
-            format!("{base}/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={AGENT}&AgentUsername={AGENT_USER_UPN}"),
+            format!("{base}/AuthorizationHeaderUnauthenticated/graph"),
+            BP,
+            None,
+        ),
+        (
+            format!("{base}/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={AGENT}"),
+            AGENT,
+            None,
+        ),
+        (
+            format!(
+                "{base}/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={AGENT}&AgentUsername={AGENT_USER_UPN}"
+            ),
             AGENT,
             Some(AGENT_USER_UPN),
         ),
         (
-            format!("{base}/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={AGENT}&AgentUserId={oid}"),
+            format!(
+                "{base}/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={AGENT}&AgentUserId={oid}"
+            ),
             AGENT,
             Some(AGENT_USER_UPN),
         ),
@@ -127,7 +179,11 @@ async fn the_guides_curl_checks() {
         let (code, body) = curl(vec![url.clone()]).await;
         assert_eq!(code, 200, "{url}: {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
-        let token = v["authorizationHeader"].as_str().unwrap().strip_prefix("Bearer ").unwrap();
+        let token = v["authorizationHeader"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("Bearer ")
+            .unwrap();
         let c = agentid_testkit::claims(token);
         assert_eq!(claim(&c, "appid"), appid, "{url}");
         if let Some(u) = upn {
@@ -142,6 +198,9 @@ async fn the_guides_curl_checks() {
     .await;
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((v["statusCode"].as_u64(), v["content"].as_str()), (Some(200), Some(r#"{"ok":true}"#)));
+    assert_eq!(
+        (v["statusCode"].as_u64(), v["content"].as_str()),
+        (Some(200), Some(r#"{"ok":true}"#))
+    );
     sts.stop().await;
 }

@@ -9,13 +9,18 @@ use support::*;
 async fn blueprint_app_token() {
     let sts = start_sts().await;
     let sc = TestSidecar::direct(&sts, &[]).await;
-    let r = sc.get("/AuthorizationHeaderUnauthenticated/graph-app").await;
+    let r = sc
+        .get("/AuthorizationHeaderUnauthenticated/graph-app")
+        .await;
     let c = r.claims();
     assert_eq!(
         (claim(&c, "appid"), claim(&c, "idtyp"), claim(&c, "aud")),
         (BP, "app", "https://graph.microsoft.com")
     );
-    assert_eq!(c["roles"], serde_json::json!(["AgentIdentity.CreateAsManager"]));
+    assert_eq!(
+        c["roles"],
+        serde_json::json!(["AgentIdentity.CreateAsManager"])
+    );
     logs::assert_no_secrets(&[BP_SECRET, &r.token()]);
     sts.stop().await;
 }
@@ -23,9 +28,12 @@ async fn blueprint_app_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autonomous_agent_t1_then_t2() {
     let sts = start_sts().await;
-    let sc = TestSidecar::direct(&sts, &[("Sidecar__AllowedAgentIdentities__0", Some(AGENT))]).await;
+    let sc =
+        TestSidecar::direct(&sts, &[("Sidecar__AllowedAgentIdentities__0", Some(AGENT))]).await;
     let r = sc
-        .get(&format!("/AuthorizationHeaderUnauthenticated/graph-app?AgentIdentity={AGENT}"))
+        .get(&format!(
+            "/AuthorizationHeaderUnauthenticated/graph-app?AgentIdentity={AGENT}"
+        ))
         .await;
     let c = r.claims();
     assert_eq!(
@@ -59,7 +67,11 @@ async fn agent_on_behalf_of_the_inbound_user() {
         (AGENT, "user", "alice@contoso.test")
     );
     assert_eq!(
-        (claim(&c, "xms_act_fct"), claim(&c, "xms_par_app_azp"), claim(&c, "oid")),
+        (
+            claim(&c, "xms_act_fct"),
+            claim(&c, "xms_par_app_azp"),
+            claim(&c, "oid")
+        ),
         ("11 9 3", BP, ALICE)
     );
     logs::assert_no_secrets(&[BP_SECRET, &tc, &r.token()]);
@@ -69,14 +81,17 @@ async fn agent_on_behalf_of_the_inbound_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_user_by_upn_and_by_object_id() {
     let sts = start_sts().await;
-    let sc = TestSidecar::direct(&sts, &[("Sidecar__AllowedAgentIdentities__0", Some(AGENT))]).await;
+    let sc =
+        TestSidecar::direct(&sts, &[("Sidecar__AllowedAgentIdentities__0", Some(AGENT))]).await;
     let agent_user = sts.id("agentUsers", "blog-agent");
     for q in [
         format!("AgentUsername={}", enc(AGENT_USER_UPN)),
         format!("AgentUserId={agent_user}"),
     ] {
         let r = sc
-            .get(&format!("/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={AGENT}&{q}"))
+            .get(&format!(
+                "/AuthorizationHeaderUnauthenticated/graph?AgentIdentity={AGENT}&{q}"
+            ))
             .await;
         let c = r.claims();
         assert_eq!(
@@ -120,10 +135,15 @@ async fn authority_refusal_is_401_with_its_description() {
     // A blueprint id the tenant does not know: AADSTS700016 from the real STS (B5).
     let sc = TestSidecar::direct(
         &sts,
-        &[("AzureAd__ClientId", Some("11111111-2222-3333-4444-555555555555"))],
+        &[(
+            "AzureAd__ClientId",
+            Some("11111111-2222-3333-4444-555555555555"),
+        )],
     )
     .await;
-    let r = sc.get("/AuthorizationHeaderUnauthenticated/graph-app").await;
+    let r = sc
+        .get("/AuthorizationHeaderUnauthenticated/graph-app")
+        .await;
     assert_eq!(r.status, 401, "{}", r.text());
     assert!(r.detail().starts_with("AADSTS700016"), "{}", r.detail());
     // A missing consent for an agent OBO: the STS's AADSTS65001, as 401 (C3's kind of refusal).

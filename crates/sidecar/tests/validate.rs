@@ -16,7 +16,11 @@ async fn missing_and_garbage_bearer() {
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     assert!(r.body.is_empty());
     // A2, B1, C1
-    for path in ["/Validate", "/AuthorizationHeader/graph", "/DownstreamApi/graph"] {
+    for path in [
+        "/Validate",
+        "/AuthorizationHeader/graph",
+        "/DownstreamApi/graph",
+    ] {
         let r = sc.get_as(path, "garbage").await;
         assert_eq!(r.status, 401, "{path}");
         let www = r.header("www-authenticate").unwrap();
@@ -26,7 +30,13 @@ async fn missing_and_garbage_bearer() {
     }
     // Another scheme counts as no token at all.
     let r = sc
-        .send(reqwest::Method::GET, "/Validate", None, &[("authorization", "PoP abc")], None)
+        .send(
+            reqwest::Method::GET,
+            "/Validate",
+            None,
+            &[("authorization", "PoP abc")],
+            None,
+        )
         .await;
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     sts.stop().await;
@@ -47,7 +57,10 @@ async fn valid_token_is_echoed_with_its_claims_and_no_cache_headers() {
         body["claims"],
         serde_json::Value::Object(agentid_testkit::claims(&tc))
     );
-    assert_eq!(body["claims"]["xms_act_fct"], "9 3", "xms_* kept as strings");
+    assert_eq!(
+        body["claims"]["xms_act_fct"], "9 3",
+        "xms_* kept as strings"
+    );
     // A6
     assert_eq!(
         r.header("cache-control"),
@@ -83,10 +96,19 @@ async fn wrong_audience_issuer_algorithm_and_lifetime() {
         r.header("www-authenticate").unwrap().to_string()
     };
     let t = sign_as_sts(&sts, &with("aud", json!("api://someone-else"))).await;
-    assert!(reason(&sc.get_as("/Validate", &t).await).contains("The audience 'api://someone-else' is invalid"));
+    assert!(
+        reason(&sc.get_as("/Validate", &t).await)
+            .contains("The audience 'api://someone-else' is invalid")
+    );
     let t = sign_as_sts(&sts, &with("iss", json!("https://evil.example/tenant/"))).await;
-    assert!(reason(&sc.get_as("/Validate", &t).await).contains("The issuer 'https://evil.example/tenant/' is invalid"));
-    let t = unsigned(&json!({"alg": "none", "typ": "JWT"}), &serde_json::Value::Object(base.clone()));
+    assert!(
+        reason(&sc.get_as("/Validate", &t).await)
+            .contains("The issuer 'https://evil.example/tenant/' is invalid")
+    );
+    let t = unsigned(
+        &json!({"alg": "none", "typ": "JWT"}),
+        &serde_json::Value::Object(base.clone()),
+    );
     assert!(reason(&sc.get_as("/Validate", &t).await).contains("The signature is invalid"));
     let hs = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -100,7 +122,10 @@ async fn wrong_audience_issuer_algorithm_and_lifetime() {
     let forged = unsigned(&json!({}), &with("upn", json!("mallory@contoso.test")));
     let forged_payload = forged.split('.').nth(1).unwrap().to_string();
     parts[1] = &forged_payload;
-    assert!(reason(&sc.get_as("/Validate", &parts.join(".")).await).contains("The signature is invalid"));
+    assert!(
+        reason(&sc.get_as("/Validate", &parts.join(".")).await)
+            .contains("The signature is invalid")
+    );
     // Lifetime, with the sidecar's clock: 4 min past exp is inside the skew, 5 min + 1 s is not.
     let exp = base["exp"].as_i64().unwrap();
     sc.clock.set(exp + 240);
@@ -127,7 +152,11 @@ async fn required_scopes_are_any_of_on_every_authenticated_route() {
     let mut c = base.clone();
     c.remove("scp");
     let none = sign_as_sts(&sts, &serde_json::Value::Object(c)).await;
-    for path in ["/Validate", "/AuthorizationHeader/graph", "/DownstreamApi/graph"] {
+    for path in [
+        "/Validate",
+        "/AuthorizationHeader/graph",
+        "/DownstreamApi/graph",
+    ] {
         for t in [&wrong, &none] {
             let r = sc.get_as(path, t).await;
             r.assert_problem(403, idw);
@@ -153,7 +182,10 @@ async fn signing_keys_unavailable_is_503() {
     let sc = TestSidecar::direct(
         &sts,
         &[
-            ("AzureAd__Instance", Some(&format!("http://127.0.0.1:{port}/"))),
+            (
+                "AzureAd__Instance",
+                Some(&format!("http://127.0.0.1:{port}/")),
+            ),
             ("Sidecar__AllowInsecureAuthority", Some("true")),
         ],
     )
@@ -161,7 +193,12 @@ async fn signing_keys_unavailable_is_503() {
     let tc = alice_tc(&sts).await;
     let r = sc.get_as("/Validate", &tc).await;
     assert_eq!(r.status, 503, "{}", r.text());
-    assert!(r.detail().starts_with("Unable to retrieve signing keys from "), "{}", r.detail());
+    assert!(
+        r.detail()
+            .starts_with("Unable to retrieve signing keys from "),
+        "{}",
+        r.detail()
+    );
     assert!(r.header("retry-after").is_some());
     sts.stop().await;
 }

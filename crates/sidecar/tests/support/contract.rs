@@ -187,8 +187,12 @@ pub fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
         let family = families.iter().find(|(f, kind)| {
             name == f
                 || (kind == "histogram"
-                    && [format!("{f}_bucket"), format!("{f}_sum"), format!("{f}_count")]
-                        .contains(&name.to_string()))
+                    && [
+                        format!("{f}_bucket"),
+                        format!("{f}_sum"),
+                        format!("{f}_count"),
+                    ]
+                    .contains(&name.to_string()))
         });
         assert!(family.is_some(), "sample without a # TYPE: {line}");
         out.push((series.to_string(), value));

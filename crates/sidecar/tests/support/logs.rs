@@ -70,7 +70,11 @@ pub fn assert_no_secrets(secrets: &[&str]) {
             &s[..8]
         );
         // The signature part of a JWT is unique to it: enough to catch a logged token.
-        if let Some(sig) = s.rsplit('.').next().filter(|x| x.len() > 20 && s.contains('.')) {
+        if let Some(sig) = s
+            .rsplit('.')
+            .next()
+            .filter(|x| x.len() > 20 && s.contains('.'))
+        {
             assert!(!logs.contains(sig), "a token signature appears in the logs");
         }
     }

@@ -54,8 +54,16 @@ pub fn tenant(kube: Option<&KubeIssuer>) -> String {
         ))
         .unwrap(),
     );
-    add(&mut doc, "grants", "{client: blog-agent-bp, resource: graph, scopes: [User.Read]}");
-    add(&mut doc, "grants", "{client: agent-b, resource: graph, scopes: [User.Read]}");
+    add(
+        &mut doc,
+        "grants",
+        "{client: blog-agent-bp, resource: graph, scopes: [User.Read]}",
+    );
+    add(
+        &mut doc,
+        "grants",
+        "{client: agent-b, resource: graph, scopes: [User.Read]}",
+    );
     if let Some(kube) = kube {
         add(
             &mut doc,
@@ -67,12 +75,23 @@ pub fn tenant(kube: Option<&KubeIssuer>) -> String {
                 iss = kube.issuer
             ),
         );
-        add(&mut doc, "grants", "{client: graph-cli, resource: k8s-bp, scopes: [access_as_user]}");
-        add(&mut doc, "grants", "{client: k8s-agent, resource: graph, scopes: [User.Read]}");
+        add(
+            &mut doc,
+            "grants",
+            "{client: graph-cli, resource: k8s-bp, scopes: [access_as_user]}",
+        );
+        add(
+            &mut doc,
+            "grants",
+            "{client: k8s-agent, resource: graph, scopes: [User.Read]}",
+        );
         add(
             &mut doc,
             "trustedIssuers",
-            &format!("{{issuer: '{}', discovery: true, allowHttp: true}}", kube.issuer),
+            &format!(
+                "{{issuer: '{}', discovery: true, allowHttp: true}}",
+                kube.issuer
+            ),
         );
     }
     serde_yaml_ng::to_string(&doc).unwrap()
@@ -108,12 +127,21 @@ pub fn base_env(sts: &TestSts, authority: &str) -> Vec<(String, String)> {
         ("AzureAd__Instance", format!("{authority}/")),
         ("AzureAd__TenantId", sts.tenant_id.clone()),
         ("AzureAd__ClientId", BP.into()),
-        ("AzureAd__ClientCredentials__0__SourceType", "ClientSecret".into()),
-        ("AzureAd__ClientCredentials__0__ClientSecret", BP_SECRET.into()),
+        (
+            "AzureAd__ClientCredentials__0__SourceType",
+            "ClientSecret".into(),
+        ),
+        (
+            "AzureAd__ClientCredentials__0__ClientSecret",
+            BP_SECRET.into(),
+        ),
         ("DownstreamApis__graph__Scopes__0", GRAPH_DEFAULT.into()),
         ("DownstreamApis__graph-app__Scopes__0", GRAPH_DEFAULT.into()),
         ("DownstreamApis__graph-app__RequestAppToken", "true".into()),
-        ("DownstreamApis__mcp__Scopes__0", format!("api://{MCP}/.default")),
+        (
+            "DownstreamApis__mcp__Scopes__0",
+            format!("api://{MCP}/.default"),
+        ),
         ("Sidecar__ListenUrl", "http://127.0.0.1:0".into()),
         ("Sidecar__HealthListenUrl", "off".into()),
         (
@@ -186,7 +214,10 @@ impl TestSidecar {
         changes: &[(&str, Option<&str>)],
     ) -> TestSidecar {
         let mut env = base_env(sts, &relay.url);
-        apply(&mut env, &[("Sidecar__AllowInsecureAuthority", Some("true"))]);
+        apply(
+            &mut env,
+            &[("Sidecar__AllowInsecureAuthority", Some("true"))],
+        );
         apply(&mut env, changes);
         Self::start(env).await
     }
@@ -276,7 +307,9 @@ impl Resp {
             .as_str()
             .unwrap()
             .to_string();
-        h.strip_prefix("Bearer ").expect("Bearer scheme").to_string()
+        h.strip_prefix("Bearer ")
+            .expect("Bearer scheme")
+            .to_string()
     }
 
     pub fn claims(&self) -> serde_json::Map<String, Value> {
@@ -284,7 +317,10 @@ impl Resp {
     }
 
     pub fn detail(&self) -> String {
-        self.json()["detail"].as_str().unwrap_or_default().to_string()
+        self.json()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// A problem+json body with this status and detail.

@@ -143,8 +143,7 @@ async fn handle(State(s): State<Arc<RelayState>>, req: Request) -> Response {
             )
                 .into_response();
             if let Some(ra) = retry_after {
-                r.headers_mut()
-                    .insert("retry-after", ra.parse().unwrap());
+                r.headers_mut().insert("retry-after", ra.parse().unwrap());
             }
             return r;
         }
@@ -277,7 +276,13 @@ pub fn leg(c: &Call) -> &'static str {
     let scope = c.param("scope").unwrap_or_default();
     let client = c.param("client_id").unwrap_or_default();
     match grant.as_str() {
-        "client_credentials" if c.param("fmi_path").is_some() && scope == "api://AzureADTokenExchange/.default" && client == super::BP => "t1",
+        "client_credentials"
+            if c.param("fmi_path").is_some()
+                && scope == "api://AzureADTokenExchange/.default"
+                && client == super::BP =>
+        {
+            "t1"
+        }
         "client_credentials" if scope == "api://AzureADTokenExchange/.default" => "t2x",
         "client_credentials" if client == super::BP => "app",
         "client_credentials" => "agent_app",
