@@ -25,10 +25,11 @@ pub fn document() -> Value {
                 v[..1].make_ascii_uppercase();
                 op["operationId"] = Value::String(format!("{id}{v}"));
             }
-            if verb != "put" && verb != "patch" {
-                if let Some(o) = op.as_object_mut() {
-                    o.remove("requestBody");
-                }
+            if verb != "put"
+                && verb != "patch"
+                && let Some(o) = op.as_object_mut()
+            {
+                o.remove("requestBody");
             }
             item.insert(verb.to_string(), op);
         }

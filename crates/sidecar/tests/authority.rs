@@ -547,7 +547,7 @@ async fn transient_failures_are_retried_with_backoff_and_retry_after() {
         .await;
     r.assert_problem(
         503,
-        &format!("The token authority 127.0.0.1 is unavailable (no response within 1 s) and no cached token can be used."),
+        "The token authority 127.0.0.1 is unavailable (no response within 1 s) and no cached token can be used.",
     );
     assert_eq!(r.header("retry-after"), Some("5"));
     assert!(started.elapsed() >= Duration::from_secs(3));

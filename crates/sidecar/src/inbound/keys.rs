@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 const KEYS_TTL: i64 = 24 * 3600;
 const UNKNOWN_KID_INTERVAL: i64 = 300;
 const FAILED_FETCH_INTERVAL: i64 = 5;
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum KeysError {
@@ -152,6 +153,7 @@ impl SigningKeys {
         let r = self
             .http
             .get(url)
+            .timeout(FETCH_TIMEOUT)
             .header("Accept", "application/json")
             .send()
             .await

@@ -114,15 +114,15 @@ impl TokenCache {
         let mut inner = self.lock();
         inner.tick += 1;
         let tick = inner.tick;
-        if !inner.map.contains_key(&key) && inner.map.len() >= self.max {
-            if let Some(oldest) = inner
+        if !inner.map.contains_key(&key)
+            && inner.map.len() >= self.max
+            && let Some(oldest) = inner
                 .map
                 .iter()
                 .min_by_key(|(_, s)| s.last_used)
                 .map(|(k, _)| k.clone())
-            {
-                inner.map.remove(&oldest);
-            }
+        {
+            inner.map.remove(&oldest);
         }
         inner.map.insert(
             key,

@@ -122,6 +122,8 @@ impl Leg {
 }
 
 type FlightResult = Option<Result<CachedToken, AcquireError>>;
+type LegFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<(Arc<str>, Source), AcquireError>> + Send + 'a>>;
 type FlightKey = (CacheKey, Option<String>);
 
 pub struct TokenEngine {
@@ -449,7 +451,7 @@ impl TokenEngine {
         req: &'a Arc<TokenRequest>,
         leg: Leg,
         deadline: Instant,
-    ) -> Pin<Box<dyn Future<Output = Result<(Arc<str>, Source), AcquireError>> + Send + 'a>> {
+    ) -> LegFuture<'a> {
         Box::pin(self.leg(req, leg, false, deadline))
     }
 

@@ -176,13 +176,13 @@ pub fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':'),
             "bad metric name in {line}"
         );
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                assert!(
-                    labels.starts_with('{') && labels.ends_with('}'),
-                    "bad labels in {line}"
-                );
-            }
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            assert!(
+                labels.starts_with('{') && labels.ends_with('}'),
+                "bad labels in {line}"
+            );
         }
         let family = families.iter().find(|(f, kind)| {
             name == f
