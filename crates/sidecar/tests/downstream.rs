@@ -68,6 +68,7 @@ async fn response_mapping() {
     assert_eq!(b["headers"]["Content-Length"], serde_json::json!(["11"]));
     assert_eq!(b["content"], r#"{"ok":true}"#);
     assert!(b["headers"].get("Date").is_none(), "only content headers");
+    assert!(b["headers"].get("Request-Id").is_none());
     // The downstream got the sidecar's token for the same API (plain OBO as the blueprint).
     let got = api.received();
     let auth = got[0].headers["authorization"].to_str().unwrap();
@@ -101,6 +102,26 @@ async fn response_mapping() {
         assert_eq!(r.json()["statusCode"], status, "{rel}");
         assert_eq!(r.json()["content"], content, "{rel}");
     }
+    // Sidecar__DownstreamResponseHeaders adds named headers, in Title-Case.
+    let extra = TestSidecar::direct(
+        &sts,
+        &[
+            (
+                "DownstreamApis__api__BaseUrl",
+                Some(&format!("{}/ok", api.url)),
+            ),
+            ("DownstreamApis__api__Scopes__0", Some(GRAPH_DEFAULT)),
+            ("Sidecar__DownstreamResponseHeaders__0", Some("request-id")),
+        ],
+    )
+    .await;
+    let r = extra
+        .send(Method::GET, "/DownstreamApi/api", Some(&tc), &[], None)
+        .await;
+    assert_eq!(
+        r.json()["headers"]["Request-Id"],
+        serde_json::json!(["req-123"])
+    );
     // D5: unauthenticated, 202 with a payload, autonomous agent.
     let r = sc
         .send(

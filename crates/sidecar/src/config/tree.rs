@@ -39,13 +39,6 @@ fn rank_of(ranks: &[(String, u8)], path: &str) -> Option<u8> {
         .map(|(_, r)| *r)
 }
 
-fn find<'a>(children: &'a mut [(String, Node)], key: &str) -> Option<&'a mut Node> {
-    children
-        .iter_mut()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .map(|(_, n)| n)
-}
-
 impl Tree {
     pub fn new() -> Self {
         Self::default()
@@ -69,20 +62,24 @@ impl Tree {
             {
                 self.name_collisions.push((k.clone(), seg.to_string()));
             }
-            if find(children, seg).is_none() {
-                let node = if last {
-                    Node::Leaf(value.to_string())
-                } else {
-                    Node::Branch(vec![])
-                };
-                children.push((seg.to_string(), node));
-                if last {
-                    self.ranks.push((joined, rank));
-                    return;
+            let same_source = rank_of(&self.ranks, &prefix) == Some(rank);
+            let idx = match children
+                .iter()
+                .position(|(k, _)| k.eq_ignore_ascii_case(seg))
+            {
+                Some(idx) => idx,
+                None => {
+                    let fresh = if last {
+                        Node::Leaf(String::new())
+                    } else {
+                        Node::Branch(vec![])
+                    };
+                    children.push((seg.to_string(), fresh));
+                    children.len() - 1
                 }
-            } else if last {
-                let same_source = rank_of(&self.ranks, &prefix) == Some(rank);
-                let node = find(children, seg).expect("present");
+            };
+            let node = &mut children[idx].1;
+            if last {
                 match node {
                     Node::Leaf(v) => *v = value.to_string(),
                     Node::Branch(_) if same_source => {
@@ -95,8 +92,6 @@ impl Tree {
                 self.ranks.push((joined, rank));
                 return;
             }
-            let same_source = rank_of(&self.ranks, &prefix) == Some(rank);
-            let node = find(children, seg).expect("present");
             if let Node::Leaf(_) = node {
                 if same_source {
                     self.conflicts.push(Conflict {
@@ -107,10 +102,10 @@ impl Tree {
             }
             // Record that this prefix is now a branch written by `rank`.
             self.ranks.push((prefix, rank));
-            let Node::Branch(next) = node else {
-                unreachable!("made a branch above")
-            };
-            children = next;
+            match node {
+                Node::Branch(next) => children = next,
+                Node::Leaf(_) => return,
+            }
         }
     }
 

@@ -467,7 +467,8 @@ impl TokenEngine {
         let (t1, source) = self.leg_boxed(req, Leg::T1, deadline).await?;
         match self.post(req, leg, &build(&t1), deadline).await {
             Err(e) if e.is_credential_rejection() && source == Source::Hit => {
-                self.cache.remove(&self.key(req, Leg::T1));
+                let n = self.cache.remove(&self.key(req, Leg::T1));
+                self.metrics.cache_entries(n);
                 let (t1, _) = self.leg_boxed(req, Leg::T1, deadline).await?;
                 self.post(req, leg, &build(&t1), deadline)
                     .await

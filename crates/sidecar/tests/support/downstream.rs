@@ -54,7 +54,15 @@ async fn handle(State(s): State<Arc<MockState>>, req: Request) -> Response {
     });
     let json = [("content-type", "application/json; charset=utf-8")];
     match path.as_str() {
-        "/ok" | "/target" => (StatusCode::OK, json, r#"{"ok":true}"#).into_response(),
+        "/ok" | "/target" => (
+            StatusCode::OK,
+            [
+                ("content-type", "application/json; charset=utf-8"),
+                ("request-id", "req-123"),
+            ],
+            r#"{"ok":true}"#,
+        )
+            .into_response(),
         "/empty" => StatusCode::NO_CONTENT.into_response(),
         "/chunked" => {
             let stream = futures_stream(vec!["chunk-1 ", "chunk-2"]);
