@@ -35,7 +35,7 @@ want_hash="$(sha256sum "${requirements}" | cut -d' ' -f1)"
 
 if [ -x "${venv_python}" ] && [ -f "${stamp}" ] \
     && [ "$(cat "${stamp}")" = "${want_hash}" ] \
-    && "${venv_python}" -c 'import msal, azure.identity' >/dev/null 2>&1; then
+    && "${venv_python}" -c 'import msal, azure.identity, microsoft_agents.authentication.entra_auth_sidecar' >/dev/null 2>&1; then
     log "up to date: ${venv}"
     echo "${venv_python}"
     exit 0
@@ -71,7 +71,7 @@ log "installing ${requirements}"
 rm -f "${stamp}"
 "${venv_python}" -m pip install --quiet --disable-pip-version-check \
     --no-input -r "${requirements}" >&2
-"${venv_python}" -c 'import msal, azure.identity' >&2
+"${venv_python}" -c 'import msal, azure.identity, microsoft_agents.authentication.entra_auth_sidecar' >&2
 echo "${want_hash}" > "${stamp}"
 log "ready: ${venv}"
 echo "${venv_python}"

@@ -4,6 +4,8 @@ mod admin;
 mod bench;
 mod decode;
 mod init;
+mod sidecar_bench;
+mod sidecar_cmd;
 mod sts_cmd;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +32,9 @@ enum Command {
     },
     /// Manage blueprints, agent identities, federated credentials and consents (agentid or Entra).
     Admin(admin::AdminArgs),
+    /// The token sidecar: the Entra SDK sidecar's HTTP contract, secure by default.
+    #[command(version)]
+    Sidecar(sidecar_cmd::SidecarArgs),
     /// Work with tokens.
     Token {
         #[command(subcommand)]
@@ -68,6 +73,8 @@ fn init_tracing(default: &str) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        // Exit codes matter here: 2 is a configuration error (sidecar.md §12.5).
+        Command::Sidecar(args) => std::process::exit(sidecar_cmd::run(args)),
         Command::Token {
             command: TokenCommand::Decode(args),
         } => decode::run(args),

@@ -110,3 +110,103 @@ fn apply_keys_and_audit_on_a_stopped_instance() {
         "{err}"
     );
 }
+
+fn sidecar(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_agentid"))
+        .arg("sidecar")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .output()
+        .expect("agentid runs")
+}
+
+const SIDECAR_BASE: [(&str, &str); 4] = [
+    ("AzureAd__TenantId", "5e7d8166-7876-4755-a1a4-b476d4a344f6"),
+    ("AzureAd__ClientId", "85075aa5-1d73-42de-812a-95348218e4b2"),
+    ("AzureAd__ClientCredentials__0__SourceType", "ClientSecret"),
+    (
+        "AzureAd__ClientCredentials__0__ClientSecret",
+        "s3cr3t-value",
+    ),
+];
+
+#[test]
+fn sidecar_configuration_errors_exit_2_with_one_line_naming_the_key() {
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (
+            &[("AzureAd__ClientCredentials__0__SourceType", "KeyVault")],
+            "unsupported credential SourceType 'KeyVault'",
+        ),
+        (
+            &[
+                ("AzureAd__ClientCredentials__1__SourceType", "Path"),
+                (
+                    "AzureAd__ClientCredentials__1__CertificateDiskPath",
+                    "/c.pem",
+                ),
+                ("AzureAd__ClientCredentials__1__CertificatePassword", "pw"),
+            ],
+            "AzureAd__ClientCredentials__1__CertificatePassword",
+        ),
+        (
+            &[("DownstreamApis__graph__Scopse__0", "x")],
+            "DownstreamApis__graph__Scopse",
+        ),
+        (
+            &[("Sidecar__AllowedAgentIdentities__0", "my-agent")],
+            "Sidecar__AllowedAgentIdentities__0",
+        ),
+    ];
+    for (extra, needle) in cases {
+        let mut env = SIDECAR_BASE.to_vec();
+        env.extend_from_slice(extra);
+        let out = sidecar(&["--health-listen", "off"], &env);
+        assert_eq!(out.status.code(), Some(2), "{needle}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
+#[test]
+fn sidecar_check_config_hides_secrets_and_probe_reports_health() {
+    let out = sidecar(&["--check-config"], &SIDECAR_BASE);
+    assert!(out.status.success());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!shown.contains("s3cr3t-value"));
+    let v: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(v["AzureAd"]["ClientCredentials"][0]["ClientSecret"], "***");
+    // A real sidecar process, probed the way an exec probe does.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentid"))
+        .args(["sidecar", "--listen", &url, "--health-listen", "off"])
+        .env_clear()
+        .envs(SIDECAR_BASE)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let healthz = format!("{url}/healthz");
+    loop {
+        let probe = sidecar(&["probe", &healthz], &[]);
+        if probe.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sidecar never became healthy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let probe = sidecar(&["probe", &format!("{url}/nope")], &[]);
+    assert!(!probe.status.success());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,0 +1,7 @@
+//! The HTTP surface: listeners, route matching, query binding, responses.
+
+pub mod peer;
+pub mod query;
+pub mod response;
+pub mod route;
+pub mod server;

@@ -1,0 +1,257 @@
+//! Listeners: the main listener (loopback by default; TCP or a Unix socket) and the health
+//! listener, each an accept loop serving HTTP/1.1 and h2c with hyper.
+
+use super::peer::Peer;
+use super::route::Listener;
+use crate::Sidecar;
+use crate::config::ListenAddr;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A sidecar serving requests; dropped or [`RunningSidecar::shutdown`] stops it.
+pub struct RunningSidecar {
+    pub state: Arc<Sidecar>,
+    /// Bound TCP addresses of the main listener (the real ports when 0 was asked for).
+    pub addrs: Vec<SocketAddr>,
+    pub unix_paths: Vec<PathBuf>,
+    pub health_addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningSidecar {
+    /// `http://addr` of the first TCP address of the main listener.
+    pub fn url(&self) -> String {
+        self.addrs
+            .first()
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_default()
+    }
+
+    pub fn health_url(&self) -> Option<String> {
+        self.health_addrs.first().map(|a| format!("http://{a}"))
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until every listener has stopped.
+    pub async fn wait(mut self) {
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for RunningSidecar {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+enum Bound {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+async fn bind(addr: &ListenAddr) -> Result<Option<Bound>, ServeError> {
+    match addr {
+        ListenAddr::Tcp { addr, required } => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Ok(Some(Bound::Tcp(l))),
+            Err(e) if !required => {
+                tracing::debug!(%addr, error = %e, "optional listen address not available");
+                Ok(None)
+            }
+            Err(source) => Err(ServeError::Bind {
+                addr: addr.to_string(),
+                source,
+            }),
+        },
+        ListenAddr::Unix(path) => {
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                use std::os::unix::fs::FileTypeExt;
+                if meta.file_type().is_socket() {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            tokio::net::UnixListener::bind(path)
+                .map(|l| Some(Bound::Unix(l)))
+                .map_err(|source| ServeError::Bind {
+                    addr: format!("unix:{}", path.display()),
+                    source,
+                })
+        }
+    }
+}
+
+fn serve_connection<S>(
+    state: Arc<Sidecar>,
+    listener: Listener,
+    peer: Peer,
+    io: S,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let svc = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(state.handle(listener, peer, req).await) }
+        });
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let conn = builder.serve_connection(TokioIo::new(io), svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = shutdown.changed() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+            }
+        }
+    });
+}
+
+fn accept_loop(
+    state: Arc<Sidecar>,
+    listener: Listener,
+    bound: Bound,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match &bound {
+                Bound::Tcp(l) => {
+                    let accepted = tokio::select! {
+                        _ = shutdown.changed() => return,
+                        a = l.accept() => a,
+                    };
+                    match accepted {
+                        Ok((stream, addr)) => {
+                            let _ = stream.set_nodelay(true);
+                            serve_connection(
+                                state.clone(),
+                                listener,
+                                Peer::Tcp(addr),
+                                stream,
+                                shutdown.clone(),
+                            );
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                Bound::Unix(l) => {
+                    let accepted = tokio::select! {
+                        _ = shutdown.changed() => return,
+                        a = l.accept() => a,
+                    };
+                    match accepted {
+                        Ok((stream, _)) => serve_connection(
+                            state.clone(),
+                            listener,
+                            Peer::Unix,
+                            stream,
+                            shutdown.clone(),
+                        ),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Binds every listener and starts serving.
+pub async fn serve(state: Arc<Sidecar>) -> Result<RunningSidecar, ServeError> {
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut addrs = Vec::new();
+    let mut unix_paths = Vec::new();
+    let mut health_addrs = Vec::new();
+    let main = Listener::Main {
+        openapi: state.config.sidecar.enable_openapi,
+    };
+    let mut bound_main = Vec::new();
+    for a in &state.config.sidecar.listen {
+        if let Some(b) = bind(a).await? {
+            match &b {
+                Bound::Tcp(l) => addrs.extend(l.local_addr().ok()),
+                Bound::Unix(_) => {
+                    if let ListenAddr::Unix(p) = a {
+                        unix_paths.push(p.clone());
+                    }
+                }
+            }
+            bound_main.push(b);
+        }
+    }
+    let mut bound_health = Vec::new();
+    for a in state.config.sidecar.health_listen.iter().flatten() {
+        if let Some(b) = bind(a).await? {
+            if let Bound::Tcp(l) = &b {
+                health_addrs.extend(l.local_addr().ok());
+            }
+            bound_health.push(b);
+        }
+    }
+    for b in bound_main {
+        tasks.push(accept_loop(state.clone(), main, b, rx.clone()));
+    }
+    for b in bound_health {
+        tasks.push(accept_loop(state.clone(), Listener::Health, b, rx.clone()));
+    }
+    // Expired tokens are swept every 60 s.
+    let sweeper = state.clone();
+    let mut stop = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => sweeper.engine.sweep(),
+            }
+        }
+    }));
+    // Signing keys are fetched ahead of the first request (failures are retried on demand).
+    let prefetch = state.clone();
+    tokio::spawn(async move { prefetch.validator.keys().prefetch().await });
+    tracing::info!(
+        event = "started",
+        listen = ?addrs.iter().map(ToString::to_string).chain(unix_paths.iter().map(|p| format!("unix:{}", p.display()))).collect::<Vec<_>>(),
+        health = ?health_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        version = env!("CARGO_PKG_VERSION"),
+        "agentid sidecar listening"
+    );
+    Ok(RunningSidecar {
+        state,
+        addrs,
+        unix_paths,
+        health_addrs,
+        shutdown: tx,
+        tasks,
+    })
+}

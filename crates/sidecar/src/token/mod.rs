@@ -1,0 +1,12 @@
+//! Outbound token acquisition against an Entra-compatible authority (sidecar.md §9).
+
+pub mod assertion_file;
+pub mod authority;
+pub mod cache;
+pub mod certificate;
+pub mod credentials;
+pub mod engine;
+pub mod form;
+
+pub use engine::{AcquireError, Flow, Source, TokenEngine, TokenRequest};
+pub use form::UserRef;
