@@ -153,10 +153,12 @@ fn forged(
     flow: &BrowserFlow,
     form: &HashMap<String, String>,
 ) -> bool {
+    // Browsers send `Origin: null` for our own forms because every page carries
+    // `Referrer-Policy: no-referrer`; the flow-bound CSRF token is what proves the form is ours.
     let origin_ok = headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
-        .is_none_or(|o| o == sts.base);
+        .is_none_or(|o| o == sts.base || o == "null");
     let csrf_ok = form.get("csrf").is_some_and(|c| ct_eq(c, &flow.csrf));
     !(origin_ok && csrf_ok)
 }
@@ -733,7 +735,13 @@ pub async fn consent_page(State(sts): State<Sts>, headers: HeaderMap) -> Respons
     let mut items: Vec<String> = m
         .values
         .iter()
-        .map(|(v, text, _)| format!("<li>{} <small>({})</small></li>", escape(text), escape(v)))
+        .map(|(v, text, _)| {
+            if text == v {
+                format!("<li>{}</li>", escape(v))
+            } else {
+                format!("<li>{} <small>({})</small></li>", escape(text), escape(v))
+            }
+        })
         .collect();
     if m.offline_access {
         items.push("<li>Maintain access to data you have given it access to <small>(offline_access)</small></li>".into());
