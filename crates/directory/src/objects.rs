@@ -1046,3 +1046,29 @@ impl People {
         }
     }
 }
+
+impl Store {
+    /// Redirect URIs (web, spa and public client lists together) and the public-client flag.
+    pub async fn set_redirects(
+        &self,
+        app: &Uuid,
+        uris: Option<&[String]>,
+        public_client: Option<bool>,
+    ) -> Result<()> {
+        if let Some(u) = uris {
+            sqlx::query("UPDATE applications SET redirect_uris = $1 WHERE id = $2")
+                .bind(serde_json::to_string(u).expect("json"))
+                .bind(app.to_string())
+                .execute(self.pool())
+                .await?;
+        }
+        if let Some(p) = public_client {
+            sqlx::query("UPDATE applications SET is_public_client = $1 WHERE id = $2")
+                .bind(p as i64)
+                .bind(app.to_string())
+                .execute(self.pool())
+                .await?;
+        }
+        Ok(())
+    }
+}

@@ -57,15 +57,15 @@ fn error_page(code: u32, message: &str) -> Response {
     )
 }
 
-fn with_params(uri: &str, params: &[(&str, &str)]) -> String {
-    let mut u = url::Url::parse(uri).expect("validated redirect URI");
+fn with_params(uri: &str, params: &[(&str, &str)]) -> Option<String> {
+    let mut u = url::Url::parse(uri).ok()?;
     {
         let mut q = u.query_pairs_mut();
         for (k, v) in params {
             q.append_pair(k, v);
         }
     }
-    u.to_string()
+    Some(u.to_string())
 }
 
 /// Sends the browser back to the client: a 303 with query parameters, or a form post.
@@ -95,11 +95,17 @@ fn deliver(req: &AuthorizeRequest, params: Vec<(&str, String)>) -> Response {
         );
     }
     let refs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // A registered URI that is not a URL cannot be redirected to: say so instead of panicking.
+    let Some(location) =
+        with_params(&req.redirect_uri, &refs).and_then(|l| HeaderValue::from_str(&l).ok())
+    else {
+        return error_page(
+            50011,
+            "The application's registered redirect URI is not a valid absolute URI.",
+        );
+    };
     let mut r = StatusCode::SEE_OTHER.into_response();
-    r.headers_mut().insert(
-        header::LOCATION,
-        HeaderValue::from_str(&with_params(&req.redirect_uri, &refs)).expect("URL"),
-    );
+    r.headers_mut().insert(header::LOCATION, location);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r

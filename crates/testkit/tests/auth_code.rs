@@ -350,3 +350,92 @@ both_backends!(
         sts.stop().await;
     }
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_uris_registered_through_graph_are_honoured() {
+    let sts = TestSts::start(Db::Sqlite, DEMO).await;
+    let (_, t) = sts
+        .token(&[
+            ("grant_type", "password"),
+            ("client_id", GRAPH_CLI),
+            ("username", "alice@contoso.test"),
+            ("password", "correct-horse-battery"),
+            ("scope", "Application.ReadWrite.All"),
+        ])
+        .await;
+    let token = t["access_token"].as_str().unwrap().to_string();
+    let graph = |method: &'static str, path: String, body: Value| {
+        let (sts, token) = (&sts, token.clone());
+        async move {
+            let r = sts
+                .http
+                .request(method.parse().unwrap(), format!("{}{path}", sts.base()))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (st, app) = graph(
+        "POST",
+        "/v1.0/applications".into(),
+        serde_json::json!({"displayName": "Native app"}),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (obj, app_id) = (
+        app["id"].as_str().unwrap().to_string(),
+        app["appId"].as_str().unwrap().to_string(),
+    );
+    let (st, e) = graph(
+        "PATCH",
+        format!("/v1.0/applications/{obj}"),
+        serde_json::json!({"publicClient": {"redirectUris": ["not a uri"]}}),
+    )
+    .await;
+    assert_eq!(st, 400, "{e}");
+    let (st, _) = graph("PATCH", format!("/v1.0/applications/{obj}"), serde_json::json!({"publicClient": {"redirectUris": ["http://localhost/cb"]}, "isFallbackPublicClient": true})).await;
+    assert_eq!(st, 204);
+    let (st, _) = graph(
+        "POST",
+        "/v1.0/servicePrincipals".into(),
+        serde_json::json!({"appId": app_id}),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (_, read) = graph("GET", format!("/v1.0/applications/{obj}"), Value::Null).await;
+    assert_eq!(
+        (
+            read["publicClient"]["redirectUris"][0].as_str(),
+            read["isFallbackPublicClient"].as_bool()
+        ),
+        (Some("http://localhost/cb"), Some(true))
+    );
+    let web = Browser::new(sts.base(), sts.running.ca_pem.as_deref());
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(
+        b"verifier-verifier-verifier-verifier-verifier",
+    ));
+    let url = authorize_url(
+        &sts,
+        &[
+            ("client_id", &app_id),
+            ("response_type", "code"),
+            ("redirect_uri", "http://localhost:4711/cb"),
+            ("scope", "openid"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ],
+    );
+    let (st, loc, _) = web.get_url_no_follow(&url).await;
+    assert_eq!(
+        (st, loc.as_deref()),
+        (303, Some("/devicelogin/signin")),
+        "a loopback redirect on any port matches"
+    );
+    sts.stop().await;
+}

@@ -328,6 +328,14 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
     }
     for (i, a) in file.applications.iter().enumerate() {
         add_handle("application", &a.name, format!("applications[{i}].name"))?;
+        for (j, u) in a.redirect_uris.iter().enumerate() {
+            if url::Url::parse(u).is_err() {
+                return Err(E::invalid(
+                    format!("applications[{i}].redirectUris[{j}]"),
+                    format!("'{u}' is not an absolute URI"),
+                ));
+            }
+        }
     }
     for (i, b) in file.blueprints.iter().enumerate() {
         add_handle("blueprint", &b.name, format!("blueprints[{i}].name"))?;

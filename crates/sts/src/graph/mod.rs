@@ -1078,6 +1078,28 @@ async fn patch_application(req: &Req<'_>, c: &Caller, key: &str) -> GResult<Out>
             b.get("requiredResourceAccess"),
         )
         .await?;
+    // Redirect URIs: agentid keeps one list for web, spa and public client platforms.
+    let mut redirects: Option<Vec<String>> = None;
+    for platform in ["web", "spa", "publicClient"] {
+        if let Some(list) = b.get(platform).and_then(|v| v.get("redirectUris")) {
+            let uris: Vec<String> = serde_json::from_value(list.clone()).map_err(|_| {
+                GraphError::bad_request("redirectUris must be an array of strings.")
+            })?;
+            if uris.iter().any(|u| url::Url::parse(u).is_err()) {
+                return Err(GraphError::bad_request(
+                    "redirectUris must be absolute URIs.",
+                ));
+            }
+            redirects.get_or_insert_with(Vec::new).extend(uris);
+        }
+    }
+    let public = b.get("isFallbackPublicClient").and_then(Value::as_bool);
+    if redirects.is_some() || public.is_some() {
+        req.sts
+            .store
+            .set_redirects(&app.id, redirects.as_deref(), public)
+            .await?;
+    }
     Ok((StatusCode::NO_CONTENT, None))
 }
 
