@@ -34,8 +34,9 @@ pub struct BenchArgs {
     database: Option<String>,
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// Resident memory of a process (`self` or a pid), KiB, from /proc.
+pub(crate) fn rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -45,15 +46,20 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
+/// The `p` quantile of sorted samples.
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
-        return 0.0;
+        return Duration::ZERO;
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn post(
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    percentile(sorted, p).as_secs_f64() * 1000.0
+}
+
+/// POSTs a form and fails on a non-2xx answer (token requests).
+pub(crate) async fn post(
     client: &reqwest::Client,
     url: &str,
     form: &[(&str, &str)],
@@ -99,7 +105,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let idle_rss = rss_kib();
+    let idle_rss = rss_kib("self");
 
     // 1. One core's raw RS256 signing rate, with the STS's own key and claims of a real token.
     let key = running
@@ -169,7 +175,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let mut peak_rss = 0;
     while start.elapsed() < Duration::from_secs(a.duration) {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        peak_rss = peak_rss.max(rss_kib());
+        peak_rss = peak_rss.max(rss_kib("self"));
     }
     let throughput =
         (done.load(Ordering::Relaxed) - start_count) as f64 / start.elapsed().as_secs_f64();

@@ -109,22 +109,11 @@ fn get(path: &str, bearer: Option<&str>) -> Vec<u8> {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    crate::bench::rss_kib(&pid.to_string())
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e6
+    crate::bench::percentile(sorted, p).as_secs_f64() * 1e6
 }
 
 struct Sidecar(Child);
@@ -212,18 +201,6 @@ fn concurrent(
     Ok((all, wall, peak))
 }
 
-async fn post_form(
-    client: &reqwest::Client,
-    url: &str,
-    form: &[(&str, &str)],
-) -> anyhow::Result<serde_json::Value> {
-    let r = client.post(url).form(form).send().await?;
-    let status = r.status();
-    let body: serde_json::Value = r.json().await?;
-    anyhow::ensure!(status.is_success(), "token request failed: {body}");
-    Ok(body)
-}
-
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut s = agentid_sts::Settings::new(dir.path(), "127.0.0.1:0".parse()?);
@@ -240,7 +217,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         .build()?;
     let token_url = format!("{}/{tenant}/oauth2/v2.0/token", running.base);
     let scope = format!("api://{BP}/access_as_user openid profile offline_access");
-    let user = post_form(
+    let user = crate::bench::post(
         &client,
         &token_url,
         &[
@@ -361,7 +338,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.cache_entries > 0 {
         let mut tokens = Vec::with_capacity(a.cache_entries);
         for _ in 0..a.cache_entries.saturating_sub(3) {
-            let r = post_form(
+            let r = crate::bench::post(
                 &client,
                 &token_url,
                 &[
