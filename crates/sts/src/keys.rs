@@ -34,8 +34,39 @@ pub enum KeyError {
     Corrupt { kid: String, reason: String },
 }
 
+/// Token signature algorithms: RS256 for everything, ES256 for resources that opt in (sts.md §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningAlg {
+    RS256,
+    ES256,
+}
+
+impl SigningAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::RS256 => "RS256",
+            SigningAlg::ES256 => "ES256",
+        }
+    }
+    pub fn jwt(self) -> jsonwebtoken::Algorithm {
+        match self {
+            SigningAlg::RS256 => jsonwebtoken::Algorithm::RS256,
+            SigningAlg::ES256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
+    /// A resource's `agentidTokenSigningAlgorithm`; anything but ES256 is RS256.
+    pub fn for_resource(name: &str) -> Self {
+        if name == "ES256" {
+            SigningAlg::ES256
+        } else {
+            SigningAlg::RS256
+        }
+    }
+}
+
 pub struct LoadedKey {
     pub kid: String,
+    pub alg: SigningAlg,
     pub encoding: EncodingKey,
     pub decoding: DecodingKey,
     pub jwk: Jwk,
@@ -53,11 +84,12 @@ struct TenantKeys {
 
 impl TenantKeys {
     /// The signing key: the greatest `activate_at ≤ now` among keys not scheduled for removal.
-    fn active(&self, now: i64) -> Option<&Arc<LoadedKey>> {
+    fn active(&self, alg: SigningAlg, now: i64) -> Option<&Arc<LoadedKey>> {
         self.keys
             .iter()
             .filter(|k| {
-                k.activate_at <= now
+                k.alg == alg
+                    && k.activate_at <= now
                     && k.retired_at.is_none_or(|r| r > now)
                     && k.remove_after.is_none_or(|r| r > now)
             })
@@ -82,6 +114,85 @@ pub struct KeyRing {
 /// A freshly generated RSA key wrapped in a self-signed certificate.
 pub struct NewKey {
     pub row: SigningKeyRow,
+}
+
+/// A new signing key of `alg`, wrapped in a self-signed certificate.
+pub fn generate_key(
+    master: &MasterKey,
+    tenant: &Uuid,
+    alg: SigningAlg,
+    publish_at: i64,
+    activate_at: i64,
+) -> Result<NewKey, KeyError> {
+    match alg {
+        SigningAlg::RS256 => generate_rsa_key(master, tenant, publish_at, activate_at),
+        SigningAlg::ES256 => generate_ec_key(master, tenant, publish_at, activate_at),
+    }
+}
+
+fn signing_cert(kp: &rcgen::KeyPair, tenant: &Uuid, publish_at: i64) -> Result<Vec<u8>, KeyError> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("agentid token signing {tenant}"),
+    );
+    let start = time::OffsetDateTime::from_unix_timestamp(publish_at - 300)
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
+    params.not_before = start;
+    params.not_after = start + time::Duration::days(730);
+    Ok(params
+        .self_signed(kp)
+        .map_err(|e| KeyError::Generate(e.to_string()))?
+        .der()
+        .to_vec())
+}
+
+fn generate_ec_key(
+    master: &MasterKey,
+    tenant: &Uuid,
+    publish_at: i64,
+    activate_at: i64,
+) -> Result<NewKey, KeyError> {
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
+    let der = signing_cert(&kp, tenant, publish_at)?;
+    let x5t = URL_SAFE_NO_PAD.encode(Sha1::digest(&der));
+    // The uncompressed point: 0x04 ‖ x ‖ y.
+    let point = kp.public_key_raw();
+    if point.len() != 65 {
+        return Err(KeyError::Generate(
+            "unexpected P-256 public key length".into(),
+        ));
+    }
+    let jwk = Jwk {
+        kty: "EC".into(),
+        use_: Some("sig".into()),
+        alg: Some("ES256".into()),
+        kid: Some(x5t.clone()),
+        x5t: Some(x5t.clone()),
+        n: None,
+        e: None,
+        crv: Some("P-256".into()),
+        x: Some(URL_SAFE_NO_PAD.encode(&point[1..33])),
+        y: Some(URL_SAFE_NO_PAD.encode(&point[33..65])),
+        x5c: Some(vec![STANDARD.encode(&der)]),
+    };
+    Ok(NewKey {
+        row: SigningKeyRow {
+            tenant_id: tenant.to_string(),
+            kid: x5t,
+            alg: "ES256".into(),
+            private_key_enc: master.encrypt(kp.serialize_pem().as_bytes()),
+            public_jwk: serde_json::to_string(&jwk).expect("JWK serialises"),
+            cert_der: STANDARD.encode(&der),
+            publish_at,
+            activate_at,
+            retired_at: None,
+            last_signed_at: None,
+            remove_after: None,
+        },
+    })
 }
 
 pub fn generate_rsa_key(
@@ -150,15 +261,29 @@ fn load_row(master: &MasterKey, row: &SigningKeyRow) -> Result<LoadedKey, KeyErr
     };
     let pem = master.decrypt(&row.private_key_enc)?;
     let pem = String::from_utf8(pem).map_err(|e| corrupt(e.to_string()))?;
-    let private = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| corrupt(e.to_string()))?;
-    let pkcs1 = private.to_pkcs1_der().map_err(|e| corrupt(e.to_string()))?;
+    let (alg, encoding) = match row.alg.as_str() {
+        "ES256" => (
+            SigningAlg::ES256,
+            EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| corrupt(e.to_string()))?,
+        ),
+        _ => {
+            let private =
+                rsa::RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| corrupt(e.to_string()))?;
+            let pkcs1 = private.to_pkcs1_der().map_err(|e| corrupt(e.to_string()))?;
+            (
+                SigningAlg::RS256,
+                EncodingKey::from_rsa_der(pkcs1.as_bytes()),
+            )
+        }
+    };
     let jwk: Jwk = serde_json::from_str(&row.public_jwk).map_err(|e| corrupt(e.to_string()))?;
     let decoding = jwk
         .decoding_key()
         .ok_or_else(|| corrupt("public JWK is not usable".into()))?;
     Ok(LoadedKey {
         kid: row.kid.clone(),
-        encoding: EncodingKey::from_rsa_der(pkcs1.as_bytes()),
+        alg,
+        encoding,
         decoding,
         jwk,
         publish_at: row.publish_at,
@@ -204,22 +329,32 @@ impl KeyRing {
 
     /// The key that signs for `tenant` now, creating the tenant's first key if it has none.
     pub async fn signer(&self, tenant: &Uuid, now: i64) -> Result<Arc<LoadedKey>, KeyError> {
+        self.signer_for(tenant, SigningAlg::RS256, now).await
+    }
+
+    /// The key that signs `alg` tokens for `tenant` now; a tenant's first key of an algorithm is
+    /// created on demand and active at once (no client can have cached a JWKS without it).
+    pub async fn signer_for(
+        &self,
+        tenant: &Uuid,
+        alg: SigningAlg,
+        now: i64,
+    ) -> Result<Arc<LoadedKey>, KeyError> {
         let tk = self.get(tenant).await?;
-        if let Some(k) = tk.active(now) {
+        if let Some(k) = tk.active(alg, now) {
             let k = k.clone();
             self.note_signed(tenant, &k, now);
             return Ok(k);
         }
         let _guard = self.create_lock.lock().await;
         let tk = self.load(tenant).await?;
-        if let Some(k) = tk.active(now) {
+        if let Some(k) = tk.active(alg, now) {
             return Ok(k.clone());
         }
-        // First key of a tenant: active at once (nothing can have cached an older JWKS).
-        let key = generate_rsa_key(&self.master, tenant, now, now)?;
+        let key = generate_key(&self.master, tenant, alg, now, now)?;
         self.store.insert_signing_key(&key.row).await?;
         let tk = self.load(tenant).await?;
-        tk.active(now)
+        tk.active(alg, now)
             .cloned()
             .ok_or_else(|| KeyError::Generate("new key not active".into()))
     }
@@ -292,40 +427,45 @@ impl KeyRing {
         skew: i64,
     ) -> Result<bool, KeyError> {
         let _guard = self.create_lock.lock().await;
-        let rows = self.store.signing_keys(Some(&tenant.to_string())).await?;
+        let all = self.store.signing_keys(Some(&tenant.to_string())).await?;
         let mut created = false;
-        let live: Vec<&SigningKeyRow> = rows
-            .iter()
-            .filter(|r| r.remove_after.is_none_or(|x| x > now))
-            .collect();
-        if let Some(active) = live
-            .iter()
-            .filter(|r| r.activate_at <= now)
-            .max_by_key(|r| r.activate_at)
-        {
-            let has_pending = live.iter().any(|r| r.activate_at > now);
-            if !has_pending && active.activate_at + interval - prepublish <= now {
-                let key = generate_rsa_key(&self.master, tenant, now, now + prepublish)?;
-                self.store.insert_signing_key(&key.row).await?;
-                created = true;
-            }
-            // Keys older than the active one stop signing: keep them until their tokens expire.
-            for r in live
+        // Each algorithm rotates on its own schedule.
+        for alg in [SigningAlg::RS256, SigningAlg::ES256] {
+            let rows: Vec<&SigningKeyRow> = all.iter().filter(|r| r.alg == alg.as_str()).collect();
+            let live: Vec<&SigningKeyRow> = rows
                 .iter()
-                .filter(|r| r.activate_at < active.activate_at && r.remove_after.is_none())
+                .copied()
+                .filter(|r| r.remove_after.is_none_or(|x| x > now))
+                .collect();
+            if let Some(active) = live
+                .iter()
+                .filter(|r| r.activate_at <= now)
+                .max_by_key(|r| r.activate_at)
             {
-                let last = r
-                    .last_signed_at
-                    .unwrap_or(r.activate_at)
-                    .max(active.activate_at);
-                self.store
-                    .retire_key(
-                        &r.tenant_id,
-                        &r.kid,
-                        active.activate_at,
-                        last + 60 + LONGEST_TOKEN_LIFETIME + skew,
-                    )
-                    .await?;
+                let has_pending = live.iter().any(|r| r.activate_at > now);
+                if !has_pending && active.activate_at + interval - prepublish <= now {
+                    let key = generate_key(&self.master, tenant, alg, now, now + prepublish)?;
+                    self.store.insert_signing_key(&key.row).await?;
+                    created = true;
+                }
+                // Keys older than the active one stop signing: keep them until their tokens expire.
+                for r in live
+                    .iter()
+                    .filter(|r| r.activate_at < active.activate_at && r.remove_after.is_none())
+                {
+                    let last = r
+                        .last_signed_at
+                        .unwrap_or(r.activate_at)
+                        .max(active.activate_at);
+                    self.store
+                        .retire_key(
+                            &r.tenant_id,
+                            &r.kid,
+                            active.activate_at,
+                            last + 60 + LONGEST_TOKEN_LIFETIME + skew,
+                        )
+                        .await?;
+                }
             }
         }
         self.store.delete_removed_keys(now).await?;
@@ -346,7 +486,13 @@ impl KeyRing {
         skew: i64,
     ) -> Result<String, KeyError> {
         let _guard = self.create_lock.lock().await;
-        let rows = self.store.signing_keys(Some(&tenant.to_string())).await?;
+        let rows: Vec<SigningKeyRow> = self
+            .store
+            .signing_keys(Some(&tenant.to_string()))
+            .await?
+            .into_iter()
+            .filter(|r| r.alg == SigningAlg::RS256.as_str())
+            .collect();
         let activate = if immediate { now } else { now + prepublish };
         let key = generate_rsa_key(&self.master, tenant, now, activate)?;
         self.store.insert_signing_key(&key.row).await?;

@@ -44,10 +44,10 @@ pub async fn verified_bearer_for(
     }
     let now = chrono::Utc::now().timestamp();
     let keys = sts.keys.verifier(&tid, jwt.kid(), now).await.ok()?;
-    if !keys.iter().any(|k| {
-        jwt.verify(&k.decoding, &[jsonwebtoken::Algorithm::RS256])
-            .is_ok()
-    }) {
+    if !keys
+        .iter()
+        .any(|k| jwt.verify(&k.decoding, &[k.alg.jwt()]).is_ok())
+    {
         return None;
     }
     let skew = sts.settings.clock_skew;

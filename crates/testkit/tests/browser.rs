@@ -110,6 +110,11 @@ async fn msal_python_device_flow_in_chromium() {
         ),
         (Some("bob@contoso.test"), Some(true))
     );
+    // The consent page granted offline_access too: MSAL refreshes silently.
+    let refreshed: Value =
+        serde_json::from_str(&lines.next_line().await.unwrap().expect("refresh result")).unwrap();
+    assert!(refreshed["access_token"].is_string(), "{refreshed}");
+    assert!(child.wait().await.unwrap().success());
     sts.stop().await;
 }
 

@@ -412,3 +412,96 @@ both_backends!(
         sts.stop().await;
     }
 );
+
+both_backends!(es256_for_resources_that_opt_in, |db: Db| async move {
+    let yaml = DEMO.replace(
+        "    appRoles: [Tools.Invoke]\n",
+        "    appRoles: [Tools.Invoke]\n    tokenSigningAlgorithm: ES256\n",
+    );
+    let sts = TestSts::start(db, &yaml).await;
+    let (_, jwks) = sts
+        .get_json(&format!("{}/discovery/v2.0/keys", sts.authority()))
+        .await;
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["kty"] == "RSA"),
+        "no EC key before a resource needs one"
+    );
+    let t1 = t1(&sts).await;
+    assert_eq!(header(&t1)["alg"], "RS256");
+    let (st, body) = sts
+        .token(&[
+            ("grant_type", CC),
+            ("client_id", AGENT),
+            ("scope", &format!("api://{MCP}/.default")),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", &t1),
+        ])
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let h = header(token);
+    assert_eq!(h["alg"], "ES256");
+    // The EC key is now published, and the token verifies with it.
+    let (_, jwks) = sts
+        .get_json(&format!("{}/discovery/v2.0/keys", sts.authority()))
+        .await;
+    let set: agentid_claims::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
+    let ec = set
+        .keys
+        .iter()
+        .find(|k| k.kid.as_deref() == h["kid"].as_str())
+        .expect("the signing key is published");
+    assert_eq!(
+        (ec.kty.as_str(), ec.crv.as_deref(), ec.alg.as_deref()),
+        ("EC", Some("P-256"), Some("ES256"))
+    );
+    let jwt = agentid_claims::UnverifiedJwt::parse(token).unwrap();
+    jwt.verify(
+        &ec.decoding_key().unwrap(),
+        &[jsonwebtoken::Algorithm::ES256],
+    )
+    .expect("valid ES256 signature");
+    // Everything else stays RS256.
+    let (_, g) = sts
+        .token(&[
+            ("grant_type", CC),
+            ("client_id", BP),
+            ("client_secret", BP_SECRET),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ])
+        .await;
+    assert_eq!(header(g["access_token"].as_str().unwrap())["alg"], "RS256");
+    // Each algorithm rotates on its own schedule.
+    let s = &sts.running.state.settings;
+    let later = chrono::Utc::now().timestamp() + s.key_rotation_interval;
+    sts.running
+        .state
+        .keys
+        .rotate_if_due(
+            &sts.tenant_id.parse().unwrap(),
+            later,
+            s.key_rotation_interval,
+            s.key_prepublish,
+            s.clock_skew,
+        )
+        .await
+        .unwrap();
+    let rows = sts
+        .running
+        .state
+        .store
+        .signing_keys(Some(&sts.tenant_id))
+        .await
+        .unwrap();
+    for alg in ["RS256", "ES256"] {
+        assert!(
+            rows.iter().any(|k| k.alg == alg && k.publish_at == later),
+            "next {alg} key scheduled"
+        );
+    }
+    sts.stop().await;
+});

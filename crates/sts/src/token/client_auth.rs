@@ -560,7 +560,7 @@ pub async fn verify_own(req: &TokenRequest<'_>, jwt: &UnverifiedJwt) -> Result<(
         .map_err(|_| ())?;
     if keys
         .iter()
-        .any(|k| jwt.verify(&k.decoding, &[Algorithm::RS256]).is_ok())
+        .any(|k| jwt.verify(&k.decoding, &[k.alg.jwt()]).is_ok())
     {
         Ok(())
     } else {

@@ -89,6 +89,7 @@ async fn issue_app_only(
         roles: roles.clone(),
         amr: vec![],
         lifetime: mint::lifetime(req.sts, resolved.resource.is_token_exchange()),
+        alg: crate::keys::SigningAlg::for_resource(&resolved.resource.signing_alg),
     };
     let m = mint::access_token(req.sts, &spec, now)
         .await
@@ -237,6 +238,7 @@ pub(super) async fn issue_user(
         roles: roles.clone(),
         amr: g.amr.clone(),
         lifetime: mint::lifetime(req.sts, false),
+        alg: crate::keys::SigningAlg::for_resource(&resolved.resource.signing_alg),
     };
     let m = mint::access_token(req.sts, &spec, now)
         .await

@@ -29,6 +29,8 @@ pub struct AccessTokenSpec<'a> {
     pub amr: Vec<String>,
     /// Lifetime in seconds.
     pub lifetime: i64,
+    /// RS256, or ES256 when the resource opted in.
+    pub alg: crate::keys::SigningAlg,
 }
 
 pub struct Minted {
@@ -73,10 +75,11 @@ async fn sign(
     sts: &StsState,
     tenant: &Tenant,
     claims: &Map<String, Value>,
+    alg: crate::keys::SigningAlg,
     now: i64,
 ) -> Result<String, MintError> {
-    let key = sts.keys.signer(&tenant.id, now).await?;
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    let key = sts.keys.signer_for(&tenant.id, alg, now).await?;
+    let mut header = jsonwebtoken::Header::new(alg.jwt());
     header.typ = Some("JWT".into());
     header.x5t = Some(key.kid.clone());
     header.kid = Some(key.kid.clone());
@@ -186,7 +189,7 @@ pub async fn access_token(
     if let Some(tnt) = f.tnt {
         m.insert("xms_tnt_fct".into(), json!(tnt));
     }
-    let jwt = sign(sts, t, &m, now).await?;
+    let jwt = sign(sts, t, &m, spec.alg, now).await?;
     Ok(Minted { jwt, uti, exp })
 }
 
@@ -225,7 +228,7 @@ pub async fn t1(
     let Value::Object(m) = claims else {
         unreachable!("json! object")
     };
-    let jwt = sign(sts, tenant, &m, now).await?;
+    let jwt = sign(sts, tenant, &m, crate::keys::SigningAlg::RS256, now).await?;
     Ok(Minted { jwt, uti, exp })
 }
 
@@ -278,7 +281,7 @@ pub async fn id_token(
     if let Some(t) = extras.auth_time {
         m.insert("auth_time".into(), json!(t));
     }
-    sign(sts, tenant, &m, now).await
+    sign(sts, tenant, &m, crate::keys::SigningAlg::RS256, now).await
 }
 
 /// `client_info`: base64url of `{"uid": oid, "utid": tid}`.
