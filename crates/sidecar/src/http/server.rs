@@ -239,10 +239,16 @@ pub async fn serve(state: Arc<Sidecar>) -> Result<RunningSidecar, ServeError> {
     // Signing keys are fetched ahead of the first request (failures are retried on demand).
     let prefetch = state.clone();
     tokio::spawn(async move { prefetch.validator.keys().prefetch().await });
+    let listen: Vec<String> = addrs
+        .iter()
+        .map(ToString::to_string)
+        .chain(unix_paths.iter().map(|p| format!("unix:{}", p.display())))
+        .collect();
+    let health: Vec<String> = health_addrs.iter().map(ToString::to_string).collect();
     tracing::info!(
         event = "started",
-        listen = ?addrs.iter().map(ToString::to_string).chain(unix_paths.iter().map(|p| format!("unix:{}", p.display()))).collect::<Vec<_>>(),
-        health = ?health_addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        listen = %listen.join(", "),
+        health = %health.join(", "),
         version = env!("CARGO_PKG_VERSION"),
         "agentid sidecar listening"
     );

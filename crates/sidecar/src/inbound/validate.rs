@@ -12,6 +12,17 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 const SKEW: i64 = 300;
+/// A validated token is trusted again without re-checking its signature for this long (its
+/// lifetime is checked on every use), so a key removed from the JWKS stops working within it.
+const REVALIDATE_AFTER: i64 = 300;
+const RECENT_MAX: usize = 1024;
+
+struct Recent {
+    token: Arc<InboundToken>,
+    exp: i64,
+    nbf: Option<i64>,
+    verified_at: i64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InboundError {
@@ -51,6 +62,7 @@ impl InboundToken {
 
 pub struct Validator {
     keys: SigningKeys,
+    recent: std::sync::Mutex<std::collections::HashMap<String, Recent>>,
     audiences: Vec<String>,
     required: Option<RequiredScopes>,
     clock: SharedClock,
@@ -82,6 +94,7 @@ impl Validator {
                 &config.valid_issuers,
                 clock.clone(),
             ),
+            recent: std::sync::Mutex::new(std::collections::HashMap::new()),
             audiences: config.audiences.clone(),
             required: config.required_scopes.clone(),
             clock,
@@ -95,6 +108,10 @@ impl Validator {
     /// Validates the token of an `Authorization` header value.
     pub async fn validate(&self, header: Option<&str>) -> Result<Arc<InboundToken>, InboundError> {
         let raw = bearer(header).ok_or(InboundError::Missing)?;
+        let now = self.clock.now();
+        if let Some(hit) = self.recently_validated(raw, now) {
+            return hit;
+        }
         let malformed = || InboundError::Invalid("The token is malformed".into());
         let jwt = UnverifiedJwt::parse(raw).map_err(|_| malformed())?;
         let alg = jwt
@@ -120,7 +137,6 @@ impl Validator {
         if !verified {
             return Err(bad_signature());
         }
-        let now = self.clock.now();
         let exp = jwt.time_claim("exp").ok_or_else(malformed)?;
         if exp + SKEW <= now {
             return Err(InboundError::Invalid("The token is expired".into()));
@@ -145,7 +161,48 @@ impl Validator {
             "tc:{}",
             agentid_claims::jwt::hex(&Sha256::digest(jwt.raw().as_bytes()))
         );
-        Ok(Arc::new(InboundToken { jwt, cache_id }))
+        let nbf = jwt.time_claim("nbf");
+        let token = Arc::new(InboundToken { jwt, cache_id });
+        self.remember(raw, &token, exp, nbf, now);
+        Ok(token)
+    }
+
+    /// A token validated less than 5 min ago: only its lifetime is checked again.
+    fn recently_validated(
+        &self,
+        raw: &str,
+        now: i64,
+    ) -> Option<Result<Arc<InboundToken>, InboundError>> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let r = recent
+            .get(raw)
+            .filter(|r| now < r.verified_at + REVALIDATE_AFTER && now >= r.verified_at)?;
+        Some(if r.exp + SKEW <= now {
+            Err(InboundError::Invalid("The token is expired".into()))
+        } else if r.nbf.is_some_and(|nbf| nbf - SKEW > now) {
+            Err(InboundError::Invalid("The token is not yet valid".into()))
+        } else {
+            Ok(r.token.clone())
+        })
+    }
+
+    fn remember(&self, raw: &str, token: &Arc<InboundToken>, exp: i64, nbf: Option<i64>, now: i64) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() >= RECENT_MAX {
+            recent.retain(|_, r| now < r.verified_at + REVALIDATE_AFTER && r.exp + SKEW > now);
+            if recent.len() >= RECENT_MAX {
+                recent.clear();
+            }
+        }
+        recent.insert(
+            raw.to_string(),
+            Recent {
+                token: token.clone(),
+                exp,
+                nbf,
+                verified_at: now,
+            },
+        );
     }
 
     /// `AzureAd__Scopes`: the token's `scp` must hold at least one of them (§7.2).

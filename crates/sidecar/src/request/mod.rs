@@ -59,14 +59,6 @@ fn short_sha(s: &str) -> String {
     h
 }
 
-/// How a token may appear in logs: its `uti` (or `jti`), else an 8-hex-digit fingerprint.
-fn token_log_id(token: &str) -> String {
-    match agentid_claims::UnverifiedJwt::parse(token) {
-        Ok(j) if j.str_claim("uti").is_some() || j.str_claim("jti").is_some() => j.log_id(),
-        _ => short_sha(token),
-    }
-}
-
 /// Query keys for the log: names only, with the values of a few harmless keys.
 fn loggable_query(q: &BoundQuery) -> String {
     let out = q.keys.clone();
@@ -454,7 +446,8 @@ impl Sidecar {
             .await
             .map_err(|e| acquire_failure(e, *cid))?;
         trace.token_source = Some(source.label());
-        trace.token_id = Some(token_log_id(&token));
+        trace.token_id = Some(token.log_id.to_string());
+        let token = token.token;
 
         // 9. Respond, or call the downstream API.
         let Some((url, method, body)) = outbound else {
@@ -484,6 +477,7 @@ impl Sidecar {
                 .acquire(again)
                 .await
                 .map_err(|e| acquire_failure(e, *cid))?;
+            let fresh = fresh.token;
             call.token = &fresh;
             result = self.call_downstream(api, api_label, &call).await?;
         }

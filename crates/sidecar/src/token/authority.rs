@@ -17,6 +17,23 @@ pub struct Issued {
     pub access_token: Arc<str>,
     /// `min(now + expires_in, exp)`; `None` when neither is known (use once, do not cache).
     pub expires_at: Option<i64>,
+    /// How the token may appear in logs: its `uti`, else an 8-hex-digit fingerprint.
+    pub log_id: Arc<str>,
+}
+
+/// The log identity of a token: `uti` (or `jti`) of a JWT, else the first 8 hex digits of
+/// its SHA-256.
+pub fn log_id(parsed: Option<&agentid_claims::UnverifiedJwt>, token: &str) -> Arc<str> {
+    match parsed {
+        Some(j) if j.str_claim("uti").is_some() || j.str_claim("jti").is_some() => {
+            Arc::from(j.log_id())
+        }
+        _ => {
+            let mut h = agentid_claims::jwt::short_hash(token);
+            h.truncate(8);
+            Arc::from(h)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -287,9 +304,8 @@ impl Authority {
             .ok_or_else(|| AuthorityError::BadResponse("no access_token".into()))?;
         let now = self.clock.now();
         let from_expires_in = expires_in(&json["expires_in"]).map(|s| now + s);
-        let from_exp = agentid_claims::UnverifiedJwt::parse(token)
-            .ok()
-            .and_then(|j| j.time_claim("exp"));
+        let parsed = agentid_claims::UnverifiedJwt::parse(token).ok();
+        let from_exp = parsed.as_ref().and_then(|j| j.time_claim("exp"));
         let expires_at = match (from_expires_in, from_exp) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -297,6 +313,7 @@ impl Authority {
         Ok(Issued {
             access_token: Arc::from(token),
             expires_at,
+            log_id: log_id(parsed.as_ref(), token),
         })
     }
 }

@@ -32,6 +32,7 @@ pub struct CachedToken {
     pub token: Arc<str>,
     pub expires_at: i64,
     pub acquired_at: i64,
+    pub log_id: Arc<str>,
 }
 
 impl CachedToken {
@@ -185,6 +186,7 @@ mod tests {
             token: Arc::from("t"),
             expires_at: exp,
             acquired_at: exp - 3600,
+            log_id: Arc::from("t"),
         }
     }
 
@@ -210,6 +212,7 @@ mod tests {
             token: Arc::from("s"),
             expires_at: 100,
             acquired_at: 0,
+            log_id: Arc::from("s"),
         };
         assert!(short.is_fresh(49));
         assert!(!short.is_fresh(50));

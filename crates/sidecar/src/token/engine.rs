@@ -123,7 +123,7 @@ impl Leg {
 
 type FlightResult = Option<Result<CachedToken, AcquireError>>;
 type LegFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<(Arc<str>, Source), AcquireError>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<(CachedToken, Source), AcquireError>> + Send + 'a>>;
 type FlightKey = (CacheKey, Option<String>);
 
 pub struct TokenEngine {
@@ -180,7 +180,7 @@ impl TokenEngine {
     pub async fn acquire(
         self: &Arc<Self>,
         req: TokenRequest,
-    ) -> Result<(Arc<str>, Source), AcquireError> {
+    ) -> Result<(CachedToken, Source), AcquireError> {
         let deadline = Instant::now() + ACQUISITION_DEADLINE;
         let req = Arc::new(req);
         let bypass = req.force_refresh || req.claims.is_some();
@@ -253,7 +253,7 @@ impl TokenEngine {
         leg: Leg,
         bypass: bool,
         deadline: Instant,
-    ) -> Result<(Arc<str>, Source), AcquireError> {
+    ) -> Result<(CachedToken, Source), AcquireError> {
         let key = self.key(req, leg);
         let now = self.clock.now();
         let flow = req.flow.label();
@@ -261,11 +261,11 @@ impl TokenEngine {
             match self.cache.lookup(&key, now) {
                 Lookup::Fresh(t) => {
                     self.metrics.cache_lookup(flow, leg.label(), "hit");
-                    return Ok((t.token, Source::Hit));
+                    return Ok((t, Source::Hit));
                 }
                 Lookup::Held(t) => {
                     self.metrics.cache_lookup(flow, leg.label(), "stale");
-                    return Ok((t.token, Source::Stale));
+                    return Ok((t, Source::Stale));
                 }
                 Lookup::Miss => {}
             }
@@ -282,7 +282,7 @@ impl TokenEngine {
             Ok(t) => {
                 let source = if bypass { Source::Bypass } else { Source::Miss };
                 self.metrics.cache_lookup(flow, leg.label(), source.label());
-                Ok((t.token, source))
+                Ok((t, source))
             }
             Err(AcquireError::Unavailable { .. }) if !bypass => {
                 let now = self.clock.now();
@@ -298,11 +298,11 @@ impl TokenEngine {
                             expires_in = t.expires_at - now,
                             "the authority is unavailable; serving a cached token that is still valid"
                         );
-                        Ok((t.token, Source::Stale))
+                        Ok((t, Source::Stale))
                     }
                     None => {
                         self.metrics.cache_lookup(flow, leg.label(), "miss");
-                        result.map(|t| (t.token, Source::Miss))
+                        result.map(|t| (t, Source::Miss))
                     }
                 }
             }
@@ -343,6 +343,7 @@ impl TokenEngine {
                                 token: issued.access_token,
                                 expires_at: issued.expires_at.unwrap_or(now),
                                 acquired_at: now,
+                                log_id: issued.log_id,
                             };
                             if issued.expires_at.is_some() {
                                 let n = this.cache.insert(key, token.clone());
@@ -437,6 +438,7 @@ impl TokenEngine {
                     AcquireError::Unexpected("agent user flow without a user".into())
                 })?;
                 let (t2x, _) = self.leg_boxed(req, Leg::T2x, deadline).await?;
+                let t2x = t2x.token;
                 self.with_t1(req, leg, deadline, |t1| {
                     form::agent_user(&agent, &scopes, t1, &t2x, &user, claims)
                 })
@@ -465,11 +467,13 @@ impl TokenEngine {
         build: impl Fn(&str) -> String,
     ) -> Result<Issued, AcquireError> {
         let (t1, source) = self.leg_boxed(req, Leg::T1, deadline).await?;
+        let t1 = t1.token;
         match self.post(req, leg, &build(&t1), deadline).await {
             Err(e) if e.is_credential_rejection() && source == Source::Hit => {
                 let n = self.cache.remove(&self.key(req, Leg::T1));
                 self.metrics.cache_entries(n);
                 let (t1, _) = self.leg_boxed(req, Leg::T1, deadline).await?;
+                let t1 = t1.token;
                 self.post(req, leg, &build(&t1), deadline)
                     .await
                     .map_err(|e| self.map_error(req, leg, e))
