@@ -1,0 +1,1 @@
+//! Inbound JWT validation and JWKS caches (gateway.md §6).

@@ -1,0 +1,1 @@
+//! CEL rules: `authorization`, `mcpAuthorization`, log fields (gateway.md §7).
