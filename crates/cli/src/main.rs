@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod decode;
+mod gateway_cmd;
 mod init;
 mod sidecar_bench;
 mod sidecar_cmd;
@@ -35,6 +36,8 @@ enum Command {
     /// The token sidecar: the Entra SDK sidecar's HTTP contract, secure by default.
     #[command(version)]
     Sidecar(sidecar_cmd::SidecarArgs),
+    /// The identity-aware gateway for agents' LLM and MCP traffic (AgentGateway's config format).
+    Gateway(gateway_cmd::GatewayArgs),
     /// Work with tokens.
     Token {
         #[command(subcommand)]
@@ -79,6 +82,10 @@ fn main() -> anyhow::Result<()> {
             command: TokenCommand::Decode(args),
         } => decode::run(args),
         Command::Admin(args) => runtime()?.block_on(admin::run(args)),
+        Command::Gateway(args) => {
+            init_tracing("info");
+            std::process::exit(gateway_cmd::run(args))
+        }
         Command::Up(args) => {
             init_tracing("info,sqlx=warn");
             runtime()?.block_on(sts_cmd::up(args))

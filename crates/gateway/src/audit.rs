@@ -1,0 +1,447 @@
+//! Audit events (gateway.md §11): one JSON event per request and per MCP operation, answering
+//! "which agent did this, and who authorized it". Written through a bounded queue to stdout and an
+//! optional rotating file; the newest events are kept in memory for `GET /audit/events`.
+
+use crate::config::model::AuditSettings;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub schema: &'static str,
+    pub time: String,
+    pub event_id: String,
+    pub correlation_id: String,
+    pub trace_id: String,
+    pub kind: &'static str,
+    pub route: Option<String>,
+    pub bind: u16,
+    pub listener: Option<String>,
+    pub request: RequestPart,
+    pub identity: IdentityPart,
+    pub mcp: Option<McpPart>,
+    pub llm: Option<LlmPart>,
+    pub decision: DecisionPart,
+    pub upstream: Option<UpstreamPart>,
+    pub status: u16,
+    pub latency_ms: f64,
+    pub fields: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestPart {
+    pub method: String,
+    pub path: String,
+    pub source_address: String,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityPart {
+    pub authenticated: bool,
+    pub issuer: Option<String>,
+    pub audience: Option<Value>,
+    pub tenant: Option<String>,
+    pub token_type: Option<String>,
+    pub token_id: Option<String>,
+    pub client_app_id: Option<String>,
+    pub agent_id: Option<String>,
+    pub blueprint: Option<String>,
+    pub agent_mode: String,
+    pub user_oid: Option<String>,
+    pub user_upn: Option<String>,
+    pub scopes: Option<String>,
+    pub roles: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct McpPart {
+    pub method: String,
+    pub session_id: Option<String>,
+    pub target: Option<String>,
+    pub tool: Option<String>,
+    pub exposed_name: Option<String>,
+    pub prompt: Option<String>,
+    pub resource: Option<String>,
+    pub items_returned: Option<usize>,
+    pub items_filtered: Option<usize>,
+    pub unavailable_targets: Vec<String>,
+    pub error: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmPart {
+    pub provider: String,
+    pub request_model: Option<String>,
+    pub response_model: Option<String>,
+    pub deployment: Option<String>,
+    pub streaming: bool,
+    pub route_type: &'static str,
+    pub usage: Option<Usage>,
+    pub time_to_first_token_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    pub input: Option<u64>,
+    pub output: Option<u64>,
+    pub total: Option<u64>,
+    pub cached_input: Option<u64>,
+    pub reasoning: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionPart {
+    pub result: &'static str,
+    pub stage: &'static str,
+    pub rule_level: Option<&'static str>,
+    pub rule_kind: Option<&'static str>,
+    pub rule_index: Option<usize>,
+    pub rule: Option<String>,
+    pub reason: String,
+}
+
+impl Default for DecisionPart {
+    fn default() -> Self {
+        DecisionPart {
+            result: "allow",
+            stage: "none",
+            rule_level: None,
+            rule_kind: None,
+            rule_index: None,
+            rule: None,
+            reason: "no_rules".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamPart {
+    pub target: Option<String>,
+    pub status: Option<u16>,
+    pub duration_ms: Option<f64>,
+    pub error: Option<String>,
+    pub credential: &'static str,
+}
+
+/// Where events go. Cloning is cheap; writes never block a request.
+pub struct AuditLog {
+    ring: Mutex<VecDeque<Event>>,
+    retain: usize,
+    queue: Option<mpsc::Sender<String>>,
+    dropped: AtomicU64,
+    last_drop_warning: Mutex<Option<std::time::Instant>>,
+}
+
+impl AuditLog {
+    pub fn new(settings: &AuditSettings) -> AuditLog {
+        let queue = if settings.stdout || settings.file.is_some() {
+            let (tx, rx) = mpsc::channel::<String>(settings.queue_size);
+            let file = settings.file.clone();
+            let stdout = settings.stdout;
+            tokio::spawn(write_loop(rx, stdout, file));
+            Some(tx)
+        } else {
+            None
+        };
+        AuditLog {
+            ring: Mutex::new(VecDeque::new()),
+            retain: settings.retain,
+            queue,
+            dropped: AtomicU64::new(0),
+            last_drop_warning: Mutex::new(None),
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records an event. `write` is false for allow events the log filter suppresses (they
+    /// still go to the in-memory ring).
+    pub fn record(&self, event: Event, write: bool) {
+        if write && let Some(queue) = &self.queue {
+            match serde_json::to_string(&event) {
+                Ok(line) => {
+                    if queue.try_send(line).is_err() {
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
+                        let mut last = self.last_drop_warning.lock().unwrap_or_else(|e| e.into_inner());
+                        if last.is_none_or(|t| t.elapsed().as_secs() >= 60) {
+                            *last = Some(std::time::Instant::now());
+                            tracing::warn!("audit queue full: events are being dropped");
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("audit event not serializable: {e}"),
+            }
+        }
+        if self.retain > 0 {
+            let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+            if ring.len() >= self.retain {
+                ring.pop_front();
+            }
+            ring.push_back(event);
+        }
+    }
+
+    /// Newest first, filtered.
+    pub fn query(&self, q: &Query) -> (Vec<Event>, bool) {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        let mut truncated = false;
+        for e in ring.iter().rev() {
+            if !q.matches(e) {
+                continue;
+            }
+            if out.len() == q.limit {
+                truncated = true;
+                break;
+            }
+            out.push(e.clone());
+        }
+        (out, truncated)
+    }
+}
+
+async fn write_loop(
+    mut rx: mpsc::Receiver<String>,
+    stdout: bool,
+    file: Option<crate::config::model::AuditFile>,
+) {
+    let mut sink = file.map(RotatingFile::new);
+    while let Some(line) = rx.recv().await {
+        if stdout {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+        }
+        if let Some(f) = sink.as_mut()
+            && let Err(e) = f.write_line(&line)
+        {
+            tracing::error!("audit file write failed: {e}");
+        }
+    }
+}
+
+/// `audit.jsonl` → `audit.jsonl.1` … `.{maxFiles}` by size.
+struct RotatingFile {
+    cfg: crate::config::model::AuditFile,
+    file: Option<std::fs::File>,
+    size: u64,
+}
+
+impl RotatingFile {
+    fn new(cfg: crate::config::model::AuditFile) -> Self {
+        RotatingFile {
+            cfg,
+            file: None,
+            size: 0,
+        }
+    }
+
+    fn write_line(&mut self, line: &str) -> std::io::Result<()> {
+        if self.file.is_none() {
+            if let Some(parent) = self.cfg.path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.cfg.path)?;
+            self.size = f.metadata()?.len();
+            self.file = Some(f);
+        }
+        if self.size + line.len() as u64 + 1 > self.cfg.max_size_bytes && self.size > 0 {
+            self.file = None;
+            for i in (1..self.cfg.max_files).rev() {
+                let from = rotated(&self.cfg.path, i);
+                if from.exists() {
+                    let _ = std::fs::rename(&from, rotated(&self.cfg.path, i + 1));
+                }
+            }
+            if self.cfg.max_files > 0 {
+                let _ = std::fs::rename(&self.cfg.path, rotated(&self.cfg.path, 1));
+            }
+            return self.write_line(line);
+        }
+        if let Some(f) = self.file.as_mut() {
+            writeln!(f, "{line}")?;
+            self.size += line.len() as u64 + 1;
+        }
+        Ok(())
+    }
+}
+
+fn rotated(path: &std::path::Path, i: u32) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{i}"));
+    s.into()
+}
+
+/// `GET /audit/events` filters.
+#[derive(Debug, Default)]
+pub struct Query {
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    pub agent: Option<String>,
+    pub user: Option<String>,
+    pub route: Option<String>,
+    pub kind: Option<String>,
+    pub decision: Option<String>,
+    pub tool: Option<String>,
+    pub model: Option<String>,
+    pub correlation_id: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("bad query parameter {name}: {message}")]
+pub struct QueryError {
+    pub name: String,
+    pub message: String,
+}
+
+impl Query {
+    pub fn parse(query: &str) -> Result<Query, QueryError> {
+        let mut q = Query {
+            limit: 100,
+            ..Default::default()
+        };
+        let bad = |name: &str, message: &str| QueryError {
+            name: name.into(),
+            message: message.into(),
+        };
+        for (k, v) in form_urlencoded_pairs(query) {
+            match k.as_str() {
+                "since" => q.since = Some(time_arg(&v).ok_or_else(|| bad("since", "expected RFC 3339 or a duration like 15m"))?),
+                "until" => q.until = Some(time_arg(&v).ok_or_else(|| bad("until", "expected RFC 3339 or a duration like 15m"))?),
+                "agent" => q.agent = Some(v),
+                "user" => q.user = Some(v),
+                "route" => q.route = Some(v),
+                "kind" => {
+                    if !["http", "llm", "mcp"].contains(&v.as_str()) {
+                        return Err(bad("kind", "expected http, llm or mcp"));
+                    }
+                    q.kind = Some(v)
+                }
+                "decision" => {
+                    if v != "allow" && v != "deny" {
+                        return Err(bad("decision", "expected allow or deny"));
+                    }
+                    q.decision = Some(v)
+                }
+                "tool" => q.tool = Some(v),
+                "model" => q.model = Some(v),
+                "correlationId" => q.correlation_id = Some(v),
+                "limit" => {
+                    let n: usize = v.parse().map_err(|_| bad("limit", "expected 1..1000"))?;
+                    if n == 0 || n > 1000 {
+                        return Err(bad("limit", "expected 1..1000"));
+                    }
+                    q.limit = n;
+                }
+                other => return Err(bad(other, "unknown parameter")),
+            }
+        }
+        Ok(q)
+    }
+
+    fn matches(&self, e: &Event) -> bool {
+        let time = chrono::DateTime::parse_from_rfc3339(&e.time)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .ok();
+        if let (Some(since), Some(t)) = (self.since, time)
+            && t < since
+        {
+            return false;
+        }
+        if let (Some(until), Some(t)) = (self.until, time)
+            && t > until
+        {
+            return false;
+        }
+        if let Some(a) = &self.agent
+            && e.identity.agent_id.as_deref() != Some(a.as_str())
+        {
+            return false;
+        }
+        if let Some(u) = &self.user {
+            let oid = e.identity.user_oid.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(u));
+            let upn = e.identity.user_upn.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(u));
+            if !oid && !upn {
+                return false;
+            }
+        }
+        if let Some(r) = &self.route
+            && e.route.as_deref() != Some(r.as_str())
+        {
+            return false;
+        }
+        if let Some(k) = &self.kind
+            && e.kind != k
+        {
+            return false;
+        }
+        if let Some(d) = &self.decision
+            && e.decision.result != d
+        {
+            return false;
+        }
+        if let Some(t) = &self.tool
+            && e.mcp.as_ref().and_then(|m| m.tool.as_deref()) != Some(t.as_str())
+            && e.mcp.as_ref().and_then(|m| m.exposed_name.as_deref()) != Some(t.as_str())
+        {
+            return false;
+        }
+        if let Some(m) = &self.model {
+            let llm = e.llm.as_ref();
+            let hit = llm.is_some_and(|l| {
+                l.request_model.as_deref() == Some(m.as_str())
+                    || l.response_model.as_deref() == Some(m.as_str())
+            });
+            if !hit {
+                return false;
+            }
+        }
+        if let Some(c) = &self.correlation_id
+            && &e.correlation_id != c
+        {
+            return false;
+        }
+        true
+    }
+}
+
+fn form_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn time_arg(v: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
+        return Some(t.with_timezone(&chrono::Utc));
+    }
+    let d = crate::config::duration::parse(v).ok()?;
+    Some(chrono::Utc::now() - chrono::Duration::from_std(d).ok()?)
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Event ids sort by time: a UUIDv7 in simple form.
+pub fn new_event_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}

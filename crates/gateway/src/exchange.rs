@@ -1,0 +1,198 @@
+//! One request's context as it moves through the pipeline: correlation id, trace context, the
+//! route, the validated identity, the decision so far — and the audit event it becomes.
+
+use crate::audit::{self, DecisionPart, Event, IdentityPart};
+use crate::config::model::Route;
+use crate::identity::Identity;
+use crate::jwt::Verified;
+use crate::rules::{Decision, RequestInfo, RuleKind, SourceInfo};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct TraceContext {
+    pub trace_id: String,
+    pub span_id: String,
+    pub sampled: bool,
+    pub tracestate: Option<String>,
+}
+
+impl TraceContext {
+    /// Continues a valid inbound `traceparent`, else starts a new trace.
+    pub fn from_headers(headers: &http::HeaderMap) -> TraceContext {
+        let parsed = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_traceparent);
+        let tracestate = headers
+            .get("tracestate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        match parsed {
+            Some((trace_id, sampled)) => TraceContext {
+                trace_id,
+                span_id: random_hex(8),
+                sampled,
+                tracestate,
+            },
+            None => TraceContext {
+                trace_id: random_hex(16),
+                span_id: random_hex(8),
+                sampled: false,
+                tracestate: None,
+            },
+        }
+    }
+
+    /// The `traceparent` sent upstream: this gateway span as the parent.
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{}-{}-{}",
+            self.trace_id,
+            self.span_id,
+            if self.sampled { "01" } else { "00" }
+        )
+    }
+}
+
+fn parse_traceparent(v: &str) -> Option<(String, bool)> {
+    let parts: Vec<&str> = v.trim().split('-').collect();
+    if parts.len() < 4 || parts[0].len() != 2 || parts[0] == "ff" {
+        return None;
+    }
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    if !hex(parts[1], 32) || !hex(parts[2], 16) || !hex(parts[3], 2) {
+        return None;
+    }
+    if parts[1].bytes().all(|b| b == b'0') || parts[2].bytes().all(|b| b == b'0') {
+        return None;
+    }
+    let flags = u8::from_str_radix(parts[3], 16).ok()?;
+    Some((parts[1].to_string(), flags & 1 == 1))
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The first valid `x-correlation-id` / `x-request-id`, else a new UUIDv4.
+pub fn correlation_id(headers: &http::HeaderMap) -> String {
+    for name in ["x-correlation-id", "x-request-id"] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
+            && !v.is_empty()
+            && v.len() <= 128
+            && v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        {
+            return v.to_string();
+        }
+    }
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub struct Exchange {
+    pub start: Instant,
+    pub correlation_id: String,
+    pub trace: TraceContext,
+    pub bind: u16,
+    pub listener: Option<String>,
+    pub route: Option<Arc<Route>>,
+    pub source: SocketAddr,
+    pub request: RequestInfo,
+    pub source_info: SourceInfo,
+    pub verified: Option<Arc<Verified>>,
+    pub identity: Identity,
+    pub decision: DecisionPart,
+}
+
+impl Exchange {
+    pub fn claims(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.verified.as_ref().map(|v| &v.claims)
+    }
+
+    pub fn record_decision(&mut self, stage: &'static str, d: &Decision) {
+        self.decision = decision_part(stage, d);
+    }
+
+    pub fn route_id(&self) -> String {
+        self.route.as_ref().map(|r| r.id.clone()).unwrap_or_default()
+    }
+
+    /// The audit event for this exchange as it stands.
+    pub fn event(&self, kind: &'static str, status: u16) -> Event {
+        Event {
+            schema: "agentid.gateway.audit/v1",
+            time: audit::now_rfc3339(),
+            event_id: audit::new_event_id(),
+            correlation_id: self.correlation_id.clone(),
+            trace_id: self.trace.trace_id.clone(),
+            kind,
+            route: self.route.as_ref().map(|r| r.id.clone()),
+            bind: self.bind,
+            listener: self.listener.clone(),
+            request: audit::RequestPart {
+                method: self.request.method.clone(),
+                path: self.request.path.clone(),
+                source_address: self.source.ip().to_string(),
+            },
+            identity: identity_part(self.verified.as_deref(), &self.identity),
+            mcp: None,
+            llm: None,
+            decision: self.decision.clone(),
+            upstream: None,
+            status,
+            latency_ms: self.start.elapsed().as_secs_f64() * 1000.0,
+            fields: serde_json::Map::new(),
+        }
+    }
+}
+
+pub fn decision_part(stage: &'static str, d: &Decision) -> DecisionPart {
+    DecisionPart {
+        result: if d.allow { "allow" } else { "deny" },
+        stage,
+        rule_level: d.rule_index.map(|_| match d.level {
+            crate::rules::Level::Route => "route",
+            crate::rules::Level::Backend => "backend",
+        }),
+        rule_kind: d.rule_kind.map(|k| match k {
+            RuleKind::Allow => "allow",
+            RuleKind::Deny => "deny",
+            RuleKind::Require => "require",
+        }),
+        rule_index: d.rule_index,
+        rule: d.rule.clone(),
+        reason: d.reason.to_string(),
+    }
+}
+
+fn identity_part(v: Option<&Verified>, id: &Identity) -> IdentityPart {
+    let Some(v) = v else {
+        return IdentityPart {
+            agent_mode: "none".into(),
+            ..Default::default()
+        };
+    };
+    let s = |k: &str| v.claims.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    IdentityPart {
+        authenticated: true,
+        issuer: s("iss"),
+        audience: v.claims.get("aud").cloned(),
+        tenant: s("tid"),
+        token_type: id.token_type.clone(),
+        token_id: v.token_id.clone(),
+        client_app_id: s("azp").or_else(|| s("appid")),
+        agent_id: id.id.clone(),
+        blueprint: id.blueprint.clone(),
+        agent_mode: id.mode.as_str().to_string(),
+        user_oid: id.user_oid.clone(),
+        user_upn: id.user_upn.clone(),
+        scopes: s("scp"),
+        roles: v.claims.get("roles").cloned(),
+    }
+}

@@ -1,0 +1,105 @@
+//! Prometheus metrics (gateway.md §12.1), served on `statsAddr` at `/metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub type Labels = Vec<(String, String)>;
+
+const BUCKETS: [f64; 20] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+fn histogram() -> Histogram {
+    Histogram::new(BUCKETS.iter().copied())
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<Labels, Counter>,
+    pub request_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    pub upstream_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    pub overhead: Family<Labels, Histogram, fn() -> Histogram>,
+    pub auth_failures: Family<Labels, Counter>,
+    pub mcp_requests: Family<Labels, Counter>,
+    pub mcp_sessions: Family<Labels, Gauge>,
+    pub mcp_target_up: Family<Labels, Gauge>,
+    pub llm_tokens: Family<Labels, Counter>,
+    pub llm_requests: Family<Labels, Counter>,
+    pub llm_ttft: Family<Labels, Histogram, fn() -> Histogram>,
+    pub token_exchanges: Family<Labels, Counter>,
+    pub config_reloads: Family<Labels, Counter>,
+    pub connections: Family<Labels, Gauge>,
+    pub audit_dropped: Counter,
+    pub panics: Counter,
+}
+
+impl Metrics {
+    pub fn new(removed: &[String]) -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(histogram),
+            upstream_duration: Family::new_with_constructor(histogram),
+            overhead: Family::new_with_constructor(histogram),
+            auth_failures: Family::default(),
+            mcp_requests: Family::default(),
+            mcp_sessions: Family::default(),
+            mcp_target_up: Family::default(),
+            llm_tokens: Family::default(),
+            llm_requests: Family::default(),
+            llm_ttft: Family::new_with_constructor(histogram),
+            token_exchanges: Family::default(),
+            config_reloads: Family::default(),
+            connections: Family::default(),
+            audit_dropped: Counter::default(),
+            panics: Counter::default(),
+            registry: Registry::default(),
+        };
+        let keep = |name: &str| !removed.iter().any(|r| r == name || r == &format!("agentid_gateway_{name}"));
+        macro_rules! reg {
+            ($name:expr, $help:expr, $metric:expr) => {
+                if keep($name) {
+                    registry.register(concat!("agentid_gateway_", $name), $help, $metric.clone());
+                }
+            };
+        }
+        reg!("requests", "Requests handled", m.requests);
+        reg!("request_duration_seconds", "Request duration", m.request_duration);
+        reg!("upstream_duration_seconds", "Upstream duration", m.upstream_duration);
+        reg!("overhead_seconds", "Request time minus upstream time", m.overhead);
+        reg!("auth_failures", "JWT validation failures", m.auth_failures);
+        reg!("mcp_requests", "MCP JSON-RPC requests", m.mcp_requests);
+        reg!("mcp_sessions_active", "Active MCP sessions", m.mcp_sessions);
+        reg!("mcp_target_up", "MCP target ready in the latest session attempt", m.mcp_target_up);
+        reg!("llm_tokens", "LLM tokens by agent, user and model", m.llm_tokens);
+        reg!("llm_requests", "LLM requests", m.llm_requests);
+        reg!("llm_time_to_first_token_seconds", "LLM time to first token", m.llm_ttft);
+        reg!("token_exchanges", "On-behalf-of token exchanges", m.token_exchanges);
+        reg!("config_reloads", "Config reloads", m.config_reloads);
+        reg!("connections_active", "Open downstream connections", m.connections);
+        reg!("audit_events_dropped", "Audit events dropped (queue full)", m.audit_dropped);
+        reg!("panics", "Requests that panicked", m.panics);
+        Metrics { registry, ..m }
+    }
+
+    /// Caps label cardinality: past the limit, label values become `_overflow`.
+    pub fn labels(&self, pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

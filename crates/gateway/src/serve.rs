@@ -1,0 +1,430 @@
+//! Starting the gateway: one listener per bind, the admin/stats/readiness servers, hot reload
+//! of the config file, and graceful shutdown.
+
+use crate::body::{self, Body};
+use crate::config::{self, ConfigError, Snapshot};
+use crate::gateway::Gateway;
+use crate::jwt::JwksRegistry;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub enum Source {
+    File(PathBuf),
+    Inline(String),
+}
+
+pub struct Options {
+    pub source: Source,
+    /// Private CAs added to the system roots for every upstream (`--ca-file`).
+    pub extra_roots: Vec<PathBuf>,
+    /// Test hook: binds listen on port 0 and the admin servers on 127.0.0.1:0.
+    pub ephemeral_ports: bool,
+}
+
+pub struct RunningGateway {
+    pub gateway: Arc<Gateway>,
+    /// Configured port → actual address.
+    pub binds: HashMap<u16, SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub stats: Option<SocketAddr>,
+    pub readiness: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningGateway {
+    pub fn addr(&self, port: u16) -> SocketAddr {
+        self.binds[&port]
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `deadline`.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.gateway.ready.store(false, Ordering::SeqCst);
+        let _ = self.shutdown.send(true);
+        let all = futures_util::future::join_all(self.tasks);
+        let _ = tokio::time::timeout(deadline, all).await;
+    }
+}
+
+pub fn jwks_registry(snapshot_settings: &crate::jwt::JwtSettings, extra_roots: &[PathBuf]) -> Arc<JwksRegistry> {
+    let tls = crate::tls::client_config(None, extra_roots).ok();
+    let mut builder = reqwest::Client::builder().no_proxy();
+    if let Some(tls) = tls {
+        builder = builder.use_preconfigured_tls(tls);
+    }
+    let http = builder.build().unwrap_or_default();
+    JwksRegistry::new(snapshot_settings.clone(), http)
+}
+
+fn load(source: &Source, ctx: &config::ValidateContext) -> Result<Snapshot, ConfigError> {
+    match source {
+        Source::File(p) => config::load_file(p, ctx),
+        Source::Inline(text) => config::load_str(text, std::path::Path::new("."), ctx),
+    }
+}
+
+/// Reads the agentid.jwt settings before the registry exists (the registry needs them).
+fn jwt_settings(source: &Source) -> crate::jwt::JwtSettings {
+    let probe = config::ValidateContext {
+        jwks: JwksRegistry::new(
+            crate::jwt::JwtSettings {
+                clock_skew: Duration::from_secs(60),
+                jwks_refresh_interval: Duration::from_secs(3600),
+                jwks_min_refresh_interval: Duration::from_secs(30),
+                jwks_fetch_timeout: Duration::from_secs(5),
+                verified_token_cache_size: 0,
+            },
+            reqwest::Client::new(),
+        ),
+    };
+    let defaults = probe.jwks.settings().clone();
+    load(source, &probe).map(|s| s.settings.jwt).unwrap_or(defaults)
+}
+
+pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
+    let settings = jwt_settings(&opts.source);
+    let jwks = jwks_registry(&settings, &opts.extra_roots);
+    let ctx = config::ValidateContext { jwks: jwks.clone() };
+    let snapshot = load(&opts.source, &ctx)?;
+    let static_cfg = snapshot.static_cfg.clone();
+    let bind_ip = snapshot.settings.bind_address;
+    let ports: Vec<u16> = snapshot.binds.iter().map(|b| b.port).collect();
+    let gateway = Gateway::new(snapshot, jwks.clone(), opts.extra_roots.clone());
+    jwks.start();
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut binds = HashMap::new();
+    for port in ports {
+        let addr = SocketAddr::new(bind_ip, if opts.ephemeral_ports { 0 } else { port });
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        let local = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+        binds.insert(port, local);
+        tasks.push(tokio::spawn(accept_loop(gateway.clone(), port, listener, rx.clone())));
+    }
+    let mut admin_addrs = [None, None, None];
+    for (i, (addr, kind)) in [
+        (static_cfg.admin_addr, AdminKind::Admin),
+        (static_cfg.stats_addr, AdminKind::Stats),
+        (static_cfg.readiness_addr, AdminKind::Readiness),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let Some(mut addr) = addr else { continue };
+        if opts.ephemeral_ports {
+            addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        }
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        admin_addrs[i] = listener.local_addr().ok();
+        tasks.push(tokio::spawn(admin_loop(gateway.clone(), kind, listener, rx.clone())));
+    }
+    if let Source::File(path) = &opts.source {
+        tasks.push(tokio::spawn(watch_file(gateway.clone(), path.clone(), ctx, static_cfg, rx.clone())));
+    }
+    let gw = gateway.clone();
+    let mut housekeeping_rx = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(30)) => {
+                    gw.sessions.expire(gw.snapshot().settings.session_ttl);
+                }
+                _ = housekeeping_rx.changed() => break,
+            }
+        }
+    }));
+    gateway.ready.store(true, Ordering::SeqCst);
+    Ok(RunningGateway {
+        gateway,
+        binds,
+        admin: admin_addrs[0],
+        stats: admin_addrs[1],
+        readiness: admin_addrs[2],
+        shutdown,
+        tasks,
+    })
+}
+
+async fn accept_loop(gw: Arc<Gateway>, port: u16, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    let conns = Arc::new(tokio::sync::Semaphore::new(gw.snapshot().settings.limits.max_connections));
+    let mut in_flight = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => break,
+        };
+        let Ok((stream, peer)) = accepted else { continue };
+        let _ = stream.set_nodelay(true);
+        let gw = gw.clone();
+        let mut stop_conn = stop.clone();
+        in_flight.spawn(async move {
+            let _permit = permit;
+            let gauge = gw.metrics.connections.get_or_create(&vec![("bind".to_string(), port.to_string())]).clone();
+            gauge.inc();
+            let snap = gw.snapshot();
+            let tls = snap
+                .binds
+                .iter()
+                .find(|b| b.port == port)
+                .and_then(|b| b.listeners.iter().find_map(|l| l.tls.clone()));
+            let header_read = snap.settings.timeouts.header_read;
+            drop(snap);
+            let svc_gw = gw.clone();
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let gw = svc_gw.clone();
+                async move {
+                    let handled = std::panic::AssertUnwindSafe(crate::pipeline::handle(gw.clone(), port, req, peer, scheme));
+                    match futures_util::FutureExt::catch_unwind(handled).await {
+                        Ok(resp) => Ok::<_, std::convert::Infallible>(resp),
+                        Err(_) => {
+                            gw.metrics.panics.inc();
+                            Ok(body::gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error", ""))
+                        }
+                    }
+                }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read);
+            match tls {
+                Some(config) => {
+                    let acceptor = tokio_rustls_acceptor(config);
+                    if let Ok(Ok(tls_stream)) = tokio::time::timeout(header_read, acceptor.accept(stream)).await {
+                        let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
+                        tokio::pin!(conn);
+                        tokio::select! {
+                            _ = conn.as_mut() => {}
+                            _ = stop_conn.changed() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+                        }
+                    }
+                }
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = stop_conn.changed() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+                    }
+                }
+            }
+            gauge.dec();
+        });
+        while in_flight.try_join_next().is_some() {}
+    }
+    drop(listener);
+    while in_flight.join_next().await.is_some() {}
+}
+
+fn tokio_rustls_acceptor(config: Arc<rustls::ServerConfig>) -> TlsAcceptor {
+    TlsAcceptor(config)
+}
+
+/// A minimal rustls acceptor over tokio streams (the workspace's tokio-rustls is not a
+/// dependency of this crate; hyper-rustls is not needed for one call).
+struct TlsAcceptor(Arc<rustls::ServerConfig>);
+
+impl TlsAcceptor {
+    async fn accept(&self, stream: tokio::net::TcpStream) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        tokio_rustls::TlsAcceptor::from(self.0.clone()).accept(stream).await
+    }
+}
+
+#[derive(Clone, Copy)]
+enum AdminKind {
+    Admin,
+    Stats,
+    Readiness,
+}
+
+async fn admin_loop(gw: Arc<Gateway>, kind: AdminKind, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => break,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let gw = gw.clone();
+                async move { Ok::<_, std::convert::Infallible>(admin(gw, kind, req)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn admin(gw: Arc<Gateway>, kind: AdminKind, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    match (kind, path) {
+        (AdminKind::Readiness, "/healthz/ready") => {
+            if gw.ready.load(Ordering::SeqCst) {
+                body::json_response(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+            } else {
+                body::json_response(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "not ready"}))
+            }
+        }
+        (AdminKind::Stats, "/metrics") => {
+            let mut text = gw.metrics.encode();
+            text.push_str(&crate::jwt_metrics_text(&gw));
+            let mut r = Response::new(body::full(text));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (AdminKind::Admin, "/healthz") => body::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        (AdminKind::Admin, "/config_dump") => {
+            let snap = gw.snapshot();
+            let reload = gw.reload.lock().map(|r| r.clone()).unwrap_or_default();
+            body::json_response(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "config": snap.effective,
+                    "lastReload": {"ok": reload.ok, "error": reload.error, "time": reload.time},
+                    "restartRequired": reload.restart_required,
+                }),
+            )
+        }
+        (AdminKind::Admin, "/audit/events") => {
+            match crate::audit::Query::parse(req.uri().query().unwrap_or("")) {
+                Ok(q) => {
+                    let (events, truncated) = gw.audit.query(&q);
+                    body::json_response(StatusCode::OK, &serde_json::json!({"events": events, "truncated": truncated}))
+                }
+                Err(e) => body::json_response(StatusCode::BAD_REQUEST, &serde_json::json!({"error": e.to_string()})),
+            }
+        }
+        _ => body::json_response(StatusCode::NOT_FOUND, &serde_json::json!({"error": "not found"})),
+    }
+}
+
+/// Watches the file and its directory (ConfigMaps swap a `..data` symlink), with a 5 s
+/// content-hash poll as a fallback; a bad file is refused and the old config keeps serving.
+async fn watch_file(
+    gw: Arc<Gateway>,
+    path: PathBuf,
+    ctx: config::ValidateContext,
+    static_cfg: crate::config::model::StaticConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    use notify::Watcher;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
+    let watcher_tx = tx.clone();
+    let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let _ = watcher_tx.try_send(());
+    })
+    .ok();
+    if let Some(w) = watcher.as_mut() {
+        let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."));
+        let _ = w.watch(&dir, notify::RecursiveMode::NonRecursive);
+    }
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut last_hash = hash_file(&path);
+    let mut poll = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        let forced;
+        #[cfg(unix)]
+        {
+            let hup_fut = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = rx.recv() => { forced = false; tokio::time::sleep(Duration::from_millis(250)).await; while rx.try_recv().is_ok() {} }
+                _ = poll.tick() => { forced = false; }
+                _ = hup_fut => { forced = true; }
+                _ = stop.changed() => break,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::select! {
+                _ = rx.recv() => { forced = false; }
+                _ = poll.tick() => { forced = false; }
+                _ = stop.changed() => break,
+            }
+        }
+        let hash = hash_file(&path);
+        if !forced && hash == last_hash {
+            continue;
+        }
+        last_hash = hash;
+        let result = match std::fs::read_to_string(&path) {
+            Ok(text) => config::load_str(&text, path.parent().unwrap_or(std::path::Path::new(".")), &ctx),
+            Err(source) => Err(ConfigError::Read { path: path.display().to_string(), source }),
+        };
+        let now = crate::audit::now_rfc3339();
+        match result {
+            Ok(snapshot) => {
+                let restart = snapshot.static_cfg != static_cfg
+                    || {
+                        let old = gw.snapshot();
+                        let mut a: Vec<u16> = old.binds.iter().map(|b| b.port).collect();
+                        let mut b: Vec<u16> = snapshot.binds.iter().map(|b| b.port).collect();
+                        a.sort_unstable();
+                        b.sort_unstable();
+                        a != b
+                    };
+                if restart {
+                    tracing::warn!("config reload changed startup-only settings or binds: they apply after a restart");
+                }
+                gw.swap(snapshot);
+                gw.metrics.config_reloads.get_or_create(&vec![("result".to_string(), "ok".to_string())]).inc();
+                if let Ok(mut r) = gw.reload.lock() {
+                    *r = crate::gateway::ReloadStatus { ok: true, error: None, time: Some(now), restart_required: restart };
+                }
+                tracing::info!(path = %path.display(), "config reloaded");
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), "config reload refused, the previous config keeps serving: {e}");
+                gw.metrics.config_reloads.get_or_create(&vec![("result".to_string(), "error".to_string())]).inc();
+                if let Ok(mut r) = gw.reload.lock() {
+                    let restart = r.restart_required;
+                    *r = crate::gateway::ReloadStatus { ok: false, error: Some(e.to_string()), time: Some(now), restart_required: restart };
+                }
+            }
+        }
+    }
+    drop(watcher);
+}
+
+fn hash_file(path: &std::path::Path) -> Option<[u8; 32]> {
+    use sha2::Digest;
+    std::fs::read(path).ok().map(|b| sha2::Sha256::digest(&b).into())
+}
