@@ -1,9 +1,7 @@
 //! `agentid gateway`: the identity-aware LLM/MCP gateway (gateway.md §1).
 
-use agentid_gateway::config::{self, ValidateContext};
 use clap::Args;
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Args)]
 pub struct GatewayArgs {
@@ -34,6 +32,23 @@ pub fn run(args: GatewayArgs) -> i32 {
             return 2;
         }
     };
+    if args.validate_only || args.print_effective {
+        // Outside any tokio runtime: compiling starts no JWKS fetch, so this touches no network.
+        return match agentid_gateway::serve::load_offline(&source, &args.ca_file) {
+            Ok(snap) => {
+                if args.print_effective {
+                    println!("{}", serde_json::to_string_pretty(&snap.effective).unwrap_or_default());
+                } else {
+                    println!("config OK");
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                1
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -42,30 +57,6 @@ pub fn run(args: GatewayArgs) -> i32 {
         }
     };
     runtime.block_on(async move {
-        if args.validate_only || args.print_effective {
-            // Compiling never fetches JWKS: the registry is not started.
-            let ctx = ValidateContext {
-                jwks: agentid_gateway::serve::jwks_registry(&default_jwt(), &args.ca_file),
-            };
-            let loaded = match &source {
-                agentid_gateway::Source::File(f) => config::load_file(f, &ctx),
-                agentid_gateway::Source::Inline(t) => config::load_str(t, std::path::Path::new("."), &ctx),
-            };
-            return match loaded {
-                Ok(snap) => {
-                    if args.print_effective {
-                        println!("{}", serde_json::to_string_pretty(&snap.effective).unwrap_or_default());
-                    } else {
-                        println!("config OK");
-                    }
-                    0
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    1
-                }
-            };
-        }
         let running = match agentid_gateway::start(agentid_gateway::Options {
             source,
             extra_roots: args.ca_file.clone(),
@@ -93,16 +84,6 @@ pub fn run(args: GatewayArgs) -> i32 {
         running.shutdown(deadline).await;
         0
     })
-}
-
-fn default_jwt() -> agentid_gateway::jwt::JwtSettings {
-    agentid_gateway::jwt::JwtSettings {
-        clock_skew: Duration::from_secs(60),
-        jwks_refresh_interval: Duration::from_secs(3600),
-        jwks_min_refresh_interval: Duration::from_secs(30),
-        jwks_fetch_timeout: Duration::from_secs(5),
-        verified_token_cache_size: 10_000,
-    }
 }
 
 pub async fn shutdown_signal() {

@@ -1,12 +1,57 @@
 //! Agent and user identity derived from validated claims (gateway.md §7.3–7.4).
-//! STUB on main: replaced by the gw-policy branch.
-use serde_json::{Map, Value};
+//!
+//! API used by the rest of the gateway:
+//! - [`facets`]: the §7.4 facet parser, also exposed to CEL as `facets(value)`.
+//! - [`Identity::derive`]: the normative §7.3 table over a validated token's claims;
+//!   [`Identity::none`] for requests without a validated token.
+//! - [`Identity::to_json`]: the `agent` and `user` objects as CEL / audit see them (absent
+//!   values are real nulls, never missing keys).
+//!
+//! Derivation happens once per verified token (the verified-token cache stores the result),
+//! so it is not on the per-request path for repeated tokens.
 
-pub fn facets(_v: &Value) -> Vec<i64> {
-    Vec::new()
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// Facet 11: the actor is an agent identity.
+pub const AGENT_IDENTITY: i64 = 11;
+/// Facet 13: the subject is an agent's own user account (AgentIDUser).
+pub const AGENT_ID_USER: i64 = 13;
+
+/// §7.4: parses a facet claim into a sorted, de-duplicated list of ints.
+///
+/// A string is split on runs of ASCII whitespace and every token of 1–9 ASCII digits is taken;
+/// a list takes non-negative integers and strings of that form; anything else yields `[]`.
+pub fn facets(v: &Value) -> Vec<i64> {
+    let mut out: Vec<i64> = match v {
+        Value::String(s) => s.split_ascii_whitespace().filter_map(facet_token).collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|item| match item {
+                // A u64 beyond i64 cannot be a CEL int: ignored like any junk.
+                Value::Number(n) => n.as_i64().filter(|i| *i >= 0),
+                Value::String(s) => facet_token(s),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One facet token: `^[0-9]{1,9}$` (nine digits always fit an i64, so no overflow).
+fn facet_token(s: &str) -> Option<i64> {
+    if s.is_empty() || s.len() > 9 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// How an agent relates to the request (`agent.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub enum AgentMode {
     OnBehalfOfUser,
     Autonomous,
@@ -25,11 +70,14 @@ impl AgentMode {
     }
 }
 
-#[derive(Debug, Clone)]
+/// The §7.3 identity extension variables (`agent.*`, `user.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub is_agent: bool,
+    /// The actor (`azp`, else `appid`) when it is an agent.
     pub id: Option<String>,
     pub blueprint: Option<String>,
+    /// `"user"` or `"app"`; `None` without a validated token.
     pub token_type: Option<String>,
     pub autonomous: bool,
     pub is_agent_user: bool,
@@ -43,10 +91,15 @@ pub struct Identity {
     pub user_tenant: Option<String>,
 }
 
+fn non_empty_str<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    claims
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
 impl Identity {
-    pub fn derive(_claims: &Map<String, Value>) -> Identity {
-        Identity::none()
-    }
+    /// No validated token: every bool false, every string null, every list empty.
     pub fn none() -> Identity {
         Identity {
             is_agent: false,
@@ -57,12 +110,146 @@ impl Identity {
             is_agent_user: false,
             on_behalf_of_user: false,
             mode: AgentMode::None,
-            actor_facets: vec![],
-            subject_facets: vec![],
+            actor_facets: Vec::new(),
+            subject_facets: Vec::new(),
             user_oid: None,
             user_upn: None,
             user_name: None,
             user_tenant: None,
         }
+    }
+
+    /// §7.3 over the claims of a validated token.
+    pub fn derive(claims: &Map<String, Value>) -> Identity {
+        let act = claims.get("xms_act_fct").map(facets).unwrap_or_default();
+        let sub = claims.get("xms_sub_fct").map(facets).unwrap_or_default();
+        // v2 tokens carry `azp`, v1 tokens `appid`.
+        let actor = non_empty_str(claims, "azp").or_else(|| non_empty_str(claims, "appid"));
+        let token_type = match claims.get("idtyp").and_then(Value::as_str) {
+            Some(t @ ("user" | "app")) => t,
+            // Without `idtyp` (not requested as an optional claim), a delegated scope
+            // means a user token; "/" is what some app tokens carry in `scp`.
+            _ => match claims.get("scp").and_then(Value::as_str) {
+                Some(s) if !s.is_empty() && s != "/" => "user",
+                _ => "app",
+            },
+        };
+        let is_agent = act.contains(&AGENT_IDENTITY);
+        let is_user = token_type == "user";
+        let autonomous = is_agent && token_type == "app";
+        let is_agent_user = is_agent && is_user && sub.contains(&AGENT_ID_USER);
+        let on_behalf_of_user = is_agent && is_user && !sub.contains(&AGENT_ID_USER);
+        let mode = if on_behalf_of_user {
+            AgentMode::OnBehalfOfUser
+        } else if autonomous {
+            AgentMode::Autonomous
+        } else if is_agent_user {
+            AgentMode::AgentUser
+        } else {
+            AgentMode::None
+        };
+        let user_str = |name: &str| {
+            if is_user {
+                claims.get(name).and_then(Value::as_str).map(str::to_owned)
+            } else {
+                None
+            }
+        };
+        let user_upn = if is_user {
+            ["upn", "preferred_username", "unique_name", "email"]
+                .iter()
+                .find_map(|n| non_empty_str(claims, n))
+                .map(str::to_owned)
+        } else {
+            None
+        };
+        Identity {
+            is_agent,
+            id: if is_agent {
+                actor.map(str::to_owned)
+            } else {
+                None
+            },
+            blueprint: if is_agent {
+                claims
+                    .get("xms_par_app_azp")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            } else {
+                None
+            },
+            token_type: Some(token_type.to_owned()),
+            autonomous,
+            is_agent_user,
+            on_behalf_of_user,
+            mode,
+            actor_facets: act,
+            subject_facets: sub,
+            user_oid: user_str("oid"),
+            user_upn,
+            user_name: user_str("name"),
+            user_tenant: user_str("tid"),
+        }
+    }
+
+    /// The `agent` object as CEL and audit events see it.
+    pub fn agent_json(&self) -> Value {
+        json!({
+            "isAgent": self.is_agent,
+            "id": self.id,
+            "blueprint": self.blueprint,
+            "tokenType": self.token_type,
+            "autonomous": self.autonomous,
+            "isAgentUser": self.is_agent_user,
+            "onBehalfOfUser": self.on_behalf_of_user,
+            "mode": self.mode.as_str(),
+            "actorFacets": self.actor_facets,
+            "subjectFacets": self.subject_facets,
+        })
+    }
+
+    /// The `user` object as CEL and audit events see it.
+    pub fn user_json(&self) -> Value {
+        json!({
+            "oid": self.user_oid,
+            "upn": self.user_upn,
+            "name": self.user_name,
+            "tenant": self.user_tenant,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facets_follow_the_spec_examples() {
+        assert_eq!(facets(&json!("9 3 11")), vec![3, 9, 11]);
+        assert_eq!(facets(&json!(" 11  x 3")), vec![3, 11]);
+        assert_eq!(facets(&json!("111")), vec![111]);
+        assert_eq!(facets(&json!("11\t11\n13")), vec![11, 13]);
+        assert_eq!(facets(&json!("1234567890 -1 +3 3.0 ٣")), Vec::<i64>::new());
+        assert_eq!(facets(&json!([13, "11", -1, 1.5, "x", null, " 2"])), vec![11, 13]);
+        assert_eq!(facets(&Value::Null), Vec::<i64>::new());
+        assert_eq!(facets(&json!(11)), Vec::<i64>::new());
+        assert_eq!(facets(&json!({"a": 11})), Vec::<i64>::new());
+    }
+
+    fn claims(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn none_is_all_empty() {
+        let n = Identity::none();
+        assert_eq!(n.mode, AgentMode::None);
+        assert_eq!(n.agent_json()["id"], Value::Null);
+        assert_eq!(n.agent_json()["tokenType"], Value::Null);
+        assert_eq!(n.user_json()["oid"], Value::Null);
+        assert_eq!(n.agent_json()["actorFacets"], json!([]));
     }
 }

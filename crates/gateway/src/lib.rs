@@ -25,8 +25,27 @@ pub mod tls;
 
 pub use serve::{Options, RunningGateway, ServeError, Source, start};
 
-/// JWKS cache figures in Prometheus text form, appended to `/metrics`.
+/// JWKS cache figures in Prometheus text form, added to `/metrics`.
 pub(crate) fn jwt_metrics_text(gw: &gateway::Gateway) -> String {
-    let _ = gw;
-    String::new()
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut out = String::from(
+        "# HELP agentid_gateway_jwks_refreshes_total JWKS fetches.\n# TYPE agentid_gateway_jwks_refreshes_total counter\n",
+    );
+    let all = gw.jwks.metrics();
+    for m in &all {
+        for r in &m.refreshes {
+            out.push_str(&format!(
+                "agentid_gateway_jwks_refreshes_total{{jwks=\"{}\",trigger=\"{}\",result=\"{}\"}} {}\n",
+                esc(&m.url),
+                r.trigger,
+                r.result,
+                r.count
+            ));
+        }
+    }
+    out.push_str("# HELP agentid_gateway_jwks_keys Usable keys per JWKS URL.\n# TYPE agentid_gateway_jwks_keys gauge\n");
+    for m in &all {
+        out.push_str(&format!("agentid_gateway_jwks_keys{{jwks=\"{}\"}} {}\n", esc(&m.url), m.keys));
+    }
+    out
 }

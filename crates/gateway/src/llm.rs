@@ -316,17 +316,7 @@ fn placeholder(ex: &Exchange) -> Exchange {
         listener: ex.listener.clone(),
         route: ex.route.clone(),
         source: ex.source,
-        request: crate::rules::RequestInfo {
-            method: ex.request.method.clone(),
-            uri: ex.request.uri.clone(),
-            host: ex.request.host.clone(),
-            scheme: ex.request.scheme.clone(),
-            path: ex.request.path.clone(),
-            path_and_query: ex.request.path_and_query.clone(),
-            version: ex.request.version.clone(),
-            headers: Vec::new(),
-            start_time: ex.request.start_time.clone(),
-        },
+        request: ex.request.clone(),
         source_info: crate::rules::SourceInfo {
             address: ex.source_info.address.clone(),
             port: ex.source_info.port,

@@ -29,7 +29,6 @@ const HOP_BY_HOP: &[&str] = &[
     "host",
 ];
 
-const SENSITIVE: &[&str] = &["authorization", "proxy-authorization", "cookie", "api-key", "x-api-key"];
 
 pub async fn handle(
     gw: Arc<Gateway>,
@@ -52,21 +51,14 @@ pub async fn handle(
     let host = strip_port(&host_header).to_string();
     let path = req.uri().path().to_string();
     let query_string = req.uri().query().unwrap_or("").to_string();
-    let request_info = RequestInfo {
-        method: req.method().to_string(),
-        uri: req.uri().to_string(),
-        host: host_header.clone(),
-        scheme: scheme.to_string(),
-        path: path.clone(),
-        path_and_query: req
-            .uri()
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| path.clone()),
-        version: format!("{:?}", req.version()),
-        headers: header_pairs(headers),
-        start_time: crate::audit::now_rfc3339(),
-    };
+    let request_info = RequestInfo::from_http(
+        req.method(),
+        req.uri(),
+        req.version(),
+        headers,
+        scheme,
+        chrono::Utc::now(),
+    );
     let mut ex = Exchange {
         start,
         correlation_id: correlation.clone(),
@@ -157,7 +149,7 @@ async fn authenticated(
                 ex.identity = v.identity.clone();
                 ex.verified = Some(v);
             }
-            AuthOutcome::Anonymous => {}
+            AuthOutcome::Anonymous(_) => {}
             AuthOutcome::Rejected(f) => {
                 gw.metrics
                     .auth_failures
@@ -192,7 +184,7 @@ async fn authenticated(
             }
         }
         // The credential never travels upstream except through backendAuth.
-        req.headers_mut().remove(jwt.header_name());
+        req.headers_mut().remove(jwt.header());
     }
 
     if let Some(rules_set) = &route.policies.authorization {
@@ -534,28 +526,6 @@ fn finish_upstream_error(
     });
     gw.record(ex, event, None);
     body::gateway_error(status, code, message, &ex.correlation_id)
-}
-
-fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for (k, v) in headers {
-        let name = k.as_str().to_string();
-        let value = if SENSITIVE.contains(&name.as_str()) {
-            "<redacted>".to_string()
-        } else {
-            String::from_utf8_lossy(v.as_bytes()).into_owned()
-        };
-        match out.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, existing)) => {
-                if !SENSITIVE.contains(&name.as_str()) {
-                    existing.push(',');
-                    existing.push_str(&value);
-                }
-            }
-            None => out.push((name, value)),
-        }
-    }
-    out
 }
 
 fn preflight(cors: &Cors, origin: &str) -> Response<Body> {

@@ -101,8 +101,22 @@ fn jwt_settings(source: &Source) -> crate::jwt::JwtSettings {
     load(source, &probe).map(|s| s.settings.jwt).unwrap_or(defaults)
 }
 
+/// Compiling a config outside a tokio runtime starts no JWKS fetch (`--validate-only`, and the
+/// settings probe before the real registry exists).
+pub fn load_offline(source: &Source, extra_roots: &[PathBuf]) -> Result<Snapshot, ConfigError> {
+    let ctx = config::ValidateContext {
+        jwks: jwks_registry(&crate::jwt::JwtSettings::default(), extra_roots),
+    };
+    load(source, &ctx)
+}
+
 pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
-    let settings = jwt_settings(&opts.source);
+    let settings = std::thread::scope(|scope| {
+        scope
+            .spawn(|| jwt_settings(&opts.source))
+            .join()
+            .unwrap_or_default()
+    });
     let jwks = jwks_registry(&settings, &opts.extra_roots);
     let ctx = config::ValidateContext { jwks: jwks.clone() };
     let snapshot = load(&opts.source, &ctx)?;
@@ -110,7 +124,6 @@ pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
     let bind_ip = snapshot.settings.bind_address;
     let ports: Vec<u16> = snapshot.binds.iter().map(|b| b.port).collect();
     let gateway = Gateway::new(snapshot, jwks.clone(), opts.extra_roots.clone());
-    jwks.start();
     let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut binds = HashMap::new();
@@ -295,7 +308,11 @@ fn admin(gw: Arc<Gateway>, kind: AdminKind, req: Request<Incoming>) -> Response<
         }
         (AdminKind::Stats, "/metrics") => {
             let mut text = gw.metrics.encode();
-            text.push_str(&crate::jwt_metrics_text(&gw));
+            let jwks = crate::jwt_metrics_text(&gw);
+            match text.rfind("# EOF") {
+                Some(at) => text.insert_str(at, &jwks),
+                None => text.push_str(&jwks),
+            }
             let mut r = Response::new(body::full(text));
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,

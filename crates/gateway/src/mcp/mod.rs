@@ -10,7 +10,7 @@ use crate::body::{self, Body};
 use crate::config::model::*;
 use crate::exchange::Exchange;
 use crate::gateway::Gateway;
-use crate::rules::{self, EvalContext, Level, McpInfo, McpItem, McpToolInfo};
+use crate::rules::{self, EvalContext, Level, McpInfo, McpItem};
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
@@ -227,7 +227,7 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Respon
     let info = McpInfo {
         method: method.clone(),
         session_id: Some(sid),
-        tool: part.tool.clone().map(|name| McpToolInfo { name, target: part.target.clone().unwrap_or_default(), arguments: None }),
+        tool: part.tool.clone().map(|name| McpItem { name, target: part.target.clone().unwrap_or_default(), arguments: None }),
         prompt: None,
         resource: None,
     };
@@ -642,12 +642,12 @@ async fn dispatch(
                 Kind::Prompt => part.prompt = Some(upstream_name.clone()),
                 _ => part.resource = Some(upstream_name.clone()),
             }
-            let item = McpItem { name: upstream_name.clone(), target: target_name.clone() };
+            let item = McpItem { name: upstream_name.clone(), target: target_name.clone(), arguments: None };
             let info = McpInfo {
                 method: method.to_string(),
                 session_id: Some(sid.to_string()),
-                tool: (kind == Kind::Tool).then(|| McpToolInfo { name: upstream_name.clone(), target: target_name.clone(), arguments: params.get("arguments").cloned() }),
-                prompt: (kind == Kind::Prompt).then(|| McpItem { name: item.name.clone(), target: item.target.clone() }),
+                tool: (kind == Kind::Tool).then(|| McpItem { name: upstream_name.clone(), target: target_name.clone(), arguments: params.get("arguments").cloned() }),
+                prompt: (kind == Kind::Prompt).then(|| McpItem { name: item.name.clone(), target: item.target.clone(), arguments: None }),
                 resource: matches!(kind, Kind::Resource | Kind::Template).then_some(item),
             };
             let d = authorize(cx, ex, &info);
@@ -748,9 +748,9 @@ async fn list(
                         let info = McpInfo {
                             method: method.to_string(),
                             session_id: Some(sid.to_string()),
-                            tool: (kind == Kind::Tool).then(|| McpToolInfo { name: upstream_name.clone(), target: target.name.clone(), arguments: None }),
-                            prompt: (kind == Kind::Prompt).then(|| McpItem { name: upstream_name.clone(), target: target.name.clone() }),
-                            resource: matches!(kind, Kind::Resource | Kind::Template).then(|| McpItem { name: upstream_name.clone(), target: target.name.clone() }),
+                            tool: (kind == Kind::Tool).then(|| McpItem { name: upstream_name.clone(), target: target.name.clone(), arguments: None }),
+                            prompt: (kind == Kind::Prompt).then(|| McpItem { name: upstream_name.clone(), target: target.name.clone(), arguments: None }),
+                            resource: matches!(kind, Kind::Resource | Kind::Template).then(|| McpItem { name: upstream_name.clone(), target: target.name.clone(), arguments: None }),
                         };
                         let d = match &once { Some(d) => d.clone(), None => authorize(cx, ex, &info) };
                         if !d.allow {
