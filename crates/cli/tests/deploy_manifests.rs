@@ -155,15 +155,22 @@ impl Pod<'_> {
         all.extend(seq(self.spec, "containers"));
         all
     }
-    fn container(&self, cname: &str) -> Option<Value> {
-        self.containers()
-            .into_iter()
-            .find(|c| str_of(c, "name") == cname)
-    }
+    /// A pod volume, or a StatefulSet's volumeClaimTemplate (as a `persistentVolumeClaim`).
     fn volume(&self, vname: &str) -> Option<Value> {
         seq(self.spec, "volumes")
             .into_iter()
             .find(|v| str_of(v, "name") == vname)
+            .or_else(|| {
+                seq(&self.workload["spec"], "volumeClaimTemplates")
+                    .iter()
+                    .any(|t| name(t) == vname)
+                    .then(|| {
+                        serde_yaml_ng::from_str(&format!(
+                            "{{name: {vname}, persistentVolumeClaim: {{claimName: {vname}}}}}"
+                        ))
+                        .expect("literal")
+                    })
+            })
     }
     fn labels(&self) -> BTreeMap<String, String> {
         labels(&self.workload["spec"]["template"]["metadata"]["labels"])
@@ -230,8 +237,8 @@ enum Source {
     Key(String, String, String),
     /// A projected service-account token (audience, expirationSeconds).
     Token(String, u64),
-    /// A writable scratch directory.
-    EmptyDir,
+    /// A writable directory (emptyDir or a persistent volume claim).
+    Writable,
 }
 
 impl<'a> Model<'a> {
@@ -336,8 +343,8 @@ impl<'a> Model<'a> {
         let volume = pod
             .volume(vname)
             .ok_or_else(|| format!("{}: volume {vname} is not defined", ctx()))?;
-        if volume.get("emptyDir").is_some() {
-            return Ok(Source::EmptyDir);
+        if volume.get("emptyDir").is_some() || volume.get("persistentVolumeClaim").is_some() {
+            return Ok(Source::Writable);
         }
         let sources: Vec<Value> = if let Some(p) = volume.get("projected") {
             seq(p, "sources")
@@ -389,7 +396,14 @@ impl<'a> Model<'a> {
     }
 
     /// Resolves `path` and requires it to be `key` of `kind/name`.
-    fn expect_file(&mut self, pod: &Pod, c: &Value, what: &str, path: &str, want: (&str, &str, &str)) {
+    fn expect_file(
+        &mut self,
+        pod: &Pod,
+        c: &Value,
+        what: &str,
+        path: &str,
+        want: (&str, &str, &str),
+    ) {
         match self.resolve(pod, c, path) {
             Ok(Source::Key(k, n, key)) if (k.as_str(), n.as_str(), key.as_str()) == want => {
                 if let Err(e) = self.has(&k, &n, Some(&key)) {
@@ -534,7 +548,11 @@ fn pod_spec(m: &mut Model, pod: &Pod) {
     {
         m.problem(format!("{label}: ServiceAccount {sa} does not exist"));
     }
-    if spec.get("automountServiceAccountToken").and_then(Value::as_bool) != Some(false) {
+    if spec
+        .get("automountServiceAccountToken")
+        .and_then(Value::as_bool)
+        != Some(false)
+    {
         m.problem(format!(
             "{label}: automountServiceAccountToken is not false (no pod here calls the API server)"
         ));
@@ -568,11 +586,18 @@ fn pod_spec(m: &mut Model, pod: &Pod) {
         if sc.get("allowPrivilegeEscalation").and_then(Value::as_bool) != Some(false) {
             m.problem(format!("{cl}: allowPrivilegeEscalation is not false"));
         }
-        if !seq(&sc["capabilities"], "drop").iter().any(|c| scalar(c) == "ALL") {
+        if !seq(&sc["capabilities"], "drop")
+            .iter()
+            .any(|c| scalar(c) == "ALL")
+        {
             m.problem(format!("{cl}: capabilities are not all dropped"));
         }
         let r = &c["resources"];
-        for (section, key) in [("requests", "cpu"), ("requests", "memory"), ("limits", "memory")] {
+        for (section, key) in [
+            ("requests", "cpu"),
+            ("requests", "memory"),
+            ("limits", "memory"),
+        ] {
             if r[section].get(key).is_none() {
                 m.problem(format!("{cl}: no resources.{section}.{key}"));
             }
@@ -580,8 +605,8 @@ fn pod_spec(m: &mut Model, pod: &Pod) {
         // An interactive container (the agent's chat) has no health endpoint; everything else
         // that keeps running must be probed.
         let interactive = c.get("tty").and_then(Value::as_bool) == Some(true);
-        let is_init_job = seq(spec, "initContainers").contains(&c)
-            && str_of(&c, "restartPolicy") != "Always";
+        let is_init_job =
+            seq(spec, "initContainers").contains(&c) && str_of(&c, "restartPolicy") != "Always";
         if !interactive && !is_init_job {
             for probe in ["readinessProbe", "livenessProbe"] {
                 if c.get(probe).is_none() {
@@ -636,7 +661,9 @@ fn pod_spec(m: &mut Model, pod: &Pod) {
                 };
                 let var = &rest[start + 2..start + end];
                 if !defined.contains(var) {
-                    m.problem(format!("{cl}: args use $({var}) but env does not define it"));
+                    m.problem(format!(
+                        "{cl}: args use $({var}) but env does not define it"
+                    ));
                 }
                 rest = &rest[start + end..];
             }
@@ -652,7 +679,9 @@ fn pod_spec(m: &mut Model, pod: &Pod) {
     for v in seq(spec, "volumes") {
         let vname = str_of(&v, "name");
         if !mounted.contains(vname) {
-            m.problem(format!("{label}: volume {vname} is mounted by no container"));
+            m.problem(format!(
+                "{label}: volume {vname} is mounted by no container"
+            ));
         }
         let sources = match v.get("projected") {
             Some(p) => seq(p, "sources"),
@@ -812,7 +841,7 @@ fn sts(m: &mut Model) -> Option<StsFacts> {
         m.expect_file(&pod, &c, f, &p, ("Secret", "agentid-sts-tls", key));
     }
     let data_dir = flag(&args, &["--data-dir"]).unwrap_or_default();
-    if m.resolve(&pod, &c, &data_dir) != Ok(Source::EmptyDir) {
+    if m.resolve(&pod, &c, &data_dir) != Ok(Source::Writable) {
         m.problem(format!(
             "STS --data-dir {data_dir} is not a writable emptyDir (the root filesystem is read-only)"
         ));
@@ -854,11 +883,11 @@ fn database(m: &mut Model, sts: &Value, args: &[String]) {
             "STS --database must be postgres://USER:$(POSTGRES_PASSWORD)@…, got {url}"
         ));
     }
-    let Some(pg) = m
-        .pods()
-        .into_iter()
-        .find(|p| p.containers().iter().any(|c| str_of(c, "image").starts_with("postgres:")))
-    else {
+    let Some(pg) = m.pods().into_iter().find(|p| {
+        p.containers()
+            .iter()
+            .any(|c| str_of(c, "image").starts_with("postgres:"))
+    }) else {
         m.problem("no PostgreSQL workload");
         return;
     };
@@ -969,13 +998,21 @@ fn tenant(m: &mut Model, readme: &str) -> Option<TenantFacts> {
         .iter()
         .filter(|i| i.issuer == CLUSTER_ISSUER)
         .collect();
-    if trusted.len() != 1 || trusted[0].jwks.as_ref().and_then(|j| j.file.as_ref()).is_none() {
+    if trusted.len() != 1
+        || trusted[0]
+            .jwks
+            .as_ref()
+            .and_then(|j| j.file.as_ref())
+            .is_none()
+    {
         m.problem(format!(
             "the tenant file has no trusted issuer {CLUSTER_ISSUER} with a stored JWKS file"
         ));
     }
     if !readme.contains(&format!("`{CLUSTER_ISSUER}`")) {
-        m.problem(format!("the README does not document the cluster issuer {CLUSTER_ISSUER}"));
+        m.problem(format!(
+            "the README does not document the cluster issuer {CLUSTER_ISSUER}"
+        ));
     }
     let mcp_app = t
         .applications
@@ -1092,15 +1129,25 @@ fn gateway(m: &mut Model, sts: Option<&StsFacts>) -> Option<GatewayFacts> {
                     }
                 }
                 if str_of(jwt, "mode") != "strict" {
-                    m.problem(format!("gateway route {}: jwtAuth is not strict", str_of(&r, "name")));
+                    m.problem(format!(
+                        "gateway route {}: jwtAuth is not strict",
+                        str_of(&r, "name")
+                    ));
                 }
                 // Files the gateway reads (API keys) must be mounted.
                 let key_file = str_of(&policies["backendAuth"]["key"]["value"], "file");
                 if !key_file.is_empty() {
-                    m.expect_file(&pod, &c, "gateway LLM key", key_file, ("Secret", "agentid-llm", "api-key"));
+                    m.expect_file(
+                        &pod,
+                        &c,
+                        "gateway LLM key",
+                        key_file,
+                        ("Secret", "agentid-llm", "api-key"),
+                    );
                 }
-                let audiences = seq(jwt, "audiences").iter().map(scalar).collect();
-                let rules = serde_yaml_ng::to_string(&policies["mcpAuthorization"]).unwrap_or_default()
+                let audiences: Vec<String> = seq(jwt, "audiences").iter().map(scalar).collect();
+                let rules = serde_yaml_ng::to_string(&policies["mcpAuthorization"])
+                    .unwrap_or_default()
                     + &serde_yaml_ng::to_string(&policies["authorization"]).unwrap_or_default();
                 for mt in seq(&r, "matches") {
                     let p = &mt["path"];
@@ -1113,8 +1160,18 @@ fn gateway(m: &mut Model, sts: Option<&StsFacts>) -> Option<GatewayFacts> {
             }
         }
     }
-    let ca = m.env(&c).get("AGENTID_CA_FILE").cloned().unwrap_or_default();
-    m.expect_file(&pod, &c, "gateway AGENTID_CA_FILE", &ca, ("ConfigMap", "agentid-sts-ca", "ca.crt"));
+    let ca = m
+        .env(&c)
+        .get("AGENTID_CA_FILE")
+        .cloned()
+        .unwrap_or_default();
+    m.expect_file(
+        &pod,
+        &c,
+        "gateway AGENTID_CA_FILE",
+        &ca,
+        ("ConfigMap", "agentid-sts-ca", "ca.crt"),
+    );
     Some(GatewayFacts {
         fqdn,
         service_port,
@@ -1142,7 +1199,9 @@ fn gateway_route<'g>(
     }
     let route = g.routes.iter().find(|(p, prefix, _, _)| {
         if *prefix {
-            u.path() == p || u.path().starts_with(&format!("{}/", p.trim_end_matches('/')))
+            u.path() == p
+                || u.path()
+                    .starts_with(&format!("{}/", p.trim_end_matches('/')))
         } else {
             u.path() == p
         }
@@ -1168,10 +1227,15 @@ fn agent(
         .into_iter()
         .find(|c| args_of(c).first().map(String::as_str) == Some("agent"))
     else {
-        m.problem(format!("{}: no container runs `agentid agent` next to the sidecar", pod.label()));
+        m.problem(format!(
+            "{}: no container runs `agentid agent` next to the sidecar",
+            pod.label()
+        ));
         return;
     };
-    if str_of(&sidecar, "restartPolicy") != "Always" || !seq(pod.spec, "initContainers").contains(&sidecar) {
+    if str_of(&sidecar, "restartPolicy") != "Always"
+        || !seq(pod.spec, "initContainers").contains(&sidecar)
+    {
         m.problem("the sidecar is not a native sidecar (initContainer with restartPolicy Always)");
     }
     let env = m.env(&sidecar);
@@ -1203,7 +1267,13 @@ fn agent(
         Err(e) => m.problem(format!("sidecar SignedAssertionFileDiskPath: {e}")),
     }
     let ca = get("Sidecar__ExtraCaBundlePath");
-    m.expect_file(&pod, &sidecar, "sidecar ExtraCaBundlePath", &ca, ("ConfigMap", "agentid-sts-ca", "ca.crt"));
+    m.expect_file(
+        &pod,
+        &sidecar,
+        "sidecar ExtraCaBundlePath",
+        &ca,
+        ("ConfigMap", "agentid-sts-ca", "ca.crt"),
+    );
 
     // Listeners: token routes on loopback only, probes on the health listener.
     let args = args_of(&sidecar);
@@ -1213,14 +1283,18 @@ fn agent(
     }
     let health = flag(&args, &["--health-listen"]).unwrap_or_default();
     if port_of(&health).map(u64::from) != named_port(&sidecar, "health") {
-        m.problem(format!("sidecar --health-listen {health} is not container port `health`"));
+        m.problem(format!(
+            "sidecar --health-listen {health} is not container port `health`"
+        ));
     }
     let token_port = port_of(&listen);
     if seq(&sidecar, "ports")
         .iter()
         .any(|p| p.get("containerPort").and_then(Value::as_u64) == token_port.map(u64::from))
     {
-        m.problem("the sidecar's token port is declared as a container port (it must stay private)");
+        m.problem(
+            "the sidecar's token port is declared as a container port (it must stay private)",
+        );
     }
 
     // Identities agree with the tenant file and the STS.
@@ -1231,7 +1305,10 @@ fn agent(
             ("Sidecar__AllowedAgentIdentities__0", &t.agent),
         ] {
             if &get(k) != want {
-                m.problem(format!("sidecar {k} = {} but the tenant file says {want}", get(k)));
+                m.problem(format!(
+                    "sidecar {k} = {} but the tenant file says {want}",
+                    get(k)
+                ));
             }
         }
         let mcp_scope = format!("api://{}/.default", t.mcp_app);
@@ -1241,7 +1318,10 @@ fn agent(
     }
     if let Some(s) = sts {
         if get("AzureAd__Instance") != format!("{}/", s.base) {
-            m.problem(format!("sidecar AzureAd__Instance is not the STS {}/", s.base));
+            m.problem(format!(
+                "sidecar AzureAd__Instance is not the STS {}/",
+                s.base
+            ));
         }
         if host_of(&get("DownstreamApis__graph__BaseUrl")) != host_of(&s.base) {
             m.problem("sidecar graph BaseUrl is not the STS's Graph-compatible API");
@@ -1275,22 +1355,37 @@ fn agent(
     let agent_env = m.env(&agent);
     let home = agent_env.get("AGENTID_HOME").cloned().unwrap_or_default();
     let cfg_path = format!("{}/agent.yaml", home.trim_end_matches('/'));
-    m.expect_file(&pod, &agent, "agent config", &cfg_path, ("ConfigMap", "agentid-agent-config", "agent.yaml"));
+    m.expect_file(
+        &pod,
+        &agent,
+        "agent config",
+        &cfg_path,
+        ("ConfigMap", "agentid-agent-config", "agent.yaml"),
+    );
     let Ok(text) = m.file_text(&pod, &agent, &cfg_path) else {
         return;
     };
     let cfg: Value = serde_yaml_ng::from_str(&text).unwrap_or(Value::Null);
     let sidecar_url = str_of(&cfg, "sidecarUrl");
     if !is_loopback(&host_of(sidecar_url)) || port_of(sidecar_url) != token_port {
-        m.problem(format!("agent sidecarUrl {sidecar_url} is not the sidecar's --listen {listen}"));
+        m.problem(format!(
+            "agent sidecarUrl {sidecar_url} is not the sidecar's --listen {listen}"
+        ));
     }
     if str_of(&cfg, "tokens") != "sidecar" {
         m.problem("agent config does not use the sidecar for tokens");
     }
     if let Some(t) = tenant {
-        for (k, want) in [("blueprint", &t.blueprint), ("agentId", &t.agent), ("tenant", &t.tenant_id)] {
+        for (k, want) in [
+            ("blueprint", &t.blueprint),
+            ("agentId", &t.agent),
+            ("tenant", &t.tenant_id),
+        ] {
             if str_of(&cfg, k) != want {
-                m.problem(format!("agent config {k} = {} but the tenant file says {want}", str_of(&cfg, k)));
+                m.problem(format!(
+                    "agent config {k} = {} but the tenant file says {want}",
+                    str_of(&cfg, k)
+                ));
             }
         }
     }
@@ -1300,22 +1395,36 @@ fn agent(
         m.problem(format!("agent config authority is not the STS {}", s.base));
     }
     let llm = &cfg["llm"];
-    if env.get(&format!("DownstreamApis__{}__BaseUrl", str_of(llm, "api"))).is_none() {
-        m.problem(format!("agent llm.api {} is not a sidecar API", str_of(llm, "api")));
+    if !env.contains_key(&format!("DownstreamApis__{}__BaseUrl", str_of(llm, "api"))) {
+        m.problem(format!(
+            "agent llm.api {} is not a sidecar API",
+            str_of(llm, "api")
+        ));
     }
     if let Some(g) = gw {
         gateway_route(m, "agent llm.baseUrl", str_of(llm, "baseUrl"), g);
         for s in seq(&cfg, "mcp") {
             gateway_route(m, "agent mcp url", str_of(&s, "url"), g);
-            if env.get(&format!("DownstreamApis__{}__BaseUrl", str_of(&s, "api"))).is_none() {
-                m.problem(format!("agent mcp api {} is not a sidecar API", str_of(&s, "api")));
+            if !env.contains_key(&format!("DownstreamApis__{}__BaseUrl", str_of(&s, "api"))) {
+                m.problem(format!(
+                    "agent mcp api {} is not a sidecar API",
+                    str_of(&s, "api")
+                ));
             }
         }
     }
-    m.expect_file(&pod, &agent, "agent caFile", str_of(&cfg, "caFile"), ("ConfigMap", "agentid-sts-ca", "ca.crt"));
+    m.expect_file(
+        &pod,
+        &agent,
+        "agent caFile",
+        str_of(&cfg, "caFile"),
+        ("ConfigMap", "agentid-sts-ca", "ca.crt"),
+    );
     let cache = str_of(&cfg, "tokenCache");
-    if m.resolve(&pod, &agent, cache) != Ok(Source::EmptyDir) {
-        m.problem(format!("agent tokenCache {cache} is not on a writable emptyDir"));
+    if m.resolve(&pod, &agent, cache) != Ok(Source::Writable) {
+        m.problem(format!(
+            "agent tokenCache {cache} is not on a writable emptyDir"
+        ));
     }
 }
 
@@ -1325,9 +1434,16 @@ fn agent(
 fn manifests_refer_to_each_other_correctly() {
     let d = load();
     let problems = check(&d, &readme());
-    assert!(problems.is_empty(), "deploy/ has problems:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "deploy/ has problems:\n  {}",
+        problems.join("\n  ")
+    );
     // The roles the brief asks for, all from the one image.
-    let m = Model { d: &d, problems: Vec::new() };
+    let m = Model {
+        d: &d,
+        problems: Vec::new(),
+    };
     for role in ["sts", "gateway", "sidecar", "agent"] {
         assert!(m.role(role).is_some(), "no container runs `agentid {role}`");
     }
@@ -1337,7 +1453,11 @@ fn manifests_refer_to_each_other_correctly() {
 fn readme_explains_how_the_sts_trusts_the_cluster_issuer() {
     let readme = readme();
     let headings: Vec<&str> = readme.lines().filter(|l| l.starts_with("## ")).collect();
-    assert_eq!(headings.last(), Some(&"## Kubernetes"), "the Kubernetes section is the README's last");
+    assert_eq!(
+        headings.last(),
+        Some(&"## Kubernetes"),
+        "the Kubernetes section is the README's last"
+    );
     let section = &readme[readme.find("## Kubernetes").unwrap()..];
     for needle in [
         "kubectl get --raw /openid/v1/jwks",
@@ -1347,10 +1467,16 @@ fn readme_explains_how_the_sts_trusts_the_cluster_issuer() {
         CLUSTER_ISSUER,
         TOKEN_AUDIENCE,
     ] {
-        assert!(section.contains(needle), "the Kubernetes section does not mention {needle}");
+        assert!(
+            section.contains(needle),
+            "the Kubernetes section does not mention {needle}"
+        );
     }
     for (k, n, _) in EXTERNAL {
-        assert!(section.contains(n), "the Kubernetes section does not say how to create {k} {n}");
+        assert!(
+            section.contains(n),
+            "the Kubernetes section does not say how to create {k} {n}"
+        );
     }
 }
 
@@ -1393,8 +1519,7 @@ fn mistakes_are_caught() {
         Mistake {
             what: "the guide's token path, not the mounted one",
             mutate: |d| {
-                doc_mut(d, "ConfigMap", "agentid-agent-sidecar")["data"]
-                    ["AzureAd__ClientCredentials__0__SignedAssertionFileDiskPath"] =
+                doc_mut(d, "ConfigMap", "agentid-agent-sidecar")["data"]["AzureAd__ClientCredentials__0__SignedAssertionFileDiskPath"] =
                     Value::String("/var/run/secrets/tokens/azure-identity-token".into());
             },
             expect: "no volume is mounted at /var/run/secrets/tokens/azure-identity-token",
@@ -1409,7 +1534,15 @@ fn mistakes_are_caught() {
         },
         Mistake {
             what: "gateway config listening on another port",
-            mutate: |d| edit_data(d, "agentid-gateway-config", "gateway.yaml", "port: 3000", "port: 8080"),
+            mutate: |d| {
+                edit_data(
+                    d,
+                    "agentid-gateway-config",
+                    "gateway.yaml",
+                    "port: 3000",
+                    "port: 8080",
+                )
+            },
             expect: "gateway binds",
         },
         Mistake {
@@ -1444,8 +1577,8 @@ fn mistakes_are_caught() {
         Mistake {
             what: "writable root filesystem",
             mutate: |d| {
-                pod_mut(d, "agentid-gateway")["containers"][0]["securityContext"]
-                    ["readOnlyRootFilesystem"] = Value::Bool(false);
+                pod_mut(d, "agentid-gateway")["containers"][0]["securityContext"]["readOnlyRootFilesystem"] =
+                    Value::Bool(false);
             },
             expect: "readOnlyRootFilesystem",
         },
@@ -1506,7 +1639,11 @@ fn mistakes_are_caught() {
     ];
     let readme = readme();
     let pristine = load();
-    assert!(check(&pristine, &readme).is_empty(), "the pristine manifests must pass first");
+    let baseline = check(&pristine, &readme);
+    assert!(
+        baseline.is_empty(),
+        "the pristine manifests must pass first: {baseline:#?}"
+    );
     for mistake in &mistakes {
         let mut d = pristine.clone();
         (mistake.mutate)(&mut d);
@@ -1536,20 +1673,39 @@ fn subcommand_exists(name: &str) -> bool {
 #[test]
 fn the_binary_accepts_the_manifests_command_lines() {
     let d = load();
-    let m = Model { d: &d, problems: Vec::new() };
+    let m = Model {
+        d: &d,
+        problems: Vec::new(),
+    };
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.crt");
-    std::fs::write(&ca, agentid_testkit::certs::ClientCert::generate("test CA").cert_pem).unwrap();
+    std::fs::write(
+        &ca,
+        agentid_testkit::certs::ClientCert::generate("test CA").cert_pem,
+    )
+    .unwrap();
 
     // STS: every flag exists and parses (`--help` last: clap still rejects unknown flags first).
     let (_, sts) = m.role("sts").unwrap();
-    let out = agentid().args(args_of(&sts)).arg("--help").output().unwrap();
-    assert!(out.status.success(), "agentid {:?}: {}", args_of(&sts), String::from_utf8_lossy(&out.stderr));
+    let out = agentid()
+        .args(args_of(&sts))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "agentid {:?}: {}",
+        args_of(&sts),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Sidecar: the ConfigMap's keys are valid configuration (the token file is read lazily).
     let (_, sidecar) = m.role("sidecar").unwrap();
     let mut env = m.env(&sidecar);
-    env.insert("Sidecar__ExtraCaBundlePath".into(), ca.display().to_string());
+    env.insert(
+        "Sidecar__ExtraCaBundlePath".into(),
+        ca.display().to_string(),
+    );
     let out = agentid()
         .args(args_of(&sidecar))
         .arg("--check-config")
@@ -1571,10 +1727,10 @@ fn the_binary_accepts_the_manifests_command_lines() {
         let path = flag(&args, &["-f", "--file"]).unwrap();
         let key = dir.path().join("api-key");
         std::fs::write(&key, "test-key").unwrap();
-        let text = m
-            .file_text(&pod, &gw, &path)
-            .unwrap()
-            .replace("/var/run/secrets/agentid/llm/api-key", &key.display().to_string());
+        let text = m.file_text(&pod, &gw, &path).unwrap().replace(
+            "/var/run/secrets/agentid/llm/api-key",
+            &key.display().to_string(),
+        );
         let file = dir.path().join("gateway.yaml");
         std::fs::write(&file, text).unwrap();
         let out = agentid()
@@ -1582,9 +1738,15 @@ fn the_binary_accepts_the_manifests_command_lines() {
             .arg(&file)
             .output()
             .unwrap();
-        assert!(out.status.success(), "gateway --validate-only: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gateway --validate-only: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     } else {
-        eprintln!("`agentid gateway` is not in this build yet: its config is checked structurally only");
+        eprintln!(
+            "`agentid gateway` is not in this build yet: its config is checked structurally only"
+        );
     }
     if subcommand_exists("agent") {
         let (pod, agent) = m.role("agent").unwrap();
@@ -1601,8 +1763,14 @@ fn the_binary_accepts_the_manifests_command_lines() {
             .env("HOME", dir.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "agent config: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "agent config: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     } else {
-        eprintln!("`agentid agent` is not in this build yet: its config is checked structurally only");
+        eprintln!(
+            "`agentid agent` is not in this build yet: its config is checked structurally only"
+        );
     }
 }
