@@ -1774,3 +1774,161 @@ fn the_binary_accepts_the_manifests_command_lines() {
         );
     }
 }
+
+// ---- the identity chain the manifests configure, against the real STS and sidecar ---------------
+
+/// The tenant file and the sidecar ConfigMap exactly as deployed, with only what a test cannot
+/// have replaced: the STS's address (loopback instead of the Service name), its CA, and the
+/// projected token (minted by an emulated cluster issuer that signs as the documented issuer).
+/// The pod's service-account token must get the blueprint a T1 for the allow-listed agent, and
+/// the agent's token must be one the gateway's MCP route accepts (issuer form and audience).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployed_identity_chain_gets_tokens_the_gateway_accepts() {
+    use agentid_testkit::{Db, KubeIssuer, TestSts, claims, sts::Options};
+
+    let d = load();
+    let m = Model {
+        d: &d,
+        problems: Vec::new(),
+    };
+    let (pod, sidecar) = m.role("sidecar").unwrap();
+    let service_account = scalar(&pod.spec["serviceAccountName"]);
+    let cm_env = m.env(&sidecar);
+    let token_path = &cm_env["AzureAd__ClientCredentials__0__SignedAssertionFileDiskPath"];
+    let Ok(Source::Token(audience, _)) = m.resolve(&pod, &sidecar, token_path) else {
+        panic!("the sidecar's token path is not the projected token");
+    };
+    let tenant_yaml = m.object("ConfigMap", "agentid-tenant").unwrap()["data"]["tenant.yaml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sts_config: Value = serde_yaml_ng::from_str(
+        m.object("ConfigMap", "agentid-sts-config").unwrap()["data"]["sts.yaml"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let deployed_base = str_of(&sts_config["server"], "public_base_url").to_string();
+    let gateway_cfg: Value = serde_yaml_ng::from_str(
+        m.object("ConfigMap", "agentid-gateway-config").unwrap()["data"]["gateway.yaml"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let mcp_route = seq(&gateway_cfg["binds"][0]["listeners"][0], "routes")
+        .into_iter()
+        .find(|r| str_of(r, "name") == "mcp")
+        .expect("the gateway has an mcp route");
+    let mcp_jwt = &mcp_route["policies"]["jwtAuth"];
+
+    // The cluster: its issuer string is the documented one; its keys are the stored JWKS.
+    let mut kube = KubeIssuer::start().await;
+    kube.issuer = CLUSTER_ISSUER.to_string();
+    let dir = TestSts::prepare_dir();
+    std::fs::write(dir.path().join("cluster-jwks.json"), kube.jwks_json()).unwrap();
+    let require_trusted = sts_config["federation"]["require_trusted_issuer"]
+        .as_bool()
+        .unwrap_or(false);
+    let sts = TestSts::start_in(
+        dir,
+        Db::Sqlite,
+        &tenant_yaml,
+        Options {
+            tls: true,
+            configure: Box::new(move |s| s.require_trusted_issuer = require_trusted),
+        },
+    )
+    .await;
+
+    // The sidecar with the deployed ConfigMap; the token file is what kubelet would project.
+    let token_dir = tempfile::tempdir().unwrap();
+    let token_file = token_dir.path().join("azure-identity-token");
+    kube.write_token_file(&token_file, NAMESPACE, &service_account, &audience);
+    let mut env = cm_env.clone();
+    env.insert("AzureAd__Instance".into(), format!("{}/", sts.base()));
+    env.insert(
+        "AzureAd__ClientCredentials__0__SignedAssertionFileDiskPath".into(),
+        token_file.display().to_string(),
+    );
+    env.insert(
+        "Sidecar__ExtraCaBundlePath".into(),
+        sts.ca_file().display().to_string(),
+    );
+    env.insert("Sidecar__ListenUrl".into(), "http://127.0.0.1:0".into());
+    env.insert("Sidecar__HealthListenUrl".into(), "off".into());
+    let vars: Vec<(String, String)> = env.into_iter().collect();
+    let config = agentid_sidecar::config::load(&agentid_sidecar::ConfigSources::from_vars(&vars))
+        .expect("the deployed sidecar configuration loads");
+    let running = agentid_sidecar::start(config)
+        .await
+        .expect("sidecar starts");
+
+    let agent = &cm_env["Sidecar__AllowedAgentIdentities__0"];
+    let resp = reqwest::Client::new()
+        .get(format!(
+            "{}/AuthorizationHeaderUnauthenticated/mcp?AgentIdentity={agent}&optionsOverride.RequestAppToken=true",
+            running.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    assert_eq!(
+        status, 200,
+        "the agent's MCP token through the sidecar: {body}"
+    );
+    let token = body["authorizationHeader"]
+        .as_str()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .expect("a bearer authorization header");
+    let c = claims(token);
+    assert_eq!(
+        c["appid"],
+        serde_json::json!(agent),
+        "the token is the agent's: {c:?}"
+    );
+    // What the gateway's MCP route checks, with the deployed base URL mapped to the test STS.
+    let issuer = str_of(mcp_jwt, "issuer").replacen(&deployed_base, sts.base(), 1);
+    assert_eq!(
+        c["iss"],
+        serde_json::json!(issuer),
+        "the gateway's issuer form"
+    );
+    assert!(
+        seq(mcp_jwt, "audiences")
+            .iter()
+            .any(|a| serde_json::json!(scalar(a)) == c["aud"]),
+        "the gateway's MCP audiences {:?} accept aud {}",
+        mcp_jwt["audiences"],
+        c["aud"]
+    );
+    let jwks = str_of(&mcp_jwt["jwks"], "url").replacen(&deployed_base, sts.base(), 1);
+    let (status, keys) = sts.get_json(&jwks).await;
+    assert_eq!(status, 200, "the gateway's JWKS URL is served: {jwks}");
+    assert!(keys["keys"].as_array().is_some_and(|k| !k.is_empty()));
+
+    // Another service account of the cluster is not the blueprint.
+    let other = kube.mint(NAMESPACE, "someone-else", &audience, 3600);
+    let (status, err) = sts
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", &cm_env["AzureAd__ClientId"]),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &other),
+            ("scope", "api://AzureADTokenExchange/.default"),
+            ("fmi_path", agent),
+        ])
+        .await;
+    assert_eq!(status, 401, "{err}");
+    assert!(
+        err["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("AADSTS700213")),
+        "{err}"
+    );
+    running.shutdown();
+}
