@@ -465,6 +465,7 @@ fn check(d: &Deploy, readme: &str) -> Vec<String> {
         pod_spec(&mut m, &pod);
     }
     services(&mut m);
+    network_policies(&mut m);
     let sts = sts(&mut m);
     let tenant = tenant(&mut m, readme);
     let gateway = gateway(&mut m, sts.as_ref());
@@ -742,6 +743,55 @@ fn services(m: &mut Model) {
                     scalar(p.get("targetPort").unwrap_or(&p["port"])),
                     pod.label()
                 ));
+            }
+        }
+    }
+}
+
+/// Every NetworkPolicy selects one workload, admits workloads that exist, on ports they have.
+fn network_policies(m: &mut Model) {
+    let pods = m.pods();
+    let select = |sel: &Value| -> Vec<&Pod> {
+        let sel = labels(&sel["matchLabels"]);
+        pods.iter()
+            .filter(|p| {
+                let l = p.labels();
+                !sel.is_empty() && sel.iter().all(|(k, v)| l.get(k) == Some(v))
+            })
+            .collect()
+    };
+    for np in m.d.docs.iter().filter(|d| kind(d) == "NetworkPolicy") {
+        let n = name(np);
+        let targets = select(&np["spec"]["podSelector"]);
+        let [target] = targets[..] else {
+            m.problems.push(format!(
+                "NetworkPolicy {n}: podSelector selects {} workloads, expected one",
+                targets.len()
+            ));
+            continue;
+        };
+        for rule in seq(&np["spec"], "ingress") {
+            for from in seq(&rule, "from") {
+                if let Some(sel) = from.get("podSelector")
+                    && select(sel).is_empty()
+                {
+                    m.problems.push(format!(
+                        "NetworkPolicy {n}: a `from` podSelector selects no workload"
+                    ));
+                }
+            }
+            for p in seq(&rule, "ports") {
+                if !target
+                    .containers()
+                    .iter()
+                    .any(|c| container_port(c, &p["port"]).is_some())
+                {
+                    m.problems.push(format!(
+                        "NetworkPolicy {n}: port {} is not a container port of {}",
+                        scalar(&p["port"]),
+                        target.label()
+                    ));
+                }
             }
         }
     }
@@ -1622,6 +1672,15 @@ fn mistakes_are_caught() {
                 )
             },
             expect: "no trusted issuer",
+        },
+        Mistake {
+            what: "network policy admitting a workload that does not exist",
+            mutate: |d| {
+                doc_mut(d, "NetworkPolicy", "agentid-postgres")["spec"]["ingress"][0]["from"][0]
+                    ["podSelector"]["matchLabels"]["app.kubernetes.io/name"] =
+                    Value::String("sts".into());
+            },
+            expect: "selects no workload",
         },
         Mistake {
             what: "gateway MCP audience not matching the sidecar's scope",
