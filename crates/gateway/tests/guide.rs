@@ -100,7 +100,7 @@ async fn guide_rule_admits_autonomous_agent_hardened_rule_does_not() {
     assert_eq!(deny["identity"]["agentId"], json!(AGENT));
     assert_eq!(deny["identity"]["agentMode"], json!("autonomous"));
     assert_eq!(deny["decision"]["stage"], json!("mcpAuthorization"));
-    assert_eq!(deny["decision"]["rule"], json!(hardened));
+    assert_eq!(deny["decision"]["reason"], json!("no_allow_rule_matched"));
     let allow_events = gw.audit(&format!("kind=mcp&user={ALICE}&decision=allow")).await;
     let allow = allow_events.iter().find(|e| e["mcp"]["method"] == json!("tools/call")).expect("allowed call event");
     assert_eq!(allow["identity"]["agentId"], json!(AGENT));

@@ -22,8 +22,13 @@ pub const ALICE: &str = "0501a526-79e4-46ff-bd07-6605a752287b";
 const CC: &str = "client_credentials";
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
+/// The demo tenant plus the grant the guide's LLM leg needs (agent → Azure OpenAI).
 pub async fn sts() -> TestSts {
-    TestSts::start(Db::Sqlite, DEMO).await
+    let yaml = DEMO.replace(
+        "appRoleAssignments:",
+        "  - client: blog-agent\n    resource: cognitive-services\n    scopes: [user_impersonation]\n\nappRoleAssignments:",
+    );
+    TestSts::start(Db::Sqlite, &yaml).await
 }
 
 pub async fn t1(sts: &TestSts) -> String {
