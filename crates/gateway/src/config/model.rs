@@ -21,6 +21,13 @@ pub struct Snapshot {
     pub effective: serde_json::Value,
 }
 
+impl std::fmt::Debug for Snapshot {
+    /// The effective view only: compiled rules and keys have no useful Debug form.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("effective", &self.effective).finish()
+    }
+}
+
 /// Fields applied only at startup (a reload that changes them asks for a restart).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StaticConfig {
