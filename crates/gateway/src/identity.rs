@@ -230,7 +230,10 @@ mod tests {
         assert_eq!(facets(&json!("111")), vec![111]);
         assert_eq!(facets(&json!("11\t11\n13")), vec![11, 13]);
         assert_eq!(facets(&json!("1234567890 -1 +3 3.0 ٣")), Vec::<i64>::new());
-        assert_eq!(facets(&json!([13, "11", -1, 1.5, "x", null, " 2"])), vec![11, 13]);
+        assert_eq!(
+            facets(&json!([13, "11", -1, 1.5, "x", null, " 2"])),
+            vec![11, 13]
+        );
         assert_eq!(facets(&Value::Null), Vec::<i64>::new());
         assert_eq!(facets(&json!(11)), Vec::<i64>::new());
         assert_eq!(facets(&json!({"a": 11})), Vec::<i64>::new());
@@ -274,7 +277,8 @@ mod tests {
         let app = derive(json!({"appid": "a1", "xms_act_fct": "3 9", "xms_par_app_azp": "bp"}));
         assert!(!app.is_agent && app.id.is_none() && app.blueprint.is_none());
         assert_eq!(app.mode, AgentMode::None);
-        let agent = derive(json!({"appid": "a1", "xms_act_fct": "3 9 11", "xms_par_app_azp": "bp"}));
+        let agent =
+            derive(json!({"appid": "a1", "xms_act_fct": "3 9 11", "xms_par_app_azp": "bp"}));
         assert_eq!(agent.blueprint.as_deref(), Some("bp"));
     }
 
@@ -282,8 +286,14 @@ mod tests {
     fn r3_token_type_inference() {
         let t = |v: Value| derive(v).token_type;
         assert_eq!(t(json!({"idtyp": "user"})).as_deref(), Some("user"));
-        assert_eq!(t(json!({"idtyp": "app", "scp": "x"})).as_deref(), Some("app"));
-        assert_eq!(t(json!({"idtyp": "device", "scp": "x"})).as_deref(), Some("user"));
+        assert_eq!(
+            t(json!({"idtyp": "app", "scp": "x"})).as_deref(),
+            Some("app")
+        );
+        assert_eq!(
+            t(json!({"idtyp": "device", "scp": "x"})).as_deref(),
+            Some("user")
+        );
         assert_eq!(t(json!({"scp": "User.Read"})).as_deref(), Some("user"));
         assert_eq!(t(json!({"scp": "/"})).as_deref(), Some("app"));
         assert_eq!(t(json!({"scp": ""})).as_deref(), Some("app"));
@@ -293,21 +303,27 @@ mod tests {
 
     #[test]
     fn r3_modes_are_exclusive() {
-        let obo = derive(json!({"appid": "a", "xms_act_fct": "11 9 3", "xms_sub_fct": "2 3",
-            "idtyp": "user", "oid": "u", "preferred_username": "p@x", "name": "N", "tid": "t"}));
+        let obo = derive(
+            json!({"appid": "a", "xms_act_fct": "11 9 3", "xms_sub_fct": "2 3",
+            "idtyp": "user", "oid": "u", "preferred_username": "p@x", "name": "N", "tid": "t"}),
+        );
         assert!(obo.on_behalf_of_user && !obo.autonomous && !obo.is_agent_user);
         assert_eq!(obo.mode, AgentMode::OnBehalfOfUser);
         assert_eq!(obo.user_oid.as_deref(), Some("u"));
         assert_eq!(obo.user_upn.as_deref(), Some("p@x"));
         assert_eq!(obo.user_name.as_deref(), Some("N"));
         assert_eq!(obo.user_tenant.as_deref(), Some("t"));
-        let auto = derive(json!({"appid": "a", "xms_act_fct": "3 11 9", "idtyp": "app", "oid": "sp", "tid": "t"}));
+        let auto = derive(
+            json!({"appid": "a", "xms_act_fct": "3 11 9", "idtyp": "app", "oid": "sp", "tid": "t"}),
+        );
         assert!(auto.autonomous && !auto.on_behalf_of_user && !auto.is_agent_user);
         assert_eq!(auto.mode, AgentMode::Autonomous);
         // In app tokens oid is a service principal: no user.
         assert_eq!((auto.user_oid, auto.user_tenant), (None, None));
-        let au = derive(json!({"azp": "a", "xms_act_fct": "1 9 11", "xms_sub_fct": "1 13",
-            "scp": "User.Read", "oid": "agent-user", "upn": "", "unique_name": "au@x", "email": "e@x"}));
+        let au = derive(
+            json!({"azp": "a", "xms_act_fct": "1 9 11", "xms_sub_fct": "1 13",
+            "scp": "User.Read", "oid": "agent-user", "upn": "", "unique_name": "au@x", "email": "e@x"}),
+        );
         assert!(au.is_agent_user && !au.on_behalf_of_user && !au.autonomous);
         assert_eq!(au.mode, AgentMode::AgentUser);
         assert_eq!(au.user_upn.as_deref(), Some("au@x"));

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use agentid_gateway::identity::AgentMode;
 use agentid_gateway::jwt::{
-    AuthOutcome, JwksRegistry, JwksSource, JwtAuth, JwtAuthSpec, JwtConfigError, JwtSettings,
-    Mode, ProviderSpec, Reason, Trigger,
+    AuthOutcome, JwksRegistry, JwksSource, JwtAuth, JwtAuthSpec, JwtConfigError, JwtSettings, Mode,
+    ProviderSpec, Reason, Trigger,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -46,7 +46,11 @@ fn rsa_key(kid: &str, bits: usize) -> Key {
             "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
             "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
             "x5t": "ignored", "issuer": "ignored"}),
-        public_pem: Some(public.to_public_key_pem(LineEnding::LF).expect("public PEM")),
+        public_pem: Some(
+            public
+                .to_public_key_pem(LineEnding::LF)
+                .expect("public PEM"),
+        ),
         weak_private: (bits < 2048).then_some(private),
     }
 }
@@ -91,7 +95,11 @@ fn sign_with(key: &Key, kid: &str, claims: &Value) -> String {
     if let Some(private) = &key.weak_private {
         // RS256 by hand: PKCS#1 v1.5 over the SHA-256 DigestInfo.
         use sha2::Digest;
-        let input = format!("{}.{}", b64(&serde_json::to_value(&header).unwrap()), b64(claims));
+        let input = format!(
+            "{}.{}",
+            b64(&serde_json::to_value(&header).unwrap()),
+            b64(claims)
+        );
         let mut digest_info = vec![
             0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
             0x01, 0x05, 0x00, 0x04, 0x20,
@@ -307,10 +315,7 @@ async fn j1_every_reason_code() {
     // A good token, with the scheme in any case.
     let good = sign(&k1, &claims(json!({})));
     let mut lower = http::HeaderMap::new();
-    lower.insert(
-        "authorization",
-        format!("bearer {good}").parse().unwrap(),
-    );
+    lower.insert("authorization", format!("bearer {good}").parse().unwrap());
     let AuthOutcome::Authenticated(v) = auth.authenticate(&lower).await else {
         panic!("good token refused")
     };
@@ -382,11 +387,23 @@ async fn j1_every_reason_code() {
     tampered.push_str("AAAA");
     assert_eq!(check(tampered).await.0, Reason::SignatureInvalid);
     let t = sign(&weak, &claims(json!({})));
-    assert_eq!(check(t).await.0, Reason::SignatureInvalid, "RSA < 2048 bits");
+    assert_eq!(
+        check(t).await.0,
+        Reason::SignatureInvalid,
+        "RSA < 2048 bits"
+    );
     let t = sign(&pinned, &claims(json!({})));
-    assert_eq!(check(t).await.0, Reason::SignatureInvalid, "JWK alg differs");
+    assert_eq!(
+        check(t).await.0,
+        Reason::SignatureInvalid,
+        "JWK alg differs"
+    );
     let t = sign_with(&ec, "k1", &claims(json!({})));
-    assert_eq!(check(t).await.0, Reason::SignatureInvalid, "ES256 with an RSA key");
+    assert_eq!(
+        check(t).await.0,
+        Reason::SignatureInvalid,
+        "ES256 with an RSA key"
+    );
     let t = sign_with(&k1, "nope", &claims(json!({})));
     assert_eq!(check(t).await.0, Reason::KidUnknown);
     let mut no_kid = Header::new(Algorithm::RS256);
@@ -423,8 +440,11 @@ async fn modes_required_claims_and_the_verified_cache() {
     let registry = JwksRegistry::new(JwtSettings::default(), server.client());
     let optional =
         JwtAuth::compile(spec(Mode::Optional, vec![provider(&server.url)]), &registry).unwrap();
-    let permissive =
-        JwtAuth::compile(spec(Mode::Permissive, vec![provider(&server.url)]), &registry).unwrap();
+    let permissive = JwtAuth::compile(
+        spec(Mode::Permissive, vec![provider(&server.url)]),
+        &registry,
+    )
+    .unwrap();
     let mut p = provider(&server.url);
     p.required_claims = vec!["exp".into(), "nbf".into()];
     let strict_nbf = JwtAuth::compile(spec(Mode::Strict, vec![p]), &registry).unwrap();
@@ -570,9 +590,11 @@ async fn j3_v1_and_v2_providers_share_one_cache() {
     wait_loaded(&registry, &server.url).await;
     let v1_token = sign(
         &rsa,
-        &claims(json!({"iss": v1, "aud": "api://mcp", "azp": null, "appid": "agent-1",
+        &claims(
+            json!({"iss": v1, "aud": "api://mcp", "azp": null, "appid": "agent-1",
             "idtyp": null, "scp": "access_as_user", "xms_sub_fct": "2 3", "oid": "alice",
-            "upn": "alice@contoso"})),
+            "upn": "alice@contoso"}),
+        ),
     );
     let v2_token = sign(
         &ec,
@@ -625,8 +647,11 @@ async fn jwks_unavailable_is_503_and_recovers() {
         .sum();
     assert!(errors >= 1);
     // Permissive mode does not turn an outage into a rejection.
-    let permissive =
-        JwtAuth::compile(spec(Mode::Permissive, vec![provider(&server.url)]), &registry).unwrap();
+    let permissive = JwtAuth::compile(
+        spec(Mode::Permissive, vec![provider(&server.url)]),
+        &registry,
+    )
+    .unwrap();
     assert!(matches!(
         permissive.authenticate(&bearer(&t)).await,
         AuthOutcome::Anonymous(Some(_))
@@ -710,9 +735,7 @@ async fn static_sources_and_load_errors() {
 
     // Load-time errors.
     let err = |p: ProviderSpec| {
-        JwtAuth::compile(spec(Mode::Strict, vec![p]), &registry)
-            .err()
-            .expect("refused")
+        JwtAuth::compile(spec(Mode::Strict, vec![p]), &registry).expect_err("refused")
     };
     let e = err(ProviderSpec {
         jwks: JwksSource::Inline(r#"{"keys":[{"kty":"oct","kid":"x","k":"eA"}]}"#.into()),

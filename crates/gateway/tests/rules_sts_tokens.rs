@@ -72,7 +72,10 @@ async fn tokens(sts: &TestSts) -> Tokens {
             ("client_id", GRAPH_CLI),
             ("username", "alice@contoso.test"),
             ("password", "correct-horse-battery"),
-            ("scope", &format!("api://{BP}/access_as_user openid profile")),
+            (
+                "scope",
+                &format!("api://{BP}/access_as_user openid profile"),
+            ),
         ],
     )
     .await;
@@ -231,11 +234,11 @@ async fn real_sts_tokens_derive_identities_and_meet_the_seed_rules() {
     assert_eq!(obo.identity.id.as_deref(), Some(AGENT));
     assert_eq!(obo.identity.blueprint.as_deref(), Some(BP));
     assert_eq!(obo.identity.user_oid.as_deref(), Some(ALICE));
+    assert_eq!(obo.identity.user_upn.as_deref(), Some("alice@contoso.test"));
     assert_eq!(
-        obo.identity.user_upn.as_deref(),
-        Some("alice@contoso.test")
+        obo.identity.user_tenant.as_deref(),
+        Some(sts.tenant_id.as_str())
     );
-    assert_eq!(obo.identity.user_tenant.as_deref(), Some(sts.tenant_id.as_str()));
     let auto = verified(&auth, &t.autonomous).await;
     assert_eq!(auto.identity.mode, AgentMode::Autonomous);
     assert_eq!(auto.identity.id.as_deref(), Some(AGENT));
@@ -262,7 +265,10 @@ async fn real_sts_tokens_derive_identities_and_meet_the_seed_rules() {
         evaluate(&[(Level::Route, set)], &ctx(&r, v)).allow
     };
     assert!(decide(&obo, &t.obo, &seed));
-    assert!(decide(&auto, &t.autonomous, &seed), "seed admits autonomous");
+    assert!(
+        decide(&auto, &t.autonomous, &seed),
+        "seed admits autonomous"
+    );
     assert!(!decide(&bp, &t.blueprint_app, &seed), "other appid");
     assert!(decide(&obo, &t.obo, &hardened));
     assert!(!decide(&auto, &t.autonomous, &hardened));
