@@ -784,3 +784,71 @@ async fn static_sources_and_load_errors() {
         Err(JwtConfigError::NoProviders)
     ));
 }
+
+/// Not a benchmark (§14 has the real one): prints what validation plus a seed-rule decision
+/// costs per request in this build, and guards against a gross regression.
+#[tokio::test]
+async fn hot_path_cost() {
+    use agentid_gateway::rules::{
+        EvalContext, Level, RequestInfo, RuleKind, RuleSet, RuleSpec, SourceInfo, evaluate,
+    };
+    let k1 = rsa_key("k1", 2048);
+    let server = JwksServer::start(&[&k1]).await;
+    let registry = JwksRegistry::new(JwtSettings::default(), server.client());
+    let auth = JwtAuth::compile(spec(Mode::Strict, vec![provider(&server.url)]), &registry)
+        .expect("compiles");
+    wait_loaded(&registry, &server.url).await;
+    let rules = RuleSet::compile(vec![RuleSpec {
+        kind: RuleKind::Allow,
+        expr: "jwt.azp == '65027832-f56f-4d8e-93aa-a09113ba2d47' && '11' in jwt.xms_act_fct.split(' ')"
+            .into(),
+    }])
+    .unwrap();
+    let source = SourceInfo {
+        address: "127.0.0.1".into(),
+        port: 1,
+    };
+    let n: u32 = 300;
+    let run = |tokens: Vec<String>| {
+        let (auth, rules, source) = (&auth, &rules, &source);
+        async move {
+            let start = Instant::now();
+            for t in &tokens {
+                let headers = bearer(t);
+                let AuthOutcome::Authenticated(v) = auth.authenticate(&headers).await else {
+                    panic!("refused")
+                };
+                let info = RequestInfo::from_http(
+                    &http::Method::POST,
+                    &"/mcp".parse().unwrap(),
+                    http::Version::HTTP_11,
+                    &headers,
+                    "http",
+                    chrono::Utc::now(),
+                );
+                let ctx = EvalContext {
+                    request: &info,
+                    source,
+                    jwt: Some(&v.claims),
+                    identity: &v.identity,
+                    mcp: None,
+                    response_code: None,
+                    llm: None,
+                    backend: None,
+                };
+                assert!(evaluate(&[(Level::Route, rules)], &ctx).allow);
+            }
+            start.elapsed() / tokens.len() as u32
+        }
+    };
+    // Distinct tokens: a signature check each. The same token: verified-token cache hits.
+    let fresh: Vec<String> = (0..n)
+        .map(|i| sign(&k1, &claims(json!({"uti": format!("u{i}")}))))
+        .collect();
+    let cold = run(fresh).await;
+    let same = sign(&k1, &claims(json!({})));
+    let warm = run(vec![same; n as usize]).await;
+    println!("per request: {cold:?} with signature check, {warm:?} from the verified-token cache");
+    assert!(warm < Duration::from_millis(2), "{warm:?}");
+    assert!(cold < Duration::from_millis(5), "{cold:?}");
+}
