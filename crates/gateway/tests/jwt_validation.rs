@@ -852,3 +852,72 @@ async fn hot_path_cost() {
     assert!(warm < Duration::from_millis(2), "{warm:?}");
     assert!(cold < Duration::from_millis(5), "{cold:?}");
 }
+
+#[tokio::test]
+async fn fetches_are_single_flight_and_periodic() {
+    let k1 = rsa_key("k1", 2048);
+    let k2 = rsa_key("k2", 2048);
+    let server = JwksServer::start(&[&k1]).await;
+    let settings = JwtSettings {
+        jwks_min_refresh_interval: Duration::from_millis(300),
+        jwks_refresh_interval: Duration::from_secs(3600),
+        ..JwtSettings::default()
+    };
+    let registry = JwksRegistry::new(settings, server.client());
+    let auth = Arc::new(
+        JwtAuth::compile(spec(Mode::Strict, vec![provider(&server.url)]), &registry).unwrap(),
+    );
+    wait_loaded(&registry, &server.url).await;
+    server.set_keys(&[&k1, &k2]);
+    tokio::time::sleep(Duration::from_millis(350)).await; // past the floor
+    // Many concurrent requests with the new kid: one fetch serves them all.
+    let t2 = sign(&k2, &claims(json!({})));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (auth, t2) = (auth.clone(), t2.clone());
+            tokio::spawn(async move { auth.authenticate(&bearer(&t2)).await })
+        })
+        .collect();
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), AuthOutcome::Authenticated(_)));
+    }
+    assert_eq!(registry.refresh_count(&server.url, Trigger::UnknownKid), 1);
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+
+    // A short refresh interval refetches on its own.
+    let server2 = JwksServer::start(&[&k1]).await;
+    let registry2 = JwksRegistry::new(
+        JwtSettings {
+            jwks_refresh_interval: Duration::from_millis(100),
+            ..JwtSettings::default()
+        },
+        server2.client(),
+    );
+    let _auth2 =
+        JwtAuth::compile(spec(Mode::Strict, vec![provider(&server2.url)]), &registry2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registry2.refresh_count(&server2.url, Trigger::Interval) < 2 {
+        assert!(Instant::now() < deadline, "no periodic refresh");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(registry2.refresh_count(&server2.url, Trigger::Startup), 1);
+    // Dropping the last policy that uses a URL stops its cache.
+    drop(_auth2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !registry2.metrics().is_empty() {
+        assert!(Instant::now() < deadline, "cache kept alive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn shared_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<JwtAuth>();
+    check::<JwksRegistry>();
+    check::<agentid_gateway::rules::RuleSet>();
+    check::<agentid_gateway::rules::Expr>();
+    check::<agentid_gateway::jwt::Verified>();
+    fn send<T: Send>() {}
+    send::<agentid_gateway::rules::Activation<'static>>();
+}
