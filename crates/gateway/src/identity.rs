@@ -230,7 +230,10 @@ mod tests {
         assert_eq!(facets(&json!("111")), vec![111]);
         assert_eq!(facets(&json!("11\t11\n13")), vec![11, 13]);
         assert_eq!(facets(&json!("1234567890 -1 +3 3.0 ٣")), Vec::<i64>::new());
-        assert_eq!(facets(&json!([13, "11", -1, 1.5, "x", null, " 2"])), vec![11, 13]);
+        assert_eq!(
+            facets(&json!([13, "11", -1, 1.5, "x", null, " 2"])),
+            vec![11, 13]
+        );
         assert_eq!(facets(&Value::Null), Vec::<i64>::new());
         assert_eq!(facets(&json!(11)), Vec::<i64>::new());
         assert_eq!(facets(&json!({"a": 11})), Vec::<i64>::new());
@@ -251,5 +254,95 @@ mod tests {
         assert_eq!(n.agent_json()["tokenType"], Value::Null);
         assert_eq!(n.user_json()["oid"], Value::Null);
         assert_eq!(n.agent_json()["actorFacets"], json!([]));
+    }
+
+    fn derive(v: Value) -> Identity {
+        Identity::derive(&claims(v))
+    }
+
+    #[test]
+    fn r3_actor_from_azp_or_appid() {
+        // v1: appid; v2: azp; azp wins; empty strings are absent.
+        let v1 = derive(json!({"appid": "a1", "xms_act_fct": "11", "idtyp": "app"}));
+        assert_eq!(v1.id.as_deref(), Some("a1"));
+        let v2 = derive(json!({"azp": "a2", "xms_act_fct": "11", "idtyp": "app"}));
+        assert_eq!(v2.id.as_deref(), Some("a2"));
+        let both = derive(json!({"azp": "a2", "appid": "a1", "xms_act_fct": "11"}));
+        assert_eq!(both.id.as_deref(), Some("a2"));
+        let empty_azp = derive(json!({"azp": "", "appid": "a1", "xms_act_fct": "11"}));
+        assert_eq!(empty_azp.id.as_deref(), Some("a1"));
+        let no_actor = derive(json!({"xms_act_fct": "11"}));
+        assert!(no_actor.is_agent && no_actor.id.is_none());
+        // Not an agent: no id even with an actor, no blueprint.
+        let app = derive(json!({"appid": "a1", "xms_act_fct": "3 9", "xms_par_app_azp": "bp"}));
+        assert!(!app.is_agent && app.id.is_none() && app.blueprint.is_none());
+        assert_eq!(app.mode, AgentMode::None);
+        let agent =
+            derive(json!({"appid": "a1", "xms_act_fct": "3 9 11", "xms_par_app_azp": "bp"}));
+        assert_eq!(agent.blueprint.as_deref(), Some("bp"));
+    }
+
+    #[test]
+    fn r3_token_type_inference() {
+        let t = |v: Value| derive(v).token_type;
+        assert_eq!(t(json!({"idtyp": "user"})).as_deref(), Some("user"));
+        assert_eq!(
+            t(json!({"idtyp": "app", "scp": "x"})).as_deref(),
+            Some("app")
+        );
+        assert_eq!(
+            t(json!({"idtyp": "device", "scp": "x"})).as_deref(),
+            Some("user")
+        );
+        assert_eq!(t(json!({"scp": "User.Read"})).as_deref(), Some("user"));
+        assert_eq!(t(json!({"scp": "/"})).as_deref(), Some("app"));
+        assert_eq!(t(json!({"scp": ""})).as_deref(), Some("app"));
+        assert_eq!(t(json!({"scp": ["x"]})).as_deref(), Some("app"));
+        assert_eq!(t(json!({})).as_deref(), Some("app"));
+    }
+
+    #[test]
+    fn r3_modes_are_exclusive() {
+        let obo = derive(
+            json!({"appid": "a", "xms_act_fct": "11 9 3", "xms_sub_fct": "2 3",
+            "idtyp": "user", "oid": "u", "preferred_username": "p@x", "name": "N", "tid": "t"}),
+        );
+        assert!(obo.on_behalf_of_user && !obo.autonomous && !obo.is_agent_user);
+        assert_eq!(obo.mode, AgentMode::OnBehalfOfUser);
+        assert_eq!(obo.user_oid.as_deref(), Some("u"));
+        assert_eq!(obo.user_upn.as_deref(), Some("p@x"));
+        assert_eq!(obo.user_name.as_deref(), Some("N"));
+        assert_eq!(obo.user_tenant.as_deref(), Some("t"));
+        let auto = derive(
+            json!({"appid": "a", "xms_act_fct": "3 11 9", "idtyp": "app", "oid": "sp", "tid": "t"}),
+        );
+        assert!(auto.autonomous && !auto.on_behalf_of_user && !auto.is_agent_user);
+        assert_eq!(auto.mode, AgentMode::Autonomous);
+        // In app tokens oid is a service principal: no user.
+        assert_eq!((auto.user_oid, auto.user_tenant), (None, None));
+        let au = derive(
+            json!({"azp": "a", "xms_act_fct": "1 9 11", "xms_sub_fct": "1 13",
+            "scp": "User.Read", "oid": "agent-user", "upn": "", "unique_name": "au@x", "email": "e@x"}),
+        );
+        assert!(au.is_agent_user && !au.on_behalf_of_user && !au.autonomous);
+        assert_eq!(au.mode, AgentMode::AgentUser);
+        assert_eq!(au.user_upn.as_deref(), Some("au@x"));
+        // Facets in any order and with junk; "111" is not 11; "113" is not 13.
+        for act in ["11", "9 3 11", "  11\t3 ", "x 11 y", "11 11"] {
+            assert!(derive(json!({"xms_act_fct": act})).is_agent, "{act}");
+        }
+        for act in ["111", "1 1", "011x", "", "3 9", "-11", "11.0"] {
+            assert!(!derive(json!({"xms_act_fct": act})).is_agent, "{act}");
+        }
+        let not_au = derive(json!({"xms_act_fct": "11", "xms_sub_fct": "113", "idtyp": "user"}));
+        assert_eq!(not_au.mode, AgentMode::OnBehalfOfUser);
+        // Missing claims: a user token without user claims has nulls, not errors.
+        let bare = derive(json!({"idtyp": "user"}));
+        assert_eq!(bare.mode, AgentMode::None);
+        assert_eq!((bare.user_oid, bare.user_upn), (None, None));
+        assert!(bare.actor_facets.is_empty() && bare.subject_facets.is_empty());
+        // Non-string facet claims count as absent.
+        assert!(!derive(json!({"xms_act_fct": 11})).is_agent);
+        assert!(derive(json!({"xms_act_fct": [11, 3]})).is_agent);
     }
 }

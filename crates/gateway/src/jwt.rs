@@ -47,7 +47,10 @@ pub enum JwtConfigError {
     #[error("jwks.url '{url}' is not usable: {reason}")]
     JwksUrl { url: String, reason: String },
     #[error("jwks.file '{path}' cannot be read: {error}")]
-    JwksFile { path: PathBuf, error: std::io::Error },
+    JwksFile {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("JWKS from {source_name} is invalid: {reason}")]
     Jwks { source_name: String, reason: String },
     #[error(
@@ -285,7 +288,8 @@ fn parse_key_set(bytes: &[u8], source_name: &str) -> Result<KeySet, String> {
     };
     let mut keys = HashMap::new();
     for (i, raw) in list.iter().enumerate() {
-        let skip = |why: &str| tracing::warn!(jwks = %source_name, index = i, "JWKS key skipped: {why}");
+        let skip =
+            |why: &str| tracing::warn!(jwks = %source_name, index = i, "JWKS key skipped: {why}");
         let jwk: Jwk = match serde_json::from_value(raw.clone()) {
             Ok(k) => k,
             Err(_) => {
@@ -688,7 +692,10 @@ impl Provider {
                 AuthFailure::new(Reason::TokenMalformed, "exp is not a numeric date")
             })?;
             if now >= exp + skew {
-                return Err(AuthFailure::new(Reason::TokenExpired, "the token has expired"));
+                return Err(AuthFailure::new(
+                    Reason::TokenExpired,
+                    "the token has expired",
+                ));
             }
         }
         if let Some(nbf) = claims.get("nbf") {
@@ -908,10 +915,9 @@ impl JwtAuth {
     pub async fn authenticate(&self, headers: &http::HeaderMap) -> AuthOutcome {
         let Some(token) = self.extract(headers) else {
             return match self.mode {
-                Mode::Strict => AuthOutcome::Rejected(AuthFailure::new(
-                    Reason::TokenMissing,
-                    "no bearer token",
-                )),
+                Mode::Strict => {
+                    AuthOutcome::Rejected(AuthFailure::new(Reason::TokenMissing, "no bearer token"))
+                }
                 Mode::Optional | Mode::Permissive => AuthOutcome::Anonymous(None),
             };
         };
@@ -1006,7 +1012,10 @@ impl JwtAuth {
         };
         // Step 5.
         let Some(kid) = jwt.kid().filter(|k| !k.is_empty()) else {
-            return Err(AuthFailure::new(Reason::KidMissing, "the header has no kid"));
+            return Err(AuthFailure::new(
+                Reason::KidMissing,
+                "the header has no kid",
+            ));
         };
         let key = match provider.lookup(kid).await {
             Lookup::Found(k) => k,
@@ -1114,7 +1123,10 @@ mod tests {
         let f = AuthFailure::new(Reason::TokenMissing, "x");
         assert_eq!(f.www_authenticate(), r#"Bearer realm="agentid""#);
         let f = AuthFailure::new(Reason::KidUnknown, "x");
-        assert!(f.www_authenticate().contains(r#"error_description="kid_unknown""#));
+        assert!(
+            f.www_authenticate()
+                .contains(r#"error_description="kid_unknown""#)
+        );
         assert_eq!(AuthFailure::new(Reason::JwksUnavailable, "x").status, 503);
     }
 

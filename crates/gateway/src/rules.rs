@@ -713,7 +713,9 @@ pub fn to_json(v: &cel::Value) -> Result<Json, RuleError> {
             .map(Json::Number)
             .unwrap_or(Json::Null),
         cel::Value::String(x) => Json::String(x.to_string()),
-        cel::Value::List(items) => Json::Array(items.iter().map(to_json).collect::<Result<_, _>>()?),
+        cel::Value::List(items) => {
+            Json::Array(items.iter().map(to_json).collect::<Result<_, _>>()?)
+        }
         cel::Value::Map(m) => {
             let mut out = Map::new();
             for (k, v) in m.map.iter() {
@@ -728,7 +730,9 @@ pub fn to_json(v: &cel::Value) -> Result<Json, RuleError> {
             Json::Object(out)
         }
         cel::Value::Timestamp(t) => Json::String(t.to_rfc3339()),
-        cel::Value::Duration(d) => Json::String(format!("{}s", d.num_milliseconds() as f64 / 1000.0)),
+        cel::Value::Duration(d) => {
+            Json::String(format!("{}s", d.num_milliseconds() as f64 / 1000.0))
+        }
         other => return Err(RuleError::NotJson(format!("{:?}", other.type_of()))),
     })
 }
@@ -855,33 +859,64 @@ mod tests {
     #[test]
     fn functions() {
         let f = obo();
-        assert_eq!(eval(&f, "facets(jwt.xms_act_fct)").unwrap(), json!([3, 9, 11]));
-        assert_eq!(eval(&f, "11 in facets(jwt.xms_act_fct)").unwrap(), json!(true));
+        assert_eq!(
+            eval(&f, "facets(jwt.xms_act_fct)").unwrap(),
+            json!([3, 9, 11])
+        );
+        assert_eq!(
+            eval(&f, "11 in facets(jwt.xms_act_fct)").unwrap(),
+            json!(true)
+        );
         assert_eq!(eval(&f, "facets(' 11  x 3')").unwrap(), json!([3, 11]));
         assert_eq!(eval(&f, "facets(['13', 2, -1])").unwrap(), json!([2, 13]));
         assert_eq!(eval(&f, "facets(null)").unwrap(), json!([]));
         assert!(eval(&f, "facets(jwt.xms_sub_fct)").is_err());
-        assert_eq!(eval(&f, "'A,B'.lowerAscii().split(',')").unwrap(), json!(["a", "b"]));
+        assert_eq!(
+            eval(&f, "'A,B'.lowerAscii().split(',')").unwrap(),
+            json!(["a", "b"])
+        );
         assert_eq!(eval(&f, "['a','b'].join('-')").unwrap(), json!("a-b"));
         assert_eq!(eval(&f, "' x '.trim().upperAscii()").unwrap(), json!("X"));
         assert_eq!(eval(&f, "'abc'.replace('b','z')").unwrap(), json!("azc"));
         assert_eq!(eval(&f, "'abc'.indexOf('c')").unwrap(), json!(2));
         assert_eq!(eval(&f, "'abc'.substring(1)").unwrap(), json!("bc"));
-        assert_eq!(eval(&f, "user.upn.endsWith('@contoso') && user.upn.matches('^a')").unwrap(), json!(true));
-        assert_eq!(eval(&f, "has(jwt.oid) && !has(jwt.azp)").unwrap(), json!(true));
+        assert_eq!(
+            eval(
+                &f,
+                "user.upn.endsWith('@contoso') && user.upn.matches('^a')"
+            )
+            .unwrap(),
+            json!(true)
+        );
+        assert_eq!(
+            eval(&f, "has(jwt.oid) && !has(jwt.azp)").unwrap(),
+            json!(true)
+        );
         assert_eq!(eval(&f, "size(jwt.xms_act_fct)").unwrap(), json!(6));
     }
 
     #[test]
     fn request_variables() {
         let f = obo();
-        assert_eq!(eval(&f, "request.headers['authorization']").unwrap(), json!("<redacted>"));
-        assert_eq!(eval(&f, "request.headers['x-multi']").unwrap(), json!("a,b"));
+        assert_eq!(
+            eval(&f, "request.headers['authorization']").unwrap(),
+            json!("<redacted>")
+        );
+        assert_eq!(
+            eval(&f, "request.headers['x-multi']").unwrap(),
+            json!("a,b")
+        );
         assert_eq!(eval(&f, "request.host").unwrap(), json!("gw.example"));
         assert_eq!(eval(&f, "request.path").unwrap(), json!("/mcp"));
         assert_eq!(eval(&f, "request.pathAndQuery").unwrap(), json!("/mcp?x=1"));
-        assert_eq!(eval(&f, "request.uri").unwrap(), json!("https://gw.example:8443/mcp?x=1"));
-        assert_eq!(eval(&f, "request.method + ' ' + request.version").unwrap(), json!("POST HTTP/1.1"));
+        assert_eq!(
+            eval(&f, "request.uri").unwrap(),
+            json!("https://gw.example:8443/mcp?x=1")
+        );
+        assert_eq!(
+            eval(&f, "request.method + ' ' + request.version").unwrap(),
+            json!("POST HTTP/1.1")
+        );
         assert_eq!(eval(&f, "source.port").unwrap(), json!(4242));
         assert!(eval(&f, "mcp.method").is_err());
         assert!(eval(&f, "response.code").is_err());
@@ -889,12 +924,21 @@ mod tests {
 
     #[test]
     fn references_are_reported() {
-        let s = set(&[(RuleKind::Allow, "mcp.tool.name == 'x'"), (RuleKind::Deny, "jwt.a == 1")]);
+        let s = set(&[
+            (RuleKind::Allow, "mcp.tool.name == 'x'"),
+            (RuleKind::Deny, "jwt.a == 1"),
+        ]);
         assert!(s.references_mcp());
         assert!(s.references("mcp."));
         assert!(s.references("jwt"));
         assert!(!s.references("llm."));
-        assert!(RuleSet::compile(vec![RuleSpec { kind: RuleKind::Allow, expr: "a ==".into() }]).is_err());
+        assert!(
+            RuleSet::compile(vec![RuleSpec {
+                kind: RuleKind::Allow,
+                expr: "a ==".into()
+            }])
+            .is_err()
+        );
     }
 
     #[test]
@@ -904,27 +948,51 @@ mod tests {
         let d = evaluate(&[(Level::Route, &RuleSet::empty())], &ctx);
         assert_eq!((d.allow, d.reason), (true, "no_rules"));
         // A deny rule that errors denies.
-        let s = set(&[(RuleKind::Deny, "jwt.missing == 1"), (RuleKind::Allow, "true")]);
+        let s = set(&[
+            (RuleKind::Deny, "jwt.missing == 1"),
+            (RuleKind::Allow, "true"),
+        ]);
         let d = evaluate(&[(Level::Route, &s)], &ctx);
-        assert_eq!((d.allow, d.reason, d.rule_index), (false, "rule_error", Some(0)));
+        assert_eq!(
+            (d.allow, d.reason, d.rule_index),
+            (false, "rule_error", Some(0))
+        );
         // An allow rule that errors is ignored.
-        let s = set(&[(RuleKind::Allow, "jwt.missing == 1"), (RuleKind::Allow, "jwt.sub == 's'")]);
+        let s = set(&[
+            (RuleKind::Allow, "jwt.missing == 1"),
+            (RuleKind::Allow, "jwt.sub == 's'"),
+        ]);
         let d = evaluate(&[(Level::Route, &s)], &ctx);
-        assert_eq!((d.allow, d.reason, d.rule_index), (true, "rule_matched", Some(1)));
+        assert_eq!(
+            (d.allow, d.reason, d.rule_index),
+            (true, "rule_matched", Some(1))
+        );
         assert_eq!(d.rule.as_deref(), Some("jwt.sub == 's'"));
         assert_eq!(d.rule_kind, Some(RuleKind::Allow));
         let s = set(&[(RuleKind::Allow, "jwt.missing == 1")]);
         let d = evaluate(&[(Level::Route, &s)], &ctx);
         assert_eq!((d.allow, d.reason), (false, "no_allow_rule_matched"));
         // Require false denies even when an allow matches.
-        let s = set(&[(RuleKind::Allow, "true"), (RuleKind::Require, "agent.autonomous")]);
+        let s = set(&[
+            (RuleKind::Allow, "true"),
+            (RuleKind::Require, "agent.autonomous"),
+        ]);
         let d = evaluate(&[(Level::Route, &s)], &ctx);
-        assert_eq!((d.allow, d.reason, d.rule_index), (false, "require_failed", Some(1)));
+        assert_eq!(
+            (d.allow, d.reason, d.rule_index),
+            (false, "require_failed", Some(1))
+        );
         // Deny-only list allows what it does not deny.
         let s = set(&[(RuleKind::Deny, "agent.autonomous")]);
         let d = evaluate(&[(Level::Route, &s)], &ctx);
         assert_eq!((d.allow, d.reason), (true, "no_deny_matched"));
-        let d = evaluate(&[(Level::Route, &set(&[(RuleKind::Deny, "agent.onBehalfOfUser")]))], &ctx);
+        let d = evaluate(
+            &[(
+                Level::Route,
+                &set(&[(RuleKind::Deny, "agent.onBehalfOfUser")]),
+            )],
+            &ctx,
+        );
         assert_eq!((d.allow, d.reason), (false, "deny_matched"));
         // A non-bool result counts as false.
         let d = evaluate(&[(Level::Route, &set(&[(RuleKind::Allow, "'yes'")]))], &ctx);
@@ -938,13 +1006,22 @@ mod tests {
         let route = set(&[(RuleKind::Allow, "false")]);
         let backend = set(&[(RuleKind::Allow, "agent.onBehalfOfUser")]);
         let d = evaluate(&[(Level::Route, &route), (Level::Backend, &backend)], &ctx);
-        assert_eq!((d.allow, d.level, d.rule_index), (true, Level::Backend, Some(0)));
+        assert_eq!(
+            (d.allow, d.level, d.rule_index),
+            (true, Level::Backend, Some(0))
+        );
         let deny = set(&[(RuleKind::Deny, "true")]);
         let d = evaluate(&[(Level::Route, &backend), (Level::Backend, &deny)], &ctx);
-        assert_eq!((d.allow, d.level, d.reason), (false, Level::Backend, "deny_matched"));
+        assert_eq!(
+            (d.allow, d.level, d.reason),
+            (false, Level::Backend, "deny_matched")
+        );
         let req = set(&[(RuleKind::Require, "false")]);
         let d = evaluate(&[(Level::Route, &req), (Level::Backend, &backend)], &ctx);
-        assert_eq!((d.allow, d.level, d.reason), (false, Level::Route, "require_failed"));
+        assert_eq!(
+            (d.allow, d.level, d.reason),
+            (false, Level::Route, "require_failed")
+        );
     }
 
     #[test]
@@ -952,7 +1029,10 @@ mod tests {
         let f = obo();
         let ctx = f.ctx();
         let act = Activation::new(&ctx);
-        let s = set(&[(RuleKind::Allow, "mcp.tool.name == 'echo' && mcp.tool.target == 't1'")]);
+        let s = set(&[(
+            RuleKind::Allow,
+            "mcp.tool.name == 'echo' && mcp.tool.target == 't1'",
+        )]);
         let deny = set(&[(RuleKind::Deny, "mcp.tool.name == 'rm'")]);
         let item = |name: &str| McpInfo {
             method: "tools/list".into(),
@@ -964,11 +1044,18 @@ mod tests {
             ..Default::default()
         };
         assert!(act.decide(&[(Level::Route, &s)], Some(&item("echo"))).allow);
-        assert!(!act.decide(&[(Level::Route, &s)], Some(&item("other"))).allow);
+        assert!(
+            !act.decide(&[(Level::Route, &s)], Some(&item("other")))
+                .allow
+        );
         // A prompt operation: tool fields are null, so a tool deny rule does not deny it.
         let prompt = McpInfo {
             method: "prompts/get".into(),
-            prompt: Some(McpItem { name: "p".into(), target: "t1".into(), arguments: None }),
+            prompt: Some(McpItem {
+                name: "p".into(),
+                target: "t1".into(),
+                arguments: None,
+            }),
             ..Default::default()
         };
         let d = act.decide(&[(Level::Route, &deny)], Some(&prompt));
@@ -982,7 +1069,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        let args = set(&[(RuleKind::Allow, "mcp.method == 'tools/call' && mcp.tool.arguments.n < 5")]);
+        let args = set(&[(
+            RuleKind::Allow,
+            "mcp.method == 'tools/call' && mcp.tool.arguments.n < 5",
+        )]);
         assert!(act.decide(&[(Level::Route, &args)], Some(&call)).allow);
     }
 
@@ -995,15 +1085,24 @@ mod tests {
             input_tokens: Some(10),
             ..Default::default()
         };
-        let backend = BackendInfo { name: "b".into(), kind: "ai".into() };
+        let backend = BackendInfo {
+            name: "b".into(),
+            kind: "ai".into(),
+        };
         let ctx = EvalContext {
             llm: Some(&llm),
             backend: Some(&backend),
             response_code: Some(200),
             ..f.ctx()
         };
-        let e = Expr::compile("{'m': llm.requestModel, 'o': llm.outputTokens, 'c': response.code, 't': backend.type}").unwrap();
-        assert_eq!(e.eval(&ctx).unwrap(), json!({"m": "gpt", "o": null, "c": 200, "t": "ai"}));
+        let e = Expr::compile(
+            "{'m': llm.requestModel, 'o': llm.outputTokens, 'c': response.code, 't': backend.type}",
+        )
+        .unwrap();
+        assert_eq!(
+            e.eval(&ctx).unwrap(),
+            json!({"m": "gpt", "o": null, "c": 200, "t": "ai"})
+        );
         assert!(Expr::compile("llm.x").unwrap().references("llm."));
     }
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use agentid_gateway::identity::AgentMode;
 use agentid_gateway::jwt::{
-    AuthOutcome, JwksRegistry, JwksSource, JwtAuth, JwtAuthSpec, JwtConfigError, JwtSettings,
-    Mode, ProviderSpec, Reason, Trigger,
+    AuthOutcome, JwksRegistry, JwksSource, JwtAuth, JwtAuthSpec, JwtConfigError, JwtSettings, Mode,
+    ProviderSpec, Reason, Trigger,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -46,7 +46,11 @@ fn rsa_key(kid: &str, bits: usize) -> Key {
             "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
             "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
             "x5t": "ignored", "issuer": "ignored"}),
-        public_pem: Some(public.to_public_key_pem(LineEnding::LF).expect("public PEM")),
+        public_pem: Some(
+            public
+                .to_public_key_pem(LineEnding::LF)
+                .expect("public PEM"),
+        ),
         weak_private: (bits < 2048).then_some(private),
     }
 }
@@ -91,7 +95,11 @@ fn sign_with(key: &Key, kid: &str, claims: &Value) -> String {
     if let Some(private) = &key.weak_private {
         // RS256 by hand: PKCS#1 v1.5 over the SHA-256 DigestInfo.
         use sha2::Digest;
-        let input = format!("{}.{}", b64(&serde_json::to_value(&header).unwrap()), b64(claims));
+        let input = format!(
+            "{}.{}",
+            b64(&serde_json::to_value(&header).unwrap()),
+            b64(claims)
+        );
         let mut digest_info = vec![
             0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
             0x01, 0x05, 0x00, 0x04, 0x20,
@@ -307,10 +315,7 @@ async fn j1_every_reason_code() {
     // A good token, with the scheme in any case.
     let good = sign(&k1, &claims(json!({})));
     let mut lower = http::HeaderMap::new();
-    lower.insert(
-        "authorization",
-        format!("bearer {good}").parse().unwrap(),
-    );
+    lower.insert("authorization", format!("bearer {good}").parse().unwrap());
     let AuthOutcome::Authenticated(v) = auth.authenticate(&lower).await else {
         panic!("good token refused")
     };
@@ -382,11 +387,23 @@ async fn j1_every_reason_code() {
     tampered.push_str("AAAA");
     assert_eq!(check(tampered).await.0, Reason::SignatureInvalid);
     let t = sign(&weak, &claims(json!({})));
-    assert_eq!(check(t).await.0, Reason::SignatureInvalid, "RSA < 2048 bits");
+    assert_eq!(
+        check(t).await.0,
+        Reason::SignatureInvalid,
+        "RSA < 2048 bits"
+    );
     let t = sign(&pinned, &claims(json!({})));
-    assert_eq!(check(t).await.0, Reason::SignatureInvalid, "JWK alg differs");
+    assert_eq!(
+        check(t).await.0,
+        Reason::SignatureInvalid,
+        "JWK alg differs"
+    );
     let t = sign_with(&ec, "k1", &claims(json!({})));
-    assert_eq!(check(t).await.0, Reason::SignatureInvalid, "ES256 with an RSA key");
+    assert_eq!(
+        check(t).await.0,
+        Reason::SignatureInvalid,
+        "ES256 with an RSA key"
+    );
     let t = sign_with(&k1, "nope", &claims(json!({})));
     assert_eq!(check(t).await.0, Reason::KidUnknown);
     let mut no_kid = Header::new(Algorithm::RS256);
@@ -423,8 +440,11 @@ async fn modes_required_claims_and_the_verified_cache() {
     let registry = JwksRegistry::new(JwtSettings::default(), server.client());
     let optional =
         JwtAuth::compile(spec(Mode::Optional, vec![provider(&server.url)]), &registry).unwrap();
-    let permissive =
-        JwtAuth::compile(spec(Mode::Permissive, vec![provider(&server.url)]), &registry).unwrap();
+    let permissive = JwtAuth::compile(
+        spec(Mode::Permissive, vec![provider(&server.url)]),
+        &registry,
+    )
+    .unwrap();
     let mut p = provider(&server.url);
     p.required_claims = vec!["exp".into(), "nbf".into()];
     let strict_nbf = JwtAuth::compile(spec(Mode::Strict, vec![p]), &registry).unwrap();
@@ -570,9 +590,11 @@ async fn j3_v1_and_v2_providers_share_one_cache() {
     wait_loaded(&registry, &server.url).await;
     let v1_token = sign(
         &rsa,
-        &claims(json!({"iss": v1, "aud": "api://mcp", "azp": null, "appid": "agent-1",
+        &claims(
+            json!({"iss": v1, "aud": "api://mcp", "azp": null, "appid": "agent-1",
             "idtyp": null, "scp": "access_as_user", "xms_sub_fct": "2 3", "oid": "alice",
-            "upn": "alice@contoso"})),
+            "upn": "alice@contoso"}),
+        ),
     );
     let v2_token = sign(
         &ec,
@@ -625,8 +647,11 @@ async fn jwks_unavailable_is_503_and_recovers() {
         .sum();
     assert!(errors >= 1);
     // Permissive mode does not turn an outage into a rejection.
-    let permissive =
-        JwtAuth::compile(spec(Mode::Permissive, vec![provider(&server.url)]), &registry).unwrap();
+    let permissive = JwtAuth::compile(
+        spec(Mode::Permissive, vec![provider(&server.url)]),
+        &registry,
+    )
+    .unwrap();
     assert!(matches!(
         permissive.authenticate(&bearer(&t)).await,
         AuthOutcome::Anonymous(Some(_))
@@ -710,9 +735,7 @@ async fn static_sources_and_load_errors() {
 
     // Load-time errors.
     let err = |p: ProviderSpec| {
-        JwtAuth::compile(spec(Mode::Strict, vec![p]), &registry)
-            .err()
-            .expect("refused")
+        JwtAuth::compile(spec(Mode::Strict, vec![p]), &registry).expect_err("refused")
     };
     let e = err(ProviderSpec {
         jwks: JwksSource::Inline(r#"{"keys":[{"kty":"oct","kid":"x","k":"eA"}]}"#.into()),
@@ -760,4 +783,141 @@ async fn static_sources_and_load_errors() {
         JwtAuth::compile(spec(Mode::Strict, vec![]), &registry),
         Err(JwtConfigError::NoProviders)
     ));
+}
+
+/// Not a benchmark (§14 has the real one): prints what validation plus a seed-rule decision
+/// costs per request in this build, and guards against a gross regression.
+#[tokio::test]
+async fn hot_path_cost() {
+    use agentid_gateway::rules::{
+        EvalContext, Level, RequestInfo, RuleKind, RuleSet, RuleSpec, SourceInfo, evaluate,
+    };
+    let k1 = rsa_key("k1", 2048);
+    let server = JwksServer::start(&[&k1]).await;
+    let registry = JwksRegistry::new(JwtSettings::default(), server.client());
+    let auth = JwtAuth::compile(spec(Mode::Strict, vec![provider(&server.url)]), &registry)
+        .expect("compiles");
+    wait_loaded(&registry, &server.url).await;
+    let rules = RuleSet::compile(vec![RuleSpec {
+        kind: RuleKind::Allow,
+        expr: "jwt.azp == '65027832-f56f-4d8e-93aa-a09113ba2d47' && '11' in jwt.xms_act_fct.split(' ')"
+            .into(),
+    }])
+    .unwrap();
+    let source = SourceInfo {
+        address: "127.0.0.1".into(),
+        port: 1,
+    };
+    let n: u32 = 300;
+    let run = |tokens: Vec<String>| {
+        let (auth, rules, source) = (&auth, &rules, &source);
+        async move {
+            let start = Instant::now();
+            for t in &tokens {
+                let headers = bearer(t);
+                let AuthOutcome::Authenticated(v) = auth.authenticate(&headers).await else {
+                    panic!("refused")
+                };
+                let info = RequestInfo::from_http(
+                    &http::Method::POST,
+                    &"/mcp".parse().unwrap(),
+                    http::Version::HTTP_11,
+                    &headers,
+                    "http",
+                    chrono::Utc::now(),
+                );
+                let ctx = EvalContext {
+                    request: &info,
+                    source,
+                    jwt: Some(&v.claims),
+                    identity: &v.identity,
+                    mcp: None,
+                    response_code: None,
+                    llm: None,
+                    backend: None,
+                };
+                assert!(evaluate(&[(Level::Route, rules)], &ctx).allow);
+            }
+            start.elapsed() / tokens.len() as u32
+        }
+    };
+    // Distinct tokens: a signature check each. The same token: verified-token cache hits.
+    let fresh: Vec<String> = (0..n)
+        .map(|i| sign(&k1, &claims(json!({"uti": format!("u{i}")}))))
+        .collect();
+    let cold = run(fresh).await;
+    let same = sign(&k1, &claims(json!({})));
+    let warm = run(vec![same; n as usize]).await;
+    println!("per request: {cold:?} with signature check, {warm:?} from the verified-token cache");
+    assert!(warm < Duration::from_millis(2), "{warm:?}");
+    assert!(cold < Duration::from_millis(5), "{cold:?}");
+}
+
+#[tokio::test]
+async fn fetches_are_single_flight_and_periodic() {
+    let k1 = rsa_key("k1", 2048);
+    let k2 = rsa_key("k2", 2048);
+    let server = JwksServer::start(&[&k1]).await;
+    let settings = JwtSettings {
+        jwks_min_refresh_interval: Duration::from_millis(300),
+        jwks_refresh_interval: Duration::from_secs(3600),
+        ..JwtSettings::default()
+    };
+    let registry = JwksRegistry::new(settings, server.client());
+    let auth = Arc::new(
+        JwtAuth::compile(spec(Mode::Strict, vec![provider(&server.url)]), &registry).unwrap(),
+    );
+    wait_loaded(&registry, &server.url).await;
+    server.set_keys(&[&k1, &k2]);
+    tokio::time::sleep(Duration::from_millis(350)).await; // past the floor
+    // Many concurrent requests with the new kid: one fetch serves them all.
+    let t2 = sign(&k2, &claims(json!({})));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (auth, t2) = (auth.clone(), t2.clone());
+            tokio::spawn(async move { auth.authenticate(&bearer(&t2)).await })
+        })
+        .collect();
+    for t in tasks {
+        assert!(matches!(t.await.unwrap(), AuthOutcome::Authenticated(_)));
+    }
+    assert_eq!(registry.refresh_count(&server.url, Trigger::UnknownKid), 1);
+    assert_eq!(server.hits.load(Ordering::SeqCst), 2);
+
+    // A short refresh interval refetches on its own.
+    let server2 = JwksServer::start(&[&k1]).await;
+    let registry2 = JwksRegistry::new(
+        JwtSettings {
+            jwks_refresh_interval: Duration::from_millis(100),
+            ..JwtSettings::default()
+        },
+        server2.client(),
+    );
+    let _auth2 =
+        JwtAuth::compile(spec(Mode::Strict, vec![provider(&server2.url)]), &registry2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registry2.refresh_count(&server2.url, Trigger::Interval) < 2 {
+        assert!(Instant::now() < deadline, "no periodic refresh");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(registry2.refresh_count(&server2.url, Trigger::Startup), 1);
+    // Dropping the last policy that uses a URL stops its cache.
+    drop(_auth2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !registry2.metrics().is_empty() {
+        assert!(Instant::now() < deadline, "cache kept alive");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn shared_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<JwtAuth>();
+    check::<JwksRegistry>();
+    check::<agentid_gateway::rules::RuleSet>();
+    check::<agentid_gateway::rules::Expr>();
+    check::<agentid_gateway::jwt::Verified>();
+    fn send<T: Send>() {}
+    send::<agentid_gateway::rules::Activation<'static>>();
 }
