@@ -1,6 +1,7 @@
 //! `agentid`: one binary for every part of agentid.
 
 mod admin;
+mod agent_cmd;
 mod bench;
 mod decode;
 mod init;
@@ -35,6 +36,8 @@ enum Command {
     /// The token sidecar: the Entra SDK sidecar's HTTP contract, secure by default.
     #[command(version)]
     Sidecar(sidecar_cmd::SidecarArgs),
+    /// An AI agent with a real identity: sign in, chat, ask, show its tokens.
+    Agent(agentid_agent::cli::AgentArgs),
     /// Work with tokens.
     Token {
         #[command(subcommand)]
@@ -79,6 +82,7 @@ fn main() -> anyhow::Result<()> {
             command: TokenCommand::Decode(args),
         } => decode::run(args),
         Command::Admin(args) => runtime()?.block_on(admin::run(args)),
+        Command::Agent(args) => runtime()?.block_on(agent_cmd::run(args)),
         Command::Up(args) => {
             init_tracing("info,sqlx=warn");
             runtime()?.block_on(sts_cmd::up(args))
