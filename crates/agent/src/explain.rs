@@ -10,6 +10,9 @@ pub fn aadsts_sentence(code: &str) -> Option<&'static str> {
         "AADSTS65001" => {
             "Consent is missing: nobody has granted this client the delegated permission it asked for. An administrator must grant it (for an agent: a grant from the agent identity to the API's scope)."
         }
+        "AADSTS650053" | "AADSTS70011" => {
+            "The requested scope does not exist on the resource; check the configured scope."
+        }
         "AADSTS65002" => "Consent between this first-party client and the API is not configured.",
         "AADSTS50076" | "AADSTS50079" => {
             "The user must complete multi-factor authentication; sign in again interactively."

@@ -149,7 +149,7 @@ async fn direct_provider_runs_t1_then_agent_obo_and_autonomous() {
         .token(
             &Api {
                 name: "graph-mail".into(),
-                scope: Some("https://graph.microsoft.com/Mail.Send".into()),
+                scope: Some("https://graph.microsoft.com/User.ReadWrite".into()),
             },
             false,
         )
