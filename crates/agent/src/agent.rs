@@ -18,7 +18,9 @@ pub enum AgentError {
     Denied(String),
     #[error("{0}")]
     Llm(#[from] LlmError),
-    #[error("stopped after {0} rounds of tool calls without a final answer (raise `maxIterations`)")]
+    #[error(
+        "stopped after {0} rounds of tool calls without a final answer (raise `maxIterations`)"
+    )]
     CapReached(u32),
 }
 
@@ -27,8 +29,15 @@ pub enum AgentError {
 pub enum Event {
     /// Streamed answer text.
     Text(String),
-    ToolCall { function: String, arguments: String },
-    ToolResult { function: String, is_error: bool, text: String },
+    ToolCall {
+        function: String,
+        arguments: String,
+    },
+    ToolResult {
+        function: String,
+        is_error: bool,
+        text: String,
+    },
 }
 
 /// An agent: a model, the MCP tools, the token provider and the conversation.
@@ -184,13 +193,17 @@ impl Agent {
             Ok(other) => {
                 return (
                     true,
-                    format!("the arguments must be a JSON object, not {other}; call the tool again with an object"),
+                    format!(
+                        "the arguments must be a JSON object, not {other}; call the tool again with an object"
+                    ),
                 );
             }
             Err(e) => {
                 return (
                     true,
-                    format!("the arguments are not valid JSON ({e}); call the tool again with a JSON object"),
+                    format!(
+                        "the arguments are not valid JSON ({e}); call the tool again with a JSON object"
+                    ),
                 );
             }
         };

@@ -112,7 +112,10 @@ pub async fn run(args: AgentArgs) -> Result<(), CliError> {
             eprintln!(
                 "{}",
                 if removed {
-                    format!("Signed out: removed the cached sign-in from {}", cfg.token_cache.display())
+                    format!(
+                        "Signed out: removed the cached sign-in from {}",
+                        cfg.token_cache.display()
+                    )
                 } else {
                     "No cached sign-in to remove.".to_string()
                 }
@@ -128,7 +131,10 @@ pub async fn run(args: AgentArgs) -> Result<(), CliError> {
             }
             let tc = setup::sign_in(&user, &opts, &mut std::io::stderr()).await?;
             eprintln!("Signed in: {}", token_summary(&tc, now()));
-            eprintln!("The refresh token is cached in {} (mode 0600).", cfg.token_cache.display());
+            eprintln!(
+                "The refresh token is cached in {} (mode 0600).",
+                cfg.token_cache.display()
+            );
             Ok(())
         }
         AgentCommand::Tokens => {
@@ -223,7 +229,10 @@ fn print_event(e: Event, printed: &mut bool) {
 pub async fn whoami(tokens: &Arc<dyn TokenProvider>, user: Option<&UserSession>) -> String {
     let n = now();
     let mut out = String::new();
-    out.push_str(&format!("How tokens are obtained: {}.\n", tokens.describe()));
+    out.push_str(&format!(
+        "How tokens are obtained: {}.\n",
+        tokens.describe()
+    ));
     match user {
         Some(u) => match u.token().await {
             Ok(tc) => {
@@ -330,7 +339,9 @@ async fn chat(
                 }
                 print!("{}", whoami(&tokens, user.as_deref()).await);
             }
-            q if q.starts_with('/') => println!("unknown command {q}; try /tools /whoami /clear /exit"),
+            q if q.starts_with('/') => {
+                println!("unknown command {q}; try /tools /whoami /clear /exit")
+            }
             q => {
                 let mut printed = false;
                 let mut on_event = |e: Event| print_event(e, &mut printed);

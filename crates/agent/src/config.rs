@@ -232,7 +232,9 @@ impl AgentConfig {
     /// The scope the user's token (Tc) is requested for.
     pub fn user_scope(&self) -> Result<String, ConfigError> {
         let bp = self.blueprint.as_deref().ok_or_else(|| {
-            ConfigError::Missing("`blueprint` (AGENTID_AGENT_BLUEPRINT) is needed to sign in".into())
+            ConfigError::Missing(
+                "`blueprint` (AGENTID_AGENT_BLUEPRINT) is needed to sign in".into(),
+            )
         })?;
         Ok(format!(
             "api://{bp}/access_as_user openid profile offline_access"
@@ -444,10 +446,18 @@ pub fn apply_env(f: &mut FileConfig, src: &Sources) -> Result<(), ConfigError> {
     // One variable names the whole server list: `name=url[,name=url…]` (or a bare URL).
     if let Some(v) = src.var(&n("MCP")) {
         let mut list = Vec::new();
-        for (i, item) in v.split(',').map(str::trim).filter(|s| !s.is_empty()).enumerate() {
+        for (i, item) in v
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .enumerate()
+        {
             let (name, url) = match item.split_once('=') {
                 Some((a, b)) if !a.contains("://") => (a.trim().to_string(), b.trim().to_string()),
-                _ => (format!("mcp{}", if i == 0 { String::new() } else { i.to_string() }), item.to_string()),
+                _ => (
+                    format!("mcp{}", if i == 0 { String::new() } else { i.to_string() }),
+                    item.to_string(),
+                ),
             };
             list.push(McpFile {
                 name,
@@ -598,24 +608,43 @@ mod tests {
         .unwrap();
         let cfg = load(&sources(
             dir.path(),
-            &[("AGENTID_AGENT_TENANT", "t2"), ("AGENTID_AGENT_TOKENS", "sidecar")],
+            &[
+                ("AGENTID_AGENT_TENANT", "t2"),
+                ("AGENTID_AGENT_TOKENS", "sidecar"),
+            ],
         ))
         .unwrap();
         assert_eq!(cfg.tenant.as_deref(), Some("t2"));
         assert_eq!(cfg.tokens, TokenMode::Sidecar);
-        assert_eq!(cfg.token_endpoint(), "https://127.0.0.1:8443/t2/oauth2/v2.0/token");
-        assert_eq!(cfg.token_cache, dir.path().join(".agentid/agent-tokens.json"));
+        assert_eq!(
+            cfg.token_endpoint(),
+            "https://127.0.0.1:8443/t2/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            cfg.token_cache,
+            dir.path().join(".agentid/agent-tokens.json")
+        );
         let llm = cfg.llm.as_ref().unwrap();
-        assert_eq!((llm.kind, llm.base_url.as_str(), llm.model.as_str()), (LlmKind::Azure, "http://x", "gpt"));
+        assert_eq!(
+            (llm.kind, llm.base_url.as_str(), llm.model.as_str()),
+            (LlmKind::Azure, "http://x", "gpt")
+        );
         assert_eq!(cfg.mcp[0].api, "mcp");
         let shown = cfg.to_redacted_yaml();
-        assert!(!shown.contains("s3cret") && shown.contains("redacted"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("redacted"),
+            "{shown}"
+        );
     }
 
     #[test]
     fn toml_and_unknown_keys() {
         let p = Path::new("a.toml");
-        let f = parse_file(p, "authority = \"https://x\"\n[llm]\nbaseUrl = \"http://m\"\n").unwrap();
+        let f = parse_file(
+            p,
+            "authority = \"https://x\"\n[llm]\nbaseUrl = \"http://m\"\n",
+        )
+        .unwrap();
         assert_eq!(f.llm.unwrap().base_url.as_deref(), Some("http://m"));
         let err = parse_file(Path::new("a.yaml"), "authorty: x\n").unwrap_err();
         assert!(err.to_string().contains("authorty"), "{err}");
@@ -633,12 +662,28 @@ mod tests {
             ],
         ))
         .unwrap();
-        assert_eq!(cfg.token_cache, dir.path().join("home/.agentid/agent-tokens.json"));
+        assert_eq!(
+            cfg.token_cache,
+            dir.path().join("home/.agentid/agent-tokens.json")
+        );
         assert_eq!(cfg.mcp.len(), 2);
-        assert_eq!((cfg.mcp[1].name.as_str(), cfg.mcp[1].url.as_str()), ("b", "http://b/mcp"));
+        assert_eq!(
+            (cfg.mcp[1].name.as_str(), cfg.mcp[1].url.as_str()),
+            ("b", "http://b/mcp")
+        );
         assert_eq!(cfg.max_iterations, 3);
         assert_eq!(cfg.client_id, DEFAULT_CLIENT_ID);
-        let bad = load(&sources(dir.path(), &[("AGENTID_AGENT_AUTHORITY", "https://x"), ("AGENTID_AGENT_TOKENS", "magic")]));
-        assert!(bad.unwrap_err().to_string().contains("AGENTID_AGENT_TOKENS"));
+        let bad = load(&sources(
+            dir.path(),
+            &[
+                ("AGENTID_AGENT_AUTHORITY", "https://x"),
+                ("AGENTID_AGENT_TOKENS", "magic"),
+            ],
+        ));
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("AGENTID_AGENT_TOKENS")
+        );
     }
 }

@@ -27,7 +27,9 @@ pub fn aadsts_sentence(code: &str) -> Option<&'static str> {
         }
         "AADSTS7000215" => "The client secret is wrong.",
         "AADSTS7000222" => "The client secret has expired; add a new one to the blueprint.",
-        "AADSTS700024" => "The client assertion is outside its validity window (expired token file?).",
+        "AADSTS700024" => {
+            "The client assertion is outside its validity window (expired token file?)."
+        }
         "AADSTS700211" | "AADSTS700212" | "AADSTS700213" | "AADSTS70021" => {
             "The federated token does not match any federated credential of the blueprint (issuer, subject or audience differ)."
         }
@@ -98,7 +100,10 @@ pub fn token_summary(raw: &str, now: i64) -> String {
                     c.get("roles").and_then(Value::as_array).map(|r| {
                         format!(
                             "roles {}",
-                            r.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ")
+                            r.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(" ")
                         )
                     })
                 })
@@ -149,7 +154,7 @@ pub fn explain_denial(
                 if let Some(scope) = expected_scope {
                     let want = scope.trim_end_matches("/.default");
                     let auds = jwt.audiences();
-                    if !auds.iter().any(|a| *a == want) {
+                    if !auds.contains(&want) {
                         out.push_str(&format!(
                             " Its audience ({}) is not the one configured for this API ({want}).",
                             auds.join(", ")
@@ -198,7 +203,13 @@ mod tests {
         );
         assert!(m.starts_with("Consent is missing"), "{m}");
         assert!(m.contains("AADSTS65001"));
-        assert_eq!(find_aadsts("x AADSTS7000215: bad"), Some("AADSTS7000215".into()));
-        assert_eq!(describe_sts_error("invalid_client", "whatever"), "invalid_client: whatever");
+        assert_eq!(
+            find_aadsts("x AADSTS7000215: bad"),
+            Some("AADSTS7000215".into())
+        );
+        assert_eq!(
+            describe_sts_error("invalid_client", "whatever"),
+            "invalid_client: whatever"
+        );
     }
 }

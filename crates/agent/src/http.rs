@@ -55,10 +55,12 @@ pub fn mcp_client(ca: Option<&Path>) -> Result<reqwest013::Client, HttpError> {
     let mut b = reqwest013::Client::builder().connect_timeout(Duration::from_secs(10));
     if let Some(ca) = ca {
         let pem = read_ca(ca)?;
-        for cert in reqwest013::Certificate::from_pem_bundle(&pem).map_err(|e| HttpError::BadCa {
-            path: ca.display().to_string(),
-            message: e.to_string(),
-        })? {
+        for cert in
+            reqwest013::Certificate::from_pem_bundle(&pem).map_err(|e| HttpError::BadCa {
+                path: ca.display().to_string(),
+                message: e.to_string(),
+            })?
+        {
             b = b.add_root_certificate(cert);
         }
     }

@@ -132,7 +132,13 @@ impl LlmClient {
             });
         }
         if !(200..300).contains(&status) {
-            let body: String = resp.text().await.unwrap_or_default().chars().take(500).collect();
+            let body: String = resp
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(500)
+                .collect();
             return Err(LlmError::Failed { status, body });
         }
         let is_sse = resp
@@ -188,8 +194,14 @@ fn parse_complete(v: &Value) -> Result<Reply, LlmError> {
             a.iter()
                 .map(|c| ToolCall {
                     id: c["id"].as_str().unwrap_or_default().to_string(),
-                    name: c["function"]["name"].as_str().unwrap_or_default().to_string(),
-                    arguments: c["function"]["arguments"].as_str().unwrap_or_default().to_string(),
+                    name: c["function"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    arguments: c["function"]["arguments"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
                 })
                 .collect()
         })
@@ -209,7 +221,11 @@ struct Accumulator {
 
 impl Accumulator {
     /// Handles one SSE line; true at `[DONE]`.
-    fn line(&mut self, line: &str, on_text: &mut (dyn FnMut(&str) + Send)) -> Result<bool, LlmError> {
+    fn line(
+        &mut self,
+        line: &str,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<bool, LlmError> {
         let Some(data) = line.strip_prefix("data:") else {
             return Ok(false);
         };
@@ -304,7 +320,14 @@ mod tests {
         assert!(acc.line("data: [DONE]", &mut on).unwrap());
         let r = acc.finish();
         assert_eq!(seen, "Hello");
-        assert_eq!(r.tool_calls, vec![ToolCall { id: "c1".into(), name: "who".into(), arguments: "{\"a\":1}".into() }]);
+        assert_eq!(
+            r.tool_calls,
+            vec![ToolCall {
+                id: "c1".into(),
+                name: "who".into(),
+                arguments: "{\"a\":1}".into()
+            }]
+        );
         assert_eq!(r.message()["tool_calls"][0]["function"]["name"], "who");
     }
 }

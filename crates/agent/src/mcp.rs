@@ -95,10 +95,11 @@ impl McpServer {
         Fut: std::future::Future<Output = Result<T, rmcp::ServiceError>>,
     {
         let mut guard = self.conn.lock().await;
-        if guard.as_ref().is_some_and(|c| !c.token.fresh() || c.service.is_closed()) {
-            if let Some(old) = guard.take() {
-                let _ = old.service.cancel().await;
-            }
+        let stale = guard
+            .as_ref()
+            .is_some_and(|c| !c.token.fresh() || c.service.is_closed());
+        if stale && let Some(old) = guard.take() {
+            let _ = old.service.cancel().await;
         }
         if guard.is_none() {
             *guard = Some(self.connect(false).await?);
@@ -139,9 +140,9 @@ impl McpServer {
             let mut cursor = None;
             // A bound on pages so that a server repeating its cursor cannot loop us forever.
             for _ in 0..1000 {
-                let params = cursor.take().map(|c| {
-                    rmcp::model::PaginatedRequestParams::default().with_cursor(Some(c))
-                });
+                let params = cursor
+                    .take()
+                    .map(|c| rmcp::model::PaginatedRequestParams::default().with_cursor(Some(c)));
                 let page = peer.list_tools(params).await?;
                 all.extend(page.tools);
                 match page.next_cursor {
@@ -155,11 +156,16 @@ impl McpServer {
     }
 
     /// Calls a tool; the result as text for the model (errors included, marked as such).
-    pub async fn call(&self, tool: &str, arguments: serde_json::Map<String, Value>) -> Result<(bool, String), McpError> {
+    pub async fn call(
+        &self,
+        tool: &str,
+        arguments: serde_json::Map<String, Value>,
+    ) -> Result<(bool, String), McpError> {
         let tool = tool.to_string();
         let result = self
             .with_conn(|peer| {
-                let params = CallToolRequestParams::new(tool.clone()).with_arguments(arguments.clone());
+                let params =
+                    CallToolRequestParams::new(tool.clone()).with_arguments(arguments.clone());
                 async move { peer.call_tool(params).await }
             })
             .await?;
@@ -231,7 +237,12 @@ impl Toolbox {
         let listing: Vec<(String, Vec<String>)> = servers
             .iter()
             .zip(&tools)
-            .map(|(s, t)| (s.spec.name.clone(), t.iter().map(|t| t.name.to_string()).collect()))
+            .map(|(s, t)| {
+                (
+                    s.spec.name.clone(),
+                    t.iter().map(|t| t.name.to_string()).collect(),
+                )
+            })
             .collect();
         Toolbox {
             names: ToolNames::build(&listing),
@@ -251,7 +262,10 @@ impl Toolbox {
                 };
                 let mut desc = t.description.as_deref().unwrap_or_default().to_string();
                 if name != t.name {
-                    desc = format!("[MCP tool `{}` on `{}`] {desc}", t.name, self.servers[i].spec.name);
+                    desc = format!(
+                        "[MCP tool `{}` on `{}`] {desc}",
+                        t.name, self.servers[i].spec.name
+                    );
                 }
                 out.push(json!({
                     "type": "function",
@@ -274,7 +288,11 @@ impl Toolbox {
             out.push(format!("{} ({}): {} tool(s)", s.name, s.url, tools.len()));
             for t in tools {
                 let f = self.names.function_name(i, &t.name).unwrap_or("?");
-                let alias = if f != t.name { format!(" (as {f})") } else { String::new() };
+                let alias = if f != t.name {
+                    format!(" (as {f})")
+                } else {
+                    String::new()
+                };
                 out.push(format!(
                     "  {}{alias} — {}",
                     t.name,

@@ -42,7 +42,11 @@ pub fn sanitize(wanted: &str) -> String {
         .collect();
     // Room for "_" + 8 hex characters of the original's hash.
     let keep: String = escaped.chars().take(MAX_LEN - 9).collect();
-    let keep = if keep.is_empty() { "tool".to_string() } else { keep };
+    let keep = if keep.is_empty() {
+        "tool".to_string()
+    } else {
+        keep
+    };
     format!("{keep}_{}", hash8(wanted))
 }
 
@@ -109,7 +113,9 @@ impl ToolNames {
     }
 
     pub fn function_name(&self, server: usize, tool: &str) -> Option<&str> {
-        self.forward.get(&(server, tool.to_string())).map(String::as_str)
+        self.forward
+            .get(&(server, tool.to_string()))
+            .map(String::as_str)
     }
 
     pub fn len(&self) -> usize {
@@ -135,7 +141,10 @@ mod tests {
         assert_eq!(m.function_name(0, "whoami"), Some("gw__whoami"));
         assert_eq!(m.function_name(1, "whoami"), Some("other__whoami"));
         let dotted = m.function_name(0, "notes.add").unwrap();
-        assert!(dotted.starts_with("notes_add_") && is_valid(dotted), "{dotted}");
+        assert!(
+            dotted.starts_with("notes_add_") && is_valid(dotted),
+            "{dotted}"
+        );
         let long = m.function_name(1, &"x".repeat(80)).unwrap();
         assert_eq!(long.len(), 64);
         assert_eq!(

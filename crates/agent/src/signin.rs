@@ -155,7 +155,11 @@ impl UserSession {
     }
 
     /// Password grant (scripts and tests only).
-    pub async fn login_password(&self, username: &str, password: &str) -> Result<String, SignInError> {
+    pub async fn login_password(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<String, SignInError> {
         let s = &self.settings;
         let (status, body) = self
             .post(
@@ -363,7 +367,9 @@ fn write_private(path: &Path, file: &CacheFile) -> Result<(), SignInError> {
     create_private_dir(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("tokens"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("tokens"),
         uuid::Uuid::new_v4().simple()
     ));
     {

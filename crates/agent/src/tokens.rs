@@ -102,7 +102,11 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// One interface for both ways of getting agent tokens.
 pub trait TokenProvider: Send + Sync {
     /// A valid token for `api`; `force` skips the cache (after a 401).
-    fn token<'a>(&'a self, api: &'a Api, force: bool) -> BoxFuture<'a, Result<AgentToken, TokenError>>;
+    fn token<'a>(
+        &'a self,
+        api: &'a Api,
+        force: bool,
+    ) -> BoxFuture<'a, Result<AgentToken, TokenError>>;
     /// The tokens held now, by label, for `agentid agent tokens` and `/whoami`.
     fn held(&self) -> BoxFuture<'_, Vec<(String, String)>>;
     /// The user token source, when acting for a user.
@@ -163,7 +167,12 @@ pub struct SidecarProvider {
 
 impl SidecarProvider {
     /// `user` None means autonomous: app-only tokens of the agent itself.
-    pub fn new(http: reqwest::Client, base: &str, agent: &str, user: Option<Arc<UserSession>>) -> Self {
+    pub fn new(
+        http: reqwest::Client,
+        base: &str,
+        agent: &str,
+        user: Option<Arc<UserSession>>,
+    ) -> Self {
         Self {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -185,7 +194,10 @@ impl SidecarProvider {
         let name = percent_segment(&api.name);
         let (url, bearer) = match &self.user {
             Some(u) => (
-                format!("{}/AuthorizationHeader/{name}?AgentIdentity={}", self.base, self.agent),
+                format!(
+                    "{}/AuthorizationHeader/{name}?AgentIdentity={}",
+                    self.base, self.agent
+                ),
                 Some(u.token().await?),
             ),
             None => (
@@ -200,7 +212,10 @@ impl SidecarProvider {
         if let Some(b) = &bearer {
             req = req.bearer_auth(b);
         }
-        let resp = req.send().await.map_err(|e| unreachable("the token sidecar", &url, e))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| unreachable("the token sidecar", &url, e))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -217,10 +232,13 @@ impl SidecarProvider {
                 message: describe_sts_error(&format!("HTTP {status}"), &detail),
             });
         }
-        let header = body["authorizationHeader"].as_str().ok_or_else(|| TokenError::BadResponse {
-            what: "the token sidecar",
-            message: "no authorizationHeader in the answer".into(),
-        })?;
+        let header =
+            body["authorizationHeader"]
+                .as_str()
+                .ok_or_else(|| TokenError::BadResponse {
+                    what: "the token sidecar",
+                    message: "no authorizationHeader in the answer".into(),
+                })?;
         let token = header
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
@@ -235,7 +253,11 @@ fn percent_segment(s: &str) -> String {
 }
 
 impl TokenProvider for SidecarProvider {
-    fn token<'a>(&'a self, api: &'a Api, force: bool) -> BoxFuture<'a, Result<AgentToken, TokenError>> {
+    fn token<'a>(
+        &'a self,
+        api: &'a Api,
+        force: bool,
+    ) -> BoxFuture<'a, Result<AgentToken, TokenError>> {
         Box::pin(async move {
             let key = (api.name.clone(), self.mode());
             if !force && let Some(t) = self.cache.get(&key).await {
@@ -275,19 +297,29 @@ impl TokenProvider for SidecarProvider {
 pub enum BlueprintCredential {
     Secret(String),
     /// A certificate (PEM) and its RSA key (PEM): a signed client assertion per request.
-    Certificate { cert_pem: String, key_pem: String },
+    Certificate {
+        cert_pem: String,
+        key_pem: String,
+    },
     /// A federated token file (e.g. a projected service-account token), re-read on each use.
     FederatedTokenFile(PathBuf),
 }
 
 impl BlueprintCredential {
     /// Form fields authenticating the blueprint at `token_endpoint`.
-    fn form(&self, client_id: &str, token_endpoint: &str) -> Result<Vec<(String, String)>, TokenError> {
+    fn form(
+        &self,
+        client_id: &str,
+        token_endpoint: &str,
+    ) -> Result<Vec<(String, String)>, TokenError> {
         Ok(match self {
             Self::Secret(s) => vec![("client_secret".into(), s.clone())],
             Self::FederatedTokenFile(p) => {
                 let t = std::fs::read_to_string(p).map_err(|e| {
-                    TokenError::Credential(format!("cannot read the federated token file {}: {e}", p.display()))
+                    TokenError::Credential(format!(
+                        "cannot read the federated token file {}: {e}",
+                        p.display()
+                    ))
                 })?;
                 let t = t.trim();
                 if t.is_empty() {
@@ -303,19 +335,29 @@ impl BlueprintCredential {
             }
             Self::Certificate { cert_pem, key_pem } => vec![
                 ("client_assertion_type".into(), ASSERTION_TYPE.into()),
-                ("client_assertion".into(), sign_assertion(cert_pem, key_pem, client_id, token_endpoint)?),
+                (
+                    "client_assertion".into(),
+                    sign_assertion(cert_pem, key_pem, client_id, token_endpoint)?,
+                ),
             ],
         })
     }
 }
 
 /// An RFC 7523 client assertion signed with the certificate's key (`x5t` = SHA-1 thumbprint).
-fn sign_assertion(cert_pem: &str, key_pem: &str, client_id: &str, aud: &str) -> Result<String, TokenError> {
-    let der = pem_body(cert_pem, "CERTIFICATE")
-        .ok_or_else(|| TokenError::Credential("the certificate file holds no PEM CERTIFICATE".into()))?;
+fn sign_assertion(
+    cert_pem: &str,
+    key_pem: &str,
+    client_id: &str,
+    aud: &str,
+) -> Result<String, TokenError> {
+    let der = pem_body(cert_pem, "CERTIFICATE").ok_or_else(|| {
+        TokenError::Credential("the certificate file holds no PEM CERTIFICATE".into())
+    })?;
     let thumb = sha1::Sha1::digest(&der);
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.as_bytes())
-        .map_err(|e| TokenError::Credential(format!("the certificate key is not an RSA PEM key: {e}")))?;
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.as_bytes()).map_err(|e| {
+        TokenError::Credential(format!("the certificate key is not an RSA PEM key: {e}"))
+    })?;
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.x5t = Some(URL_SAFE_NO_PAD.encode(thumb));
     let n = now();
@@ -332,7 +374,10 @@ fn pem_body(pem: &str, label: &str) -> Option<Vec<u8>> {
     let end = format!("-----END {label}-----");
     let start = pem.find(&begin)? + begin.len();
     let stop = start + pem[start..].find(&end)?;
-    let b64: String = pem[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    let b64: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
@@ -401,11 +446,16 @@ impl DirectProvider {
                 ),
             });
         }
-        let token = body["access_token"].as_str().ok_or_else(|| TokenError::BadResponse {
-            what: "the authority",
-            message: "no access_token".into(),
-        })?;
-        Ok(AgentToken::new(token.to_string(), body["expires_in"].as_i64()))
+        let token = body["access_token"]
+            .as_str()
+            .ok_or_else(|| TokenError::BadResponse {
+                what: "the authority",
+                message: "no access_token".into(),
+            })?;
+        Ok(AgentToken::new(
+            token.to_string(),
+            body["expires_in"].as_i64(),
+        ))
     }
 
     /// T1: the blueprint's exchange token for this agent (cached, it is reusable until expiry).
@@ -420,7 +470,10 @@ impl DirectProvider {
             ("scope".into(), crate::config::TOKEN_EXCHANGE_SCOPE.into()),
             ("fmi_path".into(), self.agent.clone()),
         ];
-        form.extend(self.credential.form(&self.blueprint, &self.token_endpoint)?);
+        form.extend(
+            self.credential
+                .form(&self.blueprint, &self.token_endpoint)?,
+        );
         let t = self.post("T1 (token exchange)", &form).await?;
         *slot = Some(t.clone());
         Ok(t.token)
@@ -457,7 +510,11 @@ impl DirectProvider {
 }
 
 impl TokenProvider for DirectProvider {
-    fn token<'a>(&'a self, api: &'a Api, force: bool) -> BoxFuture<'a, Result<AgentToken, TokenError>> {
+    fn token<'a>(
+        &'a self,
+        api: &'a Api,
+        force: bool,
+    ) -> BoxFuture<'a, Result<AgentToken, TokenError>> {
         Box::pin(async move {
             let key = (api.name.clone(), self.mode());
             if !force && let Some(t) = self.cache.get(&key).await {
@@ -474,7 +531,10 @@ impl TokenProvider for DirectProvider {
         Box::pin(async move {
             let mut v = self.cache.all().await;
             if let Some(t1) = self.t1.lock().await.as_ref() {
-                v.insert(0, ("T1 (blueprint exchange token)".into(), t1.token.clone()));
+                v.insert(
+                    0,
+                    ("T1 (blueprint exchange token)".into(), t1.token.clone()),
+                );
             }
             v
         })

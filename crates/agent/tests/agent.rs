@@ -86,10 +86,7 @@ async fn password_login_is_cached_0600_and_refreshed_silently() {
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            err,
-            setup::SetupError::SignIn(SignInError::NotSignedIn)
-        ),
+        matches!(err, setup::SetupError::SignIn(SignInError::NotSignedIn)),
         "{err}"
     );
     // A wrong password is explained with the AADSTS sentence.
@@ -101,7 +98,10 @@ async fn password_login_is_cached_0600_and_refreshed_silently() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("AADSTS50126") && err.contains("password is wrong"), "{err}");
+    assert!(
+        err.contains("AADSTS50126") && err.contains("password is wrong"),
+        "{err}"
+    );
     sts.stop().await;
 }
 
@@ -156,7 +156,10 @@ async fn direct_provider_runs_t1_then_agent_obo_and_autonomous() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("AADSTS65001") && err.contains("Consent is missing"), "{err}");
+    assert!(
+        err.contains("AADSTS65001") && err.contains("Consent is missing"),
+        "{err}"
+    );
     sts.stop().await;
 }
 
@@ -216,7 +219,10 @@ async fn sidecar_provider_for_the_user_and_autonomous() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("No scopes found") && err.contains("400"), "{err}");
+    assert!(
+        err.contains("No scopes found") && err.contains("400"),
+        "{err}"
+    );
     sidecar.shutdown();
     sts.stop().await;
 }
@@ -326,7 +332,11 @@ async fn tool_loop_calls_mcp_with_the_agent_token_and_survives_bad_arguments() {
     // The MCP server saw the agent acting for alice, with a token for its own audience.
     let calls = mcp.calls();
     let names: Vec<&str> = calls.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["whoami", "echo", "fail"], "the malformed call never reached the server");
+    assert_eq!(
+        names,
+        ["whoami", "echo", "fail"],
+        "the malformed call never reached the server"
+    );
     for (_, c) in &calls {
         assert_eq!(s(c, "aud"), format!("api://{MCP}"));
         assert_eq!(s(c, "appid"), AGENT);
@@ -349,9 +359,17 @@ async fn tool_loop_calls_mcp_with_the_agent_token_and_survives_bad_arguments() {
     assert!(first[0].1.contains(ALICE_UPN), "{first:?}");
     let second = tool_messages(&reqs[2].1);
     assert_eq!(second.len(), 4);
-    assert!(second[1].1.starts_with("Error: the arguments are not valid JSON"), "{second:?}");
+    assert!(
+        second[1]
+            .1
+            .starts_with("Error: the arguments are not valid JSON"),
+        "{second:?}"
+    );
     assert_eq!(second[2].1, "echo: hi");
-    assert!(second[3].1.starts_with("Error: the tool failed on purpose"), "{second:?}");
+    assert!(
+        second[3].1.starts_with("Error: the tool failed on purpose"),
+        "{second:?}"
+    );
     assert_no_dangling(&agent.messages);
     sts.stop().await;
 }
@@ -399,15 +417,34 @@ async fn mcp_refusing_the_token_gets_a_reconnect_with_a_fresh_one() {
     let server = agent.toolbox.servers[0].clone();
     assert_eq!(server.connects.load(std::sync::atomic::Ordering::SeqCst), 1);
     // The server now refuses every token it has accepted so far (as if they were revoked).
-    let seen: Vec<String> = mcp.state.seen_tokens.lock().unwrap().iter().cloned().collect();
+    let seen: Vec<String> = mcp
+        .state
+        .seen_tokens
+        .lock()
+        .unwrap()
+        .iter()
+        .cloned()
+        .collect();
     assert_eq!(seen.len(), 1);
     mcp.state.refuse.lock().unwrap().extend(seen.clone());
-    let before = mcp.state.unauthorized.load(std::sync::atomic::Ordering::SeqCst);
+    let before = mcp
+        .state
+        .unauthorized
+        .load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(agent.ask("two", &mut |_| {}).await.unwrap(), "second");
-    assert!(mcp.state.unauthorized.load(std::sync::atomic::Ordering::SeqCst) > before);
+    assert!(
+        mcp.state
+            .unauthorized
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > before
+    );
     assert_eq!(server.connects.load(std::sync::atomic::Ordering::SeqCst), 2);
     let calls = mcp.calls();
-    assert_eq!(calls.len(), 2, "the second call went through after the reconnect");
+    assert_eq!(
+        calls.len(),
+        2,
+        "the second call went through after the reconnect"
+    );
     let tool_results = tool_messages(&agent.messages.iter().fold(
         serde_json::json!({"messages": []}),
         |mut acc, m| {
@@ -415,8 +452,15 @@ async fn mcp_refusing_the_token_gets_a_reconnect_with_a_fresh_one() {
             acc
         },
     ));
-    assert!(tool_results.iter().all(|(_, c)| !c.starts_with("Error")), "{tool_results:?}");
-    assert_eq!(mcp.state.seen_tokens.lock().unwrap().len(), 2, "a new token was used");
+    assert!(
+        tool_results.iter().all(|(_, c)| !c.starts_with("Error")),
+        "{tool_results:?}"
+    );
+    assert_eq!(
+        mcp.state.seen_tokens.lock().unwrap().len(),
+        2,
+        "a new token was used"
+    );
     sts.stop().await;
 }
 
@@ -450,7 +494,10 @@ async fn unreachable_mcp_server_is_skipped_and_same_names_are_namespaced() {
         .iter()
         .map(|t| t["function"]["name"].as_str().unwrap().to_string())
         .collect();
-    assert!(names.contains(&"a__whoami".to_string()) && names.contains(&"b__echo".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"a__whoami".to_string()) && names.contains(&"b__echo".to_string()),
+        "{names:?}"
+    );
     assert_eq!(names.len(), 6);
     assert_eq!(agent.ask("echo via b", &mut |_| {}).await.unwrap(), "fine");
     assert_eq!(second.calls().len(), 1);

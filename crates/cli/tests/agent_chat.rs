@@ -19,8 +19,14 @@ fn tmux(socket: &str, args: &[&str]) -> std::process::Output {
 }
 
 fn pane(socket: &str) -> String {
-    String::from_utf8_lossy(&tmux(socket, &["capture-pane", "-p", "-J", "-S", "-200", "-t", "agent"]).stdout)
-        .into_owned()
+    String::from_utf8_lossy(
+        &tmux(
+            socket,
+            &["capture-pane", "-p", "-J", "-S", "-200", "-t", "agent"],
+        )
+        .stdout,
+    )
+    .into_owned()
 }
 
 async fn wait_for(socket: &str, needle: &str) -> String {
@@ -39,14 +45,24 @@ async fn wait_for(socket: &str, needle: &str) -> String {
 }
 
 fn send(socket: &str, keys: &str) {
-    assert!(tmux(socket, &["send-keys", "-t", "agent", "-l", keys]).status.success());
-    assert!(tmux(socket, &["send-keys", "-t", "agent", "Enter"]).status.success());
+    assert!(
+        tmux(socket, &["send-keys", "-t", "agent", "-l", keys])
+            .status
+            .success()
+    );
+    assert!(
+        tmux(socket, &["send-keys", "-t", "agent", "Enter"])
+            .status
+            .success()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_in_a_terminal_calls_tools_and_explains_the_token_chain() {
     if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("SKIPPED: tmux is not installed (apt-get install tmux); the terminal chat test did not run");
+        eprintln!(
+            "SKIPPED: tmux is not installed (apt-get install tmux); the terminal chat test did not run"
+        );
         return;
     }
     let sts = start_sts().await;
@@ -68,13 +84,19 @@ async fn chat_in_a_terminal_calls_tools_and_explains_the_token_chain() {
         ("AGENTID_AGENT_BLUEPRINT_SECRET", BP_SECRET.into()),
         ("AGENTID_AGENT_TOKENS", "direct".into()),
         ("AGENTID_CA_FILE", sts.ca_file().display().to_string()),
-        ("AGENTID_AGENT_TOKEN_CACHE", dir.path().join("tokens.json").display().to_string()),
+        (
+            "AGENTID_AGENT_TOKEN_CACHE",
+            dir.path().join("tokens.json").display().to_string(),
+        ),
         ("AGENTID_AGENT_USERNAME", ALICE_UPN.into()),
         ("AGENTID_AGENT_PASSWORD", ALICE_PASSWORD.into()),
         ("AGENTID_AGENT_LLM_BASE_URL", format!("{}/v1", llm.base)),
         ("AGENTID_AGENT_MCP", format!("gateway={}", mcp.url)),
         ("AGENTID_AGENT_MCP_SCOPE", format!("api://{MCP}/.default")),
-        ("AGENTID_HOME", dir.path().join("home").display().to_string()),
+        (
+            "AGENTID_HOME",
+            dir.path().join("home").display().to_string(),
+        ),
     ];
     let mut script = String::from("#!/bin/sh\ncd \"$(dirname \"$0\")\"\n");
     for (k, v) in &env {
@@ -90,7 +112,14 @@ async fn chat_in_a_terminal_calls_tools_and_explains_the_token_chain() {
     let started = tmux(
         &socket,
         &[
-            "new-session", "-d", "-s", "agent", "-x", "200", "-y", "50",
+            "new-session",
+            "-d",
+            "-s",
+            "agent",
+            "-x",
+            "200",
+            "-y",
+            "50",
             &format!("sh {}", script_path.display()),
         ],
     );
@@ -99,7 +128,9 @@ async fn chat_in_a_terminal_calls_tools_and_explains_the_token_chain() {
     struct Kill(String);
     impl Drop for Kill {
         fn drop(&mut self) {
-            let _ = Command::new("tmux").args(["-L", &self.0, "kill-server"]).output();
+            let _ = Command::new("tmux")
+                .args(["-L", &self.0, "kill-server"])
+                .output();
         }
     }
     let _kill = Kill(socket.clone());
@@ -110,7 +141,10 @@ async fn chat_in_a_terminal_calls_tools_and_explains_the_token_chain() {
     send(&socket, "who am I?");
     let text = wait_for(&socket, "You are Alice, and I am the blog agent.").await;
     assert!(text.contains("[tool] whoami"), "{text}");
-    assert!(text.contains(ALICE_UPN), "the tool result names the user: {text}");
+    assert!(
+        text.contains(ALICE_UPN),
+        "the tool result names the user: {text}"
+    );
     send(&socket, "/whoami");
     let text = wait_for(&socket, "acts on behalf of the user alice@contoso.test").await;
     assert!(text.contains("tokens obtained directly"), "{text}");
@@ -120,8 +154,15 @@ async fn chat_in_a_terminal_calls_tools_and_explains_the_token_chain() {
     assert_eq!(calls[0].1["appid"], AGENT);
     send(&socket, "/exit");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while tmux(&socket, &["has-session", "-t", "agent"]).status.success() {
-        assert!(Instant::now() < deadline, "chat did not exit:\n{}", pane(&socket));
+    while tmux(&socket, &["has-session", "-t", "agent"])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "chat did not exit:\n{}",
+            pane(&socket)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The sign-in was cached privately.

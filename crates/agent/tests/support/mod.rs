@@ -8,8 +8,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock as Content, ErrorData, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock as Content, ErrorData,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::transport::streamable_http_server::{
@@ -59,11 +59,7 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// The agent configuration for these parts, through the same loader the CLI uses.
-pub fn config(
-    sts: &TestSts,
-    dir: &std::path::Path,
-    extra: &[(&str, String)],
-) -> AgentConfig {
+pub fn config(sts: &TestSts, dir: &std::path::Path, extra: &[(&str, String)]) -> AgentConfig {
     let mut env: Vec<(String, String)> = vec![
         ("AGENTID_AGENT_AUTHORITY".into(), sts.base().to_string()),
         ("AGENTID_AGENT_TENANT".into(), sts.tenant_id.clone()),
@@ -226,7 +222,10 @@ async fn check_bearer(
             StatusCode::UNAUTHORIZED,
             [(
                 "www-authenticate",
-                format!("Bearer error=\"invalid_token\", resource=\"{}\"", state.audience),
+                format!(
+                    "Bearer error=\"invalid_token\", resource=\"{}\"",
+                    state.audience
+                ),
             )],
         )
             .into_response();
@@ -265,9 +264,9 @@ impl McpServer {
             Default::default(),
             StreamableHttpServerConfig::default().with_sse_keep_alive(None),
         );
-        let app = axum::Router::new()
-            .nest_service("/mcp", service)
-            .layer(axum::middleware::from_fn_with_state(state.clone(), check_bearer));
+        let app = axum::Router::new().nest_service("/mcp", service).layer(
+            axum::middleware::from_fn_with_state(state.clone(), check_bearer),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/mcp", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
@@ -354,7 +353,12 @@ async fn completions(
         // Streamed in two pieces so the client has to put them together.
         Say::Text(t) => {
             let mid = t.len() / 2;
-            let (a, b) = t.split_at(t.char_indices().map(|(i, _)| i).find(|i| *i >= mid).unwrap_or(0));
+            let (a, b) = t.split_at(
+                t.char_indices()
+                    .map(|(i, _)| i)
+                    .find(|i| *i >= mid)
+                    .unwrap_or(0),
+            );
             sse(vec![
                 json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": a}}]}),
                 json!({"choices": [{"index": 0, "delta": {"content": b}, "finish_reason": "stop"}]}),
@@ -364,7 +368,10 @@ async fn completions(
             let mut events = Vec::new();
             for (i, (name, args)) in calls.iter().enumerate() {
                 let split = args.len() / 2;
-                let split = (0..=split).rev().find(|x| args.is_char_boundary(*x)).unwrap_or(0);
+                let split = (0..=split)
+                    .rev()
+                    .find(|x| args.is_char_boundary(*x))
+                    .unwrap_or(0);
                 events.push(json!({"choices": [{"index": 0, "delta": {"tool_calls": [
                     {"index": i, "id": format!("call_{}_{i}", uuid_like()), "type": "function",
                      "function": {"name": name, "arguments": &args[..split]}}]}}]}));
@@ -419,19 +426,36 @@ pub async fn start_sidecar(sts: &TestSts) -> agentid_sidecar::RunningSidecar {
         ("AzureAd__Instance", format!("{}/", sts.base())),
         ("AzureAd__TenantId", sts.tenant_id.clone()),
         ("AzureAd__ClientId", BP.to_string()),
-        ("AzureAd__ClientCredentials__0__SourceType", "ClientSecret".into()),
-        ("AzureAd__ClientCredentials__0__ClientSecret", BP_SECRET.into()),
-        ("DownstreamApis__mcp__Scopes__0", format!("api://{MCP}/.default")),
-        ("DownstreamApis__openai__Scopes__0", format!("{COGNITIVE}/.default")),
+        (
+            "AzureAd__ClientCredentials__0__SourceType",
+            "ClientSecret".into(),
+        ),
+        (
+            "AzureAd__ClientCredentials__0__ClientSecret",
+            BP_SECRET.into(),
+        ),
+        (
+            "DownstreamApis__mcp__Scopes__0",
+            format!("api://{MCP}/.default"),
+        ),
+        (
+            "DownstreamApis__openai__Scopes__0",
+            format!("{COGNITIVE}/.default"),
+        ),
         ("Sidecar__AllowedAgentIdentities__0", AGENT.into()),
         ("Sidecar__ListenUrl", "http://127.0.0.1:0".into()),
         ("Sidecar__HealthListenUrl", "off".into()),
-        ("Sidecar__ExtraCaBundlePath", sts.ca_file().display().to_string()),
+        (
+            "Sidecar__ExtraCaBundlePath",
+            sts.ca_file().display().to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let config = agentid_sidecar::config::load(&agentid_sidecar::ConfigSources::from_vars(&env))
         .expect("sidecar configuration");
-    agentid_sidecar::start(config).await.expect("sidecar starts")
+    agentid_sidecar::start(config)
+        .await
+        .expect("sidecar starts")
 }
