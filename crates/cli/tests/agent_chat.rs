@@ -2,7 +2,7 @@
 //! an rmcp MCP server and a scripted model, all in this test process.
 
 #[path = "../../agent/tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::process::Command;
