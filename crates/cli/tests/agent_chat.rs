@@ -169,3 +169,75 @@ async fn chat_in_a_terminal_calls_tools_and_explains_the_token_chain() {
     assert!(dir.path().join("tokens.json").exists());
     sts.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_tokens_config_and_logout_from_the_command_line() {
+    let sts = start_sts().await;
+    let mcp = McpServer::start(&format!("api://{MCP}")).await;
+    let llm = FakeLlm::start(
+        COGNITIVE,
+        vec![
+            Say::Tools(vec![("echo".into(), "{\"text\":\"ping\"}".into())]),
+            Say::Text("pong".into()),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("tokens.json");
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentid"));
+        cmd.current_dir(dir.path())
+            .env_remove("AGENTID_HOME")
+            .env("AGENTID_AGENT_AUTHORITY", sts.base())
+            .env("AGENTID_AGENT_TENANT", &sts.tenant_id)
+            .env("AGENTID_AGENT_BLUEPRINT", BP)
+            .env("AGENTID_AGENT_AGENT_ID", AGENT)
+            .env("AGENTID_AGENT_BLUEPRINT_SECRET", BP_SECRET)
+            .env("AGENTID_AGENT_TOKENS", "direct")
+            .env("AGENTID_CA_FILE", sts.ca_file())
+            .env("AGENTID_AGENT_TOKEN_CACHE", &cache)
+            .env("AGENTID_AGENT_PASSWORD", ALICE_PASSWORD)
+            .env("AGENTID_AGENT_LLM_BASE_URL", format!("{}/v1", llm.base))
+            .env("AGENTID_AGENT_MCP", format!("gateway={}", mcp.url))
+            .env("AGENTID_AGENT_MCP_SCOPE", format!("api://{MCP}/.default"))
+            .args(["agent", "--username", ALICE_UPN])
+            .args(args);
+        let out = cmd.output().expect("agentid runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| run(&["ask", "ping", "please"]));
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout, "pong\n",
+        "only the answer on stdout; stderr: {stderr}"
+    );
+    assert!(stderr.contains("[tool] echo"), "{stderr}");
+    assert_eq!(mcp.calls().len(), 1);
+
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| run(&["tokens"]));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("User token (Tc)"), "{stdout}");
+    assert!(stdout.contains("T1 (blueprint exchange token)"), "{stdout}");
+    assert!(
+        stdout.contains("acts on behalf of the user alice@contoso.test"),
+        "{stdout}"
+    );
+
+    let (ok, stdout, _) = tokio::task::block_in_place(|| run(&["config"]));
+    assert!(ok);
+    assert!(
+        stdout.contains("blueprintSecret: (set, redacted)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(BP_SECRET), "{stdout}");
+
+    assert!(cache.exists());
+    let (ok, _, stderr) = tokio::task::block_in_place(|| run(&["logout"]));
+    assert!(ok && stderr.contains("Signed out"), "{stderr}");
+    assert!(!cache.exists());
+    sts.stop().await;
+}
