@@ -40,8 +40,8 @@ pub struct AgentArgs {
     /// Sign in with the password grant as this user (scripts and tests only); the password is read from AGENTID_AGENT_PASSWORD.
     #[arg(long, global = true)]
     pub username: Option<String>,
-    /// A CA certificate (PEM) added to the system roots.
-    #[arg(long, global = true, env = "AGENTID_CA_FILE")]
+    /// A CA certificate (PEM) added to the system roots (also AGENTID_AGENT_CA_FILE or AGENTID_CA_FILE).
+    #[arg(long, global = true)]
     pub ca_file: Option<PathBuf>,
     /// Cap on tool-call rounds per question.
     #[arg(long, global = true)]

@@ -190,9 +190,9 @@ impl SidecarProvider {
         }
     }
 
-    async fn fetch(&self, api: &Api) -> Result<AgentToken, TokenError> {
+    async fn fetch(&self, api: &Api, force: bool) -> Result<AgentToken, TokenError> {
         let name = percent_segment(&api.name);
-        let (url, bearer) = match &self.user {
+        let (mut url, bearer) = match &self.user {
             Some(u) => (
                 format!(
                     "{}/AuthorizationHeader/{name}?AgentIdentity={}",
@@ -208,6 +208,10 @@ impl SidecarProvider {
                 None,
             ),
         };
+        if force {
+            // The sidecar caches too: after a 401 its cached token is no better than ours.
+            url.push_str("&optionsOverride.AcquireTokenOptions.ForceRefresh=true");
+        }
         let mut req = self.http.get(&url).timeout(Duration::from_secs(30));
         if let Some(b) = &bearer {
             req = req.bearer_auth(b);
@@ -263,7 +267,7 @@ impl TokenProvider for SidecarProvider {
             if !force && let Some(t) = self.cache.get(&key).await {
                 return Ok(t);
             }
-            let t = self.fetch(api).await?;
+            let t = self.fetch(api, force).await?;
             tracing::debug!(api = %api.name, token = %agentid_claims::jwt::short_hash(&t.token), "agent token from the sidecar");
             self.cache.put(key, t.clone()).await;
             Ok(t)

@@ -190,6 +190,9 @@ async fn sidecar_provider_for_the_user_and_autonomous() {
     assert_eq!(s(&c, "upn"), ALICE_UPN);
     assert!(s(&c, "xms_act_fct").split(' ').any(|f| f == "11"));
     assert!(t.expires_at > agentid_agent::tokens::now() + 600);
+    // Cached by the agent; a forced refresh reaches through the sidecar's own cache too.
+    assert_eq!(p.token(&mcp_api(), false).await.unwrap().token, t.token);
+    assert_ne!(p.token(&mcp_api(), true).await.unwrap().token, t.token);
     let model = p
         .token(
             &Api {
