@@ -547,3 +547,53 @@ async fn model_refusing_the_token_is_explained_in_identity_terms() {
     }
     sts.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_near_expiry_are_replaced_before_use() {
+    // Every access token lives 200 s: always inside the five-minute refresh margin.
+    let sts = agentid_testkit::TestSts::start_with(
+        agentid_testkit::Db::Sqlite,
+        &tenant(),
+        agentid_testkit::sts::Options {
+            tls: true,
+            configure: Box::new(|s| {
+                s.access_lifetime = agentid_sts::settings::AccessLifetime::Fixed(200)
+            }),
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut agent, mcp, _llm) = loop_fixture(
+        &sts,
+        dir.path(),
+        vec![
+            Say::Tools(vec![("whoami".into(), "{}".into())]),
+            Say::Text("one".into()),
+            Say::Tools(vec![("whoami".into(), "{}".into())]),
+            Say::Text("two".into()),
+        ],
+        &[],
+    )
+    .await;
+    let t = agent.tokens.token(&mcp_api(), false).await.unwrap();
+    assert!(!t.fresh());
+    assert_ne!(
+        agent.tokens.token(&mcp_api(), false).await.unwrap().token,
+        t.token,
+        "a token inside the margin is not reused"
+    );
+    assert_eq!(agent.ask("1", &mut |_| {}).await.unwrap(), "one");
+    assert_eq!(agent.ask("2", &mut |_| {}).await.unwrap(), "two");
+    // The MCP connection was renewed with a new token instead of sending an expiring one,
+    // and the server never had to refuse anything.
+    let server = agent.toolbox.servers[0].clone();
+    assert!(server.connects.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    assert_eq!(
+        mcp.state
+            .unauthorized
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    assert!(mcp.state.seen_tokens.lock().unwrap().len() >= 3);
+    sts.stop().await;
+}
