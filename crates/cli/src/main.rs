@@ -1,6 +1,7 @@
 //! `agentid`: one binary for every part of agentid.
 
 mod admin;
+mod agent_cmd;
 mod bench;
 mod decode;
 mod gateway_cmd;
@@ -38,6 +39,8 @@ enum Command {
     Sidecar(sidecar_cmd::SidecarArgs),
     /// The identity-aware gateway for agents' LLM and MCP traffic (AgentGateway's config format).
     Gateway(gateway_cmd::GatewayArgs),
+    /// An AI agent with a real identity: sign in, chat, ask, show its tokens.
+    Agent(agentid_agent::cli::AgentArgs),
     /// Work with tokens.
     Token {
         #[command(subcommand)]
@@ -86,6 +89,7 @@ fn main() -> anyhow::Result<()> {
             init_tracing("info");
             std::process::exit(gateway_cmd::run(args))
         }
+        Command::Agent(args) => runtime()?.block_on(agent_cmd::run(args)),
         Command::Up(args) => {
             init_tracing("info,sqlx=warn");
             runtime()?.block_on(sts_cmd::up(args))
