@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod decode;
+mod demo_cmd;
 mod init;
 mod sidecar_bench;
 mod sidecar_cmd;
@@ -35,6 +36,11 @@ enum Command {
     /// The token sidecar: the Entra SDK sidecar's HTTP contract, secure by default.
     #[command(version)]
     Sidecar(sidecar_cmd::SidecarArgs),
+    /// The demo services: the offline model and the demo MCP server.
+    Demo {
+        #[command(subcommand)]
+        command: demo_cmd::DemoCommand,
+    },
     /// Work with tokens.
     Token {
         #[command(subcommand)]
@@ -79,6 +85,10 @@ fn main() -> anyhow::Result<()> {
             command: TokenCommand::Decode(args),
         } => decode::run(args),
         Command::Admin(args) => runtime()?.block_on(admin::run(args)),
+        Command::Demo { command } => {
+            init_tracing("info");
+            runtime()?.block_on(demo_cmd::run(command))
+        }
         Command::Up(args) => {
             init_tracing("info,sqlx=warn");
             runtime()?.block_on(sts_cmd::up(args))

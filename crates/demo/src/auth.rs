@@ -54,7 +54,9 @@ pub enum AuthError {
         "the token's signing key ({0}) is not published by the trusted authority: it was not issued by it"
     )]
     UnknownKey(String),
-    #[error("the token's signature is invalid: it was altered or not issued by the trusted authority")]
+    #[error(
+        "the token's signature is invalid: it was altered or not issued by the trusted authority"
+    )]
     BadSignature,
     #[error("the token was issued by {got}, but this service trusts only tokens issued by {want}")]
     Issuer { got: String, want: String },
@@ -359,7 +361,9 @@ mod tests {
         }
         .into_response();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        let c = r.headers()[http::header::WWW_AUTHENTICATE].to_str().unwrap();
+        let c = r.headers()[http::header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap();
         assert!(c.starts_with("Bearer error=\"invalid_token\""), "{c}");
         assert!(c.contains("api://other"), "{c}");
     }

@@ -99,7 +99,9 @@ fn owner_key(c: &Map<String, Value>) -> (String, String) {
 
 /// The caller as this server sees it, plus a one-line sentence saying who acts for whom.
 pub fn describe(c: &Map<String, Value>) -> (String, Value) {
-    let actor = s(c, "azp").or_else(|| s(c, "appid")).unwrap_or("an unknown client");
+    let actor = s(c, "azp")
+        .or_else(|| s(c, "appid"))
+        .unwrap_or("an unknown client");
     let is_agent = facet_set(s(c, "xms_act_fct")).contains(&AGENT_IDENTITY);
     let user = is_user_token(c).then(|| {
         json!({
@@ -152,7 +154,10 @@ pub fn describe(c: &Map<String, Value>) -> (String, Value) {
 
 fn caller(parts: &Parts) -> Result<Caller, McpError> {
     parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
-        McpError::internal_error("the request reached the tool without a validated token", None)
+        McpError::internal_error(
+            "the request reached the tool without a validated token",
+            None,
+        )
     })
 }
 
@@ -223,10 +228,7 @@ impl DemoMcp {
     #[tool(
         description = "Who is calling, as this server sees the validated access token: the signed-in user, the agent (or application) acting for them, the agent's blueprint, the delegated scopes and application roles, and the token type."
     )]
-    async fn whoami(
-        &self,
-        Extension(parts): Extension<Parts>,
-    ) -> Result<CallToolResult, McpError> {
+    async fn whoami(&self, Extension(parts): Extension<Parts>) -> Result<CallToolResult, McpError> {
         let c = caller(&parts)?;
         let (sentence, value) = describe(c.claims());
         tracing::info!(token = %c.0.log_id(), "whoami: {sentence}");
@@ -284,7 +286,11 @@ impl DemoMcp {
         }
         let mut profile = match body {
             Value::Object(o) => o,
-            _ => return Ok(tool_error(format!("Microsoft Graph answered GET /v1.0/me with something that is not a user object (HTTP {status})"))),
+            _ => {
+                return Ok(tool_error(format!(
+                    "Microsoft Graph answered GET /v1.0/me with something that is not a user object (HTTP {status})"
+                )));
+            }
         };
         // OData annotations mean nothing to a model or a person reading the result.
         profile.retain(|k, _| !k.starts_with('@'));
@@ -301,7 +307,9 @@ impl DemoMcp {
         Ok(text_and_json(text, Value::Object(profile)))
     }
 
-    #[tool(description = "Add a note to the caller's notes. Notes are kept in memory, per user (or per application for app-only callers).")]
+    #[tool(
+        description = "Add a note to the caller's notes. Notes are kept in memory, per user (or per application for app-only callers)."
+    )]
     async fn add_note(
         &self,
         Parameters(AddNote { text }): Parameters<AddNote>,
@@ -348,7 +356,9 @@ impl DemoMcp {
         ))
     }
 
-    #[tool(description = "List the caller's notes (per user, or per application for app-only callers).")]
+    #[tool(
+        description = "List the caller's notes (per user, or per application for app-only callers)."
+    )]
     async fn list_notes(
         &self,
         Extension(parts): Extension<Parts>,
@@ -372,10 +382,7 @@ impl DemoMcp {
                 .collect();
             format!("Notes of {owner}:\n{}", lines.join("\n"))
         };
-        Ok(text_and_json(
-            text,
-            json!({"owner": owner, "notes": notes}),
-        ))
+        Ok(text_and_json(text, json!({"owner": owner, "notes": notes})))
     }
 }
 

@@ -75,26 +75,48 @@ fn content_text(v: Option<&Value>, i: usize) -> Result<String, BadRequest> {
                             out.push(t);
                         }
                     }
-                    _ => return Err(bad(format!("Invalid content part in messages[{i}]."), "messages")),
+                    _ => {
+                        return Err(bad(
+                            format!("Invalid content part in messages[{i}]."),
+                            "messages",
+                        ));
+                    }
                 }
             }
             Ok(out.join("\n"))
         }
         Some(_) => Err(bad(
-            format!("Invalid type for 'messages[{i}].content': expected a string or an array of content parts."),
+            format!(
+                "Invalid type for 'messages[{i}].content': expected a string or an array of content parts."
+            ),
             "messages",
         )),
     }
 }
 
 fn parse_message(i: usize, v: &Value) -> Result<Message, BadRequest> {
-    let o = v
-        .as_object()
-        .ok_or_else(|| bad(format!("Invalid type for 'messages[{i}]': expected an object."), "messages"))?;
-    let role = o.get("role").and_then(Value::as_str).ok_or_else(|| {
-        bad(format!("Missing required parameter: 'messages[{i}].role'."), "messages")
+    let o = v.as_object().ok_or_else(|| {
+        bad(
+            format!("Invalid type for 'messages[{i}]': expected an object."),
+            "messages",
+        )
     })?;
-    if !["system", "developer", "user", "assistant", "tool", "function"].contains(&role) {
+    let role = o.get("role").and_then(Value::as_str).ok_or_else(|| {
+        bad(
+            format!("Missing required parameter: 'messages[{i}].role'."),
+            "messages",
+        )
+    })?;
+    if ![
+        "system",
+        "developer",
+        "user",
+        "assistant",
+        "tool",
+        "function",
+    ]
+    .contains(&role)
+    {
         return Err(bad(
             format!("Invalid value for 'messages[{i}].role': '{role}'."),
             "messages",
@@ -103,10 +125,17 @@ fn parse_message(i: usize, v: &Value) -> Result<Message, BadRequest> {
     let mut tool_calls = Vec::new();
     if let Some(calls) = o.get("tool_calls").filter(|v| !v.is_null()) {
         let calls = calls.as_array().ok_or_else(|| {
-            bad(format!("Invalid type for 'messages[{i}].tool_calls': expected an array."), "messages")
+            bad(
+                format!("Invalid type for 'messages[{i}].tool_calls': expected an array."),
+                "messages",
+            )
         })?;
         for c in calls {
-            let id = c.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+            let id = c
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             let f = c.get("function");
             let name = f
                 .and_then(|f| f.get("name"))
@@ -151,9 +180,17 @@ fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
     let msgs = match o.get("messages") {
         Some(Value::Array(a)) if !a.is_empty() => a,
         Some(Value::Array(_)) => {
-            return Err(bad("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages"));
+            return Err(bad(
+                "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+                "messages",
+            ));
         }
-        Some(_) => return Err(bad("Invalid type for 'messages': expected an array.", "messages")),
+        Some(_) => {
+            return Err(bad(
+                "Invalid type for 'messages': expected an array.",
+                "messages",
+            ));
+        }
         None => return Err(bad("Missing required parameter: 'messages'.", "messages")),
     };
     let messages = msgs
@@ -167,14 +204,24 @@ fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
         Some(Value::Array(a)) => {
             for (i, t) in a.iter().enumerate() {
                 if t.get("type").and_then(Value::as_str) != Some("function") {
-                    return Err(bad(format!("Invalid value for 'tools[{i}].type': only 'function' tools are supported."), "tools"));
+                    return Err(bad(
+                        format!(
+                            "Invalid value for 'tools[{i}].type': only 'function' tools are supported."
+                        ),
+                        "tools",
+                    ));
                 }
                 let f = t.get("function");
                 let name = f
                     .and_then(|f| f.get("name"))
                     .and_then(Value::as_str)
                     .filter(|n| !n.is_empty())
-                    .ok_or_else(|| bad(format!("Missing required parameter: 'tools[{i}].function.name'."), "tools"))?;
+                    .ok_or_else(|| {
+                        bad(
+                            format!("Missing required parameter: 'tools[{i}].function.name'."),
+                            "tools",
+                        )
+                    })?;
                 let parameters = f
                     .and_then(|f| f.get("parameters"))
                     .cloned()
@@ -190,7 +237,12 @@ fn parse_request(body: &[u8]) -> Result<ChatRequest, BadRequest> {
     let stream = match o.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(bad("Invalid type for 'stream': expected a boolean.", "stream")),
+        Some(_) => {
+            return Err(bad(
+                "Invalid type for 'stream': expected a boolean.",
+                "stream",
+            ));
+        }
     };
     let include_usage = o
         .get("stream_options")
@@ -363,7 +415,10 @@ fn stream_response(
     let body = Body::from_stream(futures_util::stream::iter(frames));
     Response::builder()
         .status(StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, "text/event-stream; charset=utf-8")
+        .header(
+            http::header::CONTENT_TYPE,
+            "text/event-stream; charset=utf-8",
+        )
         .header(http::header::CACHE_CONTROL, "no-cache")
         .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
@@ -405,7 +460,10 @@ mod tests {
 
     #[test]
     fn pieces_respect_characters() {
-        assert_eq!(pieces("{\"text\":\"café\"}", 8).concat(), "{\"text\":\"café\"}");
+        assert_eq!(
+            pieces("{\"text\":\"café\"}", 8).concat(),
+            "{\"text\":\"café\"}"
+        );
         assert_eq!(pieces("", 8), Vec::<String>::new());
     }
 }

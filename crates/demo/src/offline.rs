@@ -32,13 +32,18 @@ pub struct Tool {
 pub enum Reply {
     Text(String),
     /// A function call; `arguments` is a JSON object serialised as a string, as OpenAI sends it.
-    Call { name: String, arguments: String },
+    Call {
+        name: String,
+        arguments: String,
+    },
 }
 
 /// Decides the answer to a conversation.
 pub fn answer(messages: &[Message], tools: &[Tool]) -> Reply {
     let Some(last) = messages.last() else {
-        return Reply::Text(format!("{MODEL_NAME} model: there is nothing to answer yet."));
+        return Reply::Text(format!(
+            "{MODEL_NAME} model: there is nothing to answer yet."
+        ));
     };
     if last.role == "tool" {
         return Reply::Text(summarise_tool_results(messages));
@@ -54,7 +59,9 @@ pub fn answer(messages: &[Message], tools: &[Tool]) -> Reply {
     }
     match messages.iter().rev().find(|m| m.role == "user") {
         Some(m) => Reply::Text(echo(&m.text, tools)),
-        None => Reply::Text(format!("{MODEL_NAME} model: there is nothing to answer yet.")),
+        None => Reply::Text(format!(
+            "{MODEL_NAME} model: there is nothing to answer yet."
+        )),
     }
 }
 
@@ -138,8 +145,7 @@ fn remainder(original: &str, end: usize) -> String {
             .trim_start();
         for filler in ["that ", "saying ", "which says ", "with text ", "text "] {
             // `get` rather than slicing: the prefix may end inside a multi-byte character.
-            if r
-                .get(..filler.len())
+            if r.get(..filler.len())
                 .is_some_and(|p| p.eq_ignore_ascii_case(filler))
             {
                 r = &r[filler.len()..];
@@ -174,7 +180,8 @@ fn build_args(tool: &Tool, rest: &str) -> Option<Map<String, Value>> {
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let is_string = |k: &str| props.get(k).and_then(|p| p.get("type")) == Some(&Value::from("string"));
+    let is_string =
+        |k: &str| props.get(k).and_then(|p| p.get("type")) == Some(&Value::from("string"));
     let strings: Vec<&str> = props
         .keys()
         .map(String::as_str)
@@ -233,7 +240,10 @@ fn choose_tool(text: &str, tools: &[Tool]) -> Option<(String, Map<String, Value>
         .chars()
         .map(|c| if c.is_alphanumeric() { c } else { ' ' })
         .collect();
-    let words = format!(" {} ", words.split_whitespace().collect::<Vec<_>>().join(" "));
+    let words = format!(
+        " {} ",
+        words.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
     if (words.contains(" who am i ") || words.contains(" whoami "))
         && let Some(t) = find_tool(tools, "whoami")
         && let Some(c) = call(t, text.len())
@@ -323,7 +333,8 @@ mod tests {
     }
 
     fn demo_tools(prefix: &str) -> Vec<Tool> {
-        let text = json!({"type":"object","properties":{"text":{"type":"string"}},"required":["text"]});
+        let text =
+            json!({"type":"object","properties":{"text":{"type":"string"}},"required":["text"]});
         let none = json!({"type":"object","properties":{}});
         vec![
             tool(&format!("{prefix}whoami"), none.clone()),
@@ -348,7 +359,10 @@ mod tests {
             let n = |s: &str| format!("{prefix}{s}");
             assert_eq!(t("Who am I?"), call(&n("whoami"), json!({})));
             assert_eq!(t("run whoami please"), call(&n("whoami"), json!({})));
-            assert_eq!(t("Show me my profile"), call(&n("get_my_profile"), json!({})));
+            assert_eq!(
+                t("Show me my profile"),
+                call(&n("get_my_profile"), json!({}))
+            );
             assert_eq!(
                 t("Add a note: buy milk"),
                 call(&n("add_note"), json!({"text": "buy milk"}))
@@ -380,8 +394,13 @@ mod tests {
             r,
             Reply::Text("agentid-offline model: you said \"who am I?\".".into())
         );
-        let tools = vec![tool("echo", json!({"type":"object","properties":{"message":{"type":"string"}},"required":["message"]}))];
-        assert!(matches!(answer(&[user("who am I?")], &tools), Reply::Text(t) if t.contains("(echo)")));
+        let tools = vec![tool(
+            "echo",
+            json!({"type":"object","properties":{"message":{"type":"string"}},"required":["message"]}),
+        )];
+        assert!(
+            matches!(answer(&[user("who am I?")], &tools), Reply::Text(t) if t.contains("(echo)"))
+        );
         assert_eq!(
             answer(&[user("echo hello world")], &tools),
             call("echo", json!({"message": "hello world"}))
@@ -422,7 +441,10 @@ mod tests {
     #[test]
     fn unicode_does_not_break_matching() {
         let tools = demo_tools("");
-        assert!(matches!(answer(&[user("ÄÖÜ ß 日本 note")], &tools), Reply::Text(_)));
+        assert!(matches!(
+            answer(&[user("ÄÖÜ ß 日本 note")], &tools),
+            Reply::Text(_)
+        ));
         assert_eq!(
             answer(&[user("note: café ☕")], &tools),
             call("add_note", json!({"text": "café ☕"}))
