@@ -272,3 +272,35 @@ async fn model_checks_the_bearer_and_calls_the_offered_tool() {
     model.shutdown().await;
     f.sts.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_refusals_reach_the_caller_as_tool_errors() {
+    let f = fixture().await;
+    // The MCP server configured with a wrong secret: its on-behalf-of exchange is refused.
+    let mcp = agentid_demo::start_mcp(agentid_demo::McpSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        check: f.check(&format!("api://{MCP_APP}")).await,
+        token_endpoint: f.sts.token_url(),
+        graph_base: f.sts.base().to_string(),
+        client_id: MCP_APP.into(),
+        client_secret: "not-the-secret".into(),
+        ca_pem: f.ca_pem(),
+    })
+    .await
+    .unwrap();
+    let t2 = f
+        .agent_obo(&format!("api://{MCP_APP}/access_as_user"))
+        .await;
+    let client = mcp_client(&mcp, &t2).await;
+    let r = call(&client, "get_my_profile", json!({})).await;
+    assert_eq!(r.is_error, Some(true));
+    let t = text(&r);
+    assert!(t.contains("AADSTS7000215"), "{t}");
+    assert!(t.contains("on-behalf-of"), "{t}");
+    // The other tools do not depend on the exchange.
+    let who = call(&client, "whoami", json!({})).await;
+    assert_ne!(who.is_error, Some(true));
+    let _ = client.cancel().await;
+    mcp.shutdown().await;
+    f.sts.stop().await;
+}
