@@ -5,6 +5,7 @@ mod agent_cmd;
 mod bench;
 mod decode;
 mod gateway_cmd;
+mod demo_cmd;
 mod init;
 mod sidecar_bench;
 mod sidecar_cmd;
@@ -41,6 +42,11 @@ enum Command {
     Gateway(gateway_cmd::GatewayArgs),
     /// An AI agent with a real identity: sign in, chat, ask, show its tokens.
     Agent(agentid_agent::cli::AgentArgs),
+    /// The demo services: the offline model and the demo MCP server.
+    Demo {
+        #[command(subcommand)]
+        command: demo_cmd::DemoCommand,
+    },
     /// Work with tokens.
     Token {
         #[command(subcommand)]
@@ -90,6 +96,10 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(gateway_cmd::run(args))
         }
         Command::Agent(args) => runtime()?.block_on(agent_cmd::run(args)),
+        Command::Demo { command } => {
+            init_tracing("info");
+            runtime()?.block_on(demo_cmd::run(command))
+        }
         Command::Up(args) => {
             init_tracing("info,sqlx=warn");
             runtime()?.block_on(sts_cmd::up(args))
