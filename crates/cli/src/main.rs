@@ -10,6 +10,7 @@ mod init;
 mod sidecar_bench;
 mod sidecar_cmd;
 mod sts_cmd;
+mod up;
 
 use clap::{Parser, Subcommand};
 
@@ -26,8 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run agentid on one machine with the embedded demo tenant (for now: the STS).
-    Up(sts_cmd::UpArgs),
+    /// Run everything on one machine: STS, gateway, sidecar, demo MCP server and offline model.
+    Up(up::UpArgs),
     /// The token service.
     Sts {
         #[command(subcommand)]
@@ -101,8 +102,10 @@ fn main() -> anyhow::Result<()> {
             runtime()?.block_on(demo_cmd::run(command))
         }
         Command::Up(args) => {
-            init_tracing("info,sqlx=warn");
-            runtime()?.block_on(sts_cmd::up(args))
+            // One terminal for six parts: warnings only (the gateway's and the STS's audit
+            // trails are queryable: /audit/events and `agentid sts audit`).
+            init_tracing("warn,audit=off,rmcp=warn");
+            runtime()?.block_on(up::run(args))
         }
         Command::Sts { command } => {
             // The benchmark measures the token path, not one stderr line per audit event.

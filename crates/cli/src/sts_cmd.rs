@@ -47,15 +47,6 @@ pub struct ServeArgs {
     tls_key: Option<PathBuf>,
 }
 
-#[derive(clap::Args)]
-pub struct UpArgs {
-    /// State directory. Default: $AGENTID_HOME or ./.agentid
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Where the STS listens.
-    #[arg(long, default_value = "127.0.0.1:8443")]
-    listen: SocketAddr,
-}
 
 #[derive(clap::Subcommand)]
 pub enum StsCommand {
@@ -231,16 +222,6 @@ async fn run_until_signal(s: Settings, files: Vec<TenantFile>) -> anyhow::Result
     running.shutdown();
     eprintln!("stopped");
     Ok(())
-}
-
-pub async fn up(a: UpArgs) -> anyhow::Result<()> {
-    let data_dir = a
-        .data_dir
-        .unwrap_or_else(agentid_sts::settings::default_data_dir);
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let s = agentid_sts::settings::load(None, &env, Some(&data_dir), Some(a.listen))?;
-    let file = TenantFile::parse(DEMO_TENANT, Path::new("."))?;
-    run_until_signal(s, vec![file]).await
 }
 
 async fn open(

@@ -7,7 +7,7 @@ use super::raw;
 use super::ConfigError;
 use crate::jwt::{JwksRegistry, JwksSource, JwtAuth, JwtAuthSpec, JwtSettings, Mode, ProviderSpec};
 use crate::rules::{Expr, RuleKind, RuleSet, RuleSpec};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
