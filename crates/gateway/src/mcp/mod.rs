@@ -231,10 +231,20 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Respon
         prompt: None,
         resource: None,
     };
-    event.upstream = part.target.as_ref().map(|t| UpstreamPart {
-        target: Some(t.clone()),
-        credential: "none",
-        ..Default::default()
+    event.upstream = part.target.as_ref().map(|t| {
+        let credential = cx
+            .mcp
+            .targets
+            .iter()
+            .find(|x| &x.name == t)
+            .and_then(|x| cx.route.policies.upstream.overlay(&cx.backend.policies).overlay(&x.policies).auth)
+            .map(|a| a.kind())
+            .unwrap_or("none");
+        UpstreamPart {
+            target: Some(t.clone()),
+            credential,
+            ..Default::default()
+        }
     });
     cx.gw.metrics.mcp_requests.get_or_create(&vec![
         ("route".to_string(), cx.route.id.clone()),
