@@ -304,3 +304,28 @@ async fn sts_refusals_reach_the_caller_as_tool_errors() {
     mcp.shutdown().await;
     f.sts.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_user_signs_in_without_consent_and_gets_a_refresh_token() {
+    let f = fixture().await;
+    // What `agentid agent login` asks for: the blueprint's API plus the OIDC scopes.
+    let (st, b) = f
+        .sts
+        .token(&[
+            ("grant_type", "password"),
+            ("client_id", GRAPH_CLI),
+            ("username", USER),
+            ("password", PASSWORD),
+            (
+                "scope",
+                &format!("api://{BP}/access_as_user openid profile offline_access"),
+            ),
+        ])
+        .await;
+    assert_eq!(st, 200, "{b}");
+    assert!(b["refresh_token"].is_string(), "{b}");
+    let c = claims(b["access_token"].as_str().unwrap());
+    assert_eq!(c["aud"], format!("api://{BP}"));
+    assert_eq!(c["scp"], "access_as_user");
+    f.sts.stop().await;
+}
