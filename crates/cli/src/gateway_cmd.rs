@@ -4,7 +4,10 @@ use clap::Args;
 use std::path::PathBuf;
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct GatewayArgs {
+    #[command(subcommand)]
+    command: Option<GatewayCommand>,
     /// Config file (YAML or JSON, AgentGateway's format); watched and hot-reloaded.
     #[arg(short = 'f', long = "file", conflicts_with = "config")]
     file: Option<PathBuf>,
@@ -22,8 +25,29 @@ pub struct GatewayArgs {
     ca_file: Vec<PathBuf>,
 }
 
+#[derive(clap::Subcommand)]
+enum GatewayCommand {
+    /// Measure what the gateway adds: throughput ratio, added latency, memory (gateway.md §14).
+    Bench(crate::gateway_bench::BenchArgs),
+}
+
 /// Exit codes: 0 clean shutdown, 1 invalid config or bind error, 2 usage error.
 pub fn run(args: GatewayArgs) -> i32 {
+    if let Some(GatewayCommand::Bench(b)) = args.command {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build();
+        return match rt
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(crate::gateway_bench::run(b)))
+        {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("agentid gateway bench: {e:#}");
+                1
+            }
+        };
+    }
     let source = match (&args.file, &args.config) {
         (Some(f), None) => agentid_gateway::Source::File(f.clone()),
         (None, Some(c)) => agentid_gateway::Source::Inline(c.clone()),
@@ -37,7 +61,10 @@ pub fn run(args: GatewayArgs) -> i32 {
         return match agentid_gateway::serve::load_offline(&source, &args.ca_file) {
             Ok(snap) => {
                 if args.print_effective {
-                    println!("{}", serde_json::to_string_pretty(&snap.effective).unwrap_or_default());
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&snap.effective).unwrap_or_default()
+                    );
                 } else {
                     println!("config OK");
                 }
@@ -49,7 +76,10 @@ pub fn run(args: GatewayArgs) -> i32 {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("agentid gateway: {e}");
@@ -89,13 +119,14 @@ pub fn run(args: GatewayArgs) -> i32 {
 pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

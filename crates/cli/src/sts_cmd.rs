@@ -47,7 +47,6 @@ pub struct ServeArgs {
     tls_key: Option<PathBuf>,
 }
 
-
 #[derive(clap::Subcommand)]
 pub enum StsCommand {
     /// Serve the token service.

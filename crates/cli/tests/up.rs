@@ -12,7 +12,9 @@ fn free_ports() -> Vec<u16> {
     let held: Vec<std::net::TcpListener> = (0..7)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
 }
 
 fn up_command(dir: &std::path::Path, ports: &[u16]) -> Command {
@@ -38,27 +40,60 @@ fn up_command(dir: &std::path::Path, ports: &[u16]) -> Command {
 #[test]
 fn up_demo_tells_the_whole_story() {
     let dir = tempfile::tempdir().unwrap();
-    let out = up_command(dir.path(), &free_ports()).arg("--demo").output().unwrap();
+    let out = up_command(dir.path(), &free_ports())
+        .arg("--demo")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     // T2 names the agent as actor (facet 11) and the user as subject.
-    assert!(stdout.contains(&format!("T2: actor {AGENT} (facets 11 9 3)")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("T2: actor {AGENT} (facets 11 9 3)")),
+        "{stdout}"
+    );
     assert!(stdout.contains("user demo@agentid.local"), "{stdout}");
     // The LLM leg is authenticated and answers with the tool call.
-    assert!(stdout.contains("the model answers with a tool call: whoami"), "{stdout}");
+    assert!(
+        stdout.contains("the model answers with a tool call: whoami"),
+        "{stdout}"
+    );
     // The MCP server sees both the agent and the user.
-    assert!(stdout.contains(&format!("whoami says: You are agent {AGENT} acting on behalf of demo@agentid.local")), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "whoami says: You are agent {AGENT} acting on behalf of demo@agentid.local"
+        )),
+        "{stdout}"
+    );
     // The autonomous agent is refused, and the audit trail says why.
-    assert!(stdout.contains("tools offered to this caller: (none)"), "{stdout}");
-    assert!(stdout.contains("error -32602: Unknown tool: whoami"), "{stdout}");
-    assert!(stdout.contains("mode=autonomous → deny (no_allow_rule_matched)"), "{stdout}");
-    assert!(stdout.contains("mode=onBehalfOfUser → allow (rule_matched)"), "{stdout}");
+    assert!(
+        stdout.contains("tools offered to this caller: (none)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("error -32602: Unknown tool: whoami"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("mode=autonomous → deny (no_allow_rule_matched)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("mode=onBehalfOfUser → allow (rule_matched)"),
+        "{stdout}"
+    );
     // No audit JSON or token leaks into the story.
     assert!(!stdout.contains("\"grantType\""), "{stdout}");
     assert!(!stdout.contains("eyJ"), "no raw token printed");
     // State written for the user to edit.
-    for f in ["demo-tenant.yaml", "gateway.yaml", "agent.yaml", "ca.pem", "workload-token", "workload-jwks.json"] {
+    for f in [
+        "demo-tenant.yaml",
+        "gateway.yaml",
+        "agent.yaml",
+        "ca.pem",
+        "workload-token",
+        "workload-jwks.json",
+    ] {
         assert!(dir.path().join(".agentid").join(f).exists(), "{f} written");
     }
 }
@@ -85,7 +120,9 @@ fn agent_asks_who_am_i_after_up() {
     // Ready once the gateway's admin port answers (it starts last).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if std::net::TcpStream::connect(("127.0.0.1", ports[2])).is_ok() && dir.path().join(".agentid/agent.yaml").exists() {
+        if std::net::TcpStream::connect(("127.0.0.1", ports[2])).is_ok()
+            && dir.path().join(".agentid/agent.yaml").exists()
+        {
             break;
         }
         if let Ok(Some(status)) = up.0.try_wait() {
@@ -107,22 +144,45 @@ fn agent_asks_who_am_i_after_up() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains(&format!("You are agent {AGENT} acting on behalf of demo@agentid.local")), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stderr.contains("[tool] whoami"), "the answer came from the MCP tool: {stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "You are agent {AGENT} acting on behalf of demo@agentid.local"
+        )),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("[tool] whoami"),
+        "the answer came from the MCP tool: {stderr}"
+    );
 
     // The gateway recorded the decision with agent and user.
-    let audit = reqwest_blocking_get(&format!("http://127.0.0.1:{}/audit/events?kind=mcp&decision=allow", ports[2]));
-    assert!(audit.contains(AGENT) && audit.contains("demo@agentid.local"), "{audit}");
+    let audit = reqwest_blocking_get(&format!(
+        "http://127.0.0.1:{}/audit/events?kind=mcp&decision=allow",
+        ports[2]
+    ));
+    assert!(
+        audit.contains(AGENT) && audit.contains("demo@agentid.local"),
+        "{audit}"
+    );
 
     // Ctrl-C stops everything cleanly.
     let pid = up.0.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = up.0.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "agentid up did not stop on Ctrl-C");
+        assert!(
+            Instant::now() < deadline,
+            "agentid up did not stop on Ctrl-C"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "clean exit: {status}");

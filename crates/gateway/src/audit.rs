@@ -177,7 +177,10 @@ impl AuditLog {
                 Ok(line) => {
                     if queue.try_send(line).is_err() {
                         self.dropped.fetch_add(1, Ordering::Relaxed);
-                        let mut last = self.last_drop_warning.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut last = self
+                            .last_drop_warning
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
                         if last.is_none_or(|t| t.elapsed().as_secs() >= 60) {
                             *last = Some(std::time::Instant::now());
                             tracing::warn!("audit queue full: events are being dropped");
@@ -324,8 +327,18 @@ impl Query {
         };
         for (k, v) in form_urlencoded_pairs(query) {
             match k.as_str() {
-                "since" => q.since = Some(time_arg(&v).ok_or_else(|| bad("since", "expected RFC 3339 or a duration like 15m"))?),
-                "until" => q.until = Some(time_arg(&v).ok_or_else(|| bad("until", "expected RFC 3339 or a duration like 15m"))?),
+                "since" => {
+                    q.since =
+                        Some(time_arg(&v).ok_or_else(|| {
+                            bad("since", "expected RFC 3339 or a duration like 15m")
+                        })?)
+                }
+                "until" => {
+                    q.until =
+                        Some(time_arg(&v).ok_or_else(|| {
+                            bad("until", "expected RFC 3339 or a duration like 15m")
+                        })?)
+                }
                 "agent" => q.agent = Some(v),
                 "user" => q.user = Some(v),
                 "route" => q.route = Some(v),
@@ -377,8 +390,16 @@ impl Query {
             return false;
         }
         if let Some(u) = &self.user {
-            let oid = e.identity.user_oid.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(u));
-            let upn = e.identity.user_upn.as_deref().is_some_and(|o| o.eq_ignore_ascii_case(u));
+            let oid = e
+                .identity
+                .user_oid
+                .as_deref()
+                .is_some_and(|o| o.eq_ignore_ascii_case(u));
+            let upn = e
+                .identity
+                .user_upn
+                .as_deref()
+                .is_some_and(|o| o.eq_ignore_ascii_case(u));
             if !oid && !upn {
                 return false;
             }

@@ -61,7 +61,11 @@ fn parse_traceparent(v: &str) -> Option<(String, bool)> {
     if parts.len() < 4 || parts[0].len() != 2 || parts[0] == "ff" {
         return None;
     }
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
     if !hex(parts[1], 32) || !hex(parts[2], 16) || !hex(parts[3], 2) {
         return None;
     }
@@ -85,8 +89,7 @@ pub fn correlation_id(headers: &http::HeaderMap) -> String {
         if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok())
             && !v.is_empty()
             && v.len() <= 128
-            && v
-                .bytes()
+            && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
         {
             return v.to_string();
@@ -120,7 +123,10 @@ impl Exchange {
     }
 
     pub fn route_id(&self) -> String {
-        self.route.as_ref().map(|r| r.id.clone()).unwrap_or_default()
+        self.route
+            .as_ref()
+            .map(|r| r.id.clone())
+            .unwrap_or_default()
     }
 
     /// The audit event for this exchange as it stands.

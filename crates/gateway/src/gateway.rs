@@ -37,7 +37,11 @@ pub struct ReloadStatus {
 }
 
 impl Gateway {
-    pub fn new(snapshot: Snapshot, jwks: Arc<JwksRegistry>, extra_roots: Vec<PathBuf>) -> Arc<Gateway> {
+    pub fn new(
+        snapshot: Snapshot,
+        jwks: Arc<JwksRegistry>,
+        extra_roots: Vec<PathBuf>,
+    ) -> Arc<Gateway> {
         let audit = AuditLog::new(&snapshot.settings.audit);
         let metrics = Metrics::new(&snapshot.removed_metrics);
         let clients = Clients::new(extra_roots, &snapshot);
@@ -71,7 +75,13 @@ impl Gateway {
         self.record_with(ex, &mut event, llm, None);
     }
 
-    pub fn record_with(&self, ex: &Exchange, event: &mut Event, llm: Option<&LlmInfo>, mcp: Option<&McpInfo>) {
+    pub fn record_with(
+        &self,
+        ex: &Exchange,
+        event: &mut Event,
+        llm: Option<&LlmInfo>,
+        mcp: Option<&McpInfo>,
+    ) {
         let snap = self.snapshot();
         let ctx = EvalContext {
             request: &ex.request,
@@ -120,8 +130,14 @@ impl Gateway {
         }
         self.metrics.requests.get_or_create(&labels).inc();
         let seconds = ex.start.elapsed().as_secs_f64();
-        let short = vec![("route".to_string(), route), ("kind".to_string(), event.kind.to_string())];
-        self.metrics.request_duration.get_or_create(&short).observe(seconds);
+        let short = vec![
+            ("route".to_string(), route),
+            ("kind".to_string(), event.kind.to_string()),
+        ];
+        self.metrics
+            .request_duration
+            .get_or_create(&short)
+            .observe(seconds);
         let upstream_s = event
             .upstream
             .as_ref()
@@ -187,7 +203,8 @@ impl Clients {
         if let Some(c) = map.get(&key) {
             return Ok(c.clone());
         }
-        let tls = crate::tls::client_config(policy, &self.extra_roots).map_err(|e| e.to_string())?;
+        let tls =
+            crate::tls::client_config(policy, &self.extra_roots).map_err(|e| e.to_string())?;
         let mut builder = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
             .connect_timeout(self.connect_timeout)

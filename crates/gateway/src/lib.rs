@@ -45,7 +45,11 @@ pub(crate) fn jwt_metrics_text(gw: &gateway::Gateway) -> String {
     }
     out.push_str("# HELP agentid_gateway_jwks_keys Usable keys per JWKS URL.\n# TYPE agentid_gateway_jwks_keys gauge\n");
     for m in &all {
-        out.push_str(&format!("agentid_gateway_jwks_keys{{jwks=\"{}\"}} {}\n", esc(&m.url), m.keys));
+        out.push_str(&format!(
+            "agentid_gateway_jwks_keys{{jwks=\"{}\"}} {}\n",
+            esc(&m.url),
+            m.keys
+        ));
     }
     out
 }

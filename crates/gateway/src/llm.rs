@@ -30,10 +30,20 @@ pub async fn handle(
 ) -> Response<Body> {
     let (parts, incoming) = req.into_parts();
     let limit = snap.settings.limits.llm_request_body_bytes;
-    let bytes = match http_body_util::Limited::new(incoming, limit).collect().await {
+    let bytes = match http_body_util::Limited::new(incoming, limit)
+        .collect()
+        .await
+    {
         Ok(c) => c.to_bytes(),
         Err(_) => {
-            return llm_error(gw, ex, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", &format!("request body exceeds {limit} bytes"), &ai);
+            return llm_error(
+                gw,
+                ex,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                &format!("request body exceeds {limit} bytes"),
+                &ai,
+            );
         }
     };
     let rewritten = pipeline::rewrite_path(route, matched_prefix.as_deref(), &parts.uri);
@@ -48,7 +58,9 @@ pub async fn handle(
     let (host, port, default_tls) = match (&ai.host_override, &ai.provider) {
         (Some((h, p)), _) => (h.clone(), *p, false),
         (None, AiProvider::OpenAi { .. }) => ("api.openai.com".to_string(), 443, true),
-        (None, AiProvider::Azure { resource_name, .. }) => (format!("{resource_name}.openai.azure.com"), 443, true),
+        (None, AiProvider::Azure { resource_name, .. }) => {
+            (format!("{resource_name}.openai.azure.com"), 443, true)
+        }
     };
     let upstream_path = if let Some(over) = &ai.path_override {
         match &query {
@@ -60,7 +72,9 @@ pub async fn handle(
     } else {
         match &ai.provider {
             AiProvider::OpenAi { .. } => "/v1/chat/completions".to_string(),
-            AiProvider::Azure { api_version, model, .. } => match api_version.as_str() {
+            AiProvider::Azure {
+                api_version, model, ..
+            } => match api_version.as_str() {
                 "v1" => "/openai/v1/chat/completions".to_string(),
                 "preview" => "/openai/v1/chat/completions?api-version=preview".to_string(),
                 v => format!(
@@ -82,7 +96,14 @@ pub async fn handle(
         let mut json: serde_json::Value = match serde_json::from_slice(&bytes) {
             Ok(v @ serde_json::Value::Object(_)) => v,
             _ => {
-                return llm_error(gw, ex, StatusCode::BAD_REQUEST, "invalid_llm_request", "the chat completion request body is not a JSON object", &ai);
+                return llm_error(
+                    gw,
+                    ex,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_llm_request",
+                    "the chat completion request body is not a JSON object",
+                    &ai,
+                );
             }
         };
         if let Some(model) = ai.provider.model_override() {
@@ -93,7 +114,10 @@ pub async fn handle(
             .and_then(|m| m.as_str())
             .map(str::to_string)
             .or(deployment.clone());
-        llm.streaming = json.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
+        llm.streaming = json
+            .get("stream")
+            .and_then(|s| s.as_bool())
+            .unwrap_or(false);
         if llm.streaming {
             let asked = json
                 .pointer("/stream_options/include_usage")
@@ -127,38 +151,80 @@ pub async fn handle(
             })
         })
     });
-    let url = format!("{}://{}{}", if tls { "https" } else { "http" }, pipeline::authority(&host, port), upstream_path);
+    let url = format!(
+        "{}://{}{}",
+        if tls { "https" } else { "http" },
+        pipeline::authority(&host, port),
+        upstream_path
+    );
     let mut headers = pipeline::forwardable_headers(&parts.headers);
     headers.remove(http::header::ACCEPT_ENCODING);
     pipeline::set_host(route, &parts.headers, &host, port, &mut headers);
     pipeline::add_trace_headers(ex, &mut headers);
-    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     if let Some(h) = &route.policies.upstream.headers {
         h.apply(&mut headers);
     }
     if let Some(h) = &backend.policies.headers {
         h.apply(&mut headers);
     }
-    let credential = match pipeline::apply_auth(gw, ex, route, &policy, &mut headers, &backend.name).await {
-        Ok(c) => c,
-        Err(resp) => return *resp,
-    };
+    let credential =
+        match pipeline::apply_auth(gw, ex, route, &policy, &mut headers, &backend.name).await {
+            Ok(c) => c,
+            Err(resp) => return *resp,
+        };
     let client = match gw.clients.get(tls_policy.as_deref()) {
         Ok(c) => c,
-        Err(e) => return llm_error(gw, ex, StatusCode::BAD_GATEWAY, "upstream_unavailable", &e, &ai),
+        Err(e) => {
+            return llm_error(
+                gw,
+                ex,
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                &e,
+                &ai,
+            );
+        }
     };
     let upstream_start = Instant::now();
     let header_timeout = route
         .policies
         .backend_request_timeout
         .unwrap_or(snap.settings.timeouts.llm_response_headers);
-    let send = client.request(parts.method.clone(), &url).headers(headers).body(body_bytes).send();
+    let send = client
+        .request(parts.method.clone(), &url)
+        .headers(headers)
+        .body(body_bytes)
+        .send();
     let upstream = match tokio::time::timeout(header_timeout, send).await {
         Err(_) => {
-            return llm_error(gw, ex, StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", &format!("LLM upstream did not answer within {}", crate::config::duration::render(header_timeout)), &ai);
+            return llm_error(
+                gw,
+                ex,
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                &format!(
+                    "LLM upstream did not answer within {}",
+                    crate::config::duration::render(header_timeout)
+                ),
+                &ai,
+            );
         }
         Ok(Err(e)) => {
-            return llm_error(gw, ex, StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable", &format!("LLM upstream {host}:{port} failed: {}", pipeline::error_chain(&e)), &ai);
+            return llm_error(
+                gw,
+                ex,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_unavailable",
+                &format!(
+                    "LLM upstream {host}:{port} failed: {}",
+                    pipeline::error_chain(&e)
+                ),
+                &ai,
+            );
         }
         Ok(Ok(r)) => r,
     };
@@ -177,13 +243,24 @@ pub async fn handle(
     };
 
     if is_chat && llm.streaming && event_stream && status.is_success() {
-        return relay_stream(gw, ex, upstream, llm, upstream_part, injected, upstream_start);
+        return relay_stream(
+            gw,
+            ex,
+            upstream,
+            llm,
+            upstream_part,
+            injected,
+            upstream_start,
+        );
     }
 
     // Non-streamed: relay the body, reading usage from (a bounded copy of) it.
     let mut resp_headers = http::HeaderMap::new();
     for (k, v) in upstream.headers() {
-        if k != http::header::CONTENT_LENGTH && k != http::header::TRANSFER_ENCODING && k != http::header::CONNECTION {
+        if k != http::header::CONTENT_LENGTH
+            && k != http::header::TRANSFER_ENCODING
+            && k != http::header::CONNECTION
+        {
             resp_headers.append(k.clone(), v.clone());
         }
     }
@@ -194,16 +271,27 @@ pub async fn handle(
         match chunk {
             Ok(c) => collected.extend_from_slice(&c),
             Err(e) => {
-                return llm_error(gw, ex, StatusCode::BAD_GATEWAY, "upstream_unavailable", &format!("LLM upstream broke off: {}", pipeline::error_chain(&e)), &ai);
+                return llm_error(
+                    gw,
+                    ex,
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unavailable",
+                    &format!("LLM upstream broke off: {}", pipeline::error_chain(&e)),
+                    &ai,
+                );
             }
         }
     }
     let mut up = upstream_part;
     up.duration_ms = Some(upstream_start.elapsed().as_secs_f64() * 1000.0);
-    if is_chat && collected.len() <= tee_limit
+    if is_chat
+        && collected.len() <= tee_limit
         && let Ok(json) = serde_json::from_slice::<serde_json::Value>(&collected)
     {
-        llm.response_model = json.get("model").and_then(|m| m.as_str()).map(str::to_string);
+        llm.response_model = json
+            .get("model")
+            .and_then(|m| m.as_str())
+            .map(str::to_string);
         llm.usage = json.get("usage").and_then(usage_of);
     }
     finish(gw, ex, status.as_u16(), llm, up);
@@ -227,7 +315,10 @@ fn relay_stream(
     let status = upstream.status();
     let mut headers = http::HeaderMap::new();
     for (k, v) in upstream.headers() {
-        if k != http::header::CONTENT_LENGTH && k != http::header::TRANSFER_ENCODING && k != http::header::CONNECTION {
+        if k != http::header::CONTENT_LENGTH
+            && k != http::header::TRANSFER_ENCODING
+            && k != http::header::CONNECTION
+        {
             headers.append(k.clone(), v.clone());
         }
     }
@@ -258,20 +349,41 @@ fn relay_stream(
                     if data == "[DONE]" {
                         continue;
                     }
-                    let Ok(json) = serde_json::from_str::<serde_json::Value>(&data) else { continue };
+                    let Ok(json) = serde_json::from_str::<serde_json::Value>(&data) else {
+                        continue;
+                    };
                     if llm.response_model.is_none() {
-                        llm.response_model = json.get("model").and_then(|m| m.as_str()).filter(|m| !m.is_empty()).map(str::to_string);
+                        llm.response_model = json
+                            .get("model")
+                            .and_then(|m| m.as_str())
+                            .filter(|m| !m.is_empty())
+                            .map(str::to_string);
                     }
-                    let has_content = json
-                        .get("choices")
-                        .and_then(|c| c.as_array())
-                        .is_some_and(|c| c.iter().any(|choice| choice.pointer("/delta/content").and_then(|v| v.as_str()).is_some_and(|s| !s.is_empty()) || choice.pointer("/delta/tool_calls").is_some()));
+                    let has_content =
+                        json.get("choices")
+                            .and_then(|c| c.as_array())
+                            .is_some_and(|c| {
+                                c.iter().any(|choice| {
+                                    choice
+                                        .pointer("/delta/content")
+                                        .and_then(|v| v.as_str())
+                                        .is_some_and(|s| !s.is_empty())
+                                        || choice.pointer("/delta/tool_calls").is_some()
+                                })
+                            });
                     if has_content && first_token.is_none() {
                         first_token = Some(upstream_start.elapsed().as_secs_f64() * 1000.0);
                     }
-                    if let Some(usage) = json.get("usage").filter(|u| !u.is_null()).and_then(usage_of) {
+                    if let Some(usage) = json
+                        .get("usage")
+                        .filter(|u| !u.is_null())
+                        .and_then(usage_of)
+                    {
                         llm.usage = Some(usage);
-                        let empty_choices = json.get("choices").and_then(|c| c.as_array()).is_none_or(|c| c.is_empty());
+                        let empty_choices = json
+                            .get("choices")
+                            .and_then(|c| c.as_array())
+                            .is_none_or(|c| c.is_empty());
                         if injected && empty_choices {
                             forward = false;
                         }
@@ -295,7 +407,13 @@ fn relay_stream(
                 .llm_ttft
                 .get_or_create(&vec![
                     ("route".to_string(), ex.route_id()),
-                    ("model".to_string(), llm.response_model.clone().or(llm.request_model.clone()).unwrap_or_default()),
+                    (
+                        "model".to_string(),
+                        llm.response_model
+                            .clone()
+                            .or(llm.request_model.clone())
+                            .unwrap_or_default(),
+                    ),
                 ])
                 .observe(ttft / 1000.0);
         }
@@ -379,7 +497,11 @@ fn usage_supported(path: &str, query: Option<&str>, upstream_path: &str) -> bool
     let version = query
         .into_iter()
         .chain(upstream_path.split_once('?').map(|(_, q)| q))
-        .flat_map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect::<Vec<_>>())
+        .flat_map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect::<Vec<_>>()
+        })
         .find(|(k, _)| k == "api-version")
         .map(|(_, v)| v);
     match version.as_deref() {
@@ -454,7 +576,14 @@ fn finish(gw: &Arc<Gateway>, ex: &Exchange, status: u16, llm: LlmPart, up: Upstr
     gw.record_with(ex, &mut event, Some(&info), None);
 }
 
-fn llm_error(gw: &Arc<Gateway>, ex: &Exchange, status: StatusCode, code: &str, message: &str, ai: &AiBackend) -> Response<Body> {
+fn llm_error(
+    gw: &Arc<Gateway>,
+    ex: &Exchange,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    ai: &AiBackend,
+) -> Response<Body> {
     let llm = LlmPart {
         provider: ai.provider.name().to_string(),
         route_type: "chat",
@@ -476,10 +605,25 @@ mod tests {
 
     #[test]
     fn usage_support_by_api_version() {
-        assert!(usage_supported("/v1/chat/completions", None, "/v1/chat/completions"));
-        assert!(usage_supported("/openai/deployments/d/chat/completions", Some("api-version=2024-10-21"), ""));
-        assert!(!usage_supported("/openai/deployments/d/chat/completions", Some("api-version=2024-02-15-preview"), ""));
-        assert_eq!(deployment_of("/openai/deployments/gpt4/chat/completions").as_deref(), Some("gpt4"));
+        assert!(usage_supported(
+            "/v1/chat/completions",
+            None,
+            "/v1/chat/completions"
+        ));
+        assert!(usage_supported(
+            "/openai/deployments/d/chat/completions",
+            Some("api-version=2024-10-21"),
+            ""
+        ));
+        assert!(!usage_supported(
+            "/openai/deployments/d/chat/completions",
+            Some("api-version=2024-02-15-preview"),
+            ""
+        ));
+        assert_eq!(
+            deployment_of("/openai/deployments/gpt4/chat/completions").as_deref(),
+            Some("gpt4")
+        );
     }
 
     #[test]

@@ -60,7 +60,11 @@ impl Metrics {
             panics: Counter::default(),
             registry: Registry::default(),
         };
-        let keep = |name: &str| !removed.iter().any(|r| r == name || r == &format!("agentid_gateway_{name}"));
+        let keep = |name: &str| {
+            !removed
+                .iter()
+                .any(|r| r == name || r == &format!("agentid_gateway_{name}"))
+        };
         macro_rules! reg {
             ($name:expr, $help:expr, $metric:expr) => {
                 if keep($name) {
@@ -69,20 +73,56 @@ impl Metrics {
             };
         }
         reg!("requests", "Requests handled", m.requests);
-        reg!("request_duration_seconds", "Request duration", m.request_duration);
-        reg!("upstream_duration_seconds", "Upstream duration", m.upstream_duration);
-        reg!("overhead_seconds", "Request time minus upstream time", m.overhead);
+        reg!(
+            "request_duration_seconds",
+            "Request duration",
+            m.request_duration
+        );
+        reg!(
+            "upstream_duration_seconds",
+            "Upstream duration",
+            m.upstream_duration
+        );
+        reg!(
+            "overhead_seconds",
+            "Request time minus upstream time",
+            m.overhead
+        );
         reg!("auth_failures", "JWT validation failures", m.auth_failures);
         reg!("mcp_requests", "MCP JSON-RPC requests", m.mcp_requests);
         reg!("mcp_sessions_active", "Active MCP sessions", m.mcp_sessions);
-        reg!("mcp_target_up", "MCP target ready in the latest session attempt", m.mcp_target_up);
-        reg!("llm_tokens", "LLM tokens by agent, user and model", m.llm_tokens);
+        reg!(
+            "mcp_target_up",
+            "MCP target ready in the latest session attempt",
+            m.mcp_target_up
+        );
+        reg!(
+            "llm_tokens",
+            "LLM tokens by agent, user and model",
+            m.llm_tokens
+        );
         reg!("llm_requests", "LLM requests", m.llm_requests);
-        reg!("llm_time_to_first_token_seconds", "LLM time to first token", m.llm_ttft);
-        reg!("token_exchanges", "On-behalf-of token exchanges", m.token_exchanges);
+        reg!(
+            "llm_time_to_first_token_seconds",
+            "LLM time to first token",
+            m.llm_ttft
+        );
+        reg!(
+            "token_exchanges",
+            "On-behalf-of token exchanges",
+            m.token_exchanges
+        );
         reg!("config_reloads", "Config reloads", m.config_reloads);
-        reg!("connections_active", "Open downstream connections", m.connections);
-        reg!("audit_events_dropped", "Audit events dropped (queue full)", m.audit_dropped);
+        reg!(
+            "connections_active",
+            "Open downstream connections",
+            m.connections
+        );
+        reg!(
+            "audit_events_dropped",
+            "Audit events dropped (queue full)",
+            m.audit_dropped
+        );
         reg!("panics", "Requests that panicked", m.panics);
         Metrics { registry, ..m }
     }

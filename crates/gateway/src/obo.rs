@@ -64,8 +64,20 @@ impl OboCache {
             });
         }
         let (mode_name, endpoint, client, scopes) = match &obo.mode {
-            OboMode::Sidecar { url, api, scopes } => ("sidecar", url.as_str(), api.as_str(), scopes.clone()),
-            OboMode::Sts { token_endpoint, client_id, scopes, .. } => ("sts", token_endpoint.as_str(), client_id.as_str(), scopes.clone()),
+            OboMode::Sidecar { url, api, scopes } => {
+                ("sidecar", url.as_str(), api.as_str(), scopes.clone())
+            }
+            OboMode::Sts {
+                token_endpoint,
+                client_id,
+                scopes,
+                ..
+            } => (
+                "sts",
+                token_endpoint.as_str(),
+                client_id.as_str(),
+                scopes.clone(),
+            ),
         };
         let mut sorted = scopes.clone();
         sorted.sort();
@@ -85,7 +97,10 @@ impl OboCache {
         };
         if let Some(hit) = self.cache.get(&key).await {
             if hit.expires > Instant::now() {
-                gw.metrics.token_exchanges.get_or_create(&labels("ok", "hit")).inc();
+                gw.metrics
+                    .token_exchanges
+                    .get_or_create(&labels("ok", "hit"))
+                    .inc();
                 return Ok(hit.header.to_string());
             }
             self.cache.invalidate(&key).await;
@@ -99,9 +114,28 @@ impl OboCache {
                     OboMode::Sidecar { url, api, scopes } => {
                         via_sidecar(gw, ex, url, api, scopes, timeout).await?
                     }
-                    OboMode::Sts { token_endpoint, client_id, credential, scopes, root } => {
-                        let (token, expires_in) = via_sts(gw, ex, token_endpoint, client_id, credential, scopes, root.clone(), timeout).await?;
-                        (format!("{}{token}", obo.prefix.as_deref().unwrap_or("Bearer ")), expires_in)
+                    OboMode::Sts {
+                        token_endpoint,
+                        client_id,
+                        credential,
+                        scopes,
+                        root,
+                    } => {
+                        let (token, expires_in) = via_sts(
+                            gw,
+                            ex,
+                            token_endpoint,
+                            client_id,
+                            credential,
+                            scopes,
+                            root.clone(),
+                            timeout,
+                        )
+                        .await?;
+                        (
+                            format!("{}{token}", obo.prefix.as_deref().unwrap_or("Bearer ")),
+                            expires_in,
+                        )
                     }
                 };
                 let header = match (&obo.mode, &obo.prefix) {
@@ -120,11 +154,17 @@ impl OboCache {
             .await;
         match result {
             Ok(c) => {
-                gw.metrics.token_exchanges.get_or_create(&labels("ok", "miss")).inc();
+                gw.metrics
+                    .token_exchanges
+                    .get_or_create(&labels("ok", "miss"))
+                    .inc();
                 Ok(c.header.to_string())
             }
             Err(e) => {
-                gw.metrics.token_exchanges.get_or_create(&labels(e.code, "miss")).inc();
+                gw.metrics
+                    .token_exchanges
+                    .get_or_create(&labels(e.code, "miss"))
+                    .inc();
                 Err((*e).clone())
             }
         }
@@ -173,21 +213,38 @@ async fn via_sidecar(
     timeout: Duration,
 ) -> Result<(String, i64), ExchangeFailure> {
     let client = gw.clients.get(None).map_err(unavailable)?;
-    let verified = ex.verified.as_ref().ok_or_else(|| unavailable("no token".into()))?;
-    let mut query: Vec<(&str, String)> = scopes.iter().map(|s| ("optionsOverride.Scopes", s.clone())).collect();
+    let verified = ex
+        .verified
+        .as_ref()
+        .ok_or_else(|| unavailable("no token".into()))?;
+    let mut query: Vec<(&str, String)> = scopes
+        .iter()
+        .map(|s| ("optionsOverride.Scopes", s.clone()))
+        .collect();
     if uuid::Uuid::parse_str(&ex.correlation_id).is_ok() {
-        query.push(("optionsOverride.AcquireTokenOptions.CorrelationId", ex.correlation_id.clone()));
+        query.push((
+            "optionsOverride.AcquireTokenOptions.CorrelationId",
+            ex.correlation_id.clone(),
+        ));
     }
     let resp = client
         .get(format!("{url}/AuthorizationHeader/{api}"))
         .query(&query)
-        .header("authorization", format!("Bearer {}", verified.token.expose()))
+        .header(
+            "authorization",
+            format!("Bearer {}", verified.token.expose()),
+        )
         .header("host", "localhost")
         .header("traceparent", ex.trace.traceparent())
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| unavailable(format!("sidecar unreachable: {}", crate::pipeline::error_chain(&e))))?;
+        .map_err(|e| {
+            unavailable(format!(
+                "sidecar unreachable: {}",
+                crate::pipeline::error_chain(&e)
+            ))
+        })?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     if status.is_client_error() {
@@ -230,9 +287,15 @@ async fn via_sts(
         insecure_host: false,
     });
     let client = gw.clients.get(policy.as_ref()).map_err(unavailable)?;
-    let verified = ex.verified.as_ref().ok_or_else(|| unavailable("no token".into()))?;
+    let verified = ex
+        .verified
+        .as_ref()
+        .ok_or_else(|| unavailable("no token".into()))?;
     let mut form: Vec<(&str, String)> = vec![
-        ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer".into()),
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:jwt-bearer".into(),
+        ),
         ("client_id", client_id.to_string()),
         ("assertion", verified.token.expose().to_string()),
         ("scope", scopes.join(" ")),
@@ -241,10 +304,16 @@ async fn via_sts(
     match credential {
         OboCredential::Secret(s) => form.push(("client_secret", s.0.to_string())),
         OboCredential::AssertionFile(path) => {
-            let assertion = tokio::fs::read_to_string(path)
-                .await
-                .map_err(|e| unavailable(format!("cannot read client assertion file {}: {e}", path.display())))?;
-            form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));
+            let assertion = tokio::fs::read_to_string(path).await.map_err(|e| {
+                unavailable(format!(
+                    "cannot read client assertion file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            form.push((
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+            ));
             form.push(("client_assertion", assertion.trim().to_string()));
         }
     }
@@ -255,7 +324,12 @@ async fn via_sts(
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| unavailable(format!("token endpoint unreachable: {}", crate::pipeline::error_chain(&e))))?;
+        .map_err(|e| {
+            unavailable(format!(
+                "token endpoint unreachable: {}",
+                crate::pipeline::error_chain(&e)
+            ))
+        })?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     if status.is_client_error() {
@@ -268,6 +342,9 @@ async fn via_sts(
         .get("access_token")
         .and_then(|v| v.as_str())
         .ok_or_else(|| unavailable("token response has no access_token".into()))?;
-    let expires_in = body.get("expires_in").and_then(|v| v.as_i64()).unwrap_or(300);
+    let expires_in = body
+        .get("expires_in")
+        .and_then(|v| v.as_i64())
+        .unwrap_or(300);
     Ok((token.to_string(), expires_in))
 }

@@ -29,7 +29,6 @@ const HOP_BY_HOP: &[&str] = &[
     "host",
 ];
 
-
 pub async fn handle(
     gw: Arc<Gateway>,
     bind_port: u16,
@@ -78,12 +77,29 @@ pub async fn handle(
     };
 
     let Some(bind) = snap.binds.iter().find(|b| b.port == bind_port) else {
-        return finish_error(&gw, &ex, StatusCode::NOT_FOUND, "route_not_found", "no route matches this request");
+        return finish_error(
+            &gw,
+            &ex,
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            "no route matches this request",
+        );
     };
     let Some(listener) = router::listener(bind, &host) else {
-        return finish_error(&gw, &ex, StatusCode::NOT_FOUND, "route_not_found", "no listener for this host");
+        return finish_error(
+            &gw,
+            &ex,
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            "no listener for this host",
+        );
     };
-    ex.listener = Some(listener.name.clone().unwrap_or_else(|| listener.index.to_string()));
+    ex.listener = Some(
+        listener
+            .name
+            .clone()
+            .unwrap_or_else(|| listener.index.to_string()),
+    );
     let query: Vec<(String, String)> = url::form_urlencoded::parse(query_string.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -95,7 +111,13 @@ pub async fn handle(
         query: &query,
     };
     let Some((route, matched)) = router::select(listener, &facts) else {
-        return finish_error(&gw, &ex, StatusCode::NOT_FOUND, "route_not_found", "no route matches this request");
+        return finish_error(
+            &gw,
+            &ex,
+            StatusCode::NOT_FOUND,
+            "route_not_found",
+            "no route matches this request",
+        );
     };
     let route = route.clone();
     ex.route = Some(route.clone());
@@ -113,7 +135,9 @@ pub async fn handle(
     if let Some(cors) = &route.policies.cors
         && req.method() == http::Method::OPTIONS
         && origin.is_some()
-        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     {
         let resp = preflight(cors, origin.as_deref().unwrap_or_default());
         ex.decision.stage = "cors";
@@ -165,7 +189,8 @@ async fn authenticated(
                     ..Default::default()
                 };
                 let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::UNAUTHORIZED);
-                let mut resp = body::gateway_error(status, f.reason.as_str(), &f.message, &ex.correlation_id);
+                let mut resp =
+                    body::gateway_error(status, f.reason.as_str(), &f.message, &ex.correlation_id);
                 if status == StatusCode::UNAUTHORIZED {
                     let challenge = if f.reason.as_str() == "token_missing" {
                         "Bearer realm=\"agentid\"".to_string()
@@ -205,24 +230,58 @@ async fn authenticated(
                 Some(rule) => format!("denied by authorization rule `{rule}` ({})", d.reason),
                 None => format!("denied by authorization rules ({})", d.reason),
             };
-            let resp = body::gateway_error(StatusCode::FORBIDDEN, "authorization_denied", &msg, &ex.correlation_id);
+            let resp = body::gateway_error(
+                StatusCode::FORBIDDEN,
+                "authorization_denied",
+                &msg,
+                &ex.correlation_id,
+            );
             gw.record(ex, ex.event("http", 403), None);
             return resp;
         }
     }
 
     let Some(backend) = pick_backend(&route.backends) else {
-        return finish_error(gw, ex, StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable", "no backend with weight > 0");
+        return finish_error(
+            gw,
+            ex,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_unavailable",
+            "no backend with weight > 0",
+        );
     };
     match &backend.kind {
         BackendKind::Mcp(m) => mcp::handle(gw, snap, ex, &route, backend, m.clone(), req).await,
         BackendKind::Ai(ai) => {
             let policy = route.policies.upstream.overlay(&backend.policies);
-            llm::handle(gw, snap, ex, &route, backend, ai.clone(), policy, matched_prefix, req).await
+            llm::handle(
+                gw,
+                snap,
+                ex,
+                &route,
+                backend,
+                ai.clone(),
+                policy,
+                matched_prefix,
+                req,
+            )
+            .await
         }
         BackendKind::Host { host, port } => {
             let policy = route.policies.upstream.overlay(&backend.policies);
-            forward_http(gw, snap, ex, &route, backend, host, *port, policy, matched_prefix, req).await
+            forward_http(
+                gw,
+                snap,
+                ex,
+                &route,
+                backend,
+                host,
+                *port,
+                policy,
+                matched_prefix,
+                req,
+            )
+            .await
         }
     }
 }
@@ -261,7 +320,12 @@ async fn forward_http(
     let tls = policy.tls.is_some();
     let (parts, incoming) = req.into_parts();
     let path_and_query = rewrite_path(route, matched_prefix.as_deref(), &parts.uri);
-    let url = format!("{}://{}{}", if tls { "https" } else { "http" }, authority(host, port), path_and_query);
+    let url = format!(
+        "{}://{}{}",
+        if tls { "https" } else { "http" },
+        authority(host, port),
+        path_and_query
+    );
     let mut headers = forwardable_headers(&parts.headers);
     set_host(route, &parts.headers, host, port, &mut headers);
     add_trace_headers(ex, &mut headers);
@@ -293,12 +357,31 @@ async fn forward_http(
     let result = tokio::time::timeout(header_timeout, send).await;
     let upstream_resp = match result {
         Err(_) => {
-            return finish_upstream_error(gw, ex, StatusCode::GATEWAY_TIMEOUT, "upstream_timeout",
-                &format!("upstream did not answer within {}", crate::config::duration::render(header_timeout)), credential);
+            return finish_upstream_error(
+                gw,
+                ex,
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                &format!(
+                    "upstream did not answer within {}",
+                    crate::config::duration::render(header_timeout)
+                ),
+                credential,
+            );
         }
         Ok(Err(e)) => {
-            return finish_upstream_error(gw, ex, StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable",
-                &format!("upstream {} failed: {}", authority(host, port), error_chain(&e)), credential);
+            return finish_upstream_error(
+                gw,
+                ex,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_unavailable",
+                &format!(
+                    "upstream {} failed: {}",
+                    authority(host, port),
+                    error_chain(&e)
+                ),
+                credential,
+            );
         }
         Ok(Ok(r)) => r,
     };
@@ -326,9 +409,14 @@ pub fn stream_response(upstream: reqwest::Response) -> Response<Body> {
             headers.append(k.clone(), v.clone());
         }
     }
-    let stream = futures_util::TryStreamExt::map_err(upstream.bytes_stream(), |e| -> body::BoxError { Box::new(e) });
+    let stream =
+        futures_util::TryStreamExt::map_err(upstream.bytes_stream(), |e| -> body::BoxError {
+            Box::new(e)
+        });
     let frames = futures_util::TryStreamExt::map_ok(stream, http_body::Frame::data);
-    let mut resp = Response::new(http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(frames)));
+    let mut resp = Response::new(http_body_util::BodyExt::boxed(
+        http_body_util::StreamBody::new(frames),
+    ));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     resp
@@ -358,7 +446,11 @@ pub fn authority(host: &str, port: u16) -> String {
 
 pub fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split(']').next().map(|h| h.trim_start_matches('[')).unwrap_or(host);
+        return host
+            .split(']')
+            .next()
+            .map(|h| h.trim_start_matches('['))
+            .unwrap_or(host);
     }
     host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
 }
@@ -366,10 +458,19 @@ pub fn strip_port(host: &str) -> &str {
 /// Applies `urlRewrite.path` (gateway.md §5.2); the query is kept.
 pub fn rewrite_path(route: &Route, matched_prefix: Option<&str>, uri: &http::Uri) -> String {
     let path = uri.path();
-    let new_path = match route.policies.url_rewrite.as_ref().and_then(|r| r.path.as_ref()) {
+    let new_path = match route
+        .policies
+        .url_rewrite
+        .as_ref()
+        .and_then(|r| r.path.as_ref())
+    {
         None => path.to_string(),
         Some(PathRewrite::Full(full)) => {
-            if full.is_empty() { "/".to_string() } else { full.clone() }
+            if full.is_empty() {
+                "/".to_string()
+            } else {
+                full.clone()
+            }
         }
         Some(PathRewrite::Prefix(replacement)) => {
             let prefix = matched_prefix.unwrap_or("");
@@ -384,7 +485,11 @@ pub fn rewrite_path(route: &Route, matched_prefix: Option<&str>, uri: &http::Uri
             } else {
                 joined
             };
-            if joined.is_empty() { "/".to_string() } else { joined }
+            if joined.is_empty() {
+                "/".to_string()
+            } else {
+                joined
+            }
         }
     };
     match uri.query() {
@@ -414,10 +519,18 @@ pub fn set_host(route: &Route, client: &HeaderMap, host: &str, port: u16, out: &
     let default_port = |p: u16| p == 80 || p == 443;
     let value = match route.policies.url_rewrite.as_ref().map(|r| &r.authority) {
         None | Some(AuthorityRewrite::None) => {
-            if client_host.is_empty() { authority(host, port) } else { client_host }
+            if client_host.is_empty() {
+                authority(host, port)
+            } else {
+                client_host
+            }
         }
         Some(AuthorityRewrite::Auto) => {
-            if default_port(port) { host.to_string() } else { authority(host, port) }
+            if default_port(port) {
+                host.to_string()
+            } else {
+                authority(host, port)
+            }
         }
         Some(AuthorityRewrite::Full(full)) => full.clone(),
         Some(AuthorityRewrite::Host(h)) => match client_host.rsplit_once(':') {
@@ -426,7 +539,11 @@ pub fn set_host(route: &Route, client: &HeaderMap, host: &str, port: u16, out: &
         },
         Some(AuthorityRewrite::Port(p)) => {
             let h = strip_port(&client_host).to_string();
-            if default_port(*p) { h } else { format!("{h}:{p}") }
+            if default_port(*p) {
+                h
+            } else {
+                format!("{h}:{p}")
+            }
         }
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
@@ -438,7 +555,12 @@ pub fn add_trace_headers(ex: &Exchange, headers: &mut HeaderMap) {
     if let Ok(v) = HeaderValue::from_str(&ex.trace.traceparent()) {
         headers.insert("traceparent", v);
     }
-    if let Some(ts) = ex.trace.tracestate.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
+    if let Some(ts) = ex
+        .trace
+        .tracestate
+        .as_deref()
+        .and_then(|t| HeaderValue::from_str(t).ok())
+    {
         headers.insert("tracestate", ts);
     }
     if let Ok(v) = HeaderValue::from_str(&ex.correlation_id) {
@@ -468,37 +590,50 @@ pub async fn apply_auth(
             }
             Ok("passthrough")
         }
-        BackendAuth::Key { value, header, prefix } => {
+        BackendAuth::Key {
+            value,
+            header,
+            prefix,
+        } => {
             if let Ok(v) = HeaderValue::from_str(&format!("{prefix}{}", value.0)) {
                 headers.insert(header.clone(), v);
             }
             Ok("key")
         }
-        BackendAuth::OnBehalfOf(obo) => {
-            match gw.obo.exchange(gw, ex, route, obo, target).await {
-                Ok(value) => {
-                    if let Ok(v) = HeaderValue::from_str(&value) {
-                        headers.insert(obo.header.clone(), v);
-                    }
-                    Ok("onBehalfOf")
+        BackendAuth::OnBehalfOf(obo) => match gw.obo.exchange(gw, ex, route, obo, target).await {
+            Ok(value) => {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(obo.header.clone(), v);
                 }
-                Err(failure) => {
-                    ex.decision = crate::audit::DecisionPart {
-                        result: "deny",
-                        stage: "tokenExchange",
-                        reason: failure.code.to_string(),
-                        ..Default::default()
-                    };
-                    let resp = body::gateway_error(failure.status, failure.code, &failure.message, &ex.correlation_id);
-                    gw.record(ex, ex.event("http", failure.status.as_u16()), None);
-                    Err(Box::new(resp))
-                }
+                Ok("onBehalfOf")
             }
-        }
+            Err(failure) => {
+                ex.decision = crate::audit::DecisionPart {
+                    result: "deny",
+                    stage: "tokenExchange",
+                    reason: failure.code.to_string(),
+                    ..Default::default()
+                };
+                let resp = body::gateway_error(
+                    failure.status,
+                    failure.code,
+                    &failure.message,
+                    &ex.correlation_id,
+                );
+                gw.record(ex, ex.event("http", failure.status.as_u16()), None);
+                Err(Box::new(resp))
+            }
+        },
     }
 }
 
-pub fn finish_error(gw: &Arc<Gateway>, ex: &Exchange, status: StatusCode, code: &str, message: &str) -> Response<Body> {
+pub fn finish_error(
+    gw: &Arc<Gateway>,
+    ex: &Exchange,
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response<Body> {
     let mut event = ex.event("http", status.as_u16());
     if status.is_client_error() && ex.route.is_none() {
         event.decision.result = "deny";
@@ -550,7 +685,10 @@ fn preflight(cors: &Cors, origin: &str) -> Response<Body> {
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(age));
     }
     if cors.allow_credentials {
-        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
     }
     resp
 }
@@ -562,7 +700,10 @@ fn origin_allowed(cors: &Cors, origin: &str) -> bool {
 fn allow_origin(cors: &Cors, origin: &str, h: &mut HeaderMap) {
     let star = cors.allow_origins.iter().any(|o| o == "*") && !cors.allow_credentials;
     if star {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
     } else if let Ok(v) = HeaderValue::from_str(origin) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
         h.append(header::VARY, HeaderValue::from_static("Origin"));
@@ -580,6 +721,9 @@ fn cors_headers(cors: &Cors, origin: &str, h: &mut HeaderMap) {
         h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
     }
     if cors.allow_credentials {
-        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
     }
 }

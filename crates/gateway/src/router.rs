@@ -9,8 +9,14 @@ pub fn listener<'a>(bind: &'a Bind, host: &str) -> Option<&'a Listener> {
     let mut best: Option<(u8, &Listener)> = None;
     for l in &bind.listeners {
         let rank = match &l.hostname {
-            Some(HostPattern::Exact(_)) if l.hostname.as_ref().is_some_and(|h| h.matches(host)) => 3,
-            Some(HostPattern::Wildcard(_)) if l.hostname.as_ref().is_some_and(|h| h.matches(host)) => 2,
+            Some(HostPattern::Exact(_)) if l.hostname.as_ref().is_some_and(|h| h.matches(host)) => {
+                3
+            }
+            Some(HostPattern::Wildcard(_))
+                if l.hostname.as_ref().is_some_and(|h| h.matches(host)) =>
+            {
+                2
+            }
             None => 1,
             _ => 0,
         };
@@ -31,8 +37,16 @@ pub struct RequestFacts<'a> {
 }
 
 /// Returns the winning route and its matching `match` entry.
-pub fn select<'a>(listener: &'a Listener, req: &RequestFacts) -> Option<(&'a Arc<Route>, &'a RouteMatch)> {
-    let mut best: Option<((u8, usize, bool, usize, usize), usize, &Arc<Route>, &RouteMatch)> = None;
+pub fn select<'a>(
+    listener: &'a Listener,
+    req: &RequestFacts,
+) -> Option<(&'a Arc<Route>, &'a RouteMatch)> {
+    let mut best: Option<(
+        (u8, usize, bool, usize, usize),
+        usize,
+        &Arc<Route>,
+        &RouteMatch,
+    )> = None;
     let mut order = 0usize;
     for route in &listener.routes {
         if !route.hostnames.is_empty() && !route.hostnames.iter().any(|h| h.matches(req.host)) {
@@ -48,7 +62,13 @@ pub fn select<'a>(listener: &'a Listener, req: &RequestFacts) -> Option<(&'a Arc
                 PathMatch::Prefix(p) => (2, p.len()),
                 PathMatch::Regex(_, pattern) => (1, pattern.len()),
             };
-            let key = (kind, len, m.method.is_some(), m.headers.len(), m.query.len());
+            let key = (
+                kind,
+                len,
+                m.method.is_some(),
+                m.headers.len(),
+                m.query.len(),
+            );
             // Later candidates win only when strictly better: ties keep file order.
             if best.as_ref().is_none_or(|(k, _, _, _)| key > *k) {
                 best = Some((key, order, route, m));

@@ -66,7 +66,10 @@ impl RunningGateway {
     }
 }
 
-pub fn jwks_registry(snapshot_settings: &crate::jwt::JwtSettings, extra_roots: &[PathBuf]) -> Arc<JwksRegistry> {
+pub fn jwks_registry(
+    snapshot_settings: &crate::jwt::JwtSettings,
+    extra_roots: &[PathBuf],
+) -> Arc<JwksRegistry> {
     let tls = crate::tls::client_config(None, extra_roots).ok();
     let mut builder = reqwest::Client::builder().no_proxy();
     if let Some(tls) = tls {
@@ -98,7 +101,9 @@ fn jwt_settings(source: &Source) -> crate::jwt::JwtSettings {
         ),
     };
     let defaults = probe.jwks.settings().clone();
-    load(source, &probe).map(|s| s.settings.jwt).unwrap_or(defaults)
+    load(source, &probe)
+        .map(|s| s.settings.jwt)
+        .unwrap_or(defaults)
 }
 
 /// Compiling a config outside a tokio runtime starts no JWKS fetch (`--validate-only`, and the
@@ -129,10 +134,19 @@ pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
     let mut binds = HashMap::new();
     for port in ports {
         let addr = SocketAddr::new(bind_ip, if opts.ephemeral_ports { 0 } else { port });
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
-        let local = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
         binds.insert(port, local);
-        tasks.push(tokio::spawn(accept_loop(gateway.clone(), port, listener, rx.clone())));
+        tasks.push(tokio::spawn(accept_loop(
+            gateway.clone(),
+            port,
+            listener,
+            rx.clone(),
+        )));
     }
     let mut admin_addrs = [None, None, None];
     for (i, (addr, kind)) in [
@@ -147,12 +161,25 @@ pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
         if opts.ephemeral_ports {
             addr = SocketAddr::from(([127, 0, 0, 1], 0));
         }
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
         admin_addrs[i] = listener.local_addr().ok();
-        tasks.push(tokio::spawn(admin_loop(gateway.clone(), kind, listener, rx.clone())));
+        tasks.push(tokio::spawn(admin_loop(
+            gateway.clone(),
+            kind,
+            listener,
+            rx.clone(),
+        )));
     }
     if let Source::File(path) = &opts.source {
-        tasks.push(tokio::spawn(watch_file(gateway.clone(), path.clone(), ctx, static_cfg, rx.clone())));
+        tasks.push(tokio::spawn(watch_file(
+            gateway.clone(),
+            path.clone(),
+            ctx,
+            static_cfg,
+            rx.clone(),
+        )));
     }
     let gw = gateway.clone();
     let mut housekeeping_rx = rx.clone();
@@ -178,8 +205,15 @@ pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
     })
 }
 
-async fn accept_loop(gw: Arc<Gateway>, port: u16, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-    let conns = Arc::new(tokio::sync::Semaphore::new(gw.snapshot().settings.limits.max_connections));
+async fn accept_loop(
+    gw: Arc<Gateway>,
+    port: u16,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let conns = Arc::new(tokio::sync::Semaphore::new(
+        gw.snapshot().settings.limits.max_connections,
+    ));
     let mut in_flight = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -190,7 +224,9 @@ async fn accept_loop(gw: Arc<Gateway>, port: u16, listener: TcpListener, mut sto
             a = listener.accept() => a,
             _ = stop.changed() => break,
         };
-        let Ok((stream, peer)) = accepted else { continue };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
         let mut stop_conn = stop.clone();
@@ -264,8 +300,13 @@ fn tokio_rustls_acceptor(config: Arc<rustls::ServerConfig>) -> TlsAcceptor {
 struct TlsAcceptor(Arc<rustls::ServerConfig>);
 
 impl TlsAcceptor {
-    async fn accept(&self, stream: tokio::net::TcpStream) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
-        tokio_rustls::TlsAcceptor::from(self.0.clone()).accept(stream).await
+    async fn accept(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        tokio_rustls::TlsAcceptor::from(self.0.clone())
+            .accept(stream)
+            .await
     }
 }
 
@@ -276,7 +317,12 @@ enum AdminKind {
     Readiness,
 }
 
-async fn admin_loop(gw: Arc<Gateway>, kind: AdminKind, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+async fn admin_loop(
+    gw: Arc<Gateway>,
+    kind: AdminKind,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -303,7 +349,10 @@ fn admin(gw: Arc<Gateway>, kind: AdminKind, req: Request<Incoming>) -> Response<
             if gw.ready.load(Ordering::SeqCst) {
                 body::json_response(StatusCode::OK, &serde_json::json!({"status": "ready"}))
             } else {
-                body::json_response(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"status": "not ready"}))
+                body::json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"status": "not ready"}),
+                )
             }
         }
         (AdminKind::Stats, "/metrics") => {
@@ -320,7 +369,9 @@ fn admin(gw: Arc<Gateway>, kind: AdminKind, req: Request<Incoming>) -> Response<
             );
             r
         }
-        (AdminKind::Admin, "/healthz") => body::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        (AdminKind::Admin, "/healthz") => {
+            body::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+        }
         (AdminKind::Admin, "/config_dump") => {
             let snap = gw.snapshot();
             let reload = gw.reload.lock().map(|r| r.clone()).unwrap_or_default();
@@ -337,12 +388,21 @@ fn admin(gw: Arc<Gateway>, kind: AdminKind, req: Request<Incoming>) -> Response<
             match crate::audit::Query::parse(req.uri().query().unwrap_or("")) {
                 Ok(q) => {
                     let (events, truncated) = gw.audit.query(&q);
-                    body::json_response(StatusCode::OK, &serde_json::json!({"events": events, "truncated": truncated}))
+                    body::json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({"events": events, "truncated": truncated}),
+                    )
                 }
-                Err(e) => body::json_response(StatusCode::BAD_REQUEST, &serde_json::json!({"error": e.to_string()})),
+                Err(e) => body::json_response(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": e.to_string()}),
+                ),
             }
         }
-        _ => body::json_response(StatusCode::NOT_FOUND, &serde_json::json!({"error": "not found"})),
+        _ => body::json_response(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "not found"}),
+        ),
     }
 }
 
@@ -363,7 +423,10 @@ async fn watch_file(
     })
     .ok();
     if let Some(w) = watcher.as_mut() {
-        let dir = path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."));
+        let dir = path
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(|| PathBuf::from("."));
         let _ = w.watch(&dir, notify::RecursiveMode::NonRecursive);
     }
     #[cfg(unix)]
@@ -403,37 +466,61 @@ async fn watch_file(
         }
         last_hash = hash;
         let result = match std::fs::read_to_string(&path) {
-            Ok(text) => config::load_str(&text, path.parent().unwrap_or(std::path::Path::new(".")), &ctx),
-            Err(source) => Err(ConfigError::Read { path: path.display().to_string(), source }),
+            Ok(text) => config::load_str(
+                &text,
+                path.parent().unwrap_or(std::path::Path::new(".")),
+                &ctx,
+            ),
+            Err(source) => Err(ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
         };
         let now = crate::audit::now_rfc3339();
         match result {
             Ok(snapshot) => {
-                let restart = snapshot.static_cfg != static_cfg
-                    || {
-                        let old = gw.snapshot();
-                        let mut a: Vec<u16> = old.binds.iter().map(|b| b.port).collect();
-                        let mut b: Vec<u16> = snapshot.binds.iter().map(|b| b.port).collect();
-                        a.sort_unstable();
-                        b.sort_unstable();
-                        a != b
-                    };
+                let restart = snapshot.static_cfg != static_cfg || {
+                    let old = gw.snapshot();
+                    let mut a: Vec<u16> = old.binds.iter().map(|b| b.port).collect();
+                    let mut b: Vec<u16> = snapshot.binds.iter().map(|b| b.port).collect();
+                    a.sort_unstable();
+                    b.sort_unstable();
+                    a != b
+                };
                 if restart {
-                    tracing::warn!("config reload changed startup-only settings or binds: they apply after a restart");
+                    tracing::warn!(
+                        "config reload changed startup-only settings or binds: they apply after a restart"
+                    );
                 }
                 gw.swap(snapshot);
-                gw.metrics.config_reloads.get_or_create(&vec![("result".to_string(), "ok".to_string())]).inc();
+                gw.metrics
+                    .config_reloads
+                    .get_or_create(&vec![("result".to_string(), "ok".to_string())])
+                    .inc();
                 if let Ok(mut r) = gw.reload.lock() {
-                    *r = crate::gateway::ReloadStatus { ok: true, error: None, time: Some(now), restart_required: restart };
+                    *r = crate::gateway::ReloadStatus {
+                        ok: true,
+                        error: None,
+                        time: Some(now),
+                        restart_required: restart,
+                    };
                 }
                 tracing::info!(path = %path.display(), "config reloaded");
             }
             Err(e) => {
                 tracing::error!(path = %path.display(), "config reload refused, the previous config keeps serving: {e}");
-                gw.metrics.config_reloads.get_or_create(&vec![("result".to_string(), "error".to_string())]).inc();
+                gw.metrics
+                    .config_reloads
+                    .get_or_create(&vec![("result".to_string(), "error".to_string())])
+                    .inc();
                 if let Ok(mut r) = gw.reload.lock() {
                     let restart = r.restart_required;
-                    *r = crate::gateway::ReloadStatus { ok: false, error: Some(e.to_string()), time: Some(now), restart_required: restart };
+                    *r = crate::gateway::ReloadStatus {
+                        ok: false,
+                        error: Some(e.to_string()),
+                        time: Some(now),
+                        restart_required: restart,
+                    };
                 }
             }
         }
@@ -443,5 +530,7 @@ async fn watch_file(
 
 fn hash_file(path: &std::path::Path) -> Option<[u8; 32]> {
     use sha2::Digest;
-    std::fs::read(path).ok().map(|b| sha2::Sha256::digest(&b).into())
+    std::fs::read(path)
+        .ok()
+        .map(|b| sha2::Sha256::digest(&b).into())
 }

@@ -93,8 +93,8 @@ pub fn client_config(
         extra.push(root);
     }
     let roots = Arc::new(root_store(&extra)?);
-    let builder =
-        rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
     let insecure = policy.is_some_and(|p| p.insecure);
     let insecure_host = policy.is_some_and(|p| p.insecure_host);
     let builder = if insecure || insecure_host {

@@ -87,14 +87,18 @@ fn check_ports(a: &UpArgs) -> anyhow::Result<()> {
         (a.model_port, "--model-port"),
     ] {
         if let Err(e) = std::net::TcpListener::bind(loopback(port)) {
-            anyhow::bail!("port {port} on 127.0.0.1 is not available ({e}); choose another with {flag} PORT");
+            anyhow::bail!(
+                "port {port} on 127.0.0.1 is not available ({e}); choose another with {flag} PORT"
+            );
         }
     }
     Ok(())
 }
 
 fn state_dir(a: &UpArgs) -> PathBuf {
-    a.data_dir.clone().unwrap_or_else(agentid_sts::settings::default_data_dir)
+    a.data_dir
+        .clone()
+        .unwrap_or_else(agentid_sts::settings::default_data_dir)
 }
 
 /// Writes `name` into the state directory unless the user already has one (theirs to edit).
@@ -119,10 +123,13 @@ pub async fn start(a: &UpArgs) -> anyhow::Result<Parts> {
     // 2. The STS with the demo tenant (which trusts the workload issuer's stored JWKS).
     let tenant_path = write_once(&dir, "demo-tenant.yaml", DEMO_TENANT)?;
     let tenant_text = std::fs::read_to_string(&tenant_path)?;
-    let tenant = TenantFile::parse(&tenant_text, &dir).with_context(|| format!("{}", tenant_path.display()))?;
+    let tenant = TenantFile::parse(&tenant_text, &dir)
+        .with_context(|| format!("{}", tenant_path.display()))?;
     let env: Vec<(String, String)> = std::env::vars().collect();
     let settings = agentid_sts::settings::load(None, &env, Some(&dir), Some(loopback(a.sts_port)))?;
-    let sts = agentid_sts::start(settings, &[tenant]).await.context("starting the STS")?;
+    let sts = agentid_sts::start(settings, &[tenant])
+        .await
+        .context("starting the STS")?;
     let authority = format!("{}/{TENANT_ID}", sts.base);
     let ca_file = dir.join("ca.pem");
     let ca_pem = sts.ca_pem.clone();
@@ -156,27 +163,48 @@ pub async fn start(a: &UpArgs) -> anyhow::Result<Parts> {
         ("AzureAd__Instance", format!("{}/", sts.base)),
         ("AzureAd__TenantId", TENANT_ID.to_string()),
         ("AzureAd__ClientId", BLUEPRINT.to_string()),
-        ("AzureAd__ClientCredentials__0__SourceType", "SignedAssertionFilePath".to_string()),
+        (
+            "AzureAd__ClientCredentials__0__SourceType",
+            "SignedAssertionFilePath".to_string(),
+        ),
         (
             "AzureAd__ClientCredentials__0__SignedAssertionFileDiskPath",
             issuer.token_path.display().to_string(),
         ),
-        ("DownstreamApis__openai__Scopes__0", "https://cognitiveservices.azure.com/.default".to_string()),
-        ("DownstreamApis__mcp__Scopes__0", format!("api://{MCP_APP}/.default")),
-        ("DownstreamApis__graph__Scopes__0", "https://graph.microsoft.com/.default".to_string()),
+        (
+            "DownstreamApis__openai__Scopes__0",
+            "https://cognitiveservices.azure.com/.default".to_string(),
+        ),
+        (
+            "DownstreamApis__mcp__Scopes__0",
+            format!("api://{MCP_APP}/.default"),
+        ),
+        (
+            "DownstreamApis__graph__Scopes__0",
+            "https://graph.microsoft.com/.default".to_string(),
+        ),
         ("DownstreamApis__graph__RequestAppToken", "true".to_string()),
-        ("Sidecar__ListenUrl", format!("http://127.0.0.1:{}", a.sidecar_port)),
+        (
+            "Sidecar__ListenUrl",
+            format!("http://127.0.0.1:{}", a.sidecar_port),
+        ),
         ("Sidecar__HealthListenUrl", "off".to_string()),
         ("Sidecar__ExtraCaBundlePath", ca_file.display().to_string()),
         ("Sidecar__AllowedAgentIdentities__0", AGENT.to_string()),
-        ("Sidecar__AllowedAgentIdentities__1", AUTONOMOUS_AGENT.to_string()),
+        (
+            "Sidecar__AllowedAgentIdentities__1",
+            AUTONOMOUS_AGENT.to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let sidecar_config = agentid_sidecar::config::load(&agentid_sidecar::ConfigSources::from_vars(&sidecar_env))
-        .map_err(|e| anyhow::anyhow!("sidecar configuration: {e}"))?;
-    let sidecar = agentid_sidecar::start(sidecar_config).await.map_err(|e| anyhow::anyhow!("starting the sidecar: {e}"))?;
+    let sidecar_config =
+        agentid_sidecar::config::load(&agentid_sidecar::ConfigSources::from_vars(&sidecar_env))
+            .map_err(|e| anyhow::anyhow!("sidecar configuration: {e}"))?;
+    let sidecar = agentid_sidecar::start(sidecar_config)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the sidecar: {e}"))?;
     let sidecar_url = sidecar.url();
 
     // 5. The gateway, from the state directory's copy of examples/gateway.yaml.
@@ -196,7 +224,10 @@ pub async fn start(a: &UpArgs) -> anyhow::Result<Parts> {
     .await
     .with_context(|| format!("starting the gateway from {}", gateway_path.display()))?;
     let gateway_url = format!("http://{}", gateway.addr(a.gateway_port));
-    let admin_url = gateway.admin.map(|a| format!("http://{a}")).unwrap_or_default();
+    let admin_url = gateway
+        .admin
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_default();
 
     // 6. The agent's configuration, so `agentid agent chat` just works.
     let agent_yaml = format!(

@@ -28,7 +28,10 @@ pub async fn run(p: &Parts) -> anyhow::Result<()> {
     let http = http.build()?;
     println!("agentid up --demo: an AI agent with its own identity, acting for a signed-in user.");
 
-    step(1, "The user signs in (password grant of the Graph CLI client, as `agentid agent login --username` does)");
+    step(
+        1,
+        "The user signs in (password grant of the Graph CLI client, as `agentid agent login --username` does)",
+    );
     let token_url = format!("{}/oauth2/v2.0/token", p.authority);
     let resp: Value = http
         .post(&token_url)
@@ -37,17 +40,32 @@ pub async fn run(p: &Parts) -> anyhow::Result<()> {
             ("client_id", "14d82eec-204b-4c2f-b7e8-296a70dab67e"),
             ("username", DEMO_USER),
             ("password", DEMO_PASSWORD),
-            ("scope", &format!("api://{BLUEPRINT}/access_as_user openid profile offline_access")),
+            (
+                "scope",
+                &format!("api://{BLUEPRINT}/access_as_user openid profile offline_access"),
+            ),
         ])
         .send()
         .await?
         .json()
         .await?;
-    let tc = resp["access_token"].as_str().with_context(|| format!("sign-in failed: {resp}"))?.to_string();
+    let tc = resp["access_token"]
+        .as_str()
+        .with_context(|| format!("sign-in failed: {resp}"))?
+        .to_string();
     let c = claims(&tc);
-    println!("   Tc: subject {} ({}), audience {}, scopes {}", s(&c, "upn"), s(&c, "oid"), s(&c, "aud"), s(&c, "scp"));
+    println!(
+        "   Tc: subject {} ({}), audience {}, scopes {}",
+        s(&c, "upn"),
+        s(&c, "oid"),
+        s(&c, "aud"),
+        s(&c, "scp")
+    );
 
-    step(2, "The sidecar exchanges the blueprint's workload token for T1, then T1 + Tc for T2 (on behalf of the user)");
+    step(
+        2,
+        "The sidecar exchanges the blueprint's workload token for T1, then T1 + Tc for T2 (on behalf of the user)",
+    );
     let header = sidecar_header(&http, p, "mcp", AGENT, Some(&tc)).await?;
     let t2 = header.trim_start_matches("Bearer ").to_string();
     let c = claims(&t2);
@@ -60,9 +78,15 @@ pub async fn run(p: &Parts) -> anyhow::Result<()> {
         s(&c, "aud"),
         s(&c, "scp")
     );
-    println!("   (the blueprint never holds a secret: its credential is a service-account-style token from {})", super::workload::ISSUER);
+    println!(
+        "   (the blueprint never holds a secret: its credential is a service-account-style token from {})",
+        super::workload::ISSUER
+    );
 
-    step(3, "The agent asks the LLM through the gateway's /llm route with its own token");
+    step(
+        3,
+        "The agent asks the LLM through the gateway's /llm route with its own token",
+    );
     let llm_header = sidecar_header(&http, p, "openai", AGENT, Some(&tc)).await?;
     let body = json!({"model": "agentid-offline", "messages": [{"role": "user", "content": "who am I?"}],
         "tools": [{"type": "function", "function": {"name": "whoami", "description": "who is calling", "parameters": {"type": "object", "properties": {}}}}]});
@@ -78,32 +102,67 @@ pub async fn run(p: &Parts) -> anyhow::Result<()> {
         bail!("the LLM call was refused ({status}): {answer}");
     }
     let call = &answer["choices"][0]["message"]["tool_calls"][0]["function"];
-    println!("   the model answers with a tool call: {}({})", call["name"].as_str().unwrap_or("-"), call["arguments"].as_str().unwrap_or(""));
+    println!(
+        "   the model answers with a tool call: {}({})",
+        call["name"].as_str().unwrap_or("-"),
+        call["arguments"].as_str().unwrap_or("")
+    );
 
-    step(4, "The agent calls the MCP tool through the gateway (rule: agent.onBehalfOfUser) — allowed");
+    step(
+        4,
+        "The agent calls the MCP tool through the gateway (rule: agent.onBehalfOfUser) — allowed",
+    );
     let (sid, listed) = mcp_list(&http, p, &t2).await?;
     println!("   tools offered to this caller: {}", listed.join(", "));
     let result = mcp_call(&http, p, &t2, &sid, "whoami").await?;
-    let text = result["result"]["content"][0]["text"].as_str().unwrap_or_default();
+    let text = result["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
     println!("   whoami says: {}", text.lines().next().unwrap_or(""));
 
-    step(5, "The same call by an agent acting on its own (autonomous, no user) — denied");
+    step(
+        5,
+        "The same call by an agent acting on its own (autonomous, no user) — denied",
+    );
     let auto_header = sidecar_header(&http, p, "mcp", AUTONOMOUS_AGENT, None).await;
     match auto_header {
         Err(e) => println!("   the STS refused to mint it at all: {e}"),
         Ok(h) => {
             let t = h.trim_start_matches("Bearer ").to_string();
             let c = claims(&t);
-            println!("   autonomous token: actor {}, idtyp {}, no user", s(&c, "appid"), s(&c, "idtyp"));
+            println!(
+                "   autonomous token: actor {}, idtyp {}, no user",
+                s(&c, "appid"),
+                s(&c, "idtyp")
+            );
             let (sid, listed) = mcp_list(&http, p, &t).await?;
-            println!("   tools offered to this caller: {}", if listed.is_empty() { "(none)".to_string() } else { listed.join(", ") });
+            println!(
+                "   tools offered to this caller: {}",
+                if listed.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    listed.join(", ")
+                }
+            );
             let denied = mcp_call(&http, p, &t, &sid, "whoami").await?;
-            println!("   tools/call whoami → error {}: {}", denied["error"]["code"], denied["error"]["message"].as_str().unwrap_or(""));
+            println!(
+                "   tools/call whoami → error {}: {}",
+                denied["error"]["code"],
+                denied["error"]["message"].as_str().unwrap_or("")
+            );
         }
     }
 
-    step(6, "The audit trail: which agent did what, for whom, and what the gateway decided");
-    let events: Value = http.get(format!("{}/audit/events?limit=20", p.admin_url)).send().await?.json().await?;
+    step(
+        6,
+        "The audit trail: which agent did what, for whom, and what the gateway decided",
+    );
+    let events: Value = http
+        .get(format!("{}/audit/events?limit=20", p.admin_url))
+        .send()
+        .await?
+        .json()
+        .await?;
     let mut lines: Vec<String> = events["events"]
         .as_array()
         .cloned()
@@ -115,8 +174,14 @@ pub async fn run(p: &Parts) -> anyhow::Result<()> {
                 "   {} {:<4} {:<14} agent={} user={} mode={} → {} ({})",
                 e["time"].as_str().unwrap_or("").get(11..19).unwrap_or(""),
                 e["kind"].as_str().unwrap_or(""),
-                e["mcp"]["method"].as_str().or(e["llm"]["requestModel"].as_str()).unwrap_or(e["request"]["path"].as_str().unwrap_or("")),
-                e["identity"]["agentId"].as_str().map(|a| &a[..8.min(a.len())]).unwrap_or("-"),
+                e["mcp"]["method"]
+                    .as_str()
+                    .or(e["llm"]["requestModel"].as_str())
+                    .unwrap_or(e["request"]["path"].as_str().unwrap_or("")),
+                e["identity"]["agentId"]
+                    .as_str()
+                    .map(|a| &a[..8.min(a.len())])
+                    .unwrap_or("-"),
                 e["identity"]["userUpn"].as_str().unwrap_or("-"),
                 e["identity"]["agentMode"].as_str().unwrap_or("-"),
                 e["decision"]["result"].as_str().unwrap_or(""),
@@ -128,30 +193,53 @@ pub async fn run(p: &Parts) -> anyhow::Result<()> {
     for l in lines {
         println!("{l}");
     }
-    println!("\nThe story is told. `agentid up` (without --demo) keeps everything running for `agentid agent chat`.");
+    println!(
+        "\nThe story is told. `agentid up` (without --demo) keeps everything running for `agentid agent chat`."
+    );
     Ok(())
 }
 
-async fn sidecar_header(http: &reqwest::Client, p: &Parts, api: &str, agent: &str, user: Option<&str>) -> anyhow::Result<String> {
+async fn sidecar_header(
+    http: &reqwest::Client,
+    p: &Parts,
+    api: &str,
+    agent: &str,
+    user: Option<&str>,
+) -> anyhow::Result<String> {
     let req = match user {
         Some(tc) => http
             .get(format!("{}/AuthorizationHeader/{api}", p.sidecar_url))
             .query(&[("AgentIdentity", agent)])
             .bearer_auth(tc),
         None => http
-            .get(format!("{}/AuthorizationHeaderUnauthenticated/{api}", p.sidecar_url))
-            .query(&[("AgentIdentity", agent), ("optionsOverride.RequestAppToken", "true")]),
+            .get(format!(
+                "{}/AuthorizationHeaderUnauthenticated/{api}",
+                p.sidecar_url
+            ))
+            .query(&[
+                ("AgentIdentity", agent),
+                ("optionsOverride.RequestAppToken", "true"),
+            ]),
     };
     let resp = req.send().await?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or_default();
     match body["authorizationHeader"].as_str() {
         Some(h) if status.is_success() => Ok(h.to_string()),
-        _ => bail!("sidecar answered {status}: {}", body.get("detail").or(body.get("title")).unwrap_or(&body)),
+        _ => bail!(
+            "sidecar answered {status}: {}",
+            body.get("detail").or(body.get("title")).unwrap_or(&body)
+        ),
     }
 }
 
-async fn mcp_post(http: &reqwest::Client, p: &Parts, token: &str, sid: Option<&str>, msg: Value) -> anyhow::Result<(Option<String>, Value)> {
+async fn mcp_post(
+    http: &reqwest::Client,
+    p: &Parts,
+    token: &str,
+    sid: Option<&str>,
+    msg: Value,
+) -> anyhow::Result<(Option<String>, Value)> {
     let mut req = http
         .post(format!("{}/mcp", p.gateway_url))
         .bearer_auth(token)
@@ -161,24 +249,56 @@ async fn mcp_post(http: &reqwest::Client, p: &Parts, token: &str, sid: Option<&s
         req = req.header("mcp-session-id", s);
     }
     let resp = req.send().await?;
-    let sid = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let sid = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     Ok((sid, resp.json().await.unwrap_or_default()))
 }
 
-async fn mcp_list(http: &reqwest::Client, p: &Parts, token: &str) -> anyhow::Result<(String, Vec<String>)> {
+async fn mcp_list(
+    http: &reqwest::Client,
+    p: &Parts,
+    token: &str,
+) -> anyhow::Result<(String, Vec<String>)> {
     let (sid, init) = mcp_post(http, p, token, None, json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "agentid-up-demo", "version": "1"}}})).await?;
     let sid = sid.with_context(|| format!("MCP initialize failed: {init}"))?;
-    mcp_post(http, p, token, Some(&sid), json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await?;
-    let (_, list) = mcp_post(http, p, token, Some(&sid), json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await?;
+    mcp_post(
+        http,
+        p,
+        token,
+        Some(&sid),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await?;
+    let (_, list) = mcp_post(
+        http,
+        p,
+        token,
+        Some(&sid),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    )
+    .await?;
     let names = list["result"]["tools"]
         .as_array()
-        .map(|t| t.iter().filter_map(|x| x["name"].as_str().map(str::to_string)).collect())
+        .map(|t| {
+            t.iter()
+                .filter_map(|x| x["name"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     Ok((sid, names))
 }
 
-async fn mcp_call(http: &reqwest::Client, p: &Parts, token: &str, sid: &str, tool: &str) -> anyhow::Result<Value> {
+async fn mcp_call(
+    http: &reqwest::Client,
+    p: &Parts,
+    token: &str,
+    sid: &str,
+    tool: &str,
+) -> anyhow::Result<Value> {
     let (_, v) = mcp_post(http, p, token, Some(sid), json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": tool, "arguments": {}}})).await?;
     Ok(v)
 }

@@ -40,7 +40,8 @@ impl WorkloadIssuer {
         };
         // kube-apiserver's kid: base64url(SHA-256(DER SubjectPublicKeyInfo)).
         let spki = key.to_public_key().to_public_key_der()?;
-        let kid = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(spki.as_bytes()));
+        let kid = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(spki.as_bytes()));
         let issuer = WorkloadIssuer {
             key,
             kid,

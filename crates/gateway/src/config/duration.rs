@@ -14,7 +14,9 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .find(|c: char| !c.is_ascii_digit() && c != '.')
             .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m, h)"))?;
         if digits == 0 {
-            return Err(format!("duration {text:?} is not a number followed by a unit"));
+            return Err(format!(
+                "duration {text:?} is not a number followed by a unit"
+            ));
         }
         let number: f64 = rest[..digits]
             .parse()
@@ -30,7 +32,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "s" => number,
             "m" => number * 60.0,
             "h" => number * 3600.0,
-            other => return Err(format!("duration {text:?} has unknown unit {other:?} (use ms, s, m, h)")),
+            other => {
+                return Err(format!(
+                    "duration {text:?} has unknown unit {other:?} (use ms, s, m, h)"
+                ));
+            }
         };
         total += Duration::from_secs_f64(seconds);
     }

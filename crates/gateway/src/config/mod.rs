@@ -30,7 +30,11 @@ impl ConfigError {
     pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
         let path = path.into();
         ConfigError::At {
-            path: if path.is_empty() { "(top level)".into() } else { path },
+            path: if path.is_empty() {
+                "(top level)".into()
+            } else {
+                path
+            },
             message: message.into(),
         }
     }
@@ -38,7 +42,10 @@ impl ConfigError {
 
 /// `$NAME` and `${NAME}` become the variable's value, `$$` a literal `$`; an undefined variable is
 /// an error naming it and its line (AgentGateway expands the raw text the same way).
-pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+pub fn expand_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.char_indices().peekable();
     while let Some((i, c)) = chars.next() {

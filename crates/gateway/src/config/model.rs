@@ -24,7 +24,9 @@ pub struct Snapshot {
 impl std::fmt::Debug for Snapshot {
     /// The effective view only: compiled rules and keys have no useful Debug form.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Snapshot").field("effective", &self.effective).finish()
+        f.debug_struct("Snapshot")
+            .field("effective", &self.effective)
+            .finish()
     }
 }
 
@@ -280,8 +282,15 @@ pub struct TlsPolicy {
 }
 
 pub enum BackendAuth {
-    Passthrough { header: http::HeaderName, prefix: String },
-    Key { value: Secret, header: http::HeaderName, prefix: String },
+    Passthrough {
+        header: http::HeaderName,
+        prefix: String,
+    },
+    Key {
+        value: Secret,
+        header: http::HeaderName,
+        prefix: String,
+    },
     OnBehalfOf(Arc<OnBehalfOf>),
 }
 

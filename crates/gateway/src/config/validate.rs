@@ -1,10 +1,10 @@
 //! raw → model: every one-of shape, duration, regex, CEL rule, path and cross-field rule of
 //! gateway.md §2.2–2.4 is checked here, each error carrying the JSON path of its key.
 
+use super::ConfigError;
 use super::duration;
 use super::model::*;
 use super::raw;
-use super::ConfigError;
 use crate::jwt::{JwksRegistry, JwksSource, JwtAuth, JwtAuthSpec, JwtSettings, Mode, ProviderSpec};
 use crate::rules::{Expr, RuleKind, RuleSet, RuleSpec};
 use serde_json::Value;
@@ -66,10 +66,7 @@ pub fn validate(file: raw::File, value: &Value, base: &Path, ctx: &Context) -> R
         for (key, access) in [("accessLog", &fp.access_log), ("logging", &fp.logging)] {
             let Some(access) = access else { continue };
             if let Some(filter) = &access.filter {
-                log.filter = Some(expr(
-                    &format!("frontendPolicies.{key}.filter"),
-                    filter,
-                )?);
+                log.filter = Some(expr(&format!("frontendPolicies.{key}.filter"), filter)?);
             }
             for (name, text) in &access.add {
                 let compiled = expr(&format!("frontendPolicies.{key}.add.{name}"), text)?;
@@ -157,10 +154,12 @@ fn addr(path: &str, value: &Option<String>, default: &str) -> Result<Option<Sock
         return Ok(None);
     }
     let normalized = text.replace("localhost:", "127.0.0.1:");
-    normalized
-        .parse()
-        .map(Some)
-        .map_err(|_| ConfigError::at(path, format!("{text:?} is not ip:port, localhost:port or off")))
+    normalized.parse().map(Some).map_err(|_| {
+        ConfigError::at(
+            path,
+            format!("{text:?} is not ip:port, localhost:port or off"),
+        )
+    })
 }
 
 impl V<'_> {
@@ -175,8 +174,9 @@ impl V<'_> {
 
     fn readable(&self, path: &str, p: &str) -> Result<PathBuf> {
         let resolved = self.resolve(p);
-        std::fs::metadata(&resolved)
-            .map_err(|e| ConfigError::at(path, format!("cannot read {}: {e}", resolved.display())))?;
+        std::fs::metadata(&resolved).map_err(|e| {
+            ConfigError::at(path, format!("cannot read {}: {e}", resolved.display()))
+        })?;
         Ok(resolved)
     }
 
@@ -228,7 +228,11 @@ impl V<'_> {
         };
         let j = a.jwt.unwrap_or_default();
         let jwt = JwtSettings {
-            clock_skew: dur("agentid.jwt.clockSkew", &j.clock_skew, Duration::from_secs(60))?,
+            clock_skew: dur(
+                "agentid.jwt.clockSkew",
+                &j.clock_skew,
+                Duration::from_secs(60),
+            )?,
             jwks_refresh_interval: dur(
                 "agentid.jwt.jwksRefreshInterval",
                 &j.jwks_refresh_interval,
@@ -269,7 +273,11 @@ impl V<'_> {
         let t = a.timeouts.unwrap_or_default();
         let p = "agentid.timeouts";
         let timeouts = Timeouts {
-            header_read: dur(&format!("{p}.headerRead"), &t.header_read, Duration::from_secs(30))?,
+            header_read: dur(
+                &format!("{p}.headerRead"),
+                &t.header_read,
+                Duration::from_secs(30),
+            )?,
             downstream_idle: dur(
                 &format!("{p}.downstreamIdle"),
                 &t.downstream_idle,
@@ -280,7 +288,11 @@ impl V<'_> {
                 &t.mcp_initialize,
                 Duration::from_secs(10),
             )?,
-            mcp_request: dur(&format!("{p}.mcpRequest"), &t.mcp_request, Duration::from_secs(120))?,
+            mcp_request: dur(
+                &format!("{p}.mcpRequest"),
+                &t.mcp_request,
+                Duration::from_secs(120),
+            )?,
             mcp_target_retry: dur(
                 &format!("{p}.mcpTargetRetry"),
                 &t.mcp_target_retry,
@@ -409,7 +421,13 @@ impl V<'_> {
         })
     }
 
-    fn route(&mut self, id: String, r: &raw::Route, path: &str, settings: &Settings) -> Result<Route> {
+    fn route(
+        &mut self,
+        id: String,
+        r: &raw::Route,
+        path: &str,
+        settings: &Settings,
+    ) -> Result<Route> {
         let mut matches = Vec::new();
         let raw_matches = if r.matches.is_empty() {
             vec![raw::Match::default()]
@@ -433,7 +451,11 @@ impl V<'_> {
         for (bi, b) in r.backends.iter().enumerate() {
             backends.push(self.backend(b, &format!("{path}.backends[{bi}]"))?);
         }
-        if backends.iter().any(|b| matches!(b.kind, BackendKind::Mcp(_))) && backends.len() > 1 {
+        if backends
+            .iter()
+            .any(|b| matches!(b.kind, BackendKind::Mcp(_)))
+            && backends.len() > 1
+        {
             return Err(ConfigError::at(
                 format!("{path}.backends"),
                 "a route with an mcp backend has exactly one backend",
@@ -490,10 +512,14 @@ impl V<'_> {
             path_prefix: Some("/".into()),
             ..Default::default()
         });
-        let kinds = [p.exact.is_some(), p.path_prefix.is_some(), p.regex.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let kinds = [
+            p.exact.is_some(),
+            p.path_prefix.is_some(),
+            p.regex.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if kinds != 1 {
             return Err(ConfigError::at(
                 format!("{path}.path"),
@@ -514,7 +540,10 @@ impl V<'_> {
                 (Some(e), None) => ValueMatch::Exact(e.clone()),
                 (None, Some(r)) => ValueMatch::Regex(regex(&format!("{vpath}.regex"), r)?),
                 _ => {
-                    return Err(ConfigError::at(vpath, "exactly one of exact, regex is required"));
+                    return Err(ConfigError::at(
+                        vpath,
+                        "exactly one of exact, regex is required",
+                    ));
                 }
             };
             Ok((vm.name.to_ascii_lowercase(), matcher))
@@ -523,7 +552,10 @@ impl V<'_> {
         for (i, h) in m.headers.iter().enumerate() {
             let (name, matcher) = value("headers", i, h)?;
             http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                ConfigError::at(format!("{path}.headers[{i}].name"), "not a valid header name")
+                ConfigError::at(
+                    format!("{path}.headers[{i}].name"),
+                    "not a valid header name",
+                )
             })?;
             headers.push((name, matcher));
         }
@@ -570,7 +602,11 @@ impl V<'_> {
             Some(r) => Some(rules(r, &format!("{path}.mcpAuthorization"))?),
             None => None,
         };
-        let cors = p.cors.as_ref().map(|c| self.cors(c, &format!("{path}.cors"))).transpose()?;
+        let cors = p
+            .cors
+            .as_ref()
+            .map(|c| self.cors(c, &format!("{path}.cors")))
+            .transpose()?;
         let response_headers = p
             .response_header_modifier
             .as_ref()
@@ -591,7 +627,11 @@ impl V<'_> {
             Some(t) => (
                 t.request_timeout
                     .as_ref()
-                    .map(|s| duration::parse(s).map_err(|e| ConfigError::at(format!("{path}.timeout.requestTimeout"), e)))
+                    .map(|s| {
+                        duration::parse(s).map_err(|e| {
+                            ConfigError::at(format!("{path}.timeout.requestTimeout"), e)
+                        })
+                    })
                     .transpose()?,
                 t.backend_request_timeout
                     .as_ref()
@@ -657,8 +697,9 @@ impl V<'_> {
             )?),
         }
         if mode == Mode::Strict && providers.iter().any(|p| p.audiences.is_empty()) {
-            self.warnings
-                .push(format!("{path}: strict jwtAuth without audiences accepts any audience"));
+            self.warnings.push(format!(
+                "{path}: strict jwtAuth without audiences accepts any audience"
+            ));
         }
         if mode != Mode::Strict {
             self.warnings.push(format!(
@@ -696,37 +737,40 @@ impl V<'_> {
             None => return Err(ConfigError::at(path, "jwks is required")),
             Some(Value::String(inline)) => {
                 serde_json::from_str::<Value>(inline).map_err(|e| {
-                    ConfigError::at(format!("{path}.jwks"), format!("inline JWKS is not JSON: {e}"))
+                    ConfigError::at(
+                        format!("{path}.jwks"),
+                        format!("inline JWKS is not JSON: {e}"),
+                    )
                 })?;
                 JwksSource::Inline(inline.clone())
             }
-            Some(Value::Object(map)) => {
-                match (map.get("url"), map.get("file"), map.len()) {
-                    (Some(Value::String(url)), None, 1) => {
-                        let parsed = url::Url::parse(url).map_err(|e| {
-                            ConfigError::at(format!("{path}.jwks.url"), format!("not a URL: {e}"))
-                        })?;
-                        let loopback = matches!(parsed.host_str(), Some("localhost") | Some("127.0.0.1") | Some("[::1]"))
-                            || parsed.host_str().is_some_and(|h| h.starts_with("127."));
-                        if parsed.scheme() != "https" && !loopback {
-                            return Err(ConfigError::at(
-                                format!("{path}.jwks.url"),
-                                "JWKS URLs must be https (http only for loopback hosts)",
-                            ));
-                        }
-                        JwksSource::Url(url.clone())
-                    }
-                    (None, Some(Value::String(file)), 1) => {
-                        JwksSource::File(self.readable(&format!("{path}.jwks.file"), file)?)
-                    }
-                    _ => {
+            Some(Value::Object(map)) => match (map.get("url"), map.get("file"), map.len()) {
+                (Some(Value::String(url)), None, 1) => {
+                    let parsed = url::Url::parse(url).map_err(|e| {
+                        ConfigError::at(format!("{path}.jwks.url"), format!("not a URL: {e}"))
+                    })?;
+                    let loopback = matches!(
+                        parsed.host_str(),
+                        Some("localhost") | Some("127.0.0.1") | Some("[::1]")
+                    ) || parsed.host_str().is_some_and(|h| h.starts_with("127."));
+                    if parsed.scheme() != "https" && !loopback {
                         return Err(ConfigError::at(
-                            format!("{path}.jwks"),
-                            "expected {url: …}, {file: …} or an inline JSON string",
+                            format!("{path}.jwks.url"),
+                            "JWKS URLs must be https (http only for loopback hosts)",
                         ));
                     }
+                    JwksSource::Url(url.clone())
                 }
-            }
+                (None, Some(Value::String(file)), 1) => {
+                    JwksSource::File(self.readable(&format!("{path}.jwks.file"), file)?)
+                }
+                _ => {
+                    return Err(ConfigError::at(
+                        format!("{path}.jwks"),
+                        "expected {url: …}, {file: …} or an inline JSON string",
+                    ));
+                }
+            },
             Some(_) => {
                 return Err(ConfigError::at(
                     format!("{path}.jwks"),
@@ -797,7 +841,10 @@ impl V<'_> {
                 .map(|t| self.tls(t, &format!("{path}.backendTLS")).map(Arc::new))
                 .transpose()?,
             auth: auth
-                .map(|a| self.backend_auth(a, &format!("{path}.backendAuth")).map(Arc::new))
+                .map(|a| {
+                    self.backend_auth(a, &format!("{path}.backendAuth"))
+                        .map(Arc::new)
+                })
                 .transpose()?,
         })
     }
@@ -822,8 +869,9 @@ impl V<'_> {
             return Err(ConfigError::at(path, "cert and key go together"));
         }
         if t.insecure.unwrap_or(false) || t.insecure_host.unwrap_or(false) {
-            self.warnings
-                .push(format!("{path}: certificate verification is weakened (insecure)"));
+            self.warnings.push(format!(
+                "{path}: certificate verification is weakened (insecure)"
+            ));
         }
         Ok(TlsPolicy {
             root,
@@ -838,7 +886,9 @@ impl V<'_> {
     fn secret(&self, v: &Value, path: &str) -> Result<Secret> {
         match v {
             Value::String(s) => Ok(Secret(Arc::from(s.as_str()))),
-            Value::Object(map) if map.len() == 1 && map.get("file").is_some_and(Value::is_string) => {
+            Value::Object(map)
+                if map.len() == 1 && map.get("file").is_some_and(Value::is_string) =>
+            {
                 let file = map["file"].as_str().unwrap_or_default();
                 let resolved = self.readable(&format!("{path}.file"), file)?;
                 let text = std::fs::read_to_string(&resolved).map_err(|e| {
@@ -851,10 +901,14 @@ impl V<'_> {
     }
 
     fn backend_auth(&mut self, a: &raw::BackendAuth, path: &str) -> Result<BackendAuth> {
-        let count = [a.passthrough.is_some(), a.key.is_some(), a.on_behalf_of.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let count = [
+            a.passthrough.is_some(),
+            a.key.is_some(),
+            a.on_behalf_of.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if count != 1 {
             return Err(ConfigError::at(
                 path,
@@ -921,9 +975,9 @@ impl V<'_> {
             (None, Some(s)) => {
                 let spath = format!("{opath}.sts");
                 let credential = match (&s.client_secret, &s.client_assertion_file) {
-                    (Some(secret), None) => {
-                        OboCredential::Secret(self.secret(secret, &format!("{spath}.clientSecret"))?)
-                    }
+                    (Some(secret), None) => OboCredential::Secret(
+                        self.secret(secret, &format!("{spath}.clientSecret"))?,
+                    ),
                     (None, Some(file)) => OboCredential::AssertionFile(self.resolve(file)),
                     _ => {
                         return Err(ConfigError::at(
@@ -933,7 +987,10 @@ impl V<'_> {
                     }
                 };
                 if s.scopes.is_empty() {
-                    return Err(ConfigError::at(format!("{spath}.scopes"), "scopes are required"));
+                    return Err(ConfigError::at(
+                        format!("{spath}.scopes"),
+                        "scopes are required",
+                    ));
                 }
                 let root = s
                     .root
@@ -972,7 +1029,10 @@ impl V<'_> {
             .filter(|x| **x)
             .count();
         if kinds != 1 {
-            return Err(ConfigError::at(path, "exactly one of host, mcp, ai is required"));
+            return Err(ConfigError::at(
+                path,
+                "exactly one of host, mcp, ai is required",
+            ));
         }
         let (policies, mcp_authorization) = match &b.policies {
             Some(p) => (
@@ -1029,7 +1089,9 @@ impl V<'_> {
                     other => {
                         return Err(ConfigError::at(
                             format!("{apath}.provider.azure.resourceType"),
-                            format!("\"{other}\" is an agentgateway feature that agentid does not support (only openAI)"),
+                            format!(
+                                "\"{other}\" is an agentgateway feature that agentid does not support (only openAI)"
+                            ),
                         ));
                     }
                 }
@@ -1051,7 +1113,10 @@ impl V<'_> {
             .as_ref()
             .map(|h| {
                 host_port(h).ok_or_else(|| {
-                    ConfigError::at(format!("{apath}.hostOverride"), "expected \"<host>:<port>\"")
+                    ConfigError::at(
+                        format!("{apath}.hostOverride"),
+                        "expected \"<host>:<port>\"",
+                    )
                 })
             })
             .transpose()?;
@@ -1080,7 +1145,10 @@ impl V<'_> {
 
     fn mcp(&mut self, m: &raw::McpBackend, path: &str) -> Result<McpBackend> {
         if m.targets.is_empty() {
-            return Err(ConfigError::at(format!("{path}.targets"), "at least one target is required"));
+            return Err(ConfigError::at(
+                format!("{path}.targets"),
+                "at least one target is required",
+            ));
         }
         let name_re = regex::Regex::new("^[A-Za-z][A-Za-z0-9.-]{0,63}$").expect("static regex");
         let mut names = HashSet::new();
@@ -1107,15 +1175,32 @@ impl V<'_> {
                 .filter(|x| **x)
                 .count();
             if kinds != 1 {
-                return Err(ConfigError::at(&tpath, "exactly one of mcp, sse, stdio is required"));
+                return Err(ConfigError::at(
+                    &tpath,
+                    "exactly one of mcp, sse, stdio is required",
+                ));
             }
             let transport = if let Some(h) = &t.mcp {
                 TargetTransport::Http {
-                    url: target_url(h, &format!("{tpath}.mcp"), t.policies.as_ref().and_then(|p| p.backend_tls.as_ref()).is_some())?,
+                    url: target_url(
+                        h,
+                        &format!("{tpath}.mcp"),
+                        t.policies
+                            .as_ref()
+                            .and_then(|p| p.backend_tls.as_ref())
+                            .is_some(),
+                    )?,
                 }
             } else if let Some(h) = &t.sse {
                 TargetTransport::Sse {
-                    url: target_url(h, &format!("{tpath}.sse"), t.policies.as_ref().and_then(|p| p.backend_tls.as_ref()).is_some())?,
+                    url: target_url(
+                        h,
+                        &format!("{tpath}.sse"),
+                        t.policies
+                            .as_ref()
+                            .and_then(|p| p.backend_tls.as_ref())
+                            .is_some(),
+                    )?,
                 }
             } else {
                 let s = t.stdio.clone().unwrap_or_default();
@@ -1126,7 +1211,10 @@ impl V<'_> {
                     ));
                 }
                 if s.cmd.trim().is_empty() {
-                    return Err(ConfigError::at(format!("{tpath}.stdio.cmd"), "cmd is empty"));
+                    return Err(ConfigError::at(
+                        format!("{tpath}.stdio.cmd"),
+                        "cmd is empty",
+                    ));
                 }
                 TargetTransport::Stdio {
                     cmd: s.cmd,
@@ -1202,7 +1290,9 @@ fn target_url(h: &raw::TargetHost, path: &str, tls: bool) -> Result<url::Url> {
             h.host.clone()
         }
         (None, None) => match host_port(&h.host) {
-            Some((host, port)) => format!("{}://{host}:{port}/", if tls { "https" } else { "http" }),
+            Some((host, port)) => {
+                format!("{}://{host}:{port}/", if tls { "https" } else { "http" })
+            }
             None => {
                 return Err(ConfigError::at(
                     format!("{path}.host"),
@@ -1211,7 +1301,11 @@ fn target_url(h: &raw::TargetHost, path: &str, tls: bool) -> Result<url::Url> {
             }
         },
         (Some(port), p) => {
-            let scheme = if tls || port == 443 && h.host.ends_with(".com") { "https" } else { "http" };
+            let scheme = if tls || port == 443 && h.host.ends_with(".com") {
+                "https"
+            } else {
+                "http"
+            };
             // The seed's {host, port: 443, path} targets reach public HTTPS servers; the spec ties
             // TLS to backendTLS, which the seed sets at route level.
             let scheme = if tls { "https" } else { scheme };
@@ -1235,7 +1329,12 @@ pub(crate) fn host_port(s: &str) -> Option<(String, u16)> {
     if host.is_empty() {
         return None;
     }
-    Some((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
+    Some((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+    ))
 }
 
 fn rule_text(v: &Value) -> String {
@@ -1274,7 +1373,10 @@ fn rules(r: &raw::Rules, path: &str) -> Result<RuleSet> {
                     }
                 };
                 let Some(text) = v.as_str() else {
-                    return Err(ConfigError::at(format!("{rpath}.{k}"), "expected a CEL string"));
+                    return Err(ConfigError::at(
+                        format!("{rpath}.{k}"),
+                        "expected a CEL string",
+                    ));
                 };
                 RuleSpec {
                     kind,
@@ -1310,7 +1412,9 @@ fn header_name(name: &str, path: &str) -> Result<http::HeaderName> {
 }
 
 fn header_modifier(h: &raw::HeaderModifier, path: &str) -> Result<HeaderModifier> {
-    let pairs = |map: &BTreeMap<String, String>, kind: &str| -> Result<Vec<(http::HeaderName, http::HeaderValue)>> {
+    let pairs = |map: &BTreeMap<String, String>,
+                 kind: &str|
+     -> Result<Vec<(http::HeaderName, http::HeaderValue)>> {
         map.iter()
             .map(|(k, v)| {
                 let name = header_name(k, &format!("{path}.{kind}.{k}"))?;
@@ -1366,7 +1470,10 @@ fn url_rewrite(u: &raw::UrlRewrite, path: &str, matches: &[RouteMatch]) -> Resul
         Some(p) => match (&p.full, &p.prefix) {
             (Some(f), None) => Some(PathRewrite::Full(f.clone())),
             (None, Some(pre)) => {
-                if !matches.iter().all(|m| matches!(m.path, PathMatch::Prefix(_))) {
+                if !matches
+                    .iter()
+                    .all(|m| matches!(m.path, PathMatch::Prefix(_)))
+                {
                     return Err(ConfigError::at(
                         format!("{path}.path.prefix"),
                         "a prefix rewrite needs every match of the route to be a pathPrefix match",
@@ -1401,7 +1508,11 @@ fn sorted(v: &Value) -> Value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&map[k]))).collect())
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&map[k])))
+                    .collect(),
+            )
         }
         Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
         other => other.clone(),

@@ -32,13 +32,23 @@ pub struct Sessions {
 
 impl Sessions {
     fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
     fn insert(&self, id: String, s: Arc<Session>) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).insert(id, s);
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, s);
     }
     fn remove(&self, id: &str) -> Option<Arc<Session>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id)
     }
     pub fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -49,7 +59,12 @@ impl Sessions {
     /// Drops sessions idle longer than `ttl`.
     pub fn expire(&self, ttl: Duration) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, s| s.last_used.lock().map(|t| t.elapsed() < ttl).unwrap_or(false));
+        map.retain(|_, s| {
+            s.last_used
+                .lock()
+                .map(|t| t.elapsed() < ttl)
+                .unwrap_or(false)
+        });
     }
 }
 
@@ -105,22 +120,44 @@ pub async fn handle(
     mcp: Arc<McpBackend>,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let cx = Ctx { gw, snap, route, backend, mcp };
+    let cx = Ctx {
+        gw,
+        snap,
+        route,
+        backend,
+        mcp,
+    };
     if cx.mcp.dns_rebinding_protection && !local_host_and_origin(req.headers()) {
-        return body::gateway_error(StatusCode::FORBIDDEN, "dns_rebinding", "Host/Origin not allowed", &ex.correlation_id);
+        return body::gateway_error(
+            StatusCode::FORBIDDEN,
+            "dns_rebinding",
+            "Host/Origin not allowed",
+            &ex.correlation_id,
+        );
     }
     match *req.method() {
         Method::POST => post(&cx, ex, req).await,
         Method::DELETE => delete(&cx, ex, req.headers()).await,
         Method::GET => {
-            let mut r = body::gateway_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed",
-                "this gateway offers no server-to-client stream (GET); use POST", &ex.correlation_id);
-            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+            let mut r = body::gateway_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this gateway offers no server-to-client stream (GET); use POST",
+                &ex.correlation_id,
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
             r
         }
         _ => {
-            let mut r = body::gateway_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET, POST or DELETE", &ex.correlation_id);
-            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+            let mut r = body::gateway_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET, POST or DELETE",
+                &ex.correlation_id,
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
             r
         }
     }
@@ -131,18 +168,33 @@ fn local_host_and_origin(h: &HeaderMap) -> bool {
         let host = crate::pipeline::strip_port(host);
         host == "localhost" || host == "127.0.0.1" || host == "::1"
     };
-    let host_ok = h.get(header::HOST).and_then(|v| v.to_str().ok()).is_some_and(local);
+    let host_ok = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(local);
     let origin_ok = match h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,
-        Some(o) => url::Url::parse(o).ok().and_then(|u| u.host_str().map(|h| local(h.trim_matches(['[', ']'])))).unwrap_or(false),
+        Some(o) => url::Url::parse(o)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| local(h.trim_matches(['[', ']']))))
+            .unwrap_or(false),
     };
     host_ok && origin_ok
 }
 
 fn principal(ex: &Exchange) -> (String, String, String) {
     let c = ex.claims();
-    let s = |k: &str| c.and_then(|c| c.get(k)).and_then(|v| v.as_str()).unwrap_or("").to_string();
-    let actor = if s("azp").is_empty() { s("appid") } else { s("azp") };
+    let s = |k: &str| {
+        c.and_then(|c| c.get(k))
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let actor = if s("azp").is_empty() {
+        s("appid")
+    } else {
+        s("azp")
+    };
     (s("iss"), s("sub"), actor)
 }
 
@@ -151,41 +203,111 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Respon
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")));
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
     if !ct_ok {
-        return body::gateway_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "MCP requests are application/json", &ex.correlation_id);
+        return body::gateway_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "MCP requests are application/json",
+            &ex.correlation_id,
+        );
     }
-    let accept_ok = match req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
+    let accept_ok = match req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    {
         None => true,
-        Some(a) => a.contains("application/json") || a.contains("text/event-stream") || a.contains("*/*"),
+        Some(a) => {
+            a.contains("application/json") || a.contains("text/event-stream") || a.contains("*/*")
+        }
     };
     if !accept_ok {
-        return body::gateway_error(StatusCode::NOT_ACCEPTABLE, "not_acceptable", "Accept must allow application/json or text/event-stream", &ex.correlation_id);
+        return body::gateway_error(
+            StatusCode::NOT_ACCEPTABLE,
+            "not_acceptable",
+            "Accept must allow application/json or text/event-stream",
+            &ex.correlation_id,
+        );
     }
-    let session_header = req.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let version_header = req.headers().get("mcp-protocol-version").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let session_header = req
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let version_header = req
+        .headers()
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let limit = cx.snap.settings.limits.mcp_request_body_bytes;
-    let bytes = match http_body_util::Limited::new(req.into_body(), limit).collect().await {
+    let bytes = match http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+    {
         Ok(c) => c.to_bytes(),
-        Err(_) => return body::gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "request_too_large", &format!("MCP request body exceeds {limit} bytes"), &ex.correlation_id),
+        Err(_) => {
+            return body::gateway_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request_too_large",
+                &format!("MCP request body exceeds {limit} bytes"),
+                &ex.correlation_id,
+            );
+        }
     };
     let data = json!({"correlationId": ex.correlation_id});
     let msg: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
-        Err(_) => return json_resp(StatusCode::BAD_REQUEST, &rpc_error(&Value::Null, -32700, "Parse error", data)),
+        Err(_) => {
+            return json_resp(
+                StatusCode::BAD_REQUEST,
+                &rpc_error(&Value::Null, -32700, "Parse error", data),
+            );
+        }
     };
     if msg.is_array() {
-        return json_resp(StatusCode::BAD_REQUEST, &rpc_error(&Value::Null, -32600, "Invalid Request: batches are not supported", data));
+        return json_resp(
+            StatusCode::BAD_REQUEST,
+            &rpc_error(
+                &Value::Null,
+                -32600,
+                "Invalid Request: batches are not supported",
+                data,
+            ),
+        );
     }
     let Some(obj) = msg.as_object() else {
-        return json_resp(StatusCode::BAD_REQUEST, &rpc_error(&Value::Null, -32600, "Invalid Request: not a JSON-RPC object", data));
+        return json_resp(
+            StatusCode::BAD_REQUEST,
+            &rpc_error(
+                &Value::Null,
+                -32600,
+                "Invalid Request: not a JSON-RPC object",
+                data,
+            ),
+        );
     };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         let id = obj.get("id").cloned().unwrap_or(Value::Null);
-        return json_resp(StatusCode::BAD_REQUEST, &rpc_error(&id, -32600, "Invalid Request: jsonrpc must be \"2.0\"", data));
+        return json_resp(
+            StatusCode::BAD_REQUEST,
+            &rpc_error(
+                &id,
+                -32600,
+                "Invalid Request: jsonrpc must be \"2.0\"",
+                data,
+            ),
+        );
     }
     let id = obj.get("id").cloned();
-    let method = obj.get("method").and_then(Value::as_str).map(str::to_string);
+    let method = obj
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let Some(method) = method else {
         // A response from the client (to a server request we never relay): accepted, dropped.
         return accepted();
@@ -196,11 +318,29 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Respon
         return initialize(cx, ex, id.unwrap_or(Value::Null), &params).await;
     }
     let Some(sid) = session_header else {
-        return json_resp(StatusCode::BAD_REQUEST, &rpc_error(&id.unwrap_or(Value::Null), -32600, "Invalid Request: Mcp-Session-Id header required", data));
+        return json_resp(
+            StatusCode::BAD_REQUEST,
+            &rpc_error(
+                &id.unwrap_or(Value::Null),
+                -32600,
+                "Invalid Request: Mcp-Session-Id header required",
+                data,
+            ),
+        );
     };
     let session = match cx.gw.sessions.get(&sid) {
         Some(s) if s.principal == principal(ex) && s.route == cx.route.id => s,
-        _ => return json_resp(StatusCode::NOT_FOUND, &rpc_error(&id.unwrap_or(Value::Null), -32001, "Session not found", data)),
+        _ => {
+            return json_resp(
+                StatusCode::NOT_FOUND,
+                &rpc_error(
+                    &id.unwrap_or(Value::Null),
+                    -32001,
+                    "Session not found",
+                    data,
+                ),
+            );
+        }
     };
     if let Ok(mut t) = session.last_used.lock() {
         *t = Instant::now();
@@ -208,7 +348,18 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Respon
     if let Some(v) = version_header
         && v != session.version
     {
-        return json_resp(StatusCode::BAD_REQUEST, &rpc_error(&id.unwrap_or(Value::Null), -32600, &format!("Invalid Request: MCP-Protocol-Version {v} does not match the negotiated {}", session.version), data));
+        return json_resp(
+            StatusCode::BAD_REQUEST,
+            &rpc_error(
+                &id.unwrap_or(Value::Null),
+                -32600,
+                &format!(
+                    "Invalid Request: MCP-Protocol-Version {v} does not match the negotiated {}",
+                    session.version
+                ),
+                data,
+            ),
+        );
     }
     let Some(id) = id else {
         // Client notifications: nothing to audit; `initialized` was already sent upstream.
@@ -219,7 +370,17 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Respon
         session_id: Some(sid.clone()),
         ..Default::default()
     };
-    let (status, reply) = dispatch(cx, ex, &session, &sid, &method, id.clone(), &params, &mut part).await;
+    let (status, reply) = dispatch(
+        cx,
+        ex,
+        &session,
+        &sid,
+        &method,
+        id.clone(),
+        &params,
+        &mut part,
+    )
+    .await;
     if let Some(err) = reply.get("error") {
         part.error = Some(json!({"code": err.get("code"), "message": err.get("message")}));
     }
@@ -227,7 +388,11 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Respon
     let info = McpInfo {
         method: method.clone(),
         session_id: Some(sid),
-        tool: part.tool.clone().map(|name| McpItem { name, target: part.target.clone().unwrap_or_default(), arguments: None }),
+        tool: part.tool.clone().map(|name| McpItem {
+            name,
+            target: part.target.clone().unwrap_or_default(),
+            arguments: None,
+        }),
         prompt: None,
         resource: None,
     };
@@ -237,7 +402,14 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Respon
             .targets
             .iter()
             .find(|x| &x.name == t)
-            .and_then(|x| cx.route.policies.upstream.overlay(&cx.backend.policies).overlay(&x.policies).auth)
+            .and_then(|x| {
+                cx.route
+                    .policies
+                    .upstream
+                    .overlay(&cx.backend.policies)
+                    .overlay(&x.policies)
+                    .auth
+            })
             .map(|a| a.kind())
             .unwrap_or("none");
         UpstreamPart {
@@ -246,13 +418,20 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Respon
             ..Default::default()
         }
     });
-    cx.gw.metrics.mcp_requests.get_or_create(&vec![
-        ("route".to_string(), cx.route.id.clone()),
-        ("target".to_string(), part.target.clone().unwrap_or_default()),
-        ("method".to_string(), method),
-        ("tool".to_string(), part.tool.clone().unwrap_or_default()),
-        ("decision".to_string(), event.decision.result.to_string()),
-    ]).inc();
+    cx.gw
+        .metrics
+        .mcp_requests
+        .get_or_create(&vec![
+            ("route".to_string(), cx.route.id.clone()),
+            (
+                "target".to_string(),
+                part.target.clone().unwrap_or_default(),
+            ),
+            ("method".to_string(), method),
+            ("tool".to_string(), part.tool.clone().unwrap_or_default()),
+            ("decision".to_string(), event.decision.result.to_string()),
+        ])
+        .inc();
     event.mcp = Some(part);
     cx.gw.record_with(ex, &mut event, None, Some(&info));
     json_resp(status, &reply)
@@ -293,23 +472,44 @@ fn authorize(cx: &Ctx<'_>, ex: &Exchange, info: &McpInfo) -> crate::rules::Decis
 async fn initialize(cx: &Ctx<'_>, ex: &mut Exchange, id: Value, params: &Value) -> Response<Body> {
     let data = json!({"correlationId": ex.correlation_id});
     if cx.gw.sessions.len() >= cx.snap.settings.limits.max_mcp_sessions {
-        return body::gateway_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many MCP sessions", &ex.correlation_id);
+        return body::gateway_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many MCP sessions",
+            &ex.correlation_id,
+        );
     }
-    let requested = params.get("protocolVersion").and_then(Value::as_str).unwrap_or(VERSIONS[0]);
-    let version = if VERSIONS.contains(&requested) { requested } else { VERSIONS[0] }.to_string();
+    let requested = params
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(VERSIONS[0]);
+    let version = if VERSIONS.contains(&requested) {
+        requested
+    } else {
+        VERSIONS[0]
+    }
+    .to_string();
     let session = Arc::new(Session {
         principal: principal(ex),
         route: cx.route.id.clone(),
         version: version.clone(),
-        targets: cx.mcp.targets.iter().map(|t| TargetSession {
-            name: t.name.clone(),
-            state: Mutex::new(TargetState::default()),
-            next_id: AtomicU64::new(1),
-        }).collect(),
+        targets: cx
+            .mcp
+            .targets
+            .iter()
+            .map(|t| TargetSession {
+                name: t.name.clone(),
+                state: Mutex::new(TargetState::default()),
+                next_id: AtomicU64::new(1),
+            })
+            .collect(),
         last_used: Mutex::new(Instant::now()),
         lists: Mutex::new(HashMap::new()),
     });
-    let client_info = params.get("clientInfo").cloned().unwrap_or(json!({"name": "agentid-gateway-client", "version": "0"}));
+    let client_info = params
+        .get("clientInfo")
+        .cloned()
+        .unwrap_or(json!({"name": "agentid-gateway-client", "version": "0"}));
     let futures = session.targets.iter().enumerate().map(|(i, ts)| {
         let target = &cx.mcp.targets[i];
         init_target(cx, ex, target, ts, &version, &client_info)
@@ -320,17 +520,22 @@ async fn initialize(cx: &Ctx<'_>, ex: &mut Exchange, id: Value, params: &Value) 
     let mut instructions = Vec::new();
     for ts in &session.targets {
         let st = ts.state.lock().map(|s| s.clone()).unwrap_or_default();
-        cx.gw.metrics.mcp_target_up.get_or_create(&vec![
-            ("route".to_string(), cx.route.id.clone()),
-            ("target".to_string(), ts.name.clone()),
-        ]).set(i64::from(st.ready));
+        cx.gw
+            .metrics
+            .mcp_target_up
+            .get_or_create(&vec![
+                ("route".to_string(), cx.route.id.clone()),
+                ("target".to_string(), ts.name.clone()),
+            ])
+            .set(i64::from(st.ready));
         if !st.ready {
             failed.push((ts.name.clone(), st.failure.unwrap_or_default()));
             continue;
         }
         if let Some(c) = st.capabilities.as_object() {
             for (k, v) in c {
-                if ["tools", "prompts", "resources", "logging", "completions"].contains(&k.as_str()) {
+                if ["tools", "prompts", "resources", "logging", "completions"].contains(&k.as_str())
+                {
                     let entry = caps.entry(k.clone()).or_insert(json!({}));
                     if let (Some(e), Some(v)) = (entry.as_object_mut(), v.as_object()) {
                         for (flag, val) in v {
@@ -353,7 +558,12 @@ async fn initialize(cx: &Ctx<'_>, ex: &mut Exchange, id: Value, params: &Value) 
     };
     if failed.len() == session.targets.len() || (cx.mcp.fail_closed && !failed.is_empty()) {
         let (name, reason) = failed.first().cloned().unwrap_or_default();
-        let reply = rpc_error(&id, -32603, &format!("MCP target '{name}' failed to initialize: {reason}"), json!({"correlationId": ex.correlation_id, "target": name}));
+        let reply = rpc_error(
+            &id,
+            -32603,
+            &format!("MCP target '{name}' failed to initialize: {reason}"),
+            json!({"correlationId": ex.correlation_id, "target": name}),
+        );
         part.error = Some(reply["error"].clone());
         let mut event = ex.event("mcp", 200);
         event.mcp = Some(part);
@@ -370,11 +580,21 @@ async fn initialize(cx: &Ctx<'_>, ex: &mut Exchange, id: Value, params: &Value) 
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
     };
     cx.gw.sessions.insert(sid.clone(), session);
-    cx.gw.metrics.mcp_sessions.get_or_create(&vec![("route".to_string(), cx.route.id.clone())]).inc();
+    cx.gw
+        .metrics
+        .mcp_sessions
+        .get_or_create(&vec![("route".to_string(), cx.route.id.clone())])
+        .inc();
     let instructions = match instructions.len() {
         0 => None,
         1 if cx.mcp.targets.len() == 1 => Some(instructions[0].1.clone()),
-        _ => Some(instructions.iter().map(|(n, t)| format!("[{n}]\n{t}")).collect::<Vec<_>>().join("\n")),
+        _ => Some(
+            instructions
+                .iter()
+                .map(|(n, t)| format!("[{n}]\n{t}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
     };
     let mut result = json!({
         "protocolVersion": version,
@@ -388,7 +608,10 @@ async fn initialize(cx: &Ctx<'_>, ex: &mut Exchange, id: Value, params: &Value) 
     let mut event = ex.event("mcp", 200);
     event.mcp = Some(part);
     cx.gw.record(ex, event, None);
-    let mut resp = json_resp(StatusCode::OK, &json!({"jsonrpc": "2.0", "id": id, "result": result}));
+    let mut resp = json_resp(
+        StatusCode::OK,
+        &json!({"jsonrpc": "2.0", "id": id, "result": result}),
+    );
     if let Ok(v) = HeaderValue::from_str(&sid) {
         resp.headers_mut().insert("mcp-session-id", v);
     }
@@ -396,17 +619,38 @@ async fn initialize(cx: &Ctx<'_>, ex: &mut Exchange, id: Value, params: &Value) 
 }
 
 /// Headers for an upstream request to one target (gateway.md §5.3: never the client's).
-async fn target_headers(cx: &Ctx<'_>, ex: &Exchange, target: &McpTarget, st: &TargetState) -> Result<HeaderMap, String> {
+async fn target_headers(
+    cx: &Ctx<'_>,
+    ex: &Exchange,
+    target: &McpTarget,
+    st: &TargetState,
+) -> Result<HeaderMap, String> {
     let mut h = HeaderMap::new();
-    if let Some(s) = st.upstream_session.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
+    if let Some(s) = st
+        .upstream_session
+        .as_deref()
+        .and_then(|s| HeaderValue::from_str(s).ok())
+    {
         h.insert("mcp-session-id", s);
     }
-    if let Some(v) = st.version.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
+    if let Some(v) = st
+        .version
+        .as_deref()
+        .and_then(|s| HeaderValue::from_str(s).ok())
+    {
         h.insert("mcp-protocol-version", v);
     }
     crate::pipeline::add_trace_headers(ex, &mut h);
-    h.insert(header::USER_AGENT, HeaderValue::from_static(concat!("agentid-gateway/", env!("CARGO_PKG_VERSION"))));
-    let policy = cx.route.policies.upstream.overlay(&cx.backend.policies).overlay(&target.policies);
+    h.insert(
+        header::USER_AGENT,
+        HeaderValue::from_static(concat!("agentid-gateway/", env!("CARGO_PKG_VERSION"))),
+    );
+    let policy = cx
+        .route
+        .policies
+        .upstream
+        .overlay(&cx.backend.policies)
+        .overlay(&target.policies);
     if let Some(m) = &policy.headers {
         m.apply(&mut h);
     }
@@ -414,19 +658,33 @@ async fn target_headers(cx: &Ctx<'_>, ex: &Exchange, target: &McpTarget, st: &Ta
         match auth.as_ref() {
             BackendAuth::Passthrough { header, prefix } => {
                 if let Some(v) = &ex.verified
-                    && let Ok(value) = HeaderValue::from_str(&format!("{prefix}{}", v.token.expose()))
+                    && let Ok(value) =
+                        HeaderValue::from_str(&format!("{prefix}{}", v.token.expose()))
                 {
                     h.insert(header.clone(), value);
                 }
             }
-            BackendAuth::Key { value, header, prefix } => {
+            BackendAuth::Key {
+                value,
+                header,
+                prefix,
+            } => {
                 if let Ok(v) = HeaderValue::from_str(&format!("{prefix}{}", value.0)) {
                     h.insert(header.clone(), v);
                 }
             }
             BackendAuth::OnBehalfOf(obo) => {
-                let value = cx.gw.obo.exchange(cx.gw, ex, cx.route, obo, &target.name).await
-                    .map_err(|f| format!("token exchange for MCP target '{}' failed: {}: {}", target.name, f.code, f.message))?;
+                let value = cx
+                    .gw
+                    .obo
+                    .exchange(cx.gw, ex, cx.route, obo, &target.name)
+                    .await
+                    .map_err(|f| {
+                        format!(
+                            "token exchange for MCP target '{}' failed: {}: {}",
+                            target.name, f.code, f.message
+                        )
+                    })?;
                 if let Ok(v) = HeaderValue::from_str(&value) {
                     h.insert(obo.header.clone(), v);
                 }
@@ -437,9 +695,22 @@ async fn target_headers(cx: &Ctx<'_>, ex: &Exchange, target: &McpTarget, st: &Ta
 }
 
 fn target_client(cx: &Ctx<'_>, target: &McpTarget) -> Result<reqwest::Client, String> {
-    let policy = cx.route.policies.upstream.overlay(&cx.backend.policies).overlay(&target.policies);
-    let https = matches!(&target.transport, TargetTransport::Http { url } if url.scheme() == "https");
-    let default_tls = TlsPolicy { root: None, hostname: None, cert: None, key: None, insecure: false, insecure_host: false };
+    let policy = cx
+        .route
+        .policies
+        .upstream
+        .overlay(&cx.backend.policies)
+        .overlay(&target.policies);
+    let https =
+        matches!(&target.transport, TargetTransport::Http { url } if url.scheme() == "https");
+    let default_tls = TlsPolicy {
+        root: None,
+        hostname: None,
+        cert: None,
+        key: None,
+        insecure: false,
+        insecure_host: false,
+    };
     match (&policy.tls, https) {
         (Some(t), _) => cx.gw.clients.get(Some(t)),
         (None, true) => cx.gw.clients.get(Some(&default_tls)),
@@ -447,7 +718,14 @@ fn target_client(cx: &Ctx<'_>, target: &McpTarget) -> Result<reqwest::Client, St
     }
 }
 
-async fn init_target(cx: &Ctx<'_>, ex: &Exchange, target: &McpTarget, ts: &TargetSession, version: &str, client_info: &Value) {
+async fn init_target(
+    cx: &Ctx<'_>,
+    ex: &Exchange,
+    target: &McpTarget,
+    ts: &TargetSession,
+    version: &str,
+    client_info: &Value,
+) {
     let fail = |reason: String| {
         if let Ok(mut st) = ts.state.lock() {
             st.ready = false;
@@ -457,8 +735,12 @@ async fn init_target(cx: &Ctx<'_>, ex: &Exchange, target: &McpTarget, ts: &Targe
     };
     let url = match &target.transport {
         TargetTransport::Http { url } => url.clone(),
-        TargetTransport::Sse { .. } => return fail("legacy SSE targets are not implemented in this agentid version".into()),
-        TargetTransport::Stdio { .. } => return fail("stdio targets are not implemented in this agentid version".into()),
+        TargetTransport::Sse { .. } => {
+            return fail("legacy SSE targets are not implemented in this agentid version".into());
+        }
+        TargetTransport::Stdio { .. } => {
+            return fail("stdio targets are not implemented in this agentid version".into());
+        }
     };
     let client = match target_client(cx, target) {
         Ok(c) => c,
@@ -473,21 +755,38 @@ async fn init_target(cx: &Ctx<'_>, ex: &Exchange, target: &McpTarget, ts: &Targe
     let msg = json!({"jsonrpc": "2.0", "id": n, "method": "initialize", "params": {
         "protocolVersion": version, "capabilities": {}, "clientInfo": client_info}});
     let timeout = cx.snap.settings.timeouts.mcp_initialize;
-    let answer = match upstream::post(&client, &url, headers.clone(), &msg, Some(n), timeout).await {
+    let answer = match upstream::post(&client, &url, headers.clone(), &msg, Some(n), timeout).await
+    {
         Ok(a) => a,
         Err(e) => return fail(e.to_string()),
     };
-    let Some(reply) = answer.message else { return fail("no initialize result".into()) };
-    let Some(result) = reply.get("result") else {
-        return fail(format!("initialize refused: {}", reply.get("error").map(|e| e.to_string()).unwrap_or_default()));
+    let Some(reply) = answer.message else {
+        return fail("no initialize result".into());
     };
-    let negotiated = result.get("protocolVersion").and_then(Value::as_str).filter(|v| VERSIONS.contains(v)).unwrap_or(version).to_string();
+    let Some(result) = reply.get("result") else {
+        return fail(format!(
+            "initialize refused: {}",
+            reply
+                .get("error")
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        ));
+    };
+    let negotiated = result
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .filter(|v| VERSIONS.contains(v))
+        .unwrap_or(version)
+        .to_string();
     let mut st = TargetState {
         ready: true,
         upstream_session: answer.session_id,
         version: Some(negotiated),
         capabilities: result.get("capabilities").cloned().unwrap_or(json!({})),
-        instructions: result.get("instructions").and_then(Value::as_str).map(str::to_string),
+        instructions: result
+            .get("instructions")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         failure: None,
         attempted: Some(Instant::now()),
     };
@@ -507,32 +806,79 @@ async fn init_target(cx: &Ctx<'_>, ex: &Exchange, target: &McpTarget, ts: &Targe
 
 /// One upstream JSON-RPC request to a target, re-initializing once when its session was lost
 /// or when it failed longer ago than `mcpTargetRetry`.
-async fn call_target(cx: &Ctx<'_>, ex: &Exchange, session: &Session, index: usize, method: &str, params: Value) -> Result<Value, String> {
+async fn call_target(
+    cx: &Ctx<'_>,
+    ex: &Exchange,
+    session: &Session,
+    index: usize,
+    method: &str,
+    params: Value,
+) -> Result<Value, String> {
     let target = &cx.mcp.targets[index];
     let ts = &session.targets[index];
     for attempt in 0..2 {
         let st = ts.state.lock().map(|s| s.clone()).unwrap_or_default();
         if !st.ready {
-            let retry_due = st.attempted.is_none_or(|t| t.elapsed() >= cx.snap.settings.timeouts.mcp_target_retry);
+            let retry_due = st
+                .attempted
+                .is_none_or(|t| t.elapsed() >= cx.snap.settings.timeouts.mcp_target_retry);
             if attempt == 0 && retry_due {
-                init_target(cx, ex, target, ts, &session.version, &json!({"name": "agentid-gateway", "version": env!("CARGO_PKG_VERSION")})).await;
+                init_target(
+                    cx,
+                    ex,
+                    target,
+                    ts,
+                    &session.version,
+                    &json!({"name": "agentid-gateway", "version": env!("CARGO_PKG_VERSION")}),
+                )
+                .await;
                 continue;
             }
-            return Err(format!("MCP target '{}' is unavailable: {}", target.name, st.failure.unwrap_or_default()));
+            return Err(format!(
+                "MCP target '{}' is unavailable: {}",
+                target.name,
+                st.failure.unwrap_or_default()
+            ));
         }
         let TargetTransport::Http { url } = &target.transport else {
-            return Err(format!("MCP target '{}' is unavailable: transport not implemented", target.name));
+            return Err(format!(
+                "MCP target '{}' is unavailable: transport not implemented",
+                target.name
+            ));
         };
         let client = target_client(cx, target)?;
         let headers = target_headers(cx, ex, target, &st).await?;
         let n = ts.next_id.fetch_add(1, Ordering::Relaxed);
         let msg = json!({"jsonrpc": "2.0", "id": n, "method": method, "params": params});
-        match upstream::post(&client, url, headers, &msg, Some(n), cx.snap.settings.timeouts.mcp_request).await {
-            Ok(a) => return a.message.ok_or_else(|| format!("MCP target '{}' gave no answer", target.name)),
-            Err(TargetError::SessionLost) if attempt == 0 => {
-                init_target(cx, ex, target, ts, &session.version, &json!({"name": "agentid-gateway", "version": env!("CARGO_PKG_VERSION")})).await;
+        match upstream::post(
+            &client,
+            url,
+            headers,
+            &msg,
+            Some(n),
+            cx.snap.settings.timeouts.mcp_request,
+        )
+        .await
+        {
+            Ok(a) => {
+                return a
+                    .message
+                    .ok_or_else(|| format!("MCP target '{}' gave no answer", target.name));
             }
-            Err(TargetError::Timeout(d)) => return Err(format!("MCP target '{}' timed out after {d}", target.name)),
+            Err(TargetError::SessionLost) if attempt == 0 => {
+                init_target(
+                    cx,
+                    ex,
+                    target,
+                    ts,
+                    &session.version,
+                    &json!({"name": "agentid-gateway", "version": env!("CARGO_PKG_VERSION")}),
+                )
+                .await;
+            }
+            Err(TargetError::Timeout(d)) => {
+                return Err(format!("MCP target '{}' timed out after {d}", target.name));
+            }
             Err(e) => {
                 if let Ok(mut s) = ts.state.lock() {
                     s.ready = false;
@@ -579,7 +925,11 @@ fn expose(cx: &Ctx<'_>, kind: Kind, target: &str, name: &str) -> String {
     match kind {
         Kind::Tool | Kind::Prompt => format!("{target}_{name}"),
         Kind::Resource | Kind::Template => {
-            if name.contains("://") || name.contains(':') { format!("{target}+{name}") } else { name.to_string() }
+            if name.contains("://") || name.contains(':') {
+                format!("{target}+{name}")
+            } else {
+                name.to_string()
+            }
         }
     }
 }
@@ -595,7 +945,11 @@ fn resolve(cx: &Ctx<'_>, session: &Session, kind: Kind, exposed: &str) -> Option
         let idx = lists.get(&format!("index:{}", kind.list_key()))?.1.clone();
         return idx.iter().find_map(|v| {
             (v.get("name").and_then(Value::as_str) == Some(exposed))
-                .then(|| v.get("target").and_then(Value::as_u64).map(|t| (t as usize, exposed.to_string())))
+                .then(|| {
+                    v.get("target")
+                        .and_then(Value::as_u64)
+                        .map(|t| (t as usize, exposed.to_string()))
+                })
                 .flatten()
         });
     }
@@ -621,43 +975,112 @@ async fn dispatch(
 ) -> (StatusCode, Value) {
     let data = json!({"correlationId": ex.correlation_id});
     match method {
-        "ping" => (StatusCode::OK, json!({"jsonrpc": "2.0", "id": id, "result": {}})),
+        "ping" => (
+            StatusCode::OK,
+            json!({"jsonrpc": "2.0", "id": id, "result": {}}),
+        ),
         "tools/list" => list(cx, ex, session, sid, Kind::Tool, id, params, part).await,
         "prompts/list" => list(cx, ex, session, sid, Kind::Prompt, id, params, part).await,
         "resources/list" => list(cx, ex, session, sid, Kind::Resource, id, params, part).await,
-        "resources/templates/list" => list(cx, ex, session, sid, Kind::Template, id, params, part).await,
-        "tools/call" | "prompts/get" | "resources/read" | "resources/subscribe" | "resources/unsubscribe" | "completion/complete" => {
+        "resources/templates/list" => {
+            list(cx, ex, session, sid, Kind::Template, id, params, part).await
+        }
+        "tools/call"
+        | "prompts/get"
+        | "resources/read"
+        | "resources/subscribe"
+        | "resources/unsubscribe"
+        | "completion/complete" => {
             let (kind, exposed) = match method {
-                "tools/call" => (Kind::Tool, params.get("name").and_then(Value::as_str).unwrap_or("").to_string()),
-                "prompts/get" => (Kind::Prompt, params.get("name").and_then(Value::as_str).unwrap_or("").to_string()),
+                "tools/call" => (
+                    Kind::Tool,
+                    params
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                ),
+                "prompts/get" => (
+                    Kind::Prompt,
+                    params
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                ),
                 "completion/complete" => {
                     let r = params.get("ref").cloned().unwrap_or_default();
                     if r.get("type").and_then(Value::as_str) == Some("ref/prompt") {
-                        (Kind::Prompt, r.get("name").and_then(Value::as_str).unwrap_or("").to_string())
+                        (
+                            Kind::Prompt,
+                            r.get("name")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string(),
+                        )
                     } else {
-                        (Kind::Resource, r.get("uri").and_then(Value::as_str).unwrap_or("").to_string())
+                        (
+                            Kind::Resource,
+                            r.get("uri")
+                                .and_then(Value::as_str)
+                                .unwrap_or("")
+                                .to_string(),
+                        )
                     }
                 }
-                _ => (Kind::Resource, params.get("uri").and_then(Value::as_str).unwrap_or("").to_string()),
+                _ => (
+                    Kind::Resource,
+                    params
+                        .get("uri")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                ),
             };
-            let unknown = |what: &str| rpc_error(&id, -32602, &format!("Unknown {what}: {exposed}"), data.clone());
-            let what = match kind { Kind::Tool => "tool", Kind::Prompt => "prompt", _ => "resource" };
+            let unknown = |what: &str| {
+                rpc_error(
+                    &id,
+                    -32602,
+                    &format!("Unknown {what}: {exposed}"),
+                    data.clone(),
+                )
+            };
+            let what = match kind {
+                Kind::Tool => "tool",
+                Kind::Prompt => "prompt",
+                _ => "resource",
+            };
             let Some((idx, upstream_name)) = resolve(cx, session, kind, &exposed) else {
                 return (StatusCode::OK, unknown(what));
             };
             let target_name = cx.mcp.targets[idx].name.clone();
             part.target = Some(target_name.clone());
             match kind {
-                Kind::Tool => { part.tool = Some(upstream_name.clone()); part.exposed_name = Some(exposed.clone()); }
+                Kind::Tool => {
+                    part.tool = Some(upstream_name.clone());
+                    part.exposed_name = Some(exposed.clone());
+                }
                 Kind::Prompt => part.prompt = Some(upstream_name.clone()),
                 _ => part.resource = Some(upstream_name.clone()),
             }
-            let item = McpItem { name: upstream_name.clone(), target: target_name.clone(), arguments: None };
+            let item = McpItem {
+                name: upstream_name.clone(),
+                target: target_name.clone(),
+                arguments: None,
+            };
             let info = McpInfo {
                 method: method.to_string(),
                 session_id: Some(sid.to_string()),
-                tool: (kind == Kind::Tool).then(|| McpItem { name: upstream_name.clone(), target: target_name.clone(), arguments: params.get("arguments").cloned() }),
-                prompt: (kind == Kind::Prompt).then(|| McpItem { name: item.name.clone(), target: item.target.clone(), arguments: None }),
+                tool: (kind == Kind::Tool).then(|| McpItem {
+                    name: upstream_name.clone(),
+                    target: target_name.clone(),
+                    arguments: params.get("arguments").cloned(),
+                }),
+                prompt: (kind == Kind::Prompt).then(|| McpItem {
+                    name: item.name.clone(),
+                    target: item.target.clone(),
+                    arguments: None,
+                }),
                 resource: matches!(kind, Kind::Resource | Kind::Template).then_some(item),
             };
             let d = authorize(cx, ex, &info);
@@ -667,35 +1090,61 @@ async fn dispatch(
             }
             let mut upstream_params = params.clone();
             match (method, kind) {
-                ("completion/complete", Kind::Prompt) => upstream_params["ref"]["name"] = Value::String(upstream_name),
-                ("completion/complete", _) => upstream_params["ref"]["uri"] = Value::String(upstream_name),
-                (_, Kind::Tool) | (_, Kind::Prompt) => upstream_params["name"] = Value::String(upstream_name),
+                ("completion/complete", Kind::Prompt) => {
+                    upstream_params["ref"]["name"] = Value::String(upstream_name)
+                }
+                ("completion/complete", _) => {
+                    upstream_params["ref"]["uri"] = Value::String(upstream_name)
+                }
+                (_, Kind::Tool) | (_, Kind::Prompt) => {
+                    upstream_params["name"] = Value::String(upstream_name)
+                }
                 _ => upstream_params["uri"] = Value::String(upstream_name),
             }
             match call_target(cx, ex, session, idx, method, upstream_params).await {
                 Ok(mut reply) => {
                     reply["id"] = id;
-                    if method == "resources/read" && cx.mcp.prefixed()
-                        && let Some(contents) = reply.pointer_mut("/result/contents").and_then(Value::as_array_mut)
+                    if method == "resources/read"
+                        && cx.mcp.prefixed()
+                        && let Some(contents) = reply
+                            .pointer_mut("/result/contents")
+                            .and_then(Value::as_array_mut)
                     {
                         for c in contents {
-                            if let Some(uri) = c.get("uri").and_then(Value::as_str).map(str::to_string) {
-                                c["uri"] = Value::String(expose(cx, Kind::Resource, &target_name, &uri));
+                            if let Some(uri) =
+                                c.get("uri").and_then(Value::as_str).map(str::to_string)
+                            {
+                                c["uri"] =
+                                    Value::String(expose(cx, Kind::Resource, &target_name, &uri));
                             }
                         }
                     }
                     (StatusCode::OK, reply)
                 }
-                Err(msg) => (StatusCode::OK, rpc_error(&id, -32603, &msg, json!({"correlationId": ex.correlation_id, "target": target_name}))),
+                Err(msg) => (
+                    StatusCode::OK,
+                    rpc_error(
+                        &id,
+                        -32603,
+                        &msg,
+                        json!({"correlationId": ex.correlation_id, "target": target_name}),
+                    ),
+                ),
             }
         }
         "logging/setLevel" => {
             for i in 0..cx.mcp.targets.len() {
                 let _ = call_target(cx, ex, session, i, method, params.clone()).await;
             }
-            (StatusCode::OK, json!({"jsonrpc": "2.0", "id": id, "result": {}}))
+            (
+                StatusCode::OK,
+                json!({"jsonrpc": "2.0", "id": id, "result": {}}),
+            )
         }
-        other => (StatusCode::OK, rpc_error(&id, -32601, &format!("Method not found: {other}"), data)),
+        other => (
+            StatusCode::OK,
+            rpc_error(&id, -32601, &format!("Method not found: {other}"), data),
+        ),
     }
 }
 
@@ -714,18 +1163,30 @@ async fn list(
     let list_key = kind.list_key();
     // A cursor pages through the snapshot taken by the first page.
     if let Some(cursor) = params.get("cursor").and_then(Value::as_str) {
-        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
             .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_string(), b.parse::<usize>().ok())));
+            .and_then(|s| {
+                s.split_once(':')
+                    .map(|(a, b)| (a.to_string(), b.parse::<usize>().ok()))
+            });
         let snapshot = decoded.and_then(|(snap_id, offset)| {
             let lists = session.lists.lock().ok()?;
             let (k, items, created) = lists.get(&snap_id)?;
-            (k == list_key && created.elapsed() < Duration::from_secs(60)).then(|| (snap_id.clone(), items.clone(), offset))
+            (k == list_key && created.elapsed() < Duration::from_secs(60))
+                .then(|| (snap_id.clone(), items.clone(), offset))
         });
         let Some((snap_id, items, Some(offset))) = snapshot else {
-            return (StatusCode::OK, rpc_error(&id, -32602, "Invalid cursor", data));
+            return (
+                StatusCode::OK,
+                rpc_error(&id, -32602, "Invalid cursor", data),
+            );
         };
-        return (StatusCode::OK, page(&id, list_key, &snap_id, &items, offset, None));
+        return (
+            StatusCode::OK,
+            page(&id, list_key, &snap_id, &items, offset, None),
+        );
     }
     let mut items = Vec::new();
     let mut unavailable = Vec::new();
@@ -733,8 +1194,16 @@ async fn list(
     let mut index = Vec::new();
     let mut counts: HashMap<String, usize> = HashMap::new();
     let per_item = rules_levels(cx).iter().any(|(_, r)| r.references_mcp());
-    let once = if per_item { None } else {
-        let info = McpInfo { method: format!("{list_key}/list"), session_id: Some(sid.to_string()), tool: None, prompt: None, resource: None };
+    let once = if per_item {
+        None
+    } else {
+        let info = McpInfo {
+            method: format!("{list_key}/list"),
+            session_id: Some(sid.to_string()),
+            tool: None,
+            prompt: None,
+            resource: None,
+        };
         Some(authorize(cx, ex, &info))
     };
     let mut decided_by_rules = !rules_levels(cx).is_empty();
@@ -742,27 +1211,72 @@ async fn list(
         let mut cursor: Option<String> = None;
         let mut got = 0usize;
         for _ in 0..100 {
-            let p = match &cursor { Some(c) => json!({"cursor": c}), None => json!({}) };
-            let method = match kind { Kind::Tool => "tools/list", Kind::Prompt => "prompts/list", Kind::Resource => "resources/list", Kind::Template => "resources/templates/list" };
+            let p = match &cursor {
+                Some(c) => json!({"cursor": c}),
+                None => json!({}),
+            };
+            let method = match kind {
+                Kind::Tool => "tools/list",
+                Kind::Prompt => "prompts/list",
+                Kind::Resource => "resources/list",
+                Kind::Template => "resources/templates/list",
+            };
             // Targets without the capability contribute nothing.
-            let cap = match kind { Kind::Tool => "tools", Kind::Prompt => "prompts", _ => "resources" };
-            let has_cap = session.targets[i].state.lock().map(|s| !s.ready || s.capabilities.get(cap).is_some()).unwrap_or(true);
+            let cap = match kind {
+                Kind::Tool => "tools",
+                Kind::Prompt => "prompts",
+                _ => "resources",
+            };
+            let has_cap = session.targets[i]
+                .state
+                .lock()
+                .map(|s| !s.ready || s.capabilities.get(cap).is_some())
+                .unwrap_or(true);
             if !has_cap {
                 break;
             }
             match call_target(cx, ex, session, i, method, p).await {
                 Ok(reply) => {
-                    let Some(result) = reply.get("result") else { unavailable.push(target.name.clone()); break };
-                    for item in result.get(list_key).and_then(Value::as_array).cloned().unwrap_or_default() {
-                        let upstream_name = item.get(kind.name_key()).and_then(Value::as_str).unwrap_or("").to_string();
+                    let Some(result) = reply.get("result") else {
+                        unavailable.push(target.name.clone());
+                        break;
+                    };
+                    for item in result
+                        .get(list_key)
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default()
+                    {
+                        let upstream_name = item
+                            .get(kind.name_key())
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string();
                         let info = McpInfo {
                             method: method.to_string(),
                             session_id: Some(sid.to_string()),
-                            tool: (kind == Kind::Tool).then(|| McpItem { name: upstream_name.clone(), target: target.name.clone(), arguments: None }),
-                            prompt: (kind == Kind::Prompt).then(|| McpItem { name: upstream_name.clone(), target: target.name.clone(), arguments: None }),
-                            resource: matches!(kind, Kind::Resource | Kind::Template).then(|| McpItem { name: upstream_name.clone(), target: target.name.clone(), arguments: None }),
+                            tool: (kind == Kind::Tool).then(|| McpItem {
+                                name: upstream_name.clone(),
+                                target: target.name.clone(),
+                                arguments: None,
+                            }),
+                            prompt: (kind == Kind::Prompt).then(|| McpItem {
+                                name: upstream_name.clone(),
+                                target: target.name.clone(),
+                                arguments: None,
+                            }),
+                            resource: matches!(kind, Kind::Resource | Kind::Template).then(|| {
+                                McpItem {
+                                    name: upstream_name.clone(),
+                                    target: target.name.clone(),
+                                    arguments: None,
+                                }
+                            }),
                         };
-                        let d = match &once { Some(d) => d.clone(), None => authorize(cx, ex, &info) };
+                        let d = match &once {
+                            Some(d) => d.clone(),
+                            None => authorize(cx, ex, &info),
+                        };
                         if !d.allow {
                             filtered += 1;
                             continue;
@@ -775,7 +1289,10 @@ async fn list(
                         items.push(item);
                         got += 1;
                     }
-                    cursor = result.get("nextCursor").and_then(Value::as_str).map(str::to_string);
+                    cursor = result
+                        .get("nextCursor")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
                     if cursor.is_none() || got >= 10_000 {
                         break;
                     }
@@ -789,10 +1306,29 @@ async fn list(
     }
     if !cx.mcp.prefixed() && cx.mcp.targets.len() > 1 {
         // prefixMode never: a name served by several targets is ambiguous and dropped.
-        items.retain(|it| counts.get(it.get(kind.name_key()).and_then(Value::as_str).unwrap_or("")).copied().unwrap_or(0) == 1);
-        index.retain(|it| counts.get(it.get("name").and_then(Value::as_str).unwrap_or("")).copied().unwrap_or(0) == 1);
+        items.retain(|it| {
+            counts
+                .get(
+                    it.get(kind.name_key())
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                )
+                .copied()
+                .unwrap_or(0)
+                == 1
+        });
+        index.retain(|it| {
+            counts
+                .get(it.get("name").and_then(Value::as_str).unwrap_or(""))
+                .copied()
+                .unwrap_or(0)
+                == 1
+        });
         if let Ok(mut lists) = session.lists.lock() {
-            lists.insert(format!("index:{list_key}"), (list_key.to_string(), Arc::new(index), Instant::now()));
+            lists.insert(
+                format!("index:{list_key}"),
+                (list_key.to_string(), Arc::new(index), Instant::now()),
+            );
         }
     }
     if !decided_by_rules {
@@ -801,7 +1337,11 @@ async fn list(
     ex.decision = crate::audit::DecisionPart {
         result: "allow",
         stage: "mcpAuthorization",
-        reason: if decided_by_rules { "rule_matched".into() } else { "no_rules".into() },
+        reason: if decided_by_rules {
+            "rule_matched".into()
+        } else {
+            "no_rules".into()
+        },
         ..Default::default()
     };
     part.items_filtered = Some(filtered);
@@ -812,19 +1352,37 @@ async fn list(
         && let Ok(mut lists) = session.lists.lock()
     {
         lists.retain(|_, (_, _, t)| t.elapsed() < Duration::from_secs(60) || true);
-        lists.insert(snap_id.clone(), (list_key.to_string(), items.clone(), Instant::now()));
+        lists.insert(
+            snap_id.clone(),
+            (list_key.to_string(), items.clone(), Instant::now()),
+        );
     }
     part.items_returned = Some(items.len().min(PAGE));
-    let meta = (!unavailable.is_empty()).then(|| json!({"agentid/unavailableTargets": unavailable}));
-    (StatusCode::OK, page(&id, list_key, &snap_id, &items, 0, meta))
+    let meta =
+        (!unavailable.is_empty()).then(|| json!({"agentid/unavailableTargets": unavailable}));
+    (
+        StatusCode::OK,
+        page(&id, list_key, &snap_id, &items, 0, meta),
+    )
 }
 
-fn page(id: &Value, key: &str, snap_id: &str, items: &[Value], offset: usize, meta: Option<Value>) -> Value {
+fn page(
+    id: &Value,
+    key: &str,
+    snap_id: &str,
+    items: &[Value],
+    offset: usize,
+    meta: Option<Value>,
+) -> Value {
     let end = (offset + PAGE).min(items.len());
-    let slice = items.get(offset..end).map(|s| s.to_vec()).unwrap_or_default();
+    let slice = items
+        .get(offset..end)
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
     let mut result = json!({ key: slice });
     if end < items.len() {
-        let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{snap_id}:{end}"));
+        let cursor =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{snap_id}:{end}"));
         result["nextCursor"] = Value::String(cursor);
     }
     if let Some(m) = meta {
@@ -840,7 +1398,8 @@ async fn close_targets(cx: &Ctx<'_>, ex: &Exchange, session: &Session) {
         if st.upstream_session.is_none() {
             continue;
         }
-        if let (TargetTransport::Http { url }, Ok(client)) = (&target.transport, target_client(cx, target))
+        if let (TargetTransport::Http { url }, Ok(client)) =
+            (&target.transport, target_client(cx, target))
             && let Ok(h) = target_headers(cx, ex, target, &st).await
         {
             upstream::delete(&client, url, h).await;
@@ -850,18 +1409,43 @@ async fn close_targets(cx: &Ctx<'_>, ex: &Exchange, session: &Session) {
 
 async fn delete(cx: &Ctx<'_>, ex: &mut Exchange, headers: &HeaderMap) -> Response<Body> {
     let data = json!({"correlationId": ex.correlation_id});
-    let Some(sid) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string) else {
-        return json_resp(StatusCode::BAD_REQUEST, &rpc_error(&Value::Null, -32600, "Invalid Request: Mcp-Session-Id header required", data));
+    let Some(sid) = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+    else {
+        return json_resp(
+            StatusCode::BAD_REQUEST,
+            &rpc_error(
+                &Value::Null,
+                -32600,
+                "Invalid Request: Mcp-Session-Id header required",
+                data,
+            ),
+        );
     };
     let session = match cx.gw.sessions.get(&sid) {
         Some(s) if s.principal == principal(ex) && s.route == cx.route.id => s,
-        _ => return json_resp(StatusCode::NOT_FOUND, &rpc_error(&Value::Null, -32001, "Session not found", data)),
+        _ => {
+            return json_resp(
+                StatusCode::NOT_FOUND,
+                &rpc_error(&Value::Null, -32001, "Session not found", data),
+            );
+        }
     };
     cx.gw.sessions.remove(&sid);
-    cx.gw.metrics.mcp_sessions.get_or_create(&vec![("route".to_string(), cx.route.id.clone())]).dec();
+    cx.gw
+        .metrics
+        .mcp_sessions
+        .get_or_create(&vec![("route".to_string(), cx.route.id.clone())])
+        .dec();
     close_targets(cx, ex, &session).await;
     let mut event = ex.event("mcp", 200);
-    event.mcp = Some(McpPart { method: "session/delete".into(), session_id: Some(sid), ..Default::default() });
+    event.mcp = Some(McpPart {
+        method: "session/delete".into(),
+        session_id: Some(sid),
+        ..Default::default()
+    });
     cx.gw.record(ex, event, None);
     Response::new(body::empty())
 }

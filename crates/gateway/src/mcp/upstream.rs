@@ -56,7 +56,10 @@ pub async fn post(
             if !status.is_success() {
                 return Err(TargetError::Protocol(format!("HTTP {status}")));
             }
-            return Ok(Answer { message: None, session_id });
+            return Ok(Answer {
+                message: None,
+                session_id,
+            });
         }
         let sse = resp
             .headers()
@@ -68,7 +71,10 @@ pub async fn post(
             if let Ok(v) = serde_json::from_slice::<Value>(&body)
                 && v.get("error").is_some()
             {
-                return Ok(Answer { message: Some(v), session_id });
+                return Ok(Answer {
+                    message: Some(v),
+                    session_id,
+                });
             }
             return Err(TargetError::Unavailable(format!("HTTP {status}")));
         }
@@ -79,7 +85,10 @@ pub async fn post(
                 .map_err(|e| TargetError::Unavailable(e.to_string()))?;
             let v: Value = serde_json::from_slice(&body)
                 .map_err(|e| TargetError::Protocol(format!("response is not JSON: {e}")))?;
-            return Ok(Answer { message: Some(v), session_id });
+            return Ok(Answer {
+                message: Some(v),
+                session_id,
+            });
         }
         let mut stream = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
@@ -93,15 +102,22 @@ pub async fn post(
                     && v.get("id").and_then(Value::as_u64) == expect_id
                     && (v.get("result").is_some() || v.get("error").is_some())
                 {
-                    return Ok(Answer { message: Some(v), session_id });
+                    return Ok(Answer {
+                        message: Some(v),
+                        session_id,
+                    });
                 }
             }
         }
-        Err(TargetError::Protocol("the stream ended without a response".into()))
+        Err(TargetError::Protocol(
+            "the stream ended without a response".into(),
+        ))
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
-        Err(_) => Err(TargetError::Timeout(crate::config::duration::render(timeout))),
+        Err(_) => Err(TargetError::Timeout(crate::config::duration::render(
+            timeout,
+        ))),
     }
 }
 

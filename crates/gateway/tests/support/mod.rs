@@ -96,7 +96,10 @@ pub async fn agent_autonomous(sts: &TestSts, scope: &str) -> String {
 }
 
 pub fn claim(token: &str, name: &str) -> Value {
-    agentid_testkit::claims(token).get(name).cloned().unwrap_or(Value::Null)
+    agentid_testkit::claims(token)
+        .get(name)
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 /// What a mock upstream saw.
@@ -132,14 +135,27 @@ pub async fn serve(router: axum::Router) -> SocketAddr {
 /// `stream_options.include_usage` is set.
 pub async fn mock_llm() -> (SocketAddr, Recorder) {
     let rec = Recorder::default();
-    async fn chat(State(rec): State<Recorder>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+    async fn chat(
+        State(rec): State<Recorder>,
+        uri: axum::http::Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
         let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        rec.0.lock().unwrap().push(Seen { path: uri.to_string(), headers, body: json.clone() });
+        rec.0.lock().unwrap().push(Seen {
+            path: uri.to_string(),
+            headers,
+            body: json.clone(),
+        });
         let model = json["model"].as_str().unwrap_or("unknown").to_string();
         if json["stream"] == json!(true) {
             let mut events = Vec::new();
             for (i, word) in ["Hello", " from", " mock"].iter().enumerate() {
-                let role = if i == 0 { json!({"role": "assistant", "content": word}) } else { json!({"content": word}) };
+                let role = if i == 0 {
+                    json!({"role": "assistant", "content": word})
+                } else {
+                    json!({"content": word})
+                };
                 events.push(json!({"id": "c1", "object": "chat.completion.chunk", "model": model, "choices": [{"index": 0, "delta": role, "finish_reason": null}]}));
             }
             events.push(json!({"id": "c1", "object": "chat.completion.chunk", "model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}));
@@ -166,7 +182,10 @@ pub async fn mock_llm() -> (SocketAddr, Recorder) {
 
 /// A streamable-HTTP MCP server (answers over SSE, like rmcp's server does) with the given
 /// tools; it records the headers of every request and echoes the caller's bearer claims.
-pub async fn mock_mcp(name: &'static str, tools: &'static [&'static str]) -> (SocketAddr, Recorder) {
+pub async fn mock_mcp(
+    name: &'static str,
+    tools: &'static [&'static str],
+) -> (SocketAddr, Recorder) {
     let rec = Recorder::default();
     #[derive(Clone)]
     struct S {
@@ -174,40 +193,75 @@ pub async fn mock_mcp(name: &'static str, tools: &'static [&'static str]) -> (So
         name: &'static str,
         tools: &'static [&'static str],
     }
-    async fn handle(State(s): State<S>, method: axum::http::Method, headers: HeaderMap, body: Bytes) -> Response {
+    async fn handle(
+        State(s): State<S>,
+        method: axum::http::Method,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
         if method == axum::http::Method::DELETE {
-            s.rec.0.lock().unwrap().push(Seen { path: "DELETE".into(), headers, body: Value::Null });
+            s.rec.0.lock().unwrap().push(Seen {
+                path: "DELETE".into(),
+                headers,
+                body: Value::Null,
+            });
             return StatusCode::OK.into_response();
         }
         let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        s.rec.0.lock().unwrap().push(Seen { path: "/mcp".into(), headers: headers.clone(), body: msg.clone() });
+        s.rec.0.lock().unwrap().push(Seen {
+            path: "/mcp".into(),
+            headers: headers.clone(),
+            body: msg.clone(),
+        });
         let Some(id) = msg.get("id").cloned() else {
             return StatusCode::ACCEPTED.into_response();
         };
         let result = match msg["method"].as_str().unwrap_or("") {
-            "initialize" => json!({"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {"listChanged": true}}, "serverInfo": {"name": s.name, "version": "1"}}),
-            "tools/list" => json!({"tools": s.tools.iter().map(|t| json!({"name": t, "description": format!("{t} on {}", s.name), "inputSchema": {"type": "object"}})).collect::<Vec<_>>()}),
+            "initialize" => {
+                json!({"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {"listChanged": true}}, "serverInfo": {"name": s.name, "version": "1"}})
+            }
+            "tools/list" => {
+                json!({"tools": s.tools.iter().map(|t| json!({"name": t, "description": format!("{t} on {}", s.name), "inputSchema": {"type": "object"}})).collect::<Vec<_>>()})
+            }
             "tools/call" => {
-                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
                 json!({"content": [{"type": "text", "text": format!("{} ran {} (authorization: {})", s.name, msg["params"]["name"].as_str().unwrap_or(""), if auth.is_empty() { "none" } else { "bearer" })}], "isError": false})
             }
             _ => {
                 let err = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "Method not found"}});
-                return ([("content-type", "text/event-stream"), ("mcp-session-id", "up-1")], format!("data: {err}\n\n")).into_response();
+                return (
+                    [
+                        ("content-type", "text/event-stream"),
+                        ("mcp-session-id", "up-1"),
+                    ],
+                    format!("data: {err}\n\n"),
+                )
+                    .into_response();
             }
         };
         let reply = json!({"jsonrpc": "2.0", "id": id, "result": result});
         // A notification before the response, as real servers send progress/logging.
         let note = json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "working"}});
         (
-            [("content-type", "text/event-stream"), ("mcp-session-id", "up-1")],
+            [
+                ("content-type", "text/event-stream"),
+                ("mcp-session-id", "up-1"),
+            ],
             format!("event: message\ndata: {note}\n\nevent: message\ndata: {reply}\n\n"),
         )
             .into_response()
     }
     let router = axum::Router::new()
         .route("/mcp", axum::routing::any(handle))
-        .with_state(S { rec: rec.clone(), name, tools });
+        .with_state(S {
+            rec: rec.clone(),
+            name,
+            tools,
+        });
     (serve(router).await, rec)
 }
 
@@ -229,7 +283,11 @@ impl Gw {
         })
         .await
         .expect("gateway starts");
-        Gw { running, http: reqwest::Client::new(), dir }
+        Gw {
+            running,
+            http: reqwest::Client::new(),
+            dir,
+        }
     }
 
     pub fn url(&self, port: u16, path: &str) -> String {
@@ -241,12 +299,26 @@ impl Gw {
     }
 
     pub async fn audit(&self, query: &str) -> Vec<Value> {
-        let v: Value = self.http.get(self.admin(&format!("/audit/events?{query}"))).send().await.unwrap().json().await.unwrap();
+        let v: Value = self
+            .http
+            .get(self.admin(&format!("/audit/events?{query}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         v["events"].as_array().cloned().unwrap_or_default()
     }
 
     /// MCP JSON-RPC POST; returns status, session id and body.
-    pub async fn mcp(&self, port: u16, token: Option<&str>, session: Option<&str>, msg: Value) -> (u16, Option<String>, Value) {
+    pub async fn mcp(
+        &self,
+        port: u16,
+        token: Option<&str>,
+        session: Option<&str>,
+        msg: Value,
+    ) -> (u16, Option<String>, Value) {
         let mut req = self
             .http
             .post(self.url(port, "/mcp"))
@@ -261,7 +333,11 @@ impl Gw {
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
-        let sid = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let sid = resp
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = resp.json().await.unwrap_or(Value::Null);
         (status, sid, body)
     }
