@@ -24,11 +24,16 @@ const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 
 /// The demo tenant plus the grant the guide's LLM leg needs (agent → Azure OpenAI).
 pub async fn sts() -> TestSts {
+    sts_with(|y| y).await
+}
+
+/// Like `sts`, with the tenant YAML edited first.
+pub async fn sts_with(edit: impl FnOnce(String) -> String) -> TestSts {
     let yaml = DEMO.replace(
         "appRoleAssignments:",
         "  - client: blog-agent\n    resource: cognitive-services\n    scopes: [user_impersonation]\n\nappRoleAssignments:",
     );
-    TestSts::start(Db::Sqlite, &yaml).await
+    TestSts::start(Db::Sqlite, &edit(yaml)).await
 }
 
 pub async fn t1(sts: &TestSts) -> String {
