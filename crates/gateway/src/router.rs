@@ -27,6 +27,14 @@ pub fn listener<'a>(bind: &'a Bind, host: &str) -> Option<&'a Listener> {
     best.map(|(_, l)| l)
 }
 
+/// A matching (route, match) pair with its precedence key and file order.
+type Candidate<'a> = (
+    (u8, usize, bool, usize, usize),
+    usize,
+    &'a Arc<Route>,
+    &'a RouteMatch,
+);
+
 /// The request facts route matching looks at.
 pub struct RequestFacts<'a> {
     pub host: &'a str,
@@ -41,12 +49,7 @@ pub fn select<'a>(
     listener: &'a Listener,
     req: &RequestFacts,
 ) -> Option<(&'a Arc<Route>, &'a RouteMatch)> {
-    let mut best: Option<(
-        (u8, usize, bool, usize, usize),
-        usize,
-        &Arc<Route>,
-        &RouteMatch,
-    )> = None;
+    let mut best: Option<Candidate<'a>> = None;
     let mut order = 0usize;
     for route in &listener.routes {
         if !route.hostnames.is_empty() && !route.hostnames.iter().any(|h| h.matches(req.host)) {

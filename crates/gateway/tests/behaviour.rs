@@ -3,7 +3,6 @@
 
 mod support;
 
-use agentid_gateway::config;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use support::*;

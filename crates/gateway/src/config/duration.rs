@@ -46,7 +46,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 /// Renders a duration the way the config file writes it (for `--print-effective`).
 pub fn render(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut s = (ms / 1000) as u64;

@@ -194,16 +194,15 @@ impl V<'_> {
                 ));
             }
         };
-        if let Some(t) = &c.tracing {
-            if let Some(p) = &t.otlp_protocol
-                && p != "grpc"
-                && p != "http"
-            {
-                return Err(ConfigError::at(
-                    "config.tracing.otlpProtocol",
-                    format!("{p:?} is not grpc or http"),
-                ));
-            }
+        if let Some(t) = &c.tracing
+            && let Some(p) = &t.otlp_protocol
+            && p != "grpc"
+            && p != "http"
+        {
+            return Err(ConfigError::at(
+                "config.tracing.otlpProtocol",
+                format!("{p:?} is not grpc or http"),
+            ));
         }
         Ok(StaticConfig {
             admin_addr: addr("config.adminAddr", &c.admin_addr, "127.0.0.1:15000")?,

@@ -68,6 +68,9 @@ impl Sessions {
     }
 }
 
+/// (list kind, filtered items, taken at).
+type ListSnapshot = (String, Arc<Vec<Value>>, Instant);
+
 struct Session {
     principal: (String, String, String),
     route: String,
@@ -75,7 +78,7 @@ struct Session {
     targets: Vec<TargetSession>,
     last_used: Mutex<Instant>,
     /// Filtered list snapshots for cursors: id → (kind, items, created).
-    lists: Mutex<HashMap<String, (String, Arc<Vec<Value>>, Instant)>>,
+    lists: Mutex<HashMap<String, ListSnapshot>>,
 }
 
 struct TargetSession {
@@ -1206,7 +1209,7 @@ async fn list(
         };
         Some(authorize(cx, ex, &info))
     };
-    let mut decided_by_rules = !rules_levels(cx).is_empty();
+    let decided_by_rules = !rules_levels(cx).is_empty();
     for (i, target) in cx.mcp.targets.iter().enumerate() {
         let mut cursor: Option<String> = None;
         let mut got = 0usize;
@@ -1331,9 +1334,6 @@ async fn list(
             );
         }
     }
-    if !decided_by_rules {
-        decided_by_rules = false;
-    }
     ex.decision = crate::audit::DecisionPart {
         result: "allow",
         stage: "mcpAuthorization",
@@ -1351,7 +1351,9 @@ async fn list(
     if items.len() > PAGE
         && let Ok(mut lists) = session.lists.lock()
     {
-        lists.retain(|_, (_, _, t)| t.elapsed() < Duration::from_secs(60) || true);
+        lists.retain(|k, (_, _, t)| {
+            k.starts_with("index:") || t.elapsed() < Duration::from_secs(60)
+        });
         lists.insert(
             snap_id.clone(),
             (list_key.to_string(), items.clone(), Instant::now()),
