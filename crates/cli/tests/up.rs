@@ -155,6 +155,58 @@ fn agent_asks_who_am_i_after_up() {
         "the answer came from the MCP tool: {stderr}"
     );
 
+    let ask = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentid"));
+        cmd.current_dir(dir.path())
+            .env_remove("AGENTID_HOME")
+            .env("AGENTID_AGENT_PASSWORD", "agentid-demo-password")
+            .arg("agent")
+            .arg("ask")
+            .args(extra)
+            .arg("who am I?");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    // The same story in direct mode: the agent exchanges the workload token itself.
+    let out = ask(&["--tokens", "direct"], &[]);
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success()
+            && so.contains(&format!(
+                "You are agent {AGENT} acting on behalf of demo@agentid.local"
+            )),
+        "direct mode:\n{so}\n{se}"
+    );
+    // Autonomous: the gateway offers no tools to an agent acting without a user.
+    let out = ask(&["--autonomous"], &[]);
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !se.contains("[tool] whoami") && !so.contains("acting on behalf of"),
+        "autonomous must not reach the tool:\n{so}\n{se}"
+    );
+    // The sidecar down: a clear error naming it, not a hang.
+    let dead = free_ports()[0];
+    let out = ask(
+        &[],
+        &[(
+            "AGENTID_AGENT_SIDECAR_URL",
+            &format!("http://127.0.0.1:{dead}"),
+        )],
+    );
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && se.to_lowercase().contains("sidecar"),
+        "sidecar down:\n{se}"
+    );
+
     // The gateway recorded the decision with agent and user.
     let audit = reqwest_blocking_get(&format!(
         "http://127.0.0.1:{}/audit/events?kind=mcp&decision=allow",

@@ -240,7 +240,9 @@ pub async fn start(a: &UpArgs) -> anyhow::Result<Parts> {
          tokens: sidecar\n\
          sidecarUrl: {sidecar_url}\n\
          llm: {{kind: openai, baseUrl: {gateway_url}/llm/v1, model: agentid-offline}}\n\
-         mcp: [{{name: gateway, url: {gateway_url}/mcp, api: mcp}}]\n\
+         mcp: [{{name: gateway, url: {gateway_url}/mcp, api: mcp, scope: \"api://{MCP_APP}/.default\"}}]\n\
+         # --tokens direct: the agent presents the workload token itself (T1 → T2, no sidecar).\n\
+         federatedTokenFile: workload-token\n\
          caFile: ca.pem\n\
          username: {DEMO_USER}\n",
         base = sts.base,

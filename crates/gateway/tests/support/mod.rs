@@ -280,6 +280,12 @@ impl Gw {
     pub async fn start(yaml: &str, ca: Option<std::path::PathBuf>) -> Gw {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.yaml");
+        // Audit events stay in memory (queried by the tests), not on the test's stdout.
+        let yaml = if yaml.contains("\nagentid:\n") {
+            yaml.replacen("\nagentid:\n", "\nagentid:\n  audit: {stdout: false}\n", 1)
+        } else {
+            format!("agentid:\n  audit: {{stdout: false}}\n{yaml}")
+        };
         std::fs::write(&path, yaml).unwrap();
         let running = agentid_gateway::start(agentid_gateway::Options {
             source: agentid_gateway::Source::File(path),
