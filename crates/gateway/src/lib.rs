@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod router;
 pub mod rules;
 pub mod serve;
+pub mod sse;
 pub mod tls;
 
 pub use serve::{Options, RunningGateway, ServeError, Source, start};

@@ -342,16 +342,12 @@ fn relay_stream(
             };
             buf.extend_from_slice(&chunk);
             // Forward every complete event at once.
-            while let Some(end) = find_event_end(&buf) {
+            while let Some(end) = crate::sse::event_end(&buf) {
                 let event: Vec<u8> = buf.drain(..end).collect();
                 let mut forward = true;
-                for data in sse_data(&event) {
-                    if data == "[DONE]" {
-                        continue;
-                    }
-                    let Ok(json) = serde_json::from_str::<serde_json::Value>(&data) else {
-                        continue;
-                    };
+                if let Some(data) = crate::sse::event_data(&event).filter(|d| d != "[DONE]")
+                    && let Ok(json) = serde_json::from_str::<serde_json::Value>(&data)
+                {
                     if llm.response_model.is_none() {
                         llm.response_model = json
                             .get("model")
@@ -443,37 +439,6 @@ fn placeholder(ex: &Exchange) -> Exchange {
         identity: ex.identity.clone(),
         decision: ex.decision.clone(),
     }
-}
-
-fn find_event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-fn sse_data(event: &[u8]) -> Vec<String> {
-    let text = String::from_utf8_lossy(event);
-    let mut data = Vec::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("data:") {
-            let rest = rest.strip_prefix(' ').unwrap_or(rest);
-            match &mut current {
-                Some(c) => {
-                    c.push('\n');
-                    c.push_str(rest);
-                }
-                None => current = Some(rest.to_string()),
-            }
-        }
-    }
-    if let Some(c) = current {
-        data.push(c);
-    }
-    data
 }
 
 fn usage_of(u: &serde_json::Value) -> Option<Usage> {
@@ -624,12 +589,5 @@ mod tests {
             deployment_of("/openai/deployments/gpt4/chat/completions").as_deref(),
             Some("gpt4")
         );
-    }
-
-    #[test]
-    fn sse_events_split_and_parse() {
-        let buf = b"data: {\"a\":1}\n\ndata: [DONE]\n\n";
-        let end = find_event_end(buf).unwrap();
-        assert_eq!(sse_data(&buf[..end]), vec!["{\"a\":1}".to_string()]);
     }
 }

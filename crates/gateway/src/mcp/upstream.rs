@@ -95,9 +95,9 @@ pub async fn post(
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| TargetError::Unavailable(e.to_string()))?;
             buf.extend_from_slice(&chunk);
-            while let Some(end) = event_end(&buf) {
+            while let Some(end) = crate::sse::event_end(&buf) {
                 let event: Vec<u8> = buf.drain(..end).collect();
-                if let Some(data) = event_data(&event)
+                if let Some(data) = crate::sse::event_data(&event)
                     && let Ok(v) = serde_json::from_str::<Value>(&data)
                     && v.get("id").and_then(Value::as_u64) == expect_id
                     && (v.get("result").is_some() || v.get("error").is_some())
@@ -127,31 +127,4 @@ pub async fn delete(client: &reqwest::Client, url: &url::Url, headers: HeaderMap
         client.delete(url.clone()).headers(headers).send(),
     )
     .await;
-}
-
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-fn event_data(event: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(event);
-    let mut data: Option<String> = None;
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("data:") {
-            let rest = rest.strip_prefix(' ').unwrap_or(rest);
-            match &mut data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(rest);
-                }
-                None => data = Some(rest.to_string()),
-            }
-        }
-    }
-    data
 }
