@@ -1,25 +1,27 @@
 // Completes agentid's /devicelogin flow in headless Chromium, the way a person does: types the
 // code, signs in, accepts consent if asked, and saves a screenshot of every page.
 //
-// Env: BASE (STS base URL), USER_CODE, USERNAME, PASSWORD, SHOT_DIR. Exits non-zero on failure.
-// TLS: Chromium trusts exactly the STS's server key (SPKI pin), nothing else is relaxed.
+// Env: BASE (STS base URL), CA_FILE (the STS's CA), USER_CODE, USERNAME, PASSWORD, SHOT_DIR.
+// Exits non-zero on failure. TLS: the server certificate is verified against CA_FILE first; then
+// Chromium trusts exactly that server key (SPKI pin), nothing else is relaxed.
 
 import { X509Certificate, createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { chromium } from 'playwright-core';
 
-const { BASE, USER_CODE, USERNAME, PASSWORD, SHOT_DIR } = process.env;
-for (const [k, v] of Object.entries({ BASE, USER_CODE, USERNAME, PASSWORD, SHOT_DIR })) {
+const { BASE, CA_FILE, USER_CODE, USERNAME, PASSWORD, SHOT_DIR } = process.env;
+for (const [k, v] of Object.entries({ BASE, CA_FILE, USER_CODE, USERNAME, PASSWORD, SHOT_DIR })) {
   if (!v) throw new Error(`${k} is required`);
 }
 
 function serverSpkiHash(base) {
   const u = new URL(base);
   return new Promise((resolve, reject) => {
-    const s = tls.connect({ host: u.hostname, port: Number(u.port || 443), rejectUnauthorized: false, servername: u.hostname === '127.0.0.1' ? undefined : u.hostname }, () => {
+    // Verified against the STS's CA before it is pinned: a wrong server fails here.
+    const s = tls.connect({ host: u.hostname, port: Number(u.port || 443), ca: readFileSync(CA_FILE), rejectUnauthorized: true, servername: u.hostname === '127.0.0.1' ? undefined : u.hostname }, () => {
       const der = s.getPeerCertificate(false).raw;
       s.end();
       const spki = new X509Certificate(der).publicKey.export({ type: 'spki', format: 'der' });
@@ -61,8 +63,11 @@ try {
   console.log(JSON.stringify({ done: true, url: page.url() }));
 } catch (e) {
   await shot('failure').catch(() => {});
-  console.error(`devicelogin failed on ${page.url()}: ${e.message}\n${await page.content().catch(() => '')}`);
+  const alerts = await page.getByRole('alert').allInnerTexts().catch(() => []);
+  const said = alerts.length ? `\nthe page says: ${alerts.map((a) => JSON.stringify(a.trim())).join('; ')}` : '';
+  console.error(`devicelogin failed on ${page.url()}: ${e.message}${said}\n${await page.content().catch(() => '')}`);
   process.exitCode = 1;
 } finally {
   await context.close();
+  rmSync(profile, { recursive: true, force: true });
 }

@@ -36,6 +36,7 @@ async fn browser_sign_in(sts: &TestSts, user_code: &str, user: &str, password: &
     let out = tokio::process::Command::new("node")
         .arg(root().join("tests/browser/devicelogin.mjs"))
         .env("BASE", sts.base())
+        .env("CA_FILE", sts.ca_file())
         .env("USER_CODE", user_code)
         .env("USERNAME", user)
         .env("PASSWORD", password)
