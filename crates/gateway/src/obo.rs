@@ -204,6 +204,29 @@ fn denied(body: &serde_json::Value) -> ExchangeFailure {
     }
 }
 
+/// The JSON answer of the sidecar or the token endpoint: 4xx is a refusal (403 for the caller),
+/// anything else that is not a success is an outage (503).
+async fn read_answer(
+    resp: Result<reqwest::Response, reqwest::Error>,
+    who: &str,
+) -> Result<serde_json::Value, ExchangeFailure> {
+    let resp = resp.map_err(|e| {
+        unavailable(format!(
+            "{who} unreachable: {}",
+            crate::pipeline::error_chain(&e)
+        ))
+    })?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if status.is_client_error() {
+        return Err(denied(&body));
+    }
+    if !status.is_success() {
+        return Err(unavailable(format!("{who} answered {status}")));
+    }
+    Ok(body)
+}
+
 async fn via_sidecar(
     gw: &Arc<Gateway>,
     ex: &Exchange,
@@ -238,21 +261,8 @@ async fn via_sidecar(
         .header("traceparent", ex.trace.traceparent())
         .timeout(timeout)
         .send()
-        .await
-        .map_err(|e| {
-            unavailable(format!(
-                "sidecar unreachable: {}",
-                crate::pipeline::error_chain(&e)
-            ))
-        })?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    if status.is_client_error() {
-        return Err(denied(&body));
-    }
-    if !status.is_success() {
-        return Err(unavailable(format!("sidecar answered {status}")));
-    }
+        .await;
+    let body = read_answer(resp, "sidecar").await?;
     let header = body
         .get("authorizationHeader")
         .and_then(|v| v.as_str())
@@ -323,21 +333,8 @@ async fn via_sts(
         .header("traceparent", ex.trace.traceparent())
         .timeout(timeout)
         .send()
-        .await
-        .map_err(|e| {
-            unavailable(format!(
-                "token endpoint unreachable: {}",
-                crate::pipeline::error_chain(&e)
-            ))
-        })?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    if status.is_client_error() {
-        return Err(denied(&body));
-    }
-    if !status.is_success() {
-        return Err(unavailable(format!("token endpoint answered {status}")));
-    }
+        .await;
+    let body = read_answer(resp, "token endpoint").await?;
     let token = body
         .get("access_token")
         .and_then(|v| v.as_str())

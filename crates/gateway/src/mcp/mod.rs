@@ -320,31 +320,11 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Respon
     if method == "initialize" && id.is_some() {
         return initialize(cx, ex, id.unwrap_or(Value::Null), &params).await;
     }
-    let Some(sid) = session_header else {
-        return json_resp(
-            StatusCode::BAD_REQUEST,
-            &rpc_error(
-                &id.unwrap_or(Value::Null),
-                -32600,
-                "Invalid Request: Mcp-Session-Id header required",
-                data,
-            ),
-        );
-    };
-    let session = match cx.gw.sessions.get(&sid) {
-        Some(s) if s.principal == principal(ex) && s.route == cx.route.id => s,
-        _ => {
-            return json_resp(
-                StatusCode::NOT_FOUND,
-                &rpc_error(
-                    &id.unwrap_or(Value::Null),
-                    -32001,
-                    "Session not found",
-                    data,
-                ),
-            );
-        }
-    };
+    let (sid, session) =
+        match session_for(cx, ex, session_header, id.as_ref().unwrap_or(&Value::Null)) {
+            Ok(found) => found,
+            Err(resp) => return *resp,
+        };
     if let Ok(mut t) = session.last_used.lock() {
         *t = Instant::now();
     }
@@ -438,6 +418,35 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Respon
     event.mcp = Some(part);
     cx.gw.record_with(ex, &mut event, None, Some(&info));
     json_resp(status, &reply)
+}
+
+/// The caller's session: the header must be present (400) and name a live session created by
+/// the same principal on this route (else 404, with no hint that the id exists).
+fn session_for(
+    cx: &Ctx<'_>,
+    ex: &Exchange,
+    header: Option<String>,
+    id: &Value,
+) -> Result<(String, Arc<Session>), Box<Response<Body>>> {
+    let data = json!({"correlationId": ex.correlation_id});
+    let Some(sid) = header else {
+        return Err(Box::new(json_resp(
+            StatusCode::BAD_REQUEST,
+            &rpc_error(
+                id,
+                -32600,
+                "Invalid Request: Mcp-Session-Id header required",
+                data,
+            ),
+        )));
+    };
+    match cx.gw.sessions.get(&sid) {
+        Some(s) if s.principal == principal(ex) && s.route == cx.route.id => Ok((sid, s)),
+        _ => Err(Box::new(json_resp(
+            StatusCode::NOT_FOUND,
+            &rpc_error(id, -32001, "Session not found", data),
+        ))),
+    }
 }
 
 fn accepted() -> Response<Body> {
@@ -1410,30 +1419,13 @@ async fn close_targets(cx: &Ctx<'_>, ex: &Exchange, session: &Session) {
 }
 
 async fn delete(cx: &Ctx<'_>, ex: &mut Exchange, headers: &HeaderMap) -> Response<Body> {
-    let data = json!({"correlationId": ex.correlation_id});
-    let Some(sid) = headers
+    let header = headers
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-    else {
-        return json_resp(
-            StatusCode::BAD_REQUEST,
-            &rpc_error(
-                &Value::Null,
-                -32600,
-                "Invalid Request: Mcp-Session-Id header required",
-                data,
-            ),
-        );
-    };
-    let session = match cx.gw.sessions.get(&sid) {
-        Some(s) if s.principal == principal(ex) && s.route == cx.route.id => s,
-        _ => {
-            return json_resp(
-                StatusCode::NOT_FOUND,
-                &rpc_error(&Value::Null, -32001, "Session not found", data),
-            );
-        }
+        .map(str::to_string);
+    let (sid, session) = match session_for(cx, ex, header, &Value::Null) {
+        Ok(found) => found,
+        Err(resp) => return *resp,
     };
     cx.gw.sessions.remove(&sid);
     cx.gw
