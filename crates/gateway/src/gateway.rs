@@ -71,14 +71,14 @@ impl Gateway {
     }
 
     /// Finishes an exchange: fills log fields, writes the audit event, counts the request.
-    pub fn record(&self, ex: &Exchange, mut event: Event, llm: Option<&LlmInfo>) {
-        self.record_with(ex, &mut event, llm, None);
+    pub fn record(&self, ex: &Exchange, event: Event, llm: Option<&LlmInfo>) {
+        self.record_with(ex, event, llm, None);
     }
 
     pub fn record_with(
         &self,
         ex: &Exchange,
-        event: &mut Event,
+        mut event: Event,
         llm: Option<&LlmInfo>,
         mcp: Option<&McpInfo>,
     ) {
@@ -160,7 +160,7 @@ impl Gateway {
                 .observe(ms / 1000.0);
         }
         event.latency_ms = seconds * 1000.0;
-        self.audit.record(event.clone(), write);
+        self.audit.record(event, write);
     }
 
     pub fn user_label(&self, ex: &Exchange) -> String {

@@ -538,7 +538,7 @@ fn finish(gw: &Arc<Gateway>, ex: &Exchange, status: u16, llm: LlmPart, up: Upstr
     let mut event = ex.event("llm", status);
     event.llm = Some(llm);
     event.upstream = Some(up);
-    gw.record_with(ex, &mut event, Some(&info), None);
+    gw.record_with(ex, event, Some(&info), None);
 }
 
 fn llm_error(

@@ -128,13 +128,6 @@ impl Metrics {
     }
 
     /// Caps label cardinality: past the limit, label values become `_overflow`.
-    pub fn labels(&self, pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {

@@ -86,28 +86,17 @@ fn load(source: &Source, ctx: &config::ValidateContext) -> Result<Snapshot, Conf
     }
 }
 
-/// Reads the agentid.jwt settings before the registry exists (the registry needs them).
+/// The `agentid.jwt` settings, read before the JWKS registry exists (the registry is built with
+/// them). A bad file falls back to defaults here; the full load right after reports the error.
 fn jwt_settings(source: &Source) -> crate::jwt::JwtSettings {
-    let probe = config::ValidateContext {
-        jwks: JwksRegistry::new(
-            crate::jwt::JwtSettings {
-                clock_skew: Duration::from_secs(60),
-                jwks_refresh_interval: Duration::from_secs(3600),
-                jwks_min_refresh_interval: Duration::from_secs(30),
-                jwks_fetch_timeout: Duration::from_secs(5),
-                verified_token_cache_size: 0,
-            },
-            reqwest::Client::new(),
-        ),
+    let text = match source {
+        Source::File(p) => std::fs::read_to_string(p).unwrap_or_default(),
+        Source::Inline(t) => t.clone(),
     };
-    let defaults = probe.jwks.settings().clone();
-    load(source, &probe)
-        .map(|s| s.settings.jwt)
-        .unwrap_or(defaults)
+    config::jwt_settings_of(&text).unwrap_or_default()
 }
 
-/// Compiling a config outside a tokio runtime starts no JWKS fetch (`--validate-only`, and the
-/// settings probe before the real registry exists).
+/// Compiling a config outside a tokio runtime starts no JWKS fetch (`--validate-only`).
 pub fn load_offline(source: &Source, extra_roots: &[PathBuf]) -> Result<Snapshot, ConfigError> {
     let ctx = config::ValidateContext {
         jwks: jwks_registry(&crate::jwt::JwtSettings::default(), extra_roots),
@@ -116,12 +105,7 @@ pub fn load_offline(source: &Source, extra_roots: &[PathBuf]) -> Result<Snapshot
 }
 
 pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
-    let settings = std::thread::scope(|scope| {
-        scope
-            .spawn(|| jwt_settings(&opts.source))
-            .join()
-            .unwrap_or_default()
-    });
+    let settings = jwt_settings(&opts.source);
     let jwks = jwks_registry(&settings, &opts.extra_roots);
     let ctx = config::ValidateContext { jwks: jwks.clone() };
     let snapshot = load(&opts.source, &ctx)?;

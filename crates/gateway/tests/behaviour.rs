@@ -445,3 +445,77 @@ async fn an_upstream_that_hangs_times_out_with_504() {
     assert_eq!(events[0]["status"], json!(503));
     assert!(events[0]["upstream"]["error"].as_str().is_some());
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_the_targets_ends_existing_sessions() {
+    let sts = sts().await;
+    let token = agent_obo(&sts, &format!("api://{MCP_APP}/access_as_user")).await;
+    let (a, _) = mock_mcp("one", &["alpha"]).await;
+    let (b, _) = mock_mcp("two", &["beta"]).await;
+    let gw = two_target_gateway(
+        &sts,
+        &format!("http://{a}/mcp"),
+        &format!("http://{b}/mcp"),
+        "",
+    )
+    .await;
+    let sid = gw.mcp_session(3000, &token).await;
+    let (c, _) = mock_mcp("three", &["gamma"]).await;
+    let path = gw.dir.path().join("gateway.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let three = text.replace(
+        "          - name: two\n",
+        &format!("          - name: three\n            mcp: {{host: \"http://{c}/mcp\"}}\n          - name: two\n"),
+    );
+    assert_ne!(three, text);
+    std::fs::write(&path, three).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let dump: Value = gw
+            .http
+            .get(gw.admin("/config_dump"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if dump["config"].to_string().contains("three") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reload was never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The old session's targets no longer match the route's: not found, never a 500.
+    let (st, _, body) = gw
+        .mcp(
+            3000,
+            Some(&token),
+            Some(&sid),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+        )
+        .await;
+    assert_eq!(
+        (st, body["error"]["code"].clone()),
+        (404, json!(-32001)),
+        "{body}"
+    );
+    // A new session sees all three targets.
+    let sid = gw.mcp_session(3000, &token).await;
+    let (_, _, body) = gw
+        .mcp(
+            3000,
+            Some(&token),
+            Some(&sid),
+            json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"}),
+        )
+        .await;
+    let names: Vec<&str> = body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["one_alpha", "three_gamma", "two_beta"]);
+    sts.stop().await;
+}

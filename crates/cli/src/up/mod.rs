@@ -210,8 +210,8 @@ pub async fn start(a: &UpArgs) -> anyhow::Result<Parts> {
     // 5. The gateway, from the state directory's copy of examples/gateway.yaml.
     let gateway_text = GATEWAY_TEMPLATE
         .replace("__STS__", &sts.base)
-        .replace("__MODEL__", &mcp_addr(model.addr))
-        .replace("__MCP__", &mcp_addr(mcp.addr))
+        .replace("__MODEL__", &model.addr.to_string())
+        .replace("__MCP__", &mcp.addr.to_string())
         .replace("__GATEWAY_PORT__", &a.gateway_port.to_string())
         .replace("__ADMIN_PORT__", &a.admin_port.to_string())
         .replace("__METRICS_PORT__", &a.metrics_port.to_string());
@@ -275,10 +275,6 @@ pub async fn start(a: &UpArgs) -> anyhow::Result<Parts> {
     })
 }
 
-fn mcp_addr(a: SocketAddr) -> String {
-    a.to_string()
-}
-
 impl Parts {
     pub async fn stop(self) {
         self.gateway.shutdown(Duration::from_secs(5)).await;
@@ -327,9 +323,4 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
     eprintln!("stopping…");
     parts.stop().await;
     Ok(())
-}
-
-#[allow(dead_code)]
-fn _assert_paths(p: &Path) -> &Path {
-    p
 }

@@ -231,6 +231,13 @@ pub fn load_file(path: &Path, ctx: &ValidateContext) -> Result<Snapshot, ConfigE
     load_str(&text, base, ctx)
 }
 
+/// Only the `agentid.jwt` settings of a config text (expanded and parsed, not compiled).
+pub fn jwt_settings_of(text: &str) -> Result<crate::jwt::JwtSettings, ConfigError> {
+    let expanded = expand_env(text, |n| std::env::var(n).ok())?;
+    let file = parse(&expanded)?;
+    validate::jwt_settings(&file.agentid.and_then(|a| a.jwt).unwrap_or_default())
+}
+
 pub fn load_str(text: &str, base: &Path, ctx: &ValidateContext) -> Result<Snapshot, ConfigError> {
     let expanded = expand_env(text, |n| std::env::var(n).ok())?;
     let (file, value) = parse_with_value(&expanded)?;

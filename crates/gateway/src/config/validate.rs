@@ -110,7 +110,7 @@ pub fn validate(file: raw::File, value: &Value, base: &Path, ctx: &Context) -> R
                     "two listeners on one bind share this hostname",
                 ));
             }
-            listeners.push(v.listener(bind.port, li, listener, &lpath, &settings)?);
+            listeners.push(v.listener(bind.port, li, listener, &lpath)?);
         }
         binds.push(Bind {
             port: bind.port,
@@ -128,6 +128,34 @@ pub fn validate(file: raw::File, value: &Value, base: &Path, ctx: &Context) -> R
         metric_fields,
         removed_metrics,
         effective,
+    })
+}
+
+/// `agentid.jwt`: read before the rest of the file is compiled, because the JWKS caches the
+/// compiled policies share are built with these settings.
+pub(crate) fn jwt_settings(j: &raw::AgentidJwt) -> Result<JwtSettings> {
+    Ok(JwtSettings {
+        clock_skew: dur(
+            "agentid.jwt.clockSkew",
+            &j.clock_skew,
+            Duration::from_secs(60),
+        )?,
+        jwks_refresh_interval: dur(
+            "agentid.jwt.jwksRefreshInterval",
+            &j.jwks_refresh_interval,
+            Duration::from_secs(3600),
+        )?,
+        jwks_min_refresh_interval: dur(
+            "agentid.jwt.jwksMinRefreshInterval",
+            &j.jwks_min_refresh_interval,
+            Duration::from_secs(30),
+        )?,
+        jwks_fetch_timeout: dur(
+            "agentid.jwt.jwksFetchTimeout",
+            &j.jwks_fetch_timeout,
+            Duration::from_secs(5),
+        )?,
+        verified_token_cache_size: j.verified_token_cache_size.unwrap_or(10_000),
     })
 }
 
@@ -225,30 +253,7 @@ impl V<'_> {
                 ConfigError::at("agentid.bindAddress", format!("{s:?} is not an IP address"))
             })?,
         };
-        let j = a.jwt.unwrap_or_default();
-        let jwt = JwtSettings {
-            clock_skew: dur(
-                "agentid.jwt.clockSkew",
-                &j.clock_skew,
-                Duration::from_secs(60),
-            )?,
-            jwks_refresh_interval: dur(
-                "agentid.jwt.jwksRefreshInterval",
-                &j.jwks_refresh_interval,
-                Duration::from_secs(3600),
-            )?,
-            jwks_min_refresh_interval: dur(
-                "agentid.jwt.jwksMinRefreshInterval",
-                &j.jwks_min_refresh_interval,
-                Duration::from_secs(30),
-            )?,
-            jwks_fetch_timeout: dur(
-                "agentid.jwt.jwksFetchTimeout",
-                &j.jwks_fetch_timeout,
-                Duration::from_secs(5),
-            )?,
-            verified_token_cache_size: j.verified_token_cache_size.unwrap_or(10_000),
-        };
+        let jwt = jwt_settings(&a.jwt.clone().unwrap_or_default())?;
         let au = a.audit.unwrap_or_default();
         let audit = AuditSettings {
             stdout: au.stdout.unwrap_or(true),
@@ -376,7 +381,6 @@ impl V<'_> {
         index: usize,
         l: &raw::Listener,
         path: &str,
-        settings: &Settings,
     ) -> Result<Listener> {
         let tls = match l.protocol.as_deref().unwrap_or("HTTP") {
             "HTTP" => None,
@@ -409,7 +413,7 @@ impl V<'_> {
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("{port}/{index}/{ri}"));
-            routes.push(Arc::new(self.route(id, r, &rpath, settings)?));
+            routes.push(Arc::new(self.route(id, r, &rpath)?));
         }
         Ok(Listener {
             name: l.name.clone(),
@@ -420,13 +424,7 @@ impl V<'_> {
         })
     }
 
-    fn route(
-        &mut self,
-        id: String,
-        r: &raw::Route,
-        path: &str,
-        settings: &Settings,
-    ) -> Result<Route> {
+    fn route(&mut self, id: String, r: &raw::Route, path: &str) -> Result<Route> {
         let mut matches = Vec::new();
         let raw_matches = if r.matches.is_empty() {
             vec![raw::Match::default()]
@@ -496,7 +494,6 @@ impl V<'_> {
                 "onBehalfOf needs a jwtAuth policy on the same route",
             ));
         }
-        let _ = settings;
         Ok(Route {
             id,
             hostnames: r.hostnames.iter().map(|h| HostPattern::parse(h)).collect(),

@@ -416,12 +416,13 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Respon
         ])
         .inc();
     event.mcp = Some(part);
-    cx.gw.record_with(ex, &mut event, None, Some(&info));
+    cx.gw.record_with(ex, event, None, Some(&info));
     json_resp(status, &reply)
 }
 
 /// The caller's session: the header must be present (400) and name a live session created by
-/// the same principal on this route (else 404, with no hint that the id exists).
+/// the same principal on this route, with the same targets (else 404, with no hint that the id
+/// exists; the client initializes again).
 fn session_for(
     cx: &Ctx<'_>,
     ex: &Exchange,
@@ -441,7 +442,18 @@ fn session_for(
         )));
     };
     match cx.gw.sessions.get(&sid) {
-        Some(s) if s.principal == principal(ex) && s.route == cx.route.id => Ok((sid, s)),
+        // A reload that changed the route's targets ends its sessions: indexes into the
+        // session's targets must mean the same targets as the config serving this request.
+        Some(s)
+            if s.principal == principal(ex)
+                && s.route == cx.route.id
+                && s.targets
+                    .iter()
+                    .map(|t| &t.name)
+                    .eq(cx.mcp.targets.iter().map(|t| &t.name)) =>
+        {
+            Ok((sid, s))
+        }
         _ => Err(Box::new(json_resp(
             StatusCode::NOT_FOUND,
             &rpc_error(id, -32001, "Session not found", data),
@@ -482,7 +494,6 @@ fn authorize(cx: &Ctx<'_>, ex: &Exchange, info: &McpInfo) -> crate::rules::Decis
 }
 
 async fn initialize(cx: &Ctx<'_>, ex: &mut Exchange, id: Value, params: &Value) -> Response<Body> {
-    let data = json!({"correlationId": ex.correlation_id});
     if cx.gw.sessions.len() >= cx.snap.settings.limits.max_mcp_sessions {
         return body::gateway_error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -584,7 +595,6 @@ async fn initialize(cx: &Ctx<'_>, ex: &mut Exchange, id: Value, params: &Value) 
         close_targets(cx, ex, &session).await;
         return json_resp(StatusCode::OK, &reply);
     }
-    let _ = data;
     let sid = {
         use rand::RngCore;
         let mut b = [0u8; 32];
