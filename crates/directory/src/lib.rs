@@ -2,6 +2,7 @@
 //! identities, credentials and permissions, stored in SQLite (embedded default) or PostgreSQL
 //! through one schema and one code path.
 
+pub mod applications;
 pub mod audit;
 pub mod builtin;
 pub mod device;
