@@ -213,7 +213,7 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
-        let mut stop_conn = stop.clone();
+        let stop_conn = stop.clone();
         in_flight.spawn(async move {
             let _permit = permit;
             let gauge = gw.metrics.connections.get_or_create(&vec![("bind".to_string(), port.to_string())]).clone();
@@ -224,7 +224,12 @@ async fn accept_loop(
                 .iter()
                 .find(|b| b.port == port)
                 .and_then(|b| b.listeners.iter().find_map(|l| l.tls.clone()));
-            let header_read = snap.settings.timeouts.header_read;
+            // The TLS handshake gets the header-read deadline too.
+            let limits = agentid_listener::ConnectionLimits {
+                max_connections: snap.settings.limits.max_connections,
+                header_read_timeout: snap.settings.timeouts.header_read,
+                tls_handshake_timeout: snap.settings.timeouts.header_read,
+            };
             drop(snap);
             let svc_gw = gw.clone();
             let scheme = if tls.is_some() { "https" } else { "http" };
@@ -241,57 +246,14 @@ async fn accept_loop(
                     }
                 }
             });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_read);
-            match tls {
-                Some(config) => {
-                    let acceptor = tokio_rustls_acceptor(config);
-                    if let Ok(Ok(tls_stream)) = tokio::time::timeout(header_read, acceptor.accept(stream)).await {
-                        let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            _ = conn.as_mut() => {}
-                            _ = stop_conn.changed() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
-                        }
-                    }
-                }
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = stop_conn.changed() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
-                    }
-                }
-            }
+            let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+            let _ = agentid_listener::serve_connection(stream, tls, service, &limits, stop_conn).await;
             gauge.dec();
         });
         while in_flight.try_join_next().is_some() {}
     }
     drop(listener);
     while in_flight.join_next().await.is_some() {}
-}
-
-fn tokio_rustls_acceptor(config: Arc<rustls::ServerConfig>) -> TlsAcceptor {
-    TlsAcceptor(config)
-}
-
-/// A minimal rustls acceptor over tokio streams (the workspace's tokio-rustls is not a
-/// dependency of this crate; hyper-rustls is not needed for one call).
-struct TlsAcceptor(Arc<rustls::ServerConfig>);
-
-impl TlsAcceptor {
-    async fn accept(
-        &self,
-        stream: tokio::net::TcpStream,
-    ) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
-        tokio_rustls::TlsAcceptor::from(self.0.clone())
-            .accept(stream)
-            .await
-    }
 }
 
 #[derive(Clone, Copy)]
