@@ -10,6 +10,7 @@ pub mod error;
 pub mod keys;
 pub mod model;
 pub mod objects;
+pub mod password_gate;
 pub mod queries;
 pub mod secrets;
 pub mod store;
