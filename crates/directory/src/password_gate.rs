@@ -149,11 +149,19 @@ impl PasswordGate {
 
 impl PasswordPermit {
     /// Verifies `password` against a stored PHC string on a blocking thread; a malformed hash
-    /// verifies nothing.
-    pub async fn verify(self, password: String, phc: String) -> bool {
+    /// verifies nothing. Without a hash (no such user, or one without a password) the same
+    /// Argon2 work is done against a throw-away hash and fails, so the time taken does not
+    /// tell which usernames exist.
+    pub async fn verify(self, password: String, phc: Option<String>) -> bool {
         tokio::task::spawn_blocking(move || {
             let _slot = self;
-            secrets::verify_password(&password, &phc)
+            match phc {
+                Some(phc) => secrets::verify_password(&password, &phc),
+                None => {
+                    let _ = secrets::verify_password(&password, absent_user_hash());
+                    false
+                }
+            }
         })
         .await
         .unwrap_or(false)
@@ -168,6 +176,13 @@ impl PasswordPermit {
         .await
         .ok()
     }
+}
+
+/// A hash of a random password, made once: what a sign-in for a missing user is checked
+/// against.
+fn absent_user_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| secrets::hash_password(&secrets::random_token()))
 }
 
 #[cfg(test)]
@@ -207,10 +222,12 @@ mod tests {
         let gate = PasswordGate::new(PasswordLimits::with_concurrency(1));
         let h = secrets::hash_password("pw");
         let permit = gate.acquire().await.unwrap();
-        assert!(permit.verify("pw".into(), h.clone()).await);
+        assert!(permit.verify("pw".into(), Some(h.clone())).await);
         assert_eq!(gate.running(), 0);
         let permit = gate.acquire().await.unwrap();
-        assert!(!permit.verify("nope".into(), h).await);
+        assert!(!permit.verify("nope".into(), Some(h)).await);
+        let permit = gate.acquire().await.unwrap();
+        assert!(!permit.verify("pw".into(), None).await, "no user, no success");
     }
 
     #[test]
