@@ -444,7 +444,11 @@ async fn password_burst(n: usize, database: Option<&str>) -> anyhow::Result<()> 
         mib(before),
         mib(peak),
         mib(peak.saturating_sub(before)),
-        if hwm_reset { "" } else { "; sampled every 2 ms" }
+        if hwm_reset {
+            ""
+        } else {
+            "; sampled every 2 ms"
+        }
     );
     println!(
         "answers: {} in {:.2} s",

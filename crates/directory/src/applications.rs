@@ -60,8 +60,7 @@ impl IdentifierUri {
                 Some(g) if g == owner.tenant_id => !path.is_empty(),
                 Some(_) => false,
                 None => {
-                    on_verified_domain
-                        || agentid_claims::guid::parse(path) == Some(owner.app_id)
+                    on_verified_domain || agentid_claims::guid::parse(path) == Some(owner.app_id)
                 }
             },
             "https" => on_verified_domain,
@@ -149,8 +148,8 @@ impl RedirectUri {
     /// `javascript:`, `data:`, `file:`, `vbscript:` and the like; never a fragment (RFC 6749
     /// §3.1.2).
     pub fn parse(raw: &str, platform: RedirectPlatform) -> Result<Self, RedirectUriError> {
-        let url = url::Url::parse(raw.trim())
-            .map_err(|_| RedirectUriError::NotAbsolute(raw.into()))?;
+        let url =
+            url::Url::parse(raw.trim()).map_err(|_| RedirectUriError::NotAbsolute(raw.into()))?;
         if url.fragment().is_some() {
             return Err(RedirectUriError::Fragment(raw.into()));
         }
@@ -275,9 +274,15 @@ mod tests {
             ("http://localhost:8400/", Web),
             ("http://127.0.0.1/cb", PublicClient),
             ("http://[::1]:9/cb", Web),
-            ("msal14d82eec-204b-4c2f-b7e8-296a70dab67e://auth", PublicClient),
+            (
+                "msal14d82eec-204b-4c2f-b7e8-296a70dab67e://auth",
+                PublicClient,
+            ),
             ("com.example.app:/oauth2redirect", PublicClient),
-            ("https://login.microsoftonline.com/common/oauth2/nativeclient", PublicClient),
+            (
+                "https://login.microsoftonline.com/common/oauth2/nativeclient",
+                PublicClient,
+            ),
         ] {
             assert!(RedirectUri::parse(uri, platform).is_ok(), "{uri}");
         }

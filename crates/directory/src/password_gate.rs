@@ -203,7 +203,10 @@ mod tests {
         let waiter = tokio::spawn(async move { g.acquire().await.map(|_| ()) });
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while gate.waiting.load(Ordering::Acquire) == 0 {
-            assert!(tokio::time::Instant::now() < deadline, "waiter never queued");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waiter never queued"
+            );
             tokio::task::yield_now().await;
         }
         // The queue is full: refused at once.
@@ -227,7 +230,10 @@ mod tests {
         let permit = gate.acquire().await.unwrap();
         assert!(!permit.verify("nope".into(), Some(h)).await);
         let permit = gate.acquire().await.unwrap();
-        assert!(!permit.verify("pw".into(), None).await, "no user, no success");
+        assert!(
+            !permit.verify("pw".into(), None).await,
+            "no user, no success"
+        );
     }
 
     #[test]

@@ -268,7 +268,11 @@ mod tests {
             .to_string();
         assert!(verify_password("pw", &theirs));
         let ours = PasswordHash::new(&h).unwrap();
-        assert!(Argon2::default().verify_password(b"correct-horse", &ours).is_ok());
+        assert!(
+            Argon2::default()
+                .verify_password(b"correct-horse", &ours)
+                .is_ok()
+        );
         // A stored hash may not ask for more memory than the gate allows for.
         let huge = "$argon2id$v=19$m=1048576,t=1,p=1$c2FsdHNhbHRzYWx0$YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXo0NTY";
         assert!(!is_valid_password_hash(huge));

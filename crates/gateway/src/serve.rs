@@ -216,7 +216,11 @@ async fn accept_loop(
         let stop_conn = stop.clone();
         in_flight.spawn(async move {
             let _permit = permit;
-            let gauge = gw.metrics.connections.get_or_create(&vec![("bind".to_string(), port.to_string())]).clone();
+            let gauge = gw
+                .metrics
+                .connections
+                .get_or_create(&vec![("bind".to_string(), port.to_string())])
+                .clone();
             gauge.inc();
             let snap = gw.snapshot();
             let tls = snap
@@ -236,18 +240,30 @@ async fn accept_loop(
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let gw = svc_gw.clone();
                 async move {
-                    let handled = std::panic::AssertUnwindSafe(crate::pipeline::handle(gw.clone(), port, req, peer, scheme));
+                    let handled = std::panic::AssertUnwindSafe(crate::pipeline::handle(
+                        gw.clone(),
+                        port,
+                        req,
+                        peer,
+                        scheme,
+                    ));
                     match futures_util::FutureExt::catch_unwind(handled).await {
                         Ok(resp) => Ok::<_, std::convert::Infallible>(resp),
                         Err(_) => {
                             gw.metrics.panics.inc();
-                            Ok(body::gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error", ""))
+                            Ok(body::gateway_error(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "internal_error",
+                                "internal error",
+                                "",
+                            ))
                         }
                     }
                 }
             });
             let tls = tls.map(tokio_rustls::TlsAcceptor::from);
-            let _ = agentid_listener::serve_connection(stream, tls, service, &limits, stop_conn).await;
+            let _ =
+                agentid_listener::serve_connection(stream, tls, service, &limits, stop_conn).await;
             gauge.dec();
         });
         while in_flight.try_join_next().is_some() {}

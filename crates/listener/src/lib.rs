@@ -7,7 +7,6 @@
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -107,12 +106,12 @@ where
     }
 }
 
-fn drive<'a, I, S, B>(
-    builder: &'a hyper_util::server::conn::auto::Builder<TokioExecutor>,
+async fn drive<I, S, B>(
+    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
     io: I,
     service: S,
     mut stop: watch::Receiver<bool>,
-) -> impl Future<Output = Ended> + 'a
+) -> Ended
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,
@@ -122,20 +121,18 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    async move {
-        let conn = builder.serve_connection(io, service);
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = stop.changed() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        };
-        match result {
-            Ok(()) => Ended::Closed,
-            Err(e) => Ended::Http(e),
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
         }
+    };
+    match result {
+        Ok(()) => Ended::Closed,
+        Err(e) => Ended::Http(e),
     }
 }
 
@@ -145,6 +142,7 @@ mod tests {
     use bytes::Bytes;
     use http_body_util::Full;
     use std::convert::Infallible;
+    use std::future::Future;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn ok_service() -> impl Service<

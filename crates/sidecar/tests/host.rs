@@ -98,8 +98,11 @@ fn local_non_loopback() -> Option<IpAddr> {
 async fn kubelet_probe_with_pod_ip_host_is_served() {
     let sts = start_sts().await;
     // deploy/agent.yaml: the health listener on all interfaces, probed at the pod IP.
-    let sc = TestSidecar::direct(&sts, &[("Sidecar__HealthListenUrl", Some("http://0.0.0.0:0"))])
-        .await;
+    let sc = TestSidecar::direct(
+        &sts,
+        &[("Sidecar__HealthListenUrl", Some("http://0.0.0.0:0"))],
+    )
+    .await;
     let port = sc.running.health_addrs[0].port();
     let Some(ip) = local_non_loopback() else {
         eprintln!("no non-loopback address on this machine; the unit tests cover the rule");

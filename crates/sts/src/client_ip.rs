@@ -80,9 +80,15 @@ mod tests {
         // No proxies configured, or the peer is not one: the header is ignored.
         assert_eq!(resolve(peer, &xff(&["203.0.113.7"]), &[]), peer);
         let stranger: SocketAddr = "198.51.100.9:1".parse().unwrap();
-        assert_eq!(resolve(stranger, &xff(&["203.0.113.7"]), &proxies), stranger);
+        assert_eq!(
+            resolve(stranger, &xff(&["203.0.113.7"]), &proxies),
+            stranger
+        );
         // From a trusted proxy: the rightmost untrusted hop.
-        assert_eq!(resolve(peer, &xff(&["203.0.113.7"]), &proxies).ip(), ip("203.0.113.7"));
+        assert_eq!(
+            resolve(peer, &xff(&["203.0.113.7"]), &proxies).ip(),
+            ip("203.0.113.7")
+        );
         assert_eq!(
             resolve(peer, &xff(&["1.1.1.1, 203.0.113.7, 10.0.0.9"]), &proxies).ip(),
             ip("203.0.113.7"),
@@ -110,6 +116,9 @@ mod tests {
         );
         // A mapped peer address is the same peer.
         let mapped: SocketAddr = "[::ffff:10.0.0.5]:4000".parse().unwrap();
-        assert_eq!(resolve(mapped, &xff(&["203.0.113.7"]), &proxies).ip(), ip("203.0.113.7"));
+        assert_eq!(
+            resolve(mapped, &xff(&["203.0.113.7"]), &proxies).ip(),
+            ip("203.0.113.7")
+        );
     }
 }

@@ -112,7 +112,11 @@ mod tests {
     fn encodings() {
         let f = Form::parse(b"a=x+y%2Bz&b=%ZZ&c&=v&&d=%E2%82%AC").unwrap();
         assert_eq!(f.get("a"), Some("x y+z"));
-        assert_eq!(f.get("b"), Some("%ZZ"), "an invalid escape stays as written");
+        assert_eq!(
+            f.get("b"),
+            Some("%ZZ"),
+            "an invalid escape stays as written"
+        );
         assert_eq!(f.get("c"), None, "no value counts as absent");
         assert_eq!(f.get("d"), Some("€"));
         assert!(f.has("d"));

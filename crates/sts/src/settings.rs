@@ -359,7 +359,10 @@ pub fn load(
     )? {
         s.listener.max_connections = n as usize;
     }
-    if let Some(secs) = positive(file.server.header_read_timeout, "server.header_read_timeout")? {
+    if let Some(secs) = positive(
+        file.server.header_read_timeout,
+        "server.header_read_timeout",
+    )? {
         s.listener.header_read_timeout = Duration::from_secs(secs);
     }
     if let Some(secs) = positive(

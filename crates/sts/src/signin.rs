@@ -102,7 +102,12 @@ async fn check_locks(
     keys: &Subjects,
     user: Option<&User>,
 ) -> Result<(), SignInError> {
-    if sts.store.signin_locked_until(tid, &keys.user).await?.is_some() {
+    if sts
+        .store
+        .signin_locked_until(tid, &keys.user)
+        .await?
+        .is_some()
+    {
         return Err(SignInError::UserLocked {
             user: user.cloned().map(Box::new),
         });

@@ -6,8 +6,8 @@ use crate::keys::KeyRing;
 use crate::settings::Settings;
 use agentid_directory::Store;
 use agentid_directory::audit::AuditEvent;
-use agentid_directory::password_gate::PasswordGate;
 use agentid_directory::model::Tenant;
+use agentid_directory::password_gate::PasswordGate;
 use std::sync::Arc;
 use uuid::Uuid;
 

@@ -80,125 +80,142 @@ impl Graph<'_> {
     }
 }
 
-both_backends!(owner_cannot_claim_another_apps_app_id_uri, |db: Db| async move {
-    let sts = TestSts::start(db, &tenant()).await;
-    let alice = Graph::sign_in(&sts, "alice@contoso.test", "correct-horse-battery").await;
-    let bob = Graph::sign_in(&sts, "bob@contoso.test", "bob-builds-agents").await;
-    // Alice's application has not claimed its api://{appId} yet.
-    let (_, victim) = alice.create_app("Victim API").await;
-    let (mine, my_app) = bob.create_app("Bob's app").await;
+both_backends!(
+    owner_cannot_claim_another_apps_app_id_uri,
+    |db: Db| async move {
+        let sts = TestSts::start(db, &tenant()).await;
+        let alice = Graph::sign_in(&sts, "alice@contoso.test", "correct-horse-battery").await;
+        let bob = Graph::sign_in(&sts, "bob@contoso.test", "bob-builds-agents").await;
+        // Alice's application has not claimed its api://{appId} yet.
+        let (_, victim) = alice.create_app("Victim API").await;
+        let (mine, my_app) = bob.create_app("Bob's app").await;
 
-    let (st, b) = bob
-        .patch(&mine, json!({"identifierUris": [format!("api://{victim}")]}))
-        .await;
-    assert_eq!(st, 400, "{b}");
-    assert_eq!(b["error"]["code"], "HostNameNotOnVerifiedDomain", "{b}");
-    assert_eq!(
-        b["error"]["message"],
-        format!(
-            "Values of identifierUris property must use a verified domain of the organization or its subdomain: 'api://{victim}'"
-        )
-    );
-    for refused in [
-        format!("api://{victim}/files"),
-        format!("api://anything/{victim}"),
-        "https://evil.test/api".to_string(),
-        "https://contoso.test.evil.test/api".to_string(),
-        "api://bobs-api".to_string(),
-        // Another tenant's id.
-        "api://00000000-0000-0000-0000-000000000001/api".to_string(),
-    ] {
         let (st, b) = bob
-            .patch(&mine, json!({"identifierUris": [refused.clone()]}))
-            .await;
-        assert_eq!(
-            (st, b["error"]["code"].as_str()),
-            (400, Some("HostNameNotOnVerifiedDomain")),
-            "{refused}: {b}"
-        );
-    }
-    // Nothing was written by the refused requests.
-    let (_, app) = bob.call("GET", &format!("/v1.0/applications/{mine}"), None).await;
-    assert_eq!(app["identifierUris"], json!([]), "{app}");
-    // Entra's secure patterns are accepted.
-    for allowed in [
-        json!([format!("api://{my_app}")]),
-        json!([format!("api://{TENANT}/bobs-api")]),
-        json!([format!("api://bobs-api/{my_app}")]),
-        json!(["https://contoso.test/bobs-api", "https://api.contoso.test"]),
-    ] {
-        let (st, b) = bob
-            .patch(&mine, json!({"identifierUris": allowed.clone()}))
-            .await;
-        assert_eq!(st, 204, "{allowed}: {b}");
-    }
-    // The victim can still claim its own URI.
-    let (victim_obj, _) = {
-        let (_, list) = alice
-            .call(
-                "GET",
-                &format!("/v1.0/applications?$filter=appId eq '{victim}'"),
-                None,
+            .patch(
+                &mine,
+                json!({"identifierUris": [format!("api://{victim}")]}),
             )
             .await;
-        (
-            list["value"][0]["id"].as_str().unwrap().to_string(),
-            victim.clone(),
-        )
-    };
-    let (st, b) = alice
-        .patch(
-            &victim_obj,
-            json!({"identifierUris": [format!("api://{victim}")]}),
-        )
-        .await;
-    assert_eq!(st, 204, "{b}");
-    sts.stop().await;
-});
-
-both_backends!(redirect_uris_refuse_dangerous_schemes, |db: Db| async move {
-    let sts = TestSts::start(db, &tenant()).await;
-    let bob = Graph::sign_in(&sts, "bob@contoso.test", "bob-builds-agents").await;
-    let (mine, _) = bob.create_app("Bob's web app").await;
-    for (platform, uri) in [
-        ("web", "javascript:alert(document.cookie)"),
-        ("publicClient", "javascript:alert(1)"),
-        ("publicClient", "data:text/html,<script>alert(1)</script>"),
-        ("publicClient", "file:///etc/passwd"),
-        ("publicClient", "vbscript:msgbox(1)"),
-        ("web", "http://app.example.com/callback"),
-        ("spa", "http://127.0.0.1.evil.test/cb"),
-        ("web", "myapp://callback"),
-        ("web", "https://app.example.com/cb#fragment"),
-    ] {
-        let (st, b) = bob
-            .patch(&mine, json!({platform: {"redirectUris": [uri]}}))
-            .await;
-        assert_eq!(st, 400, "{platform} {uri}: {b}");
-        assert!(
-            b["error"]["message"]
-                .as_str()
-                .unwrap_or("")
-                .contains(&format!("property '{platform}'")),
-            "{b}"
+        assert_eq!(st, 400, "{b}");
+        assert_eq!(b["error"]["code"], "HostNameNotOnVerifiedDomain", "{b}");
+        assert_eq!(
+            b["error"]["message"],
+            format!(
+                "Values of identifierUris property must use a verified domain of the organization or its subdomain: 'api://{victim}'"
+            )
         );
-    }
-    let (_, app) = bob.call("GET", &format!("/v1.0/applications/{mine}"), None).await;
-    assert_eq!(app["web"]["redirectUris"], json!([]), "nothing written: {app}");
-    for (platform, uri) in [
-        ("web", "https://app.example.com/callback"),
-        ("web", "http://localhost:8400/callback"),
-        ("spa", "http://[::1]:3000/"),
-        ("publicClient", "myapp://callback"),
-        ("publicClient", "http://127.0.0.1/callback"),
-    ] {
-        let (st, b) = bob
-            .patch(&mine, json!({platform: {"redirectUris": [uri]}}))
+        for refused in [
+            format!("api://{victim}/files"),
+            format!("api://anything/{victim}"),
+            "https://evil.test/api".to_string(),
+            "https://contoso.test.evil.test/api".to_string(),
+            "api://bobs-api".to_string(),
+            // Another tenant's id.
+            "api://00000000-0000-0000-0000-000000000001/api".to_string(),
+        ] {
+            let (st, b) = bob
+                .patch(&mine, json!({"identifierUris": [refused.clone()]}))
+                .await;
+            assert_eq!(
+                (st, b["error"]["code"].as_str()),
+                (400, Some("HostNameNotOnVerifiedDomain")),
+                "{refused}: {b}"
+            );
+        }
+        // Nothing was written by the refused requests.
+        let (_, app) = bob
+            .call("GET", &format!("/v1.0/applications/{mine}"), None)
             .await;
-        assert_eq!(st, 204, "{platform} {uri}: {b}");
+        assert_eq!(app["identifierUris"], json!([]), "{app}");
+        // Entra's secure patterns are accepted.
+        for allowed in [
+            json!([format!("api://{my_app}")]),
+            json!([format!("api://{TENANT}/bobs-api")]),
+            json!([format!("api://bobs-api/{my_app}")]),
+            json!(["https://contoso.test/bobs-api", "https://api.contoso.test"]),
+        ] {
+            let (st, b) = bob
+                .patch(&mine, json!({"identifierUris": allowed.clone()}))
+                .await;
+            assert_eq!(st, 204, "{allowed}: {b}");
+        }
+        // The victim can still claim its own URI.
+        let (victim_obj, _) = {
+            let (_, list) = alice
+                .call(
+                    "GET",
+                    &format!("/v1.0/applications?$filter=appId eq '{victim}'"),
+                    None,
+                )
+                .await;
+            (
+                list["value"][0]["id"].as_str().unwrap().to_string(),
+                victim.clone(),
+            )
+        };
+        let (st, b) = alice
+            .patch(
+                &victim_obj,
+                json!({"identifierUris": [format!("api://{victim}")]}),
+            )
+            .await;
+        assert_eq!(st, 204, "{b}");
+        sts.stop().await;
     }
-    sts.stop().await;
-});
+);
+
+both_backends!(
+    redirect_uris_refuse_dangerous_schemes,
+    |db: Db| async move {
+        let sts = TestSts::start(db, &tenant()).await;
+        let bob = Graph::sign_in(&sts, "bob@contoso.test", "bob-builds-agents").await;
+        let (mine, _) = bob.create_app("Bob's web app").await;
+        for (platform, uri) in [
+            ("web", "javascript:alert(document.cookie)"),
+            ("publicClient", "javascript:alert(1)"),
+            ("publicClient", "data:text/html,<script>alert(1)</script>"),
+            ("publicClient", "file:///etc/passwd"),
+            ("publicClient", "vbscript:msgbox(1)"),
+            ("web", "http://app.example.com/callback"),
+            ("spa", "http://127.0.0.1.evil.test/cb"),
+            ("web", "myapp://callback"),
+            ("web", "https://app.example.com/cb#fragment"),
+        ] {
+            let (st, b) = bob
+                .patch(&mine, json!({platform: {"redirectUris": [uri]}}))
+                .await;
+            assert_eq!(st, 400, "{platform} {uri}: {b}");
+            assert!(
+                b["error"]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains(&format!("property '{platform}'")),
+                "{b}"
+            );
+        }
+        let (_, app) = bob
+            .call("GET", &format!("/v1.0/applications/{mine}"), None)
+            .await;
+        assert_eq!(
+            app["web"]["redirectUris"],
+            json!([]),
+            "nothing written: {app}"
+        );
+        for (platform, uri) in [
+            ("web", "https://app.example.com/callback"),
+            ("web", "http://localhost:8400/callback"),
+            ("spa", "http://[::1]:3000/"),
+            ("publicClient", "myapp://callback"),
+            ("publicClient", "http://127.0.0.1/callback"),
+        ] {
+            let (st, b) = bob
+                .patch(&mine, json!({platform: {"redirectUris": [uri]}}))
+                .await;
+            assert_eq!(st, 204, "{platform} {uri}: {b}");
+        }
+        sts.stop().await;
+    }
+);
 
 async fn apply(sts: &TestSts, yaml: &str) -> Result<(), TenantFileError> {
     let file = TenantFile::parse(yaml, sts.dir.path())?;
@@ -229,8 +246,7 @@ both_backends!(tenant_files_follow_the_same_rules, |db: Db| async move {
             "scheme",
         ),
         (
-            "  - {name: web, redirectUris: ['https://ok.example.com', 'myapp://cb']}\n"
-                .to_string(),
+            "  - {name: web, redirectUris: ['https://ok.example.com', 'myapp://cb']}\n".to_string(),
             "applications[0].redirectUris[1]",
             "public clients",
         ),

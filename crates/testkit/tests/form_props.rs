@@ -189,9 +189,7 @@ fn check(
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| TestCaseError::fail(format!("not JSON ({e}) for {c:?}")))?;
     prop_assert_eq!(
-        headers
-            .get("cache-control")
-            .and_then(|h| h.to_str().ok()),
+        headers.get("cache-control").and_then(|h| h.to_str().ok()),
         Some("no-store")
     );
     if status == 200 {

@@ -9,7 +9,10 @@ use tokio::net::TcpStream;
 
 const DEMO: &str = include_str!("../../../examples/demo-tenant.yaml");
 
-async fn start(tls: bool, configure: impl FnOnce(&mut agentid_sts::Settings) + Send + 'static) -> TestSts {
+async fn start(
+    tls: bool,
+    configure: impl FnOnce(&mut agentid_sts::Settings) + Send + 'static,
+) -> TestSts {
     TestSts::start_with(
         Db::Sqlite,
         DEMO,
@@ -39,7 +42,9 @@ async fn a_stalled_tls_handshake_is_cut_off() {
     let mut c = TcpStream::connect(sts.running.addr).await.unwrap();
     // A ClientHello is never sent.
     assert!(
-        closed_within(&mut c, Duration::from_secs(10)).await.is_some(),
+        closed_within(&mut c, Duration::from_secs(10))
+            .await
+            .is_some(),
         "the STS keeps a connection that never starts TLS"
     );
     sts.stop().await;
@@ -59,7 +64,10 @@ async fn slow_headers_are_cut_off() {
         .await
         .expect("the STS keeps a connection whose headers never end");
     let text = String::from_utf8_lossy(&answer);
-    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
     sts.stop().await;
 }
 

@@ -338,7 +338,10 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
             RedirectPlatform::Web
         };
         RedirectUri::parse_all(&a.redirect_uris, platform).map_err(|(j, e)| {
-            E::invalid(format!("applications[{i}].redirectUris[{j}]"), e.to_string())
+            E::invalid(
+                format!("applications[{i}].redirectUris[{j}]"),
+                e.to_string(),
+            )
         })?;
     }
     for (i, b) in file.blueprints.iter().enumerate() {

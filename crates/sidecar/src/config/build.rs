@@ -325,7 +325,8 @@ fn build(
         if h.is_empty() {
             continue;
         }
-        let name = allowed_host(h).map_err(|m| invalid(format!("Sidecar__AllowedHosts__{i}"), m))?;
+        let name =
+            allowed_host(h).map_err(|m| invalid(format!("Sidecar__AllowedHosts__{i}"), m))?;
         allowed_hosts.push(name);
     }
 

@@ -35,7 +35,13 @@ impl HostPolicy {
     /// Whether a request to `uri` with `headers`, on a connection from `peer` that arrived at
     /// `local`, names a host this sidecar serves. A request naming no host at all (HTTP/1.0)
     /// cannot come from a browser and is allowed.
-    pub fn allows(&self, peer: Peer, local: Option<IpAddr>, uri: &Uri, headers: &HeaderMap) -> bool {
+    pub fn allows(
+        &self,
+        peer: Peer,
+        local: Option<IpAddr>,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> bool {
         if peer == Peer::Unix {
             return true;
         }
@@ -91,7 +97,10 @@ fn parse_authority(value: &str) -> Option<Named<'_>> {
         if !(after.is_empty() || after.strip_prefix(':').is_some_and(port_ok)) {
             return None;
         }
-        return v6.parse::<std::net::Ipv6Addr>().ok().map(|ip| Named::Ip(IpAddr::V6(ip)));
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|ip| Named::Ip(IpAddr::V6(ip)));
     }
     let host = match value.split_once(':') {
         Some((h, p)) if port_ok(p) => h,
@@ -114,7 +123,9 @@ fn parse_authority(value: &str) -> Option<Named<'_>> {
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -213,7 +224,9 @@ mod tests {
         assert!(!p.allows(peer, None, &Uri::from_static("/x"), &headers));
         let mut headers = HeaderMap::new();
         headers.insert(HOST, HeaderValue::from_static("localhost"));
-        let absolute: Uri = "http://evil.example/AuthorizationHeader/graph".parse().unwrap();
+        let absolute: Uri = "http://evil.example/AuthorizationHeader/graph"
+            .parse()
+            .unwrap();
         assert!(!p.allows(peer, None, &absolute, &headers));
         assert!(p.allows(Peer::Unix, None, &absolute, &HeaderMap::new()));
     }

@@ -7,11 +7,11 @@ use super::response::{self, Body, Failure};
 use super::route::Listener;
 use crate::Sidecar;
 use crate::config::ListenAddr;
+use http::Response;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
-use http::Response;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -150,10 +150,12 @@ fn serve_connection<S>(
 /// like every other request.
 fn misdirected<B>(state: &Sidecar, req: &http::Request<B>) -> Response<Body> {
     let cid = uuid::Uuid::new_v4().to_string();
-    let host = req
-        .headers()
-        .get(http::header::HOST)
-        .map(|h| String::from_utf8_lossy(h.as_bytes()).chars().take(256).collect::<String>());
+    let host = req.headers().get(http::header::HOST).map(|h| {
+        String::from_utf8_lossy(h.as_bytes())
+            .chars()
+            .take(256)
+            .collect::<String>()
+    });
     tracing::warn!(
         target: "agentid_sidecar::access",
         event = "misdirected_host",

@@ -1041,7 +1041,10 @@ async fn patch_application(req: &Req<'_>, c: &Caller, key: &str) -> GResult<Out>
         RedirectPlatform::Spa,
         RedirectPlatform::PublicClient,
     ] {
-        if let Some(list) = b.get(platform.property()).and_then(|v| v.get("redirectUris")) {
+        if let Some(list) = b
+            .get(platform.property())
+            .and_then(|v| v.get("redirectUris"))
+        {
             let uris: Vec<String> = serde_json::from_value(list.clone()).map_err(|_| {
                 GraphError::bad_request("redirectUris must be an array of strings.")
             })?;
