@@ -176,7 +176,7 @@ impl Store {
         optional_claims: Option<Option<&serde_json::Value>>,
         required_resource_access: Option<&serde_json::Value>,
     ) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let id = app.id.to_string();
         if let Some(d) = display_name {
             sqlx::query("UPDATE applications SET display_name = $1 WHERE id = $2")

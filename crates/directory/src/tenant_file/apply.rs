@@ -489,7 +489,7 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
     }
 
     // ---- the transaction --------------------------------------------------------------------
-    let mut db = store.pool().begin().await?;
+    let mut db = store.begin_write().await?;
     let tenant = ensure_tenant(&mut db, &file.tenant).await?;
     let mut tx = Tx {
         conn: &mut db,
