@@ -6,6 +6,7 @@ use crate::context::ClientAddr;
 use crate::state::{Sts, StsState};
 use crate::token::client_auth::{self, Client};
 use crate::token::{consent, device, scope};
+use agentid_directory::applications::{RedirectPlatform, RedirectUri};
 use agentid_directory::device::{BrowserFlow, DeviceCode};
 use agentid_directory::model::{Resource, Tenant, User};
 use agentid_directory::secrets::{ct_eq, random_token, sha256_hex};
@@ -453,9 +454,15 @@ pub async fn logout(
         (Some(uri), Some(t)) => {
             let registered = match sts.store.applications(&t.id, false).await {
                 Ok(apps) => apps.iter().any(|a| {
+                    let platform = if a.is_public_client {
+                        RedirectPlatform::PublicClient
+                    } else {
+                        RedirectPlatform::Web
+                    };
                     a.redirect_uris
                         .iter()
                         .any(|r| crate::authorize::redirect_matches(r, uri))
+                        && RedirectUri::parse(uri, platform).is_ok()
                 }),
                 Err(_) => false,
             };

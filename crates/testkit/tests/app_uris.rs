@@ -274,3 +274,34 @@ both_backends!(tenant_files_follow_the_same_rules, |db: Db| async move {
     .expect("allowed URIs apply");
     sts.stop().await;
 });
+
+both_backends!(
+    stored_dangerous_redirect_uris_are_never_used,
+    |db: Db| async move {
+        // A row written before the registration rule existed (or by hand in the database).
+        let sts = TestSts::start(db, DEMO).await;
+        let mcp = "ec791040-80f8-4129-bf34-96a0e0672c96";
+        sqlx::query(
+            "UPDATE applications SET redirect_uris = $1, is_public_client = 1 WHERE app_id = $2",
+        )
+        .bind(r#"["javascript:alert(document.domain)//"]"#)
+        .bind(mcp)
+        .execute(sts.running.state.store.pool())
+        .await
+        .unwrap();
+        // An error that would go back to the client as a form post: the form's action would run
+        // script in the STS's origin.
+        let url = format!(
+            "{}/oauth2/v2.0/authorize?client_id={mcp}&redirect_uri={}&response_type=token&response_mode=form_post&scope=openid&code_challenge=x&code_challenge_method=S256",
+            sts.authority(),
+            "javascript%3Aalert(document.domain)%2F%2F"
+        );
+        let r = sts.http.get(url).send().await.unwrap();
+        let status = r.status().as_u16();
+        let html = r.text().await.unwrap();
+        assert_eq!(status, 400, "{html}");
+        assert!(html.contains("AADSTS50011"), "{html}");
+        assert!(!html.contains("action=\"javascript:"), "{html}");
+        sts.stop().await;
+    }
+);
