@@ -234,8 +234,12 @@ pub async fn submit_code(
         Err(e) => return internal(e),
     };
     let Some((dc, _tenant)) = found else {
+        // A failed attempt spends the form's CSRF token, as on the sign-in form.
         flow.failures += 1;
-        let _ = sts.store.update_browser_flow(&flow).await;
+        flow.csrf = random_token();
+        if let Err(e) = sts.store.update_browser_flow(&flow).await {
+            return internal(e);
+        }
         let _ = sts
             .store
             .record_signin_failure("", &ip_key, CODE_FAILURES_PER_ADDRESS)
