@@ -65,6 +65,18 @@ if need_etcd; then
   fi
 fi
 
+# What the build needs besides what every machine of this project has (curl, python3, npm).
+missing=()
+command -v make >/dev/null || missing+=(make)
+command -v dpkg >/dev/null || missing+=(dpkg)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    log "missing: ${missing[*]} (install them and run again)"
+    exit 1
+  fi
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 mkdir -p "$cache/downloads"
 exec 9>"$cache/.lock"
 flock 9

@@ -908,7 +908,8 @@ fn strict_deserialisation_reports_what_the_types_do_not_know() {
         .unwrap()
         .1
         .clone();
-    let cases: [(&str, fn(&mut Value)); 5] = [
+    type Mutation = fn(&mut Value);
+    let cases: [(&str, Mutation); 5] = [
         ("a misspelled field", |d| {
             d["spec"]["template"]["spec"]["initContainers"][0]["restartPolicyy"] = json!("Always")
         }),
