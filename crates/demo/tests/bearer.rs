@@ -110,3 +110,31 @@ async fn an_unreachable_authority_is_not_the_callers_fault() {
     let r = axum::response::IntoResponse::into_response(e);
     assert_eq!(r.status(), 503);
 }
+
+/// Issue 10 defect 2: an `ES256` header naming the issuer's RSA key used to reach
+/// `unreachable!` inside jsonwebtoken. It is a clean refusal now, and the next token is checked.
+#[tokio::test]
+async fn an_algorithm_that_does_not_fit_the_key_is_refused_without_a_panic() {
+    let kube = KubeIssuer::start().await;
+    let v = validator(&kube, &kube.issuer);
+    let good = kube.mint("ns", "sa", AUD, 600);
+    for alg in ["ES256", "ES384", "HS256", "PS256", "EdDSA"] {
+        let header = agentid_testkit::hostile::header_with(&good, &serde_json::json!({"alg": alg}));
+        let claims = agentid_testkit::hostile::claims_with(&good, &serde_json::json!({}));
+        let token = agentid_testkit::hostile::forge(&header, &claims, &[7u8; 64]);
+        let outcome = tokio::spawn({
+            let token = token.clone();
+            let v = validator(&kube, &kube.issuer);
+            async move { v.validate(&token).await.map(|_| ()) }
+        })
+        .await;
+        let e = outcome
+            .unwrap_or_else(|p| panic!("{alg}: the bearer check panicked: {p}"))
+            .expect_err(alg);
+        assert!(
+            matches!(e, AuthError::Algorithm(_) | AuthError::BadSignature),
+            "{alg}: {e}"
+        );
+    }
+    assert!(v.validate(&good).await.is_ok());
+}
