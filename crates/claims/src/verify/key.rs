@@ -163,8 +163,14 @@ fn significant_bits(n: &[u8]) -> usize {
 }
 
 impl VerificationKey {
-    /// An RSA key from its big-endian modulus and exponent.
+    /// An RSA key from its big-endian modulus and exponent (leading zero bytes, as DER
+    /// integers carry them, are dropped: the crypto library wants minimal encodings).
     pub fn rsa(n: &[u8], e: &[u8]) -> Result<VerificationKey, KeyError> {
+        let minimal = |v: &[u8]| -> Vec<u8> {
+            let first = v.iter().position(|b| *b != 0).unwrap_or(v.len());
+            v[first..].to_vec()
+        };
+        let (n, e) = (&minimal(n)[..], &minimal(e)[..]);
         let bits = significant_bits(n);
         if bits == 0 || significant_bits(e) == 0 || n.len() > 2048 || e.len() > 16 {
             return Err(KeyError::Invalid("RSA modulus or exponent out of range"));
