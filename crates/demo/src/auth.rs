@@ -207,9 +207,7 @@ impl Validator {
                 url: source_url,
                 why: reason,
             },
-            VerifyError::KeyMismatch { .. } | VerifyError::BadSignature => {
-                AuthError::BadSignature
-            }
+            VerifyError::KeyMismatch { .. } | VerifyError::BadSignature => AuthError::BadSignature,
             VerifyError::Expired { exp } => AuthError::Expired(when(exp)),
             VerifyError::NotYetValid { nbf } => AuthError::NotYetValid(when(nbf)),
             VerifyError::IssuedInFuture { iat } => AuthError::NotYetValid(when(iat)),

@@ -20,8 +20,7 @@ pub enum IssuerError {
 /// A stored key set: at least one key, each usable and named by a `kid`.
 pub fn check_jwks(set: &JwkSet) -> Result<(), IssuerError> {
     let usable = |k: &agentid_claims::jwk::Jwk| {
-        k.kid.as_deref().is_some_and(|kid| !kid.is_empty())
-            && VerificationKey::from_jwk(k).is_ok()
+        k.kid.as_deref().is_some_and(|kid| !kid.is_empty()) && VerificationKey::from_jwk(k).is_ok()
     };
     if set.keys.is_empty() || !set.keys.iter().all(usable) {
         return Err(IssuerError::Jwks);

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use agentid_claims::Identity;
 use agentid_claims::jwt::{UnverifiedJwt, short_hash};
 use agentid_claims::verify::{
-    Alg, Audiences, FetchPolicy, Fetcher, Issuers, KeyCache, KeySource, RefreshPolicy,
-    SourceError, Typ, Verifier, VerifyError, WeakKeyCache,
+    Alg, Audiences, FetchPolicy, Fetcher, Issuers, KeyCache, KeySource, RefreshPolicy, SourceError,
+    Typ, Verifier, VerifyError, WeakKeyCache,
 };
 pub use agentid_claims::verify::{RefreshCount, Trigger};
 use serde_json::{Map, Value};
@@ -263,9 +263,7 @@ impl AuthFailure {
             VerifyError::KidMissing => Reason::KidMissing,
             VerifyError::KidUnknown(_) => Reason::KidUnknown,
             VerifyError::KeysUnavailable { .. } => Reason::JwksUnavailable,
-            VerifyError::KeyMismatch { .. } | VerifyError::BadSignature => {
-                Reason::SignatureInvalid
-            }
+            VerifyError::KeyMismatch { .. } | VerifyError::BadSignature => Reason::SignatureInvalid,
             VerifyError::Expired { .. } => Reason::TokenExpired,
             VerifyError::NotYetValid { .. } | VerifyError::IssuedInFuture { .. } => {
                 Reason::TokenNotYetValid
@@ -684,9 +682,10 @@ impl JwtAuth {
             .map_err(|e| AuthFailure::new(Reason::TokenMalformed, e.to_string()))?;
         // The header first, so that key-confusion tricks never reach a key lookup; every
         // provider allows the same algorithms.
-        let first = self.providers.first().ok_or_else(|| {
-            AuthFailure::new(Reason::IssuerMismatch, "no provider is configured")
-        })?;
+        let first = self
+            .providers
+            .first()
+            .ok_or_else(|| AuthFailure::new(Reason::IssuerMismatch, "no provider is configured"))?;
         first
             .verifier
             .check_header(&jwt)
@@ -695,7 +694,10 @@ impl JwtAuth {
         let Some(provider) = self.providers.iter().find(|p| p.issuer == iss) else {
             return Err(AuthFailure::new(
                 Reason::IssuerMismatch,
-                format!("issuer '{}' is not accepted here", iss.chars().take(200).collect::<String>()),
+                format!(
+                    "issuer '{}' is not accepted here",
+                    iss.chars().take(200).collect::<String>()
+                ),
             ));
         };
         let checked = provider

@@ -6,8 +6,7 @@ use crate::keys::KeyRing;
 use crate::state::StsState;
 use agentid_claims::UnverifiedJwt;
 use agentid_claims::verify::{
-    Alg, Audiences, Issuers, KeyLookup, KeyMatch, TokenUse, VerificationKey, Verifier,
-    VerifyError,
+    Alg, Audiences, Issuers, KeyLookup, KeyMatch, TokenUse, VerificationKey, Verifier, VerifyError,
 };
 use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value};

@@ -228,17 +228,18 @@ impl reqwest::dns::Resolve for PublicOnly {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
-            let public: Vec<SocketAddr> = all.iter().copied().filter(|a| is_public(a.ip())).collect();
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> =
+                all.iter().copied().filter(|a| is_public(a.ip())).collect();
             if public.is_empty() {
                 let shown = all
                     .first()
                     .map(|a| a.ip().to_string())
                     .unwrap_or_else(|| host.clone());
-                return Err(Box::new(FetchError::PrivateAddress(format!("{host} ({shown})")))
-                    as Box<dyn std::error::Error + Send + Sync>);
+                return Err(
+                    Box::new(FetchError::PrivateAddress(format!("{host} ({shown})")))
+                        as Box<dyn std::error::Error + Send + Sync>,
+                );
             }
             Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
         })
@@ -309,13 +310,33 @@ mod tests {
 
     #[test]
     fn public_and_private_addresses() {
-        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "100.64.0.1", "255.255.255.255", "224.0.0.1", "::1", "::", "fd00::1", "fe80::1",
-            "::ffff:127.0.0.1", "::ffff:169.254.169.254", "64:ff9b::7f00:1", "192.0.0.8",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::7f00:1",
+            "192.0.0.8",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }

@@ -292,7 +292,11 @@ impl KeySet {
     /// Parses `{"keys":[…]}`, skipping (with a warning) keys without a usable `kid` when
     /// `require_kid`, keys for encryption, and keys of unsupported types. No usable key is an
     /// error.
-    pub fn parse(bytes: &[u8], source_name: &str, require_kid: bool) -> Result<KeySet, KeySetError> {
+    pub fn parse(
+        bytes: &[u8],
+        source_name: &str,
+        require_kid: bool,
+    ) -> Result<KeySet, KeySetError> {
         let doc: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| KeySetError::NotJson(e.to_string()))?;
         let list = doc
@@ -304,9 +308,7 @@ impl KeySet {
         }
         let mut set = KeySet::default();
         for (i, raw) in list.iter().enumerate() {
-            let skip = |why: &str| {
-                tracing::warn!(jwks = %source_name, index = i, "JWKS key skipped: {why}")
-            };
+            let skip = |why: &str| tracing::warn!(jwks = %source_name, index = i, "JWKS key skipped: {why}");
             let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
                 skip("not a JWK");
                 continue;
@@ -403,7 +405,14 @@ mod tests {
     fn algorithms_fit_only_their_key_types() {
         let rsa = KeyKind::Rsa { bits: 2048 };
         let weak = KeyKind::Rsa { bits: 1024 };
-        for a in [Alg::RS256, Alg::RS384, Alg::RS512, Alg::PS256, Alg::PS384, Alg::PS512] {
+        for a in [
+            Alg::RS256,
+            Alg::RS384,
+            Alg::RS512,
+            Alg::PS256,
+            Alg::PS384,
+            Alg::PS512,
+        ] {
             assert!(a.fits(rsa) && !a.fits(weak));
             assert!(!a.fits(KeyKind::Ec(Curve::P256)) && !a.fits(KeyKind::Ec(Curve::P384)));
         }
@@ -411,7 +420,9 @@ mod tests {
         assert!(!Alg::ES256.fits(KeyKind::Ec(Curve::P384)) && !Alg::ES256.fits(rsa));
         assert!(Alg::ES384.fits(KeyKind::Ec(Curve::P384)));
         assert!(!Alg::ES384.fits(KeyKind::Ec(Curve::P256)) && !Alg::ES384.fits(rsa));
-        for name in ["none", "None", "HS256", "HS384", "HS512", "EdDSA", "rs256", "", "ES512"] {
+        for name in [
+            "none", "None", "HS256", "HS384", "HS512", "EdDSA", "rs256", "", "ES512",
+        ] {
             assert_eq!(Alg::parse(name), None, "{name}");
         }
     }
@@ -426,11 +437,23 @@ mod tests {
     #[test]
     fn key_sets_skip_unusable_keys() {
         let doc = br#"{"keys":[{"kty":"oct","kid":"a","k":"x"},{"kty":"EC","crv":"P-256","use":"enc","kid":"b","x":"x","y":"y"}]}"#;
-        assert_eq!(KeySet::parse(doc, "t", true).unwrap_err(), KeySetError::NoUsableKey);
-        assert_eq!(KeySet::parse(b"[]", "t", true).unwrap_err(), KeySetError::NoKeys);
-        assert!(matches!(KeySet::parse(b"nope", "t", true), Err(KeySetError::NotJson(_))));
+        assert_eq!(
+            KeySet::parse(doc, "t", true).unwrap_err(),
+            KeySetError::NoUsableKey
+        );
+        assert_eq!(
+            KeySet::parse(b"[]", "t", true).unwrap_err(),
+            KeySetError::NoKeys
+        );
+        assert!(matches!(
+            KeySet::parse(b"nope", "t", true),
+            Err(KeySetError::NotJson(_))
+        ));
         let many = format!(r#"{{"keys":[{}]}}"#, vec!["{}"; MAX_KEYS + 1].join(","));
-        assert_eq!(KeySet::parse(many.as_bytes(), "t", true).unwrap_err(), KeySetError::TooManyKeys);
+        assert_eq!(
+            KeySet::parse(many.as_bytes(), "t", true).unwrap_err(),
+            KeySetError::TooManyKeys
+        );
     }
 
     #[test]

@@ -194,7 +194,12 @@ impl KeyCache {
         fetch_policy: FetchPolicy,
         fetcher: Arc<Fetcher>,
     ) -> KeyCache {
-        KeyCache::build(KeySource::Url(url.to_string()), policy, fetch_policy, fetcher)
+        KeyCache::build(
+            KeySource::Url(url.to_string()),
+            policy,
+            fetch_policy,
+            fetcher,
+        )
     }
 
     /// A cache of keys found by OpenID Connect discovery (never fails: nothing is read yet).
@@ -204,7 +209,12 @@ impl KeyCache {
         fetch_policy: FetchPolicy,
         fetcher: Arc<Fetcher>,
     ) -> KeyCache {
-        KeyCache::build(KeySource::Discovery(discovery), policy, fetch_policy, fetcher)
+        KeyCache::build(
+            KeySource::Discovery(discovery),
+            policy,
+            fetch_policy,
+            fetcher,
+        )
     }
 
     fn build(
@@ -226,7 +236,10 @@ impl KeyCache {
                 refreshes: Default::default(),
             }),
         };
-        let remote = matches!(cache.inner.source, KeySource::Url(_) | KeySource::Discovery(_));
+        let remote = matches!(
+            cache.inner.source,
+            KeySource::Url(_) | KeySource::Discovery(_)
+        );
         if remote
             && cache.inner.policy.background
             && let Ok(rt) = tokio::runtime::Handle::try_current()
@@ -267,7 +280,12 @@ impl KeyCache {
 
     /// Usable keys in the current set (0 when never loaded).
     pub fn key_count(&self) -> usize {
-        self.inner.keys.load().as_ref().map(|s| s.len()).unwrap_or(0)
+        self.inner
+            .keys
+            .load()
+            .as_ref()
+            .map(|s| s.len())
+            .unwrap_or(0)
     }
 
     /// Whether the current set holds `kid` (no fetch).
@@ -344,7 +362,9 @@ impl KeyCache {
         let fetchable = matches!(inner.source, KeySource::Url(_) | KeySource::Discovery(_));
         if fetchable && (stale || !known) {
             let (trigger, floor) = match (&current, stale) {
-                (None, _) if !inner.policy.background => (Trigger::Startup, inner.policy.retry_floor),
+                (None, _) if !inner.policy.background => {
+                    (Trigger::Startup, inner.policy.retry_floor)
+                }
                 (None, _) => (Trigger::UnknownKid, inner.policy.retry_floor),
                 (Some(_), true) => (Trigger::Interval, inner.policy.retry_floor),
                 (Some(_), false) => (Trigger::UnknownKid, inner.policy.unknown_kid_floor),
@@ -355,7 +375,8 @@ impl KeyCache {
                 let task = Inner::refresh(inner.clone(), trigger, seen, Some(floor));
                 match tokio::runtime::Handle::try_current() {
                     Ok(rt) => {
-                        let _ = tokio::time::timeout(inner.fetch_policy.timeout, rt.spawn(task)).await;
+                        let _ =
+                            tokio::time::timeout(inner.fetch_policy.timeout, rt.spawn(task)).await;
                     }
                     Err(_) => task.await,
                 }
@@ -503,12 +524,13 @@ impl Inner {
             .get_bytes(&jwks_url, &self.fetch_policy)
             .await
             .map_err(|e| fetch_err(&jwks_url, e))?;
-        let mut set = KeySet::parse(&body, &jwks_url, self.policy.require_kid).map_err(|error| {
-            SourceError::KeySet {
-                name: jwks_url.clone(),
-                error,
-            }
-        })?;
+        let mut set =
+            KeySet::parse(&body, &jwks_url, self.policy.require_kid).map_err(|error| {
+                SourceError::KeySet {
+                    name: jwks_url.clone(),
+                    error,
+                }
+            })?;
         set.issuers = issuers;
         Ok(set)
     }

@@ -72,7 +72,10 @@ pub struct KeyMatch {
 /// STS's signing keys). An unknown `kid` is an empty [`KeyMatch`]; an unavailable source is
 /// [`VerifyError::KeysUnavailable`].
 pub trait KeyLookup: Send + Sync {
-    fn lookup(&self, kid: Option<&str>) -> impl Future<Output = Result<KeyMatch, VerifyError>> + Send;
+    fn lookup(
+        &self,
+        kid: Option<&str>,
+    ) -> impl Future<Output = Result<KeyMatch, VerifyError>> + Send;
 }
 
 impl KeyLookup for KeySet {
@@ -85,7 +88,10 @@ impl KeyLookup for KeySet {
 }
 
 impl<T: KeyLookup> KeyLookup for Arc<T> {
-    fn lookup(&self, kid: Option<&str>) -> impl Future<Output = Result<KeyMatch, VerifyError>> + Send {
+    fn lookup(
+        &self,
+        kid: Option<&str>,
+    ) -> impl Future<Output = Result<KeyMatch, VerifyError>> + Send {
         (**self).lookup(kid)
     }
 }
@@ -347,9 +353,9 @@ impl Verifier {
         let issuer_ok = match &self.issuers {
             Issuers::Any => true,
             Issuers::OneOf(list) => iss.is_some_and(|i| list.iter().any(|l| l == i)),
-            Issuers::Discovered { also } => iss.is_some_and(|i| {
-                discovered_issuers.iter().chain(also.iter()).any(|l| l == i)
-            }),
+            Issuers::Discovered { also } => {
+                iss.is_some_and(|i| discovered_issuers.iter().chain(also.iter()).any(|l| l == i))
+            }
         };
         if !issuer_ok {
             return Err(VerifyError::IssuerMismatch(shown(iss.unwrap_or(""))));
@@ -363,9 +369,12 @@ impl Verifier {
             }
         }
         if self.token_use == TokenUse::Access {
-            let client = ["azp", "appid"]
-                .iter()
-                .any(|c| claims.get(*c).and_then(Value::as_str).is_some_and(|v| !v.is_empty()));
+            let client = ["azp", "appid"].iter().any(|c| {
+                claims
+                    .get(*c)
+                    .and_then(Value::as_str)
+                    .is_some_and(|v| !v.is_empty())
+            });
             if !client {
                 return Err(VerifyError::WrongType("ID token".into()));
             }
@@ -388,8 +397,5 @@ fn audiences(claims: &Map<String, Value>) -> Vec<&str> {
 
 /// A value from the token as it may appear in an error: at most 200 characters, no controls.
 fn shown(v: &str) -> String {
-    v.chars()
-        .filter(|c| !c.is_control())
-        .take(200)
-        .collect()
+    v.chars().filter(|c| !c.is_control()).take(200).collect()
 }

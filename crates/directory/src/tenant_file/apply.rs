@@ -492,7 +492,8 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
             (None, None) => None,
         };
         if let Some((pem, key)) = &ca_bundle {
-            crate::issuers::check_ca_bundle(pem).map_err(|e| E::invalid(key.clone(), e.to_string()))?;
+            crate::issuers::check_ca_bundle(pem)
+                .map_err(|e| E::invalid(key.clone(), e.to_string()))?;
         }
         let jwks = jwks
             .map(|s| serde_json::to_string(&s))

@@ -69,7 +69,9 @@ fn parse_ca_bundle(v: &Value) -> GResult<Option<String>> {
             check_ca_bundle(pem).map_err(|e| GraphError::bad_request(format!("{e}.")))?;
             Ok(Some(pem.clone()))
         }
-        _ => Err(GraphError::bad_request("caBundle must be a string of PEM certificates.")),
+        _ => Err(GraphError::bad_request(
+            "caBundle must be a string of PEM certificates.",
+        )),
     }
 }
 

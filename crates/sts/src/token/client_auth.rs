@@ -5,13 +5,11 @@ use super::TokenRequest;
 use crate::error::{OAuthError, OAuthResult};
 use agentid_claims::guid::FmiPath;
 use agentid_claims::jwt::UnverifiedJwt;
+use agentid_claims::verify::{Alg, Curve, Typ, VerificationKey, Verifier, VerifyError};
 use agentid_claims::wellknown::{JWT_BEARER_ASSERTION_TYPE, TOKEN_EXCHANGE_APP_ID};
 use agentid_directory::model::{AppKind, Application, KeyCredential, ServicePrincipal};
 use agentid_directory::queries::ClientRecord;
 use agentid_directory::secrets::{ct_eq, sha256_hex};
-use agentid_claims::verify::{
-    Alg, Curve, Typ, VerificationKey, Verifier, VerifyError,
-};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use std::sync::Arc;

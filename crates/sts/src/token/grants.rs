@@ -402,9 +402,9 @@ pub async fn on_behalf_of(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
         .await
         .map_err(user_assertion_refusal)?;
     let user_id = tc.str_claim("oid").and_then(agentid_claims::guid::parse);
-    let Some(user_id) = user_id.filter(|_| {
-        tc.str_claim("idtyp") == Some("user") && tc.claims.contains_key("scp")
-    }) else {
+    let Some(user_id) =
+        user_id.filter(|_| tc.str_claim("idtyp") == Some("user") && tc.claims.contains_key("scp"))
+    else {
         return Err(OAuthError::assertion_not_user_token("not a user token"));
     };
     // Audience: the client itself, or for agents the parent blueprint (appId or an identifier URI).
