@@ -124,7 +124,10 @@ async fn rfc_8725_table() {
     let k = keys();
     let good = sign(RS256, "rsa", json!({}), &claims(json!({})));
     assert_eq!(check(&good, NOW).await, Ok(()));
-    assert_eq!(check(&sign(ES256, "ec", json!({}), &claims(json!({}))), NOW).await, Ok(()));
+    assert_eq!(
+        check(&sign(ES256, "ec", json!({}), &claims(json!({}))), NOW).await,
+        Ok(())
+    );
     let hs = |key: &[u8]| {
         jsonwebtoken::encode(
             &{
@@ -138,48 +141,174 @@ async fn rfc_8725_table() {
         .unwrap()
     };
     let cases: Vec<(&str, String, i64, VerifyError)> = vec![
-        ("alg none", forge(json!({"alg": "none", "kid": "rsa"}), &claims(json!({})), b""), NOW,
-            VerifyError::AlgNotAllowed("none".into())),
-        ("HS256 keyed with the PEM public key", hs(k.rsa_pem.as_bytes()), NOW,
-            VerifyError::AlgNotAllowed("HS256".into())),
-        ("HS256 keyed with the JWK", hs(k.rsa_jwk.to_string().as_bytes()), NOW,
-            VerifyError::AlgNotAllowed("HS256".into())),
-        ("ES256 header naming the RSA kid", forge(json!({"alg": "ES256", "kid": "rsa"}), &claims(json!({})), &[1; 64]), NOW,
-            VerifyError::KeyMismatch { kid: "rsa".into(), alg: "ES256".into() }),
-        ("RS256 header naming the EC kid", forge(json!({"alg": "RS256", "kid": "ec"}), &claims(json!({})), &[1; 256]), NOW,
-            VerifyError::KeyMismatch { kid: "ec".into(), alg: "RS256".into() }),
-        ("unknown kid", sign(RS256, "nope", json!({}), &claims(json!({}))), NOW,
-            VerifyError::KidUnknown("nope".into())),
-        ("path traversal kid", sign(RS256, "../../../../etc/passwd", json!({}), &claims(json!({}))), NOW,
-            VerifyError::KidUnknown("../../../../etc/passwd".into())),
-        ("SQL-ish kid", sign(RS256, "' OR '1'='1", json!({}), &claims(json!({}))), NOW,
-            VerifyError::KidUnknown("' OR '1'='1".into())),
-        ("no kid", forge(json!({"alg": "RS256"}), &claims(json!({})), &[1; 256]), NOW,
-            VerifyError::KidMissing),
-        ("crit", sign(RS256, "rsa", json!({"crit": ["exp"], "exp": 1}), &claims(json!({}))), NOW,
-            VerifyError::Crit),
-        ("wrong typ (DPoP proof)", sign(RS256, "rsa", json!({"typ": "dpop+jwt"}), &claims(json!({}))), NOW,
-            VerifyError::WrongType("dpop+jwt".into())),
-        ("ID token where an access token is due", sign(RS256, "rsa", json!({}), &claims(json!({"azp": null}))), NOW,
-            VerifyError::WrongType("ID token".into())),
-        ("T1 where an access token is due", sign(RS256, "rsa", json!({}), &claims(json!({"aud": [AUD, agentid_claims::wellknown::TOKEN_EXCHANGE_APP_ID]}))), NOW,
-            VerifyError::WrongType("token-exchange credential".into())),
-        ("another issuer", sign(RS256, "rsa", json!({}), &claims(json!({"iss": "https://evil.example/"}))), NOW,
-            VerifyError::IssuerMismatch("https://evil.example/".into())),
-        ("another audience", sign(RS256, "rsa", json!({}), &claims(json!({"aud": "api://other"}))), NOW,
-            VerifyError::AudienceMismatch(vec!["api://other".into()])),
-        ("tampered payload", {
-            let mut p: Vec<&str> = good.split('.').collect();
-            let evil = URL_SAFE_NO_PAD.encode(claims(json!({"sub": "admin"})).to_string());
-            p[1] = &evil;
-            p.join(".")
-        }, NOW, VerifyError::BadSignature),
-        ("expired at exactly exp + skew", good.clone(), NOW + 600 + 60, VerifyError::Expired { exp: NOW + 600 }),
-        ("not yet valid at nbf - skew - 1", good.clone(), NOW - 10 - 61, VerifyError::NotYetValid { nbf: NOW - 10 }),
-        ("no exp", sign(RS256, "rsa", json!({}), &claims(json!({"exp": null}))), NOW,
-            VerifyError::MissingClaim("exp".into())),
-        ("exp not a date", sign(RS256, "rsa", json!({}), &claims(json!({"exp": "tomorrow"}))), NOW,
-            VerifyError::BadDate("exp".into())),
+        (
+            "alg none",
+            forge(
+                json!({"alg": "none", "kid": "rsa"}),
+                &claims(json!({})),
+                b"",
+            ),
+            NOW,
+            VerifyError::AlgNotAllowed("none".into()),
+        ),
+        (
+            "HS256 keyed with the PEM public key",
+            hs(k.rsa_pem.as_bytes()),
+            NOW,
+            VerifyError::AlgNotAllowed("HS256".into()),
+        ),
+        (
+            "HS256 keyed with the JWK",
+            hs(k.rsa_jwk.to_string().as_bytes()),
+            NOW,
+            VerifyError::AlgNotAllowed("HS256".into()),
+        ),
+        (
+            "ES256 header naming the RSA kid",
+            forge(
+                json!({"alg": "ES256", "kid": "rsa"}),
+                &claims(json!({})),
+                &[1; 64],
+            ),
+            NOW,
+            VerifyError::KeyMismatch {
+                kid: "rsa".into(),
+                alg: "ES256".into(),
+            },
+        ),
+        (
+            "RS256 header naming the EC kid",
+            forge(
+                json!({"alg": "RS256", "kid": "ec"}),
+                &claims(json!({})),
+                &[1; 256],
+            ),
+            NOW,
+            VerifyError::KeyMismatch {
+                kid: "ec".into(),
+                alg: "RS256".into(),
+            },
+        ),
+        (
+            "unknown kid",
+            sign(RS256, "nope", json!({}), &claims(json!({}))),
+            NOW,
+            VerifyError::KidUnknown("nope".into()),
+        ),
+        (
+            "path traversal kid",
+            sign(
+                RS256,
+                "../../../../etc/passwd",
+                json!({}),
+                &claims(json!({})),
+            ),
+            NOW,
+            VerifyError::KidUnknown("../../../../etc/passwd".into()),
+        ),
+        (
+            "SQL-ish kid",
+            sign(RS256, "' OR '1'='1", json!({}), &claims(json!({}))),
+            NOW,
+            VerifyError::KidUnknown("' OR '1'='1".into()),
+        ),
+        (
+            "no kid",
+            forge(json!({"alg": "RS256"}), &claims(json!({})), &[1; 256]),
+            NOW,
+            VerifyError::KidMissing,
+        ),
+        (
+            "crit",
+            sign(
+                RS256,
+                "rsa",
+                json!({"crit": ["exp"], "exp": 1}),
+                &claims(json!({})),
+            ),
+            NOW,
+            VerifyError::Crit,
+        ),
+        (
+            "wrong typ (DPoP proof)",
+            sign(RS256, "rsa", json!({"typ": "dpop+jwt"}), &claims(json!({}))),
+            NOW,
+            VerifyError::WrongType("dpop+jwt".into()),
+        ),
+        (
+            "ID token where an access token is due",
+            sign(RS256, "rsa", json!({}), &claims(json!({"azp": null}))),
+            NOW,
+            VerifyError::WrongType("ID token".into()),
+        ),
+        (
+            "T1 where an access token is due",
+            sign(
+                RS256,
+                "rsa",
+                json!({}),
+                &claims(json!({"aud": [AUD, agentid_claims::wellknown::TOKEN_EXCHANGE_APP_ID]})),
+            ),
+            NOW,
+            VerifyError::WrongType("token-exchange credential".into()),
+        ),
+        (
+            "another issuer",
+            sign(
+                RS256,
+                "rsa",
+                json!({}),
+                &claims(json!({"iss": "https://evil.example/"})),
+            ),
+            NOW,
+            VerifyError::IssuerMismatch("https://evil.example/".into()),
+        ),
+        (
+            "another audience",
+            sign(
+                RS256,
+                "rsa",
+                json!({}),
+                &claims(json!({"aud": "api://other"})),
+            ),
+            NOW,
+            VerifyError::AudienceMismatch(vec!["api://other".into()]),
+        ),
+        (
+            "tampered payload",
+            {
+                let mut p: Vec<&str> = good.split('.').collect();
+                let evil = URL_SAFE_NO_PAD.encode(claims(json!({"sub": "admin"})).to_string());
+                p[1] = &evil;
+                p.join(".")
+            },
+            NOW,
+            VerifyError::BadSignature,
+        ),
+        (
+            "expired at exactly exp + skew",
+            good.clone(),
+            NOW + 600 + 60,
+            VerifyError::Expired { exp: NOW + 600 },
+        ),
+        (
+            "not yet valid at nbf - skew - 1",
+            good.clone(),
+            NOW - 10 - 61,
+            VerifyError::NotYetValid { nbf: NOW - 10 },
+        ),
+        (
+            "no exp",
+            sign(RS256, "rsa", json!({}), &claims(json!({"exp": null}))),
+            NOW,
+            VerifyError::MissingClaim("exp".into()),
+        ),
+        (
+            "exp not a date",
+            sign(RS256, "rsa", json!({}), &claims(json!({"exp": "tomorrow"}))),
+            NOW,
+            VerifyError::BadDate("exp".into()),
+        ),
     ];
     for (name, token, now, want) in cases {
         assert_eq!(check(&token, now).await, Err(want), "{name}");
@@ -196,7 +325,10 @@ async fn rfc_8725_table() {
             "jwk": k.rsa_jwk, "x5c": ["MIIB"]}),
         &claims(json!({})),
     );
-    assert_eq!(check(&planted, NOW).await, Err(VerifyError::KidUnknown("attacker".into())));
+    assert_eq!(
+        check(&planted, NOW).await,
+        Err(VerifyError::KidUnknown("attacker".into()))
+    );
 }
 
 /// Header members with arbitrary JSON values.
@@ -207,9 +339,20 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|n| json!(n)),
         any::<f64>().prop_map(|f| json!(f)),
         ".{0,40}".prop_map(Value::String),
-        prop_oneof![Just("RS256"), Just("ES256"), Just("ES384"), Just("PS256"), Just("HS256"),
-            Just("none"), Just("EdDSA"), Just("rsa"), Just("ec"), Just(ISS), Just(AUD)]
-            .prop_map(|s| Value::String(s.into())),
+        prop_oneof![
+            Just("RS256"),
+            Just("ES256"),
+            Just("ES384"),
+            Just("PS256"),
+            Just("HS256"),
+            Just("none"),
+            Just("EdDSA"),
+            Just("rsa"),
+            Just("ec"),
+            Just(ISS),
+            Just(AUD)
+        ]
+        .prop_map(|s| Value::String(s.into())),
     ];
     leaf.prop_recursive(3, 24, 6, |inner| {
         prop_oneof![
@@ -225,11 +368,17 @@ fn object(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
         .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
 }
 
-const HEADER_KEYS: &[&str] = &["alg", "kid", "typ", "crit", "jku", "x5u", "x5c", "jwk", "x5t", "cty"];
-const CLAIM_KEYS: &[&str] = &["iss", "aud", "exp", "nbf", "iat", "azp", "appid", "sub", "tid", "scp"];
+const HEADER_KEYS: &[&str] = &[
+    "alg", "kid", "typ", "crit", "jku", "x5u", "x5c", "jwk", "x5t", "cty",
+];
+const CLAIM_KEYS: &[&str] = &[
+    "iss", "aud", "exp", "nbf", "iat", "azp", "appid", "sub", "tid", "scp",
+];
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
 }
 
 proptest! {
