@@ -176,7 +176,7 @@ mod tests {
         let t = format!("{}.{}.sig", b64(r#"{"alg":"none"}"#), b64(r#"{"sub":"x"}"#));
         let j = UnverifiedJwt::parse(&t).unwrap();
         let (message, signature) = j.signing_input();
-        assert_eq!(message, t[..t.len() - 4].as_bytes());
+        assert_eq!(message, &t.as_bytes()[..t.len() - 4]);
         assert_eq!(signature, "sig");
     }
 }

@@ -14,7 +14,7 @@
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -69,9 +69,12 @@ pub enum FetchError {
     NotJson(String),
 }
 
+/// Guarded clients by (private addresses allowed, SHA-256 of the CA bundle).
+type GuardedClients = Mutex<HashMap<(bool, Option<[u8; 32]>), reqwest::Client>>;
+
 enum Kind {
     Configured(reqwest::Client),
-    Guarded(Mutex<HashMap<(bool, Option<[u8; 32]>), reqwest::Client>>),
+    Guarded(GuardedClients),
 }
 
 /// Fetches documents under a [`FetchPolicy`]. Cheap to share (`Arc`).
@@ -267,8 +270,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (s[0] & 0xfe00) == 0xfc00 // unique local
                 || (s[0] & 0xffc0) == 0xfe80 // link-local
                 || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || v6 == Ipv6Addr::new(0, 0, 0, 0, 0, 0, 0, 1))
+                || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
         }
     }
 }
