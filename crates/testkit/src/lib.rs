@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod certs;
 pub mod db;
+pub mod hostile;
 pub mod kube;
 pub mod sts;
 
