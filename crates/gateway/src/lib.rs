@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod body;
 pub mod config;
+pub mod conn_guard;
 pub mod exchange;
 pub mod gateway;
 pub mod identity;
@@ -18,6 +19,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod obo;
 pub mod pipeline;
+pub mod request_path;
 pub mod router;
 pub mod rules;
 pub mod serve;

@@ -1,6 +1,7 @@
 //! The validated, compiled config: what the request path reads. Built once per load by
 //! `validate`, immutable afterwards, swapped atomically on reload.
 
+pub use super::upstream_tls::TargetEndpoint;
 use crate::jwt::JwtAuth;
 use crate::rules::{Expr, RuleSet};
 use regex::Regex;
@@ -79,6 +80,7 @@ pub struct Limits {
     pub max_request_header_bytes: usize,
     pub max_connections: usize,
     pub max_mcp_sessions: usize,
+    pub max_mcp_sessions_per_principal: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -267,7 +269,8 @@ pub enum AuthorityRewrite {
 }
 
 pub enum PathRewrite {
-    Full(String),
+    Full(crate::request_path::CanonicalPath),
+    /// Empty, or a canonical path without its trailing `/`.
     Prefix(String),
 }
 
@@ -397,10 +400,10 @@ pub struct McpTarget {
 }
 
 pub enum TargetTransport {
-    /// Streamable HTTP at this URL.
-    Http { url: url::Url },
+    /// Streamable HTTP at this URL, over the TLS composed at load (`upstream_tls`).
+    Http(TargetEndpoint),
     /// Legacy HTTP+SSE at this URL (the GET endpoint).
-    Sse { url: url::Url },
+    Sse(TargetEndpoint),
     Stdio {
         cmd: String,
         args: Vec<String>,

@@ -191,6 +191,12 @@ pub async fn mock_mcp(
     name: &'static str,
     tools: &'static [&'static str],
 ) -> (SocketAddr, Recorder) {
+    let (router, rec) = mcp_router(name, tools);
+    (serve(router).await, rec)
+}
+
+/// The router of [`mock_mcp`], to serve over another transport (TLS).
+pub fn mcp_router(name: &'static str, tools: &'static [&'static str]) -> (axum::Router, Recorder) {
     let rec = Recorder::default();
     #[derive(Clone)]
     struct S {
@@ -267,7 +273,7 @@ pub async fn mock_mcp(
             name,
             tools,
         });
-    (serve(router).await, rec)
+    (router, rec)
 }
 
 pub struct Gw {
