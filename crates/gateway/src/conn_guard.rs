@@ -8,14 +8,15 @@
 //!
 //! - has not presented its first request within `headerRead` of being accepted (TLS handshake
 //!   included), or
-//! - has moved no byte in either direction for `downstreamIdle` afterwards.
+//! - has moved no byte in either direction for `downstreamIdle` afterwards while no request
+//!   is being handled (a handler waiting on its upstream is bounded by the upstream timeouts).
 //!
 //! The connection is first asked to shut down gracefully (in-flight responses finish) and
 //! dropped if it has not within another `headerRead`.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -32,6 +33,17 @@ struct Clock {
     /// Milliseconds after `accepted` at which bytes last moved.
     last_activity_ms: AtomicU64,
     served: AtomicBool,
+    /// Requests whose handler has not returned yet.
+    in_flight: AtomicUsize,
+}
+
+/// Marks one request as being handled until dropped.
+pub struct Busy(Arc<Clock>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What the connection task should do at a check.
@@ -49,6 +61,7 @@ impl Guard {
                 accepted: Instant::now(),
                 last_activity_ms: AtomicU64::new(0),
                 served: AtomicBool::new(false),
+                in_flight: AtomicUsize::new(0),
             }),
         }
     }
@@ -58,10 +71,12 @@ impl Guard {
         self.inner.last_activity_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// A request head arrived (called by the service).
-    pub fn request_started(&self) {
+    /// A request head arrived (called by the service); hold the result while handling it.
+    pub fn request_started(&self) -> Busy {
         self.inner.served.store(true, Ordering::Relaxed);
+        self.inner.in_flight.fetch_add(1, Ordering::Relaxed);
         self.touch();
+        Busy(self.inner.clone())
     }
 
     /// Wraps the connection's byte stream so that reads and writes count as activity.
@@ -80,6 +95,9 @@ impl Guard {
             } else {
                 Verdict::Keep
             };
+        }
+        if self.inner.in_flight.load(Ordering::Relaxed) > 0 {
+            return Verdict::Keep;
         }
         let last = Duration::from_millis(self.inner.last_activity_ms.load(Ordering::Relaxed));
         if since_accept.saturating_sub(last) >= idle {
@@ -181,11 +199,13 @@ mod tests {
             g.verdict(Duration::ZERO, Duration::from_secs(600)),
             Verdict::Close(_)
         ));
-        g.request_started();
+        let busy = g.request_started();
         assert_eq!(
             g.verdict(Duration::ZERO, Duration::from_secs(600)),
             Verdict::Keep
         );
+        assert_eq!(g.verdict(Duration::ZERO, Duration::ZERO), Verdict::Keep);
+        drop(busy);
         assert!(matches!(
             g.verdict(Duration::ZERO, Duration::ZERO),
             Verdict::Close(_)

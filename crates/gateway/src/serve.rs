@@ -267,8 +267,9 @@ async fn accept_loop(
             let scheme = if tls.is_some() { "https" } else { "http" };
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let gw = svc_gw.clone();
-                svc_guard.request_started();
+                let busy = svc_guard.request_started();
                 async move {
+                    let _busy = busy;
                     let handled = std::panic::AssertUnwindSafe(crate::pipeline::handle(
                         gw.clone(),
                         port,

@@ -2,7 +2,8 @@
 //!
 //! One upstream serves an unauthenticated catch-all route, an unauthenticated `/public` route,
 //! a `/files` route whose CEL `authorization` denies `/files/secret…`, a `/v1/public` route
-//! that rewrites its prefix to `/public`, and a `/admin` route behind `jwtAuth`. The upstream
+//! that rewrites its prefix to `/public`, an LLM route (`/llm`, prefix rewritten away), an MCP
+//! route (`/mcp`, behind `jwtAuth`) and a `/admin` route behind `jwtAuth`. The upstream
 //! is a raw socket that records the request line exactly as the gateway wrote it (no HTTP
 //! library in between to normalise it), and the client writes its request lines raw too. Every
 //! hostile target must either be refused (400/414), stop at the admin route's 401 or the CEL
@@ -10,17 +11,12 @@
 
 mod support;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const ISS: &str = "https://issuer.paths.test";
-const AUD: &str = "api://paths";
 
 /// An HTTP/1.1 upstream that records each request line's target byte for byte and answers 200.
 #[derive(Clone, Default)]
@@ -88,33 +84,9 @@ async fn raw_get(gw: SocketAddr, target: &[u8], host: &str, token: Option<&str>)
         .unwrap_or_else(|| panic!("no status line in {head:?}"))
 }
 
-struct Signer {
-    enc: jsonwebtoken::EncodingKey,
-    jwk: serde_json::Value,
-}
-
-impl Signer {
-    fn new() -> Signer {
-        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let raw = kp.public_key_raw();
-        Signer {
-            enc: jsonwebtoken::EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
-            jwk: json!({"kty": "EC", "crv": "P-256", "kid": "k1",
-                "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65])}),
-        }
-    }
-
-    fn token(&self) -> String {
-        let now = chrono::Utc::now().timestamp();
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-        header.kid = Some("k1".into());
-        let claims = json!({"iss": ISS, "aud": AUD, "sub": "s", "exp": now + 600, "iat": now});
-        jsonwebtoken::encode(&header, &claims, &self.enc).unwrap()
-    }
-}
-
 async fn gateway(upstream: SocketAddr, signer: &Signer) -> Gw {
-    let jwks = json!({"keys": [signer.jwk]}).to_string();
+    let jwks = signer.jwks();
+    let (iss, aud) = (ISS, AUD);
     let config = format!(
         r#"
 binds:
@@ -127,8 +99,8 @@ binds:
       policies:
         jwtAuth:
           mode: strict
-          issuer: {ISS}
-          audiences: [{AUD}]
+          issuer: {iss}
+          audiences: [{aud}]
           jwks: '{jwks}'
     - name: public
       matches: [{{path: {{pathPrefix: /public}}}}]
@@ -146,6 +118,22 @@ binds:
       backends: [{{host: "{upstream}"}}]
       policies:
         urlRewrite: {{path: {{prefix: /public}}}}
+    - name: llm
+      matches: [{{path: {{pathPrefix: /llm}}}}]
+      backends:
+      - ai: {{name: llm, hostOverride: "{upstream}", provider: {{openAI: {{}}}}}}
+      policies:
+        urlRewrite: {{path: {{prefix: ""}}}}
+    - name: mcp
+      matches: [{{path: {{exact: /mcp}}}}]
+      backends:
+      - mcp: {{targets: [{{name: t, mcp: {{host: "http://{upstream}/mcp"}}}}]}}
+      policies:
+        jwtAuth:
+          mode: strict
+          issuer: {iss}
+          audiences: [{aud}]
+          jwks: '{jwks}'
     - name: everything-else
       backends: [{{host: "{upstream}"}}]
 "#
@@ -220,6 +208,19 @@ async fn hostile_paths_are_refused_or_forwarded_exactly_as_authorized() {
         (b"/v1/public", Forwarded("/public")),
         (b"/anything/else", Forwarded("/anything/else")),
         (b"/ADMIN", Forwarded("/ADMIN")),
+        // The LLM route builds its upstream URL from the rewritten canonical path.
+        (b"/llm/../admin", Refused(400)),
+        (b"/llm/%2e%2e/admin", Refused(400)),
+        (b"/llm/v1/..%2f..%2fadmin", Refused(400)),
+        (b"/llm//v1/models", Forwarded("/v1/models")),
+        (b"/llm/v1/%6Dodels", Forwarded("/v1/models")),
+        (b"/llm/v1/models?x='1'", Forwarded("/v1/models?x=%271%27")),
+        // The MCP route matches the canonical path, so its jwtAuth answers; nothing reaches
+        // the target.
+        (b"/public/../mcp", Refused(400)),
+        (b"/mcp/..", Refused(400)),
+        (b"/%6Dcp", Refused(401)),
+        (b"//mcp", Refused(401)),
     ];
     let mut failures = Vec::new();
     for (target, expect) in &table {
@@ -231,6 +232,7 @@ async fn hostile_paths_are_refused_or_forwarded_exactly_as_authorized() {
             Forwarded(path) => status == 200 && seen == vec![path.to_string()],
         };
         if !ok {
+            let seen: Vec<String> = seen.iter().map(|s| s.chars().take(80).collect()).collect();
             failures.push(format!(
                 "{shown:.80}: expected {expect:?}, got {status} with upstream seeing {seen:?}"
             ));
@@ -270,7 +272,7 @@ async fn an_authorized_caller_reaches_exactly_the_canonical_admin_path() {
     let gw = gateway(up, &signer).await;
     let addr = gw.running.addr(3000);
     let host = addr.to_string();
-    let token = signer.token();
+    let token = signer.token("s");
     assert_eq!(raw_get(addr, b"/admin/x", &host, Some(&token)).await, 200);
     assert_eq!(
         raw_get(addr, b"//admin/%78", &host, Some(&token)).await,
