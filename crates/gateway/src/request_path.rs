@@ -43,7 +43,8 @@
 //! (the parser under the upstream HTTP client) leaves its path and query byte-identical;
 //! [`RequestTarget::upstream_url`] checks that on every request and refuses the request rather
 //! than forward a path it did not authorize. The property tests in `tests/properties.rs` and
-//! the attack table in `tests/paths.rs` hold the module to this.
+//! the attack table in `tests/paths.rs` hold the module to this; `docs/gateway-security.md`
+//! gives the same rules for operators.
 
 use std::fmt;
 
