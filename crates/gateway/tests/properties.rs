@@ -17,31 +17,34 @@ use serde_json::{Value, json};
 // ---------------------------------------------------------------------------------------------
 // Path normaliser
 
-/// Paths built from the pieces attacks are made of, plus arbitrary bytes.
+/// Paths built from the pieces attacks are made of, plus arbitrary characters; the harmless
+/// pieces weigh more so that over a third of the paths have a canonical form to check.
 fn hostile_path() -> impl Strategy<Value = String> {
     let piece = prop_oneof![
-        Just("/".to_string()),
-        Just("//".to_string()),
-        Just(".".to_string()),
-        Just("..".to_string()),
-        Just("%2e".to_string()),
-        Just("%2E".to_string()),
-        Just("%2f".to_string()),
-        Just("%2F".to_string()),
-        Just("%5c".to_string()),
-        Just("%25".to_string()),
-        Just("%".to_string()),
-        Just(";".to_string()),
-        Just("\\".to_string()),
-        Just("%00".to_string()),
-        Just("%41".to_string()),
-        Just("%c3%a9".to_string()),
-        Just("é".to_string()),
-        "[a-zA-Z0-9._~!$&'()*+,=:@-]{1,4}",
-        "[ -~]{1,3}",
-        any::<char>().prop_map(String::from),
+        12 => "[a-zA-Z0-9._~!$&'()*+,=:@-]{1,4}",
+        6 => Just("/".to_string()),
+        2 => Just("//".to_string()),
+        2 => Just("%41".to_string()),
+        2 => Just("%c3%a9".to_string()),
+        2 => Just("%25".to_string()),
+        1 => Just("%2e".to_string()),
+        1 => Just("é".to_string()),
+        1 => Just("...".to_string()),
+        1 => "[ \"<>{}|^`\\[\\]]",
+        1 => Just(".".to_string()),
+        1 => Just("..".to_string()),
+        1 => Just("%2E".to_string()),
+        1 => Just("%2f".to_string()),
+        1 => Just("%2F".to_string()),
+        1 => Just("%5c".to_string()),
+        1 => Just("%".to_string()),
+        1 => Just(";".to_string()),
+        1 => Just("\\".to_string()),
+        1 => Just("%00".to_string()),
+        1 => "[ -~]{1,3}",
+        1 => any::<char>().prop_map(String::from),
     ];
-    prop::collection::vec(piece, 0..16).prop_map(|parts| format!("/{}", parts.concat()))
+    prop::collection::vec(piece, 0..12).prop_map(|parts| format!("/{}", parts.concat()))
 }
 
 fn segments(path: &str) -> Vec<&str> {
