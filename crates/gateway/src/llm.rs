@@ -12,7 +12,6 @@ use crate::rules::LlmInfo;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,21 +31,10 @@ pub async fn handle(
 ) -> Response<Body> {
     let (parts, incoming) = req.into_parts();
     let limit = snap.settings.limits.llm_request_body_bytes;
-    let bytes = match http_body_util::Limited::new(incoming, limit)
-        .collect()
-        .await
-    {
-        Ok(c) => c.to_bytes(),
-        Err(_) => {
-            return llm_error(
-                gw,
-                ex,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                &format!("request body exceeds {limit} bytes"),
-                &ai,
-            );
-        }
+    let within = snap.settings.timeouts.request_body;
+    let bytes = match body::read_limited(incoming, limit, within).await {
+        Ok(b) => b,
+        Err(e) => return llm_error(gw, ex, e.status(), e.code(), &e.to_string(), &ai),
     };
     let rewritten = match pipeline::rewrite_path(route, matched_prefix.as_deref(), &target) {
         Ok(t) => t,

@@ -51,20 +51,17 @@ pub async fn handle(
     let host = strip_port(&host_header).to_string();
     // The one canonical path and query (request_path): routing, policy, rewrite, audit and the
     // upstream URL all read it; a target without one is refused below.
-    let target = RequestTarget::from_uri(req.uri());
-    let canonical_uri = target
-        .as_ref()
-        .ok()
-        .and_then(|t| t.to_http_uri(req.uri()).ok());
+    let checked = RequestTarget::from_uri(req.uri())
+        .and_then(|t| t.to_http_uri(req.uri()).map(|uri| (t, uri)));
     let mut request_info = RequestInfo::from_http(
         req.method(),
-        canonical_uri.as_ref().unwrap_or(req.uri()),
+        checked.as_ref().map_or(req.uri(), |(_, uri)| uri),
         req.version(),
         headers,
         scheme,
         chrono::Utc::now(),
     );
-    if canonical_uri.is_none() {
+    if checked.is_err() {
         // Refused below: the audit event keeps a bounded copy of what was sent.
         request_info.path = truncate(&request_info.path, 512);
         request_info.path_and_query = truncate(&request_info.path_and_query, 512);
@@ -88,13 +85,9 @@ pub async fn handle(
         decision: Default::default(),
     };
 
-    let target = match (target, canonical_uri) {
-        (Ok(t), Some(_)) => t,
-        (Err(e), _) => return finish_error(&gw, &ex, e.status(), e.code(), &e.to_string()),
-        (Ok(_), None) => {
-            let e = PathError::Unstable;
-            return finish_error(&gw, &ex, e.status(), e.code(), &e.to_string());
-        }
+    let target = match checked {
+        Ok((target, _)) => target,
+        Err(e) => return finish_error(&gw, &ex, e.status(), e.code(), &e.to_string()),
     };
     if let (Some(authority), Some(host_value)) = (
         req.uri().authority(),

@@ -1,7 +1,8 @@
 //! Issue 10, item 9: the gateway's listener bounds what a connection may hold. A socket that
 //! never sends a request (or stops inside the HTTP/2 preface) is closed after `headerRead`, an
 //! HTTP/2 connection with no traffic after `downstreamIdle`, so silent sockets cannot keep the
-//! `maxConnections` permits from real clients.
+//! `maxConnections` permits from real clients; a request body that does not arrive within
+//! `requestBody` is answered 408.
 
 mod support;
 
@@ -16,12 +17,12 @@ async fn gateway() -> Gw {
         r#"
 agentid:
   limits: {{maxConnections: 2}}
-  timeouts: {{headerRead: 300ms, downstreamIdle: 500ms}}
+  timeouts: {{headerRead: 300ms, downstreamIdle: 500ms, requestBody: 300ms}}
 binds:
 - port: 3000
   listeners:
   - routes:
-    - backends: [{{host: "{upstream}"}}]
+    - backends: [{{ai: {{name: m, hostOverride: "{upstream}", provider: {{openAI: {{}}}}}}}}]
 "#
     );
     Gw::start(&config, None).await
@@ -118,4 +119,31 @@ async fn an_idle_http2_connection_is_closed_after_downstream_idle() {
         .await
         .unwrap();
     assert!(closed_by_server(&mut tcp, Duration::from_secs(10)).await);
+}
+
+#[tokio::test]
+async fn a_request_body_that_never_completes_is_answered_408() {
+    let gw = gateway().await;
+    let addr = gw.running.addr(3000);
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"model\":",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match sock.read(&mut buf).await {
+                Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the gateway answers instead of waiting for the body");
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
 }

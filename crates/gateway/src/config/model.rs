@@ -93,6 +93,8 @@ pub struct Timeouts {
     pub llm_response_headers: Duration,
     pub http_response_headers: Duration,
     pub token_exchange: Duration,
+    /// Reading a whole MCP or LLM request body.
+    pub request_body: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -537,6 +537,7 @@ pub struct AgentidTimeouts {
     pub llm_response_headers: Option<String>,
     pub http_response_headers: Option<String>,
     pub token_exchange: Option<String>,
+    pub request_body: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

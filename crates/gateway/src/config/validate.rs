@@ -344,6 +344,11 @@ impl V<'_> {
                 &t.token_exchange,
                 Duration::from_secs(10),
             )?,
+            request_body: dur(
+                &format!("{p}.requestBody"),
+                &t.request_body,
+                Duration::from_secs(60),
+            )?,
         };
         let inject_stream_usage = match a
             .llm

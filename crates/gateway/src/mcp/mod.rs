@@ -18,7 +18,6 @@ use crate::gateway::Gateway;
 use crate::rules::{self, EvalContext, Level, McpInfo, McpItem};
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -230,18 +229,17 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Respon
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let limit = cx.snap.settings.limits.mcp_request_body_bytes;
-    let bytes = match http_body_util::Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-    {
-        Ok(c) => c.to_bytes(),
-        Err(_) => {
-            return body::gateway_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                &format!("MCP request body exceeds {limit} bytes"),
-                &ex.correlation_id,
-            );
+    let within = cx.snap.settings.timeouts.request_body;
+    let bytes = match body::read_limited(req.into_body(), limit, within).await {
+        Ok(b) => b,
+        Err(e) => {
+            let message = match &e {
+                body::ReadBodyError::TooLarge { limit } => {
+                    format!("MCP request body exceeds {limit} bytes")
+                }
+                other => other.to_string(),
+            };
+            return body::gateway_error(e.status(), e.code(), &message, &ex.correlation_id);
         }
     };
     let data = json!({"correlationId": ex.correlation_id});
