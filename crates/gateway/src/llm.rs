@@ -130,18 +130,10 @@ pub async fn handle(
     };
 
     let tls = policy.tls.is_some() || default_tls;
-    let tls_policy = policy.tls.clone().or_else(|| {
-        default_tls.then(|| {
-            Arc::new(TlsPolicy {
-                root: None,
-                hostname: None,
-                cert: None,
-                key: None,
-                insecure: false,
-                insecure_host: false,
-            })
-        })
-    });
+    let tls_policy = policy
+        .tls
+        .clone()
+        .or_else(|| default_tls.then(crate::config::upstream_tls::system_roots));
     // The composed path (override, provider form, or the client's canonical path) is checked
     // once more: the upstream receives it byte for byte or not at all.
     let url = match RequestTarget::parse(&upstream_path).and_then(|t| {

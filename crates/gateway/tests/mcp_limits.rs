@@ -4,7 +4,6 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
 use support::*;
 
 async fn gateway(signer: &Signer, per_principal: usize, total: usize) -> Gw {
@@ -34,18 +33,6 @@ binds:
 
 fn init(id: u64) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
-}
-
-/// Polls the audit log until `query` finds at least `n` events.
-async fn audit_events(gw: &Gw, query: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let events = gw.audit(query).await;
-        if events.len() >= n || Instant::now() > deadline {
-            return events;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -85,7 +72,7 @@ async fn one_principal_cannot_take_every_session() {
     let _a3 = gw.mcp_session(3000, &alice).await;
 
     // Every refusal is audited.
-    let denied = audit_events(&gw, "kind=mcp&decision=deny", 2).await;
+    let denied = gw.audit_until("kind=mcp&decision=deny", 2).await;
     let reasons: Vec<(&str, u64)> = denied
         .iter()
         .map(|e| {

@@ -167,6 +167,16 @@ async fn tool_names(gw: &Gw) -> Vec<String> {
     names
 }
 
+/// Both targets' tools are listed through the gateway, and each server saw TLS only.
+async fn both_listed_over_tls(gw: &Gw, ms: &TlsMcp, exa: &TlsMcp) {
+    assert_eq!(
+        tool_names(gw).await,
+        ["exa-ai_web_search_exa", "microsoft_docs_search"]
+    );
+    ms.assert_tls_only();
+    exa.assert_tls_only();
+}
+
 /// The guide's MCP route (seed-agentgateway.yaml): two `{host, port, path}` targets and
 /// `backendTLS` where `tls_at` puts it.
 fn guide_route(ms: u16, exa: u16, route_tls: &str, backend_tls: &str, target_tls: &str) -> String {
@@ -214,12 +224,7 @@ async fn the_guides_route_level_backend_tls_reaches_tls_targets_with_the_ca_file
     let exa = TlsMcp::start(&ca, &["localhost"], "exa-ai", &["web_search_exa"]).await;
     let config = guide_route(ms.port(), exa.port(), "backendTLS: {}", "", "");
     let gw = Gw::start(&config, Some(ca.file())).await;
-    assert_eq!(
-        tool_names(&gw).await,
-        ["exa-ai_web_search_exa", "microsoft_docs_search"]
-    );
-    ms.assert_tls_only();
-    exa.assert_tls_only();
+    both_listed_over_tls(&gw, &ms, &exa).await;
 }
 
 #[tokio::test]
@@ -237,13 +242,7 @@ async fn backend_tls_applies_from_the_route_the_backend_or_the_target() {
         let config = guide_route(ms.port(), exa.port(), route_tls, backend_tls, target_tls);
         // No --ca-file: only backendTLS.root makes the test CA trusted.
         let gw = Gw::start(&config, None).await;
-        assert_eq!(
-            tool_names(&gw).await,
-            ["exa-ai_web_search_exa", "microsoft_docs_search"],
-            "{config}"
-        );
-        ms.assert_tls_only();
-        exa.assert_tls_only();
+        both_listed_over_tls(&gw, &ms, &exa).await;
     }
 }
 
@@ -265,12 +264,7 @@ async fn backend_tls_hostname_is_the_name_the_certificate_must_carry() {
         .replacen("TARGET_NAME", "learn.microsoft.com", 1)
         .replacen("TARGET_NAME", "mcp.exa.ai", 1);
     let gw = Gw::start(&config, Some(ca.file())).await;
-    assert_eq!(
-        tool_names(&gw).await,
-        ["exa-ai_web_search_exa", "microsoft_docs_search"]
-    );
-    ms.assert_tls_only();
-    exa.assert_tls_only();
+    both_listed_over_tls(&gw, &ms, &exa).await;
 }
 
 #[tokio::test]

@@ -276,7 +276,8 @@ pub enum PathRewrite {
     Prefix(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// `backendTLS`; the default is `backendTLS: {}` (system roots, full verification).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TlsPolicy {
     pub root: Option<PathBuf>,
     pub hostname: Option<String>,

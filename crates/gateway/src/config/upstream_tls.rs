@@ -20,14 +20,7 @@ pub fn compose(levels: &[Option<&Arc<TlsPolicy>>]) -> Option<Arc<TlsPolicy>> {
 
 /// TLS with the system roots (plus `--ca-file`) and full verification: `backendTLS: {}`.
 pub fn system_roots() -> Arc<TlsPolicy> {
-    Arc::new(TlsPolicy {
-        root: None,
-        hostname: None,
-        cert: None,
-        key: None,
-        insecure: false,
-        insecure_host: false,
-    })
+    Arc::new(TlsPolicy::default())
 }
 
 /// What a target connects with: its URL (scheme `https` exactly when `tls` is set) and TLS.

@@ -315,6 +315,18 @@ impl Gw {
         format!("http://{}{path}", self.running.admin.unwrap())
     }
 
+    /// Polls the audit log until `query` finds at least `n` events (or 10 s pass).
+    pub async fn audit_until(&self, query: &str, n: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let events = self.audit(query).await;
+            if events.len() >= n || std::time::Instant::now() > deadline {
+                return events;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn audit(&self, query: &str) -> Vec<Value> {
         let v: Value = self
             .http
