@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod body;
 pub mod config;
+pub mod conn_guard;
 pub mod exchange;
 pub mod gateway;
 /// Identity derivation lives in `agentid_claims`; re-exported so policies and audit keep one path.
@@ -19,6 +20,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod obo;
 pub mod pipeline;
+pub mod request_path;
 pub mod router;
 pub mod rules;
 pub mod serve;

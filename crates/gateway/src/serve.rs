@@ -189,6 +189,35 @@ pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
     })
 }
 
+/// Runs one connection until it ends, the gateway stops, or its `conn_guard::Guard` says it has
+/// been silent too long; then shuts it down gracefully, dropping it if that takes over
+/// `header_read`. (A macro: hyper-util's connection type over two stream types, in a spawned
+/// task, defeats the compiler's `Send` inference for a generic async fn.)
+macro_rules! drive {
+    ($conn:expr, $guard:expr, $header_read:expr, $idle:expr, $stop:expr) => {{
+        use crate::conn_guard::{Guard, Verdict};
+        let conn = $conn;
+        tokio::pin!(conn);
+        let interval = Guard::check_interval($header_read, $idle);
+        let finished = loop {
+            tokio::select! {
+                _ = conn.as_mut() => break true,
+                _ = $stop.changed() => break false,
+                _ = tokio::time::sleep(interval) => {
+                    if let Verdict::Close(why) = $guard.verdict($header_read, $idle) {
+                        tracing::debug!("closing a downstream connection: {why}");
+                        break false;
+                    }
+                }
+            }
+        };
+        if !finished {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout($header_read, conn).await;
+        }
+    }};
+}
+
 async fn accept_loop(
     gw: Arc<Gateway>,
     port: u16,
@@ -216,7 +245,11 @@ async fn accept_loop(
         let mut stop_conn = stop.clone();
         in_flight.spawn(async move {
             let _permit = permit;
-            let gauge = gw.metrics.connections.get_or_create(&vec![("bind".to_string(), port.to_string())]).clone();
+            let gauge = gw
+                .metrics
+                .connections
+                .get_or_create(&vec![("bind".to_string(), port.to_string())])
+                .clone();
             gauge.inc();
             let snap = gw.snapshot();
             let tls = snap
@@ -225,18 +258,35 @@ async fn accept_loop(
                 .find(|b| b.port == port)
                 .and_then(|b| b.listeners.iter().find_map(|l| l.tls.clone()));
             let header_read = snap.settings.timeouts.header_read;
+            let idle = snap.settings.timeouts.downstream_idle;
+            let header_bytes = snap.settings.limits.max_request_header_bytes;
             drop(snap);
+            let guard = crate::conn_guard::Guard::new();
             let svc_gw = gw.clone();
+            let svc_guard = guard.clone();
             let scheme = if tls.is_some() { "https" } else { "http" };
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let gw = svc_gw.clone();
+                let busy = svc_guard.request_started();
                 async move {
-                    let handled = std::panic::AssertUnwindSafe(crate::pipeline::handle(gw.clone(), port, req, peer, scheme));
+                    let _busy = busy;
+                    let handled = std::panic::AssertUnwindSafe(crate::pipeline::handle(
+                        gw.clone(),
+                        port,
+                        req,
+                        peer,
+                        scheme,
+                    ));
                     match futures_util::FutureExt::catch_unwind(handled).await {
                         Ok(resp) => Ok::<_, std::convert::Infallible>(resp),
                         Err(_) => {
                             gw.metrics.panics.inc();
-                            Ok(body::gateway_error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error", ""))
+                            Ok(body::gateway_error(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "internal_error",
+                                "internal error",
+                                "",
+                            ))
                         }
                     }
                 }
@@ -245,26 +295,35 @@ async fn accept_loop(
             builder
                 .http1()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_read);
+                .header_read_timeout(header_read)
+                .max_buf_size(header_bytes.max(crate::config::MIN_REQUEST_HEADER_BYTES));
+            builder
+                .http2()
+                .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX));
+            let stream = guard.watch(stream);
             match tls {
                 Some(config) => {
-                    let acceptor = tokio_rustls_acceptor(config);
-                    if let Ok(Ok(tls_stream)) = tokio::time::timeout(header_read, acceptor.accept(stream)).await {
-                        let conn = builder.serve_connection(TokioIo::new(tls_stream), service);
-                        tokio::pin!(conn);
-                        tokio::select! {
-                            _ = conn.as_mut() => {}
-                            _ = stop_conn.changed() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
-                        }
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    if let Ok(Ok(tls_stream)) =
+                        tokio::time::timeout(header_read, acceptor.accept(stream)).await
+                    {
+                        drive!(
+                            builder.serve_connection(TokioIo::new(tls_stream), service),
+                            guard,
+                            header_read,
+                            idle,
+                            stop_conn
+                        );
                     }
                 }
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = stop_conn.changed() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
-                    }
+                    drive!(
+                        builder.serve_connection(TokioIo::new(stream), service),
+                        guard,
+                        header_read,
+                        idle,
+                        stop_conn
+                    );
                 }
             }
             gauge.dec();
@@ -273,25 +332,6 @@ async fn accept_loop(
     }
     drop(listener);
     while in_flight.join_next().await.is_some() {}
-}
-
-fn tokio_rustls_acceptor(config: Arc<rustls::ServerConfig>) -> TlsAcceptor {
-    TlsAcceptor(config)
-}
-
-/// A minimal rustls acceptor over tokio streams (the workspace's tokio-rustls is not a
-/// dependency of this crate; hyper-rustls is not needed for one call).
-struct TlsAcceptor(Arc<rustls::ServerConfig>);
-
-impl TlsAcceptor {
-    async fn accept(
-        &self,
-        stream: tokio::net::TcpStream,
-    ) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
-        tokio_rustls::TlsAcceptor::from(self.0.clone())
-            .accept(stream)
-            .await
-    }
 }
 
 #[derive(Clone, Copy)]
