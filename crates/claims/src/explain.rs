@@ -1,7 +1,7 @@
 //! Plain-words explanation of a token's claims, for `agentid token decode`. Works on tokens
 //! from agentid and from Entra: it reads only documented claims and the documented facet values.
 
-use crate::facets::{AGENT_ID_USER, AGENT_IDENTITY, facet_set};
+use crate::identity::Identity;
 use crate::wellknown::TOKEN_EXCHANGE_APP_ID;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -19,9 +19,7 @@ pub fn explain(claims: &Map<String, Value>, now: i64) -> Vec<String> {
     let actor_name = s(claims, "app_displayname")
         .map(|n| format!(" (\"{n}\")"))
         .unwrap_or_default();
-    let act = facet_set(s(claims, "xms_act_fct"));
-    let sub = facet_set(s(claims, "xms_sub_fct"));
-    let idtyp = s(claims, "idtyp");
+    let id = Identity::derive(claims);
     let aud = match claims.get("aud") {
         Some(Value::String(a)) => a.clone(),
         Some(Value::Array(a)) => a
@@ -31,13 +29,9 @@ pub fn explain(claims: &Map<String, Value>, now: i64) -> Vec<String> {
             .join(", "),
         _ => "(none)".into(),
     };
-    let user = s(claims, "upn")
-        .or_else(|| s(claims, "preferred_username"))
-        .or_else(|| s(claims, "unique_name"))
-        .or_else(|| s(claims, "name"));
+    let user = id.user_upn.as_deref().or(id.user_name.as_deref());
     let oid = s(claims, "oid").unwrap_or("?");
-    let agent_acts = act.contains(&AGENT_IDENTITY);
-    let is_user = idtyp == Some("user") || (idtyp.is_none() && claims.contains_key("scp"));
+    let is_user = id.token_type.as_deref() == Some("user");
 
     let kind = if aud == TOKEN_EXCHANGE_APP_ID
         && s(claims, "sub").is_some_and(|x| x.starts_with("/eid1/"))
@@ -47,13 +41,13 @@ pub fn explain(claims: &Map<String, Value>, now: i64) -> Vec<String> {
             s(claims, "sub").and_then(|x| x.rsplit('/').next()).unwrap_or("?")
         ));
         "T1"
-    } else if is_user && sub.contains(&AGENT_ID_USER) {
+    } else if id.is_agent_user {
         out.push(format!(
             "The subject is an agent's own user account {} (object {oid}); agent {actor}{actor_name} acts as it.",
             user.unwrap_or("?")
         ));
         "agent user"
-    } else if is_user && agent_acts {
+    } else if id.on_behalf_of_user {
         out.push(format!(
             "Agent {actor}{actor_name} acts on behalf of the user {} (object {oid}).",
             user.unwrap_or("?")
@@ -65,7 +59,7 @@ pub fn explain(claims: &Map<String, Value>, now: i64) -> Vec<String> {
             user.unwrap_or("?")
         ));
         "user"
-    } else if agent_acts || sub.contains(&AGENT_IDENTITY) {
+    } else if id.autonomous {
         out.push(format!(
             "Agent {actor}{actor_name} acts as itself (no user is involved)."
         ));

@@ -3,10 +3,11 @@
 //! Consumers must treat facet claims as unordered sets of integers and rely only on the
 //! documented values ([`AGENT_IDENTITY`], [`AGENT_ID_USER`]); the rest is emitted for realism.
 
-/// Facet value documented by Microsoft: the actor or subject is an agent identity.
-pub const AGENT_IDENTITY: u32 = 11;
+/// Facet value documented by Microsoft: the actor or subject is an agent identity. Facets are
+/// `i64` because policies (CEL) see them as ints.
+pub const AGENT_IDENTITY: i64 = 11;
 /// Facet value documented by Microsoft: the subject is an agent's user account.
-pub const AGENT_ID_USER: u32 = 13;
+pub const AGENT_ID_USER: i64 = 13;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenKind {
@@ -79,13 +80,4 @@ impl TokenKind {
             TokenKind::AppObo => "application on-behalf-of token",
         }
     }
-}
-
-/// Parses a facet claim value into its set of integers, ignoring anything that is not one.
-pub fn facet_set(value: Option<&str>) -> Vec<u32> {
-    value
-        .unwrap_or("")
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect()
 }

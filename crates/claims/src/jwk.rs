@@ -1,6 +1,5 @@
 //! JSON Web Keys, as published in a JWKS and as stored for trusted issuers.
 
-use jsonwebtoken::DecodingKey;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -34,8 +33,12 @@ pub struct JwkSet {
 }
 
 impl Jwk {
-    /// The verification key, or `None` for key types agentid does not accept.
-    pub fn decoding_key(&self) -> Option<DecodingKey> {
+    /// The raw jsonwebtoken key, for callers that hold their own keys (the STS's key ring).
+    /// Verifiers use [`crate::verify::VerificationKey::from_jwk`], which also knows what the
+    /// key may verify.
+    #[cfg(feature = "verify")]
+    pub fn decoding_key(&self) -> Option<jsonwebtoken::DecodingKey> {
+        use jsonwebtoken::DecodingKey;
         match self.kty.as_str() {
             "RSA" => DecodingKey::from_rsa_components(self.n.as_deref()?, self.e.as_deref()?).ok(),
             "EC" if self.crv.as_deref() == Some("P-256") => {

@@ -5,8 +5,12 @@
 pub mod explain;
 pub mod facets;
 pub mod guid;
+pub mod identity;
 pub mod jwk;
 pub mod jwt;
+#[cfg(feature = "verify")]
+pub mod verify;
 pub mod wellknown;
 
+pub use identity::Identity;
 pub use jwt::{JwtError, UnverifiedJwt};

@@ -3,17 +3,19 @@
 //! lifetime), refused with a 401 that says in identity terms what is wrong with it.
 
 use agentid_claims::UnverifiedJwt;
-use agentid_claims::jwk::JwkSet;
 use agentid_claims::jwt::short_hash;
+use agentid_claims::verify::{
+    Alg, Audiences, FetchPolicy, Fetcher, Issuers, KeyCache, RefreshPolicy, Typ, Verifier,
+    VerifyError,
+};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use http::StatusCode;
-use jsonwebtoken::Algorithm;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Which tokens a service accepts.
 #[derive(Debug, Clone)]
@@ -37,6 +39,9 @@ const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 /// Keys are refreshed at least this often even when every token's `kid` is known, so retired
 /// keys stop being accepted.
 const KEYS_TTL: Duration = Duration::from_secs(3600);
+/// While the authority's keys could not be fetched at all, a request tries again at most this
+/// often.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -50,6 +55,8 @@ pub enum AuthError {
     Malformed(String),
     #[error("the token is signed with '{0}'; only RS256 and ES256 tokens are accepted")]
     Algorithm(String),
+    #[error("the token's header asks for what this service does not support ({0})")]
+    Header(String),
     #[error(
         "the token's signing key ({0}) is not published by the trusted authority: it was not issued by it"
     )]
@@ -130,82 +137,48 @@ impl Caller {
     }
 }
 
-struct KeyCache {
-    keys: Arc<JwkSet>,
-    fetched: Option<Instant>,
-}
-
 /// Verifies bearer tokens against one authority; keeps that authority's keys cached.
 pub struct Validator {
     check: TokenCheck,
-    http: reqwest::Client,
-    // A tokio mutex held across the fetch: concurrent requests wait for one fetch, not many.
-    cache: tokio::sync::Mutex<KeyCache>,
+    keys: KeyCache,
+    verifier: Verifier,
 }
 
 impl Validator {
     pub fn new(check: TokenCheck, http: reqwest::Client) -> Self {
+        let keys = KeyCache::url(
+            &check.jwks_url,
+            RefreshPolicy {
+                max_age: KEYS_TTL,
+                unknown_kid_floor: REFETCH_INTERVAL,
+                retry_floor: RETRY_INTERVAL,
+                background: false,
+                require_kid: false,
+            },
+            FetchPolicy {
+                timeout: Duration::from_secs(10),
+                max_bytes: 1 << 20,
+                allow_http: true, // the URL was checked when the service started
+                allow_private: true,
+                ca_bundle: None,
+            },
+            Fetcher::configured(http),
+        );
+        let verifier = Verifier::new(&[Alg::RS256, Alg::ES256])
+            .issuers(Issuers::OneOf(vec![check.issuer.clone()]))
+            .audiences(Audiences::OneOf(vec![check.audience.clone()]))
+            .skew(SKEW_SECS)
+            .required_claims(&["exp"])
+            .typ(Typ::AccessToken);
         Self {
             check,
-            http,
-            cache: tokio::sync::Mutex::new(KeyCache {
-                keys: Arc::new(JwkSet::default()),
-                fetched: None,
-            }),
+            keys,
+            verifier,
         }
     }
 
     pub fn audience(&self) -> &str {
         &self.check.audience
-    }
-
-    async fn fetch(&self) -> Result<JwkSet, AuthError> {
-        let err = |why: String| AuthError::Keys {
-            url: self.check.jwks_url.clone(),
-            why,
-        };
-        let resp = self
-            .http
-            .get(&self.check.jwks_url)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| err(error_chain(&e)))?;
-        if !resp.status().is_success() {
-            return Err(err(format!("HTTP {}", resp.status())));
-        }
-        resp.json::<JwkSet>()
-            .await
-            .map_err(|e| err(format!("not a JWKS: {e}")))
-    }
-
-    /// The key set to verify a token with `kid` against, fetched when missing, stale, or
-    /// (rate-limited) when it does not know `kid`.
-    async fn keys_for(&self, kid: Option<&str>) -> Result<Arc<JwkSet>, AuthError> {
-        let mut cache = self.cache.lock().await;
-        let now = Instant::now();
-        let age = cache.fetched.map(|t| now.duration_since(t));
-        let unknown_kid = kid.is_some_and(|k| cache.keys.candidates(Some(k)).next().is_none());
-        let refetch = match age {
-            None => true,
-            Some(age) => age >= KEYS_TTL || (unknown_kid && age >= REFETCH_INTERVAL),
-        };
-        if refetch {
-            match self.fetch().await {
-                Ok(keys) => {
-                    tracing::debug!(url = %self.check.jwks_url, keys = keys.keys.len(), "fetched signing keys");
-                    cache.keys = Arc::new(keys);
-                    cache.fetched = Some(now);
-                }
-                // With keys in hand, a failed refresh keeps the old ones rather than refusing everyone.
-                Err(e) if cache.fetched.is_some() => {
-                    tracing::warn!(error = %e, "refreshing signing keys failed; keeping the cached ones");
-                    cache.fetched = Some(now);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(cache.keys.clone())
     }
 
     /// Checks `raw` and returns the parsed token.
@@ -215,63 +188,44 @@ impl Validator {
 
     pub async fn validate_at(&self, raw: &str, now: i64) -> Result<UnverifiedJwt, AuthError> {
         let jwt = UnverifiedJwt::parse(raw).map_err(|e| AuthError::Malformed(e.to_string()))?;
-        let alg_name = jwt.alg().unwrap_or("");
-        let alg = match alg_name {
-            "RS256" => Algorithm::RS256,
-            "ES256" => Algorithm::ES256,
-            other => return Err(AuthError::Algorithm(other.to_string())),
-        };
-        let kid = jwt.kid();
-        let keys = self.keys_for(kid).await?;
-        let mut tried = false;
-        let mut verified = false;
-        for key in keys.candidates(kid) {
-            let Some(dk) = key.decoding_key() else {
-                continue;
-            };
-            tried = true;
-            if jwt.verify(&dk, &[alg]).is_ok() {
-                verified = true;
-                break;
-            }
+        match self.verifier.verify(&jwt, &self.keys, now).await {
+            Ok(_) => Ok(jwt),
+            Err(e) => Err(self.refusal(e)),
         }
-        if !tried {
-            return Err(AuthError::UnknownKey(match kid {
-                Some(k) => format!("kid {k}"),
-                None => "no kid".into(),
-            }));
-        }
-        if !verified {
-            return Err(AuthError::BadSignature);
-        }
-        let iss = jwt.str_claim("iss").unwrap_or("(none)");
-        if iss != self.check.issuer {
-            return Err(AuthError::Issuer {
-                got: iss.to_string(),
+    }
+
+    fn refusal(&self, e: VerifyError) -> AuthError {
+        match e {
+            VerifyError::Malformed(why) | VerifyError::BadDate(why) => AuthError::Malformed(why),
+            VerifyError::MissingAlg => AuthError::Algorithm(String::new()),
+            VerifyError::AlgNotAllowed(alg) => AuthError::Algorithm(alg),
+            VerifyError::Crit => AuthError::Header("crit".into()),
+            VerifyError::WrongType(t) => AuthError::Header(format!("typ {t}")),
+            VerifyError::KidMissing => AuthError::UnknownKey("no kid".into()),
+            VerifyError::KidUnknown(kid) => AuthError::UnknownKey(format!("kid {kid}")),
+            VerifyError::KeysUnavailable { source_url, reason } => AuthError::Keys {
+                url: source_url,
+                why: reason,
+            },
+            VerifyError::KeyMismatch { .. } | VerifyError::BadSignature => AuthError::BadSignature,
+            VerifyError::Expired { exp } => AuthError::Expired(when(exp)),
+            VerifyError::NotYetValid { nbf } => AuthError::NotYetValid(when(nbf)),
+            VerifyError::IssuedInFuture { iat } => AuthError::NotYetValid(when(iat)),
+            VerifyError::MissingClaim(c) if c == "exp" => AuthError::NoExpiry,
+            VerifyError::MissingClaim(c) => AuthError::Malformed(format!("no {c} claim")),
+            VerifyError::IssuerMismatch(got) => AuthError::Issuer {
+                got: if got.is_empty() { "(none)".into() } else { got },
                 want: self.check.issuer.clone(),
-            });
-        }
-        let auds = jwt.audiences();
-        if !auds.contains(&self.check.audience.as_str()) {
-            return Err(AuthError::Audience {
+            },
+            VerifyError::AudienceMismatch(auds) => AuthError::Audience {
                 got: if auds.is_empty() {
                     "no audience".into()
                 } else {
                     auds.join(", ")
                 },
                 want: self.check.audience.clone(),
-            });
+            },
         }
-        let exp = jwt.time_claim("exp").ok_or(AuthError::NoExpiry)?;
-        if now > exp + SKEW_SECS {
-            return Err(AuthError::Expired(when(exp)));
-        }
-        if let Some(nbf) = jwt.time_claim("nbf")
-            && nbf > now + SKEW_SECS
-        {
-            return Err(AuthError::NotYetValid(when(nbf)));
-        }
-        Ok(jwt)
     }
 }
 
@@ -283,14 +237,7 @@ fn when(t: i64) -> String {
 
 /// reqwest's top-level error hides the cause (certificate, refused connection): show the chain.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
+    agentid_claims::verify::fetch::error_chain(e)
 }
 
 /// The bearer token of a request: `Ok(None)` when there is no Authorization header.

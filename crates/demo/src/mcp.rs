@@ -7,7 +7,7 @@
 //! tool handlers through the request context's extensions.
 
 use crate::auth::{Caller, error_chain};
-use agentid_claims::facets::{AGENT_IDENTITY, facet_set};
+use agentid_claims::Identity;
 use http::request::Parts;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::Extension;
@@ -70,26 +70,18 @@ fn s<'a>(c: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
     c.get(k).and_then(Value::as_str)
 }
 
-/// True when the token carries a signed-in user (delegated), as Entra marks it.
+/// True when the token carries a signed-in user (delegated), as the shared derivation says.
 fn is_user_token(c: &Map<String, Value>) -> bool {
-    match s(c, "idtyp") {
-        Some(t) => t == "user",
-        None => c.contains_key("scp"),
-    }
-}
-
-fn user_name(c: &Map<String, Value>) -> Option<&str> {
-    s(c, "upn")
-        .or_else(|| s(c, "preferred_username"))
-        .or_else(|| s(c, "unique_name"))
+    Identity::derive(c).token_type.as_deref() == Some("user")
 }
 
 /// Whose notes a call touches: the user (by tenant and object id) or, app-only, the application.
 fn owner_key(c: &Map<String, Value>) -> (String, String) {
     let tid = s(c, "tid").unwrap_or("");
-    if is_user_token(c) {
+    let id = Identity::derive(c);
+    if id.token_type.as_deref() == Some("user") {
         let oid = s(c, "oid").or_else(|| s(c, "sub")).unwrap_or("?");
-        let shown = user_name(c).unwrap_or(oid).to_string();
+        let shown = id.user_upn.as_deref().unwrap_or(oid).to_string();
         (format!("user:{tid}:{oid}"), shown)
     } else {
         let app = s(c, "azp").or_else(|| s(c, "appid")).unwrap_or("?");
@@ -99,15 +91,15 @@ fn owner_key(c: &Map<String, Value>) -> (String, String) {
 
 /// The caller as this server sees it, plus a one-line sentence saying who acts for whom.
 pub fn describe(c: &Map<String, Value>) -> (String, Value) {
-    let actor = s(c, "azp")
-        .or_else(|| s(c, "appid"))
-        .unwrap_or("an unknown client");
-    let is_agent = facet_set(s(c, "xms_act_fct")).contains(&AGENT_IDENTITY);
-    let user = is_user_token(c).then(|| {
+    let id = Identity::derive(c);
+    let actor = id.client.as_deref().unwrap_or("an unknown client");
+    let is_agent = id.is_agent;
+    let is_user = id.token_type.as_deref() == Some("user");
+    let user = is_user.then(|| {
         json!({
-            "oid": s(c, "oid"),
-            "upn": user_name(c),
-            "name": s(c, "name"),
+            "oid": id.user_oid,
+            "upn": id.user_upn,
+            "name": id.user_name,
         })
     });
     let scopes: Vec<&str> = s(c, "scp")
@@ -119,8 +111,8 @@ pub fn describe(c: &Map<String, Value>) -> (String, Value) {
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     let kind = if is_agent { "agent" } else { "application" };
-    let blueprint = s(c, "xms_par_app_azp");
-    let mut sentence = match (&user, user_name(c).or_else(|| s(c, "oid"))) {
+    let blueprint = id.blueprint.as_deref();
+    let mut sentence = match (&user, id.user_upn.as_deref().or(id.user_oid.as_deref())) {
         (Some(_), Some(u)) => format!("{kind} {actor} acting on behalf of {u}"),
         (Some(_), None) => format!("{kind} {actor} acting on behalf of a user"),
         (None, _) => format!("{kind} {actor} acting as itself (no signed-in user)"),
@@ -144,7 +136,7 @@ pub fn describe(c: &Map<String, Value>) -> (String, Value) {
         "blueprint": blueprint,
         "scopes": scopes,
         "roles": roles,
-        "tokenType": s(c, "idtyp").unwrap_or(if is_user_token(c) { "user" } else { "app" }),
+        "tokenType": id.token_type,
         "audience": audience,
         "issuer": s(c, "iss"),
         "tenantId": s(c, "tid"),

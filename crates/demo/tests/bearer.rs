@@ -110,3 +110,120 @@ async fn an_unreachable_authority_is_not_the_callers_fault() {
     let r = axum::response::IntoResponse::into_response(e);
     assert_eq!(r.status(), 503);
 }
+
+/// Issue 10 defect 2: an `ES256` header naming the issuer's RSA key used to reach
+/// `unreachable!` inside jsonwebtoken. It is a clean refusal now, and the next token is checked.
+#[tokio::test]
+async fn an_algorithm_that_does_not_fit_the_key_is_refused_without_a_panic() {
+    let kube = KubeIssuer::start().await;
+    let v = validator(&kube, &kube.issuer);
+    let good = kube.mint("ns", "sa", AUD, 600);
+    for alg in ["ES256", "ES384", "HS256", "PS256", "EdDSA"] {
+        let header = agentid_testkit::hostile::header_with(&good, &serde_json::json!({"alg": alg}));
+        let claims = agentid_testkit::hostile::claims_with(&good, &serde_json::json!({}));
+        let token = agentid_testkit::hostile::forge(&header, &claims, &[7u8; 64]);
+        let outcome = tokio::spawn({
+            let token = token.clone();
+            let v = validator(&kube, &kube.issuer);
+            async move { v.validate(&token).await.map(|_| ()) }
+        })
+        .await;
+        let e = outcome
+            .unwrap_or_else(|p| panic!("{alg}: the bearer check panicked: {p}"))
+            .expect_err(alg);
+        assert!(
+            matches!(e, AuthError::Algorithm(_) | AuthError::BadSignature),
+            "{alg}: {e}"
+        );
+    }
+    assert!(v.validate(&good).await.is_ok());
+}
+
+/// The adversarial table (RFC 8725) for the demo services' bearer check.
+#[tokio::test]
+async fn hostile_tokens_are_refused_with_their_reason() {
+    use agentid_testkit::hostile::{
+        INJECTED_KIDS, Recorder, claims_with, forge, header_with, hs256,
+    };
+    let kube = KubeIssuer::start().await;
+    let v = validator(&kube, &kube.issuer);
+    let recorder = Recorder::start().await;
+    let good = kube.mint("ns", "sa", AUD, 600);
+    let c = claims_with(&good, &serde_json::json!({}));
+    let h = |x: serde_json::Value| header_with(&good, &x);
+    let sig = good.rsplit('.').next().unwrap().to_string();
+    let resign = |header: serde_json::Value| format!("{}{sig}", forge(&header, &c, b""));
+    type Check = fn(&AuthError) -> bool;
+    let mut cases: Vec<(String, String, Check)> = vec![
+        (
+            "alg none".into(),
+            forge(&h(serde_json::json!({"alg": "none"})), &c, b""),
+            |e| matches!(e, AuthError::Algorithm(_)),
+        ),
+        (
+            "HS256 with the JWKS".into(),
+            hs256(
+                &h(serde_json::json!({"alg": "HS256"})),
+                &c,
+                kube.jwks_json().as_bytes(),
+            ),
+            |e| matches!(e, AuthError::Algorithm(_)),
+        ),
+        (
+            "ES256 on the RSA kid".into(),
+            forge(&h(serde_json::json!({"alg": "ES256"})), &c, &[7; 64]),
+            |e| matches!(e, AuthError::BadSignature),
+        ),
+        (
+            "jku/x5u".into(),
+            resign(h(
+                serde_json::json!({"kid": "attacker", "jku": recorder.url, "x5u": recorder.url}),
+            )),
+            |e| matches!(e, AuthError::UnknownKey(_)),
+        ),
+        (
+            "crit".into(),
+            resign(h(serde_json::json!({"crit": ["exp"]}))),
+            |e| matches!(e, AuthError::Header(_)),
+        ),
+        (
+            "typ dpop+jwt".into(),
+            resign(h(serde_json::json!({"typ": "dpop+jwt"}))),
+            |e| matches!(e, AuthError::Header(_)),
+        ),
+        (
+            "T1 audience".into(),
+            kube.mint("ns", "sa", "fb60f99c-7a34-4190-8149-302f77469936", 600),
+            |e| matches!(e, AuthError::Audience { .. }),
+        ),
+    ];
+    for kid in INJECTED_KIDS {
+        cases.push((
+            format!("kid {kid:?}"),
+            resign(h(serde_json::json!({"kid": kid}))),
+            |e| matches!(e, AuthError::UnknownKey(_)),
+        ));
+    }
+    let now = chrono::Utc::now().timestamp();
+    cases.push((
+        "expired at exp + skew".into(),
+        kube.mint_at("ns", "sa", AUD, now - 660, 600),
+        |e| matches!(e, AuthError::Expired(_)),
+    ));
+    cases.push((
+        "nbf beyond the skew".into(),
+        kube.mint_at("ns", "sa", AUD, now + 62, 600),
+        |e| matches!(e, AuthError::NotYetValid(_)),
+    ));
+    for (name, token, ok) in cases {
+        let e = v.validate(&token).await.expect_err(&name);
+        assert!(ok(&e), "{name}: {e}");
+    }
+    assert!(
+        v.validate(&kube.mint_at("ns", "sa", AUD, now - 657, 600))
+            .await
+            .is_ok()
+    );
+    assert!(v.validate(&good).await.is_ok(), "still answering");
+    assert_eq!(recorder.hits(), 0);
+}

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod builtin;
 pub mod device;
 pub mod error;
+pub mod issuers;
 pub mod keys;
 pub mod model;
 pub mod objects;

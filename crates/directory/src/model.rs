@@ -272,6 +272,8 @@ pub struct TrustedIssuer {
     pub issuer: String,
     pub jwks: Option<agentid_claims::jwk::JwkSet>,
     pub allow_http: bool,
+    /// PEM CA certificates the issuer's discovery and JWKS endpoints are served under.
+    pub ca_bundle: Option<String>,
 }
 
 /// A resource a token can be issued for: a service principal with its application's API.

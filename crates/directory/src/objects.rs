@@ -797,9 +797,12 @@ pub struct TrustedIssuerRow {
     pub description: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// PEM CA certificates for the issuer's discovery and JWKS endpoints.
+    pub ca_bundle: Option<String>,
 }
 
-const TI_COLS: &str = "id, issuer, jwks, allow_http, description, created_at, updated_at";
+const TI_COLS: &str =
+    "id, issuer, jwks, allow_http, description, created_at, updated_at, ca_bundle";
 
 impl Store {
     pub async fn trusted_issuers(&self, tenant: &Uuid) -> Result<Vec<TrustedIssuerRow>> {
@@ -832,7 +835,7 @@ impl Store {
         create: bool,
     ) -> Result<()> {
         let q = if create {
-            sqlx::query("INSERT INTO trusted_issuers (id, tenant_id, issuer, jwks, allow_http, description, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            sqlx::query("INSERT INTO trusted_issuers (id, tenant_id, issuer, jwks, allow_http, description, created_at, updated_at, ca_bundle) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
                 .bind(&t.id)
                 .bind(tenant.to_string())
                 .bind(&t.issuer)
@@ -841,12 +844,14 @@ impl Store {
                 .bind(&t.description)
                 .bind(t.created_at)
                 .bind(t.updated_at)
+                .bind(&t.ca_bundle)
         } else {
-            sqlx::query("UPDATE trusted_issuers SET jwks = $1, allow_http = $2, description = $3, updated_at = $4 WHERE id = $5 AND tenant_id = $6")
+            sqlx::query("UPDATE trusted_issuers SET jwks = $1, allow_http = $2, description = $3, updated_at = $4, ca_bundle = $5 WHERE id = $6 AND tenant_id = $7")
                 .bind(&t.jwks)
                 .bind(t.allow_http)
                 .bind(&t.description)
                 .bind(t.updated_at)
+                .bind(&t.ca_bundle)
                 .bind(&t.id)
                 .bind(tenant.to_string())
         };

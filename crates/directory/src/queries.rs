@@ -418,13 +418,13 @@ impl Store {
         tenant: &Uuid,
         issuer: &str,
     ) -> Result<Option<TrustedIssuer>> {
-        let row: Option<(String, Option<String>, i64)> =
-            sqlx::query_as("SELECT issuer, jwks, allow_http FROM trusted_issuers WHERE tenant_id = $1 AND issuer = $2")
+        let row: Option<(String, Option<String>, i64, Option<String>)> =
+            sqlx::query_as("SELECT issuer, jwks, allow_http, ca_bundle FROM trusted_issuers WHERE tenant_id = $1 AND issuer = $2")
                 .bind(tenant.to_string())
                 .bind(issuer)
                 .fetch_optional(self.pool())
                 .await?;
-        row.map(|(issuer, jwks, allow_http)| {
+        row.map(|(issuer, jwks, allow_http, ca_bundle)| {
             Ok(TrustedIssuer {
                 issuer,
                 jwks: jwks
@@ -432,6 +432,7 @@ impl Store {
                     .map(|j| json(j, "trusted issuer JWKS"))
                     .transpose()?,
                 allow_http: allow_http != 0,
+                ca_bundle,
             })
         })
         .transpose()

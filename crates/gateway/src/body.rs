@@ -49,3 +49,59 @@ pub fn gateway_error(
         }}),
     )
 }
+
+/// Why a request body could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBodyError {
+    #[error("request body exceeds {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("request body not received within {0}")]
+    Timeout(String),
+    #[error("request body could not be read: {0}")]
+    Broken(String),
+}
+
+impl ReadBodyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ReadBodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ReadBodyError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ReadBodyError::Broken(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReadBodyError::TooLarge { .. } => "request_too_large",
+            ReadBodyError::Timeout(_) => "request_timeout",
+            ReadBodyError::Broken(_) => "bad_request",
+        }
+    }
+}
+
+/// Reads a whole request body of at most `limit` bytes within `within`: a client that sends
+/// its body slowly holds a connection and a handler for `within` at most.
+pub async fn read_limited<B>(
+    body: B,
+    limit: usize,
+    within: std::time::Duration,
+) -> Result<Bytes, ReadBodyError>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let read = http_body_util::Limited::new(body, limit).collect();
+    match tokio::time::timeout(within, read).await {
+        Err(_) => Err(ReadBodyError::Timeout(crate::config::duration::render(
+            within,
+        ))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ReadBodyError::TooLarge { limit })
+        }
+        Ok(Err(e)) => Err(ReadBodyError::Broken(e.to_string())),
+    }
+}

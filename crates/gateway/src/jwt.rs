@@ -1,44 +1,46 @@
-//! Inbound JWT validation and JWKS caches (gateway.md §6).
+//! Inbound JWT validation (`jwtAuth`): the gateway's parameters over the shared verifier and
+//! key cache of `agentid_claims::verify`.
 //!
 //! API used by the rest of the gateway:
 //! - [`JwksRegistry::new`] once per process with the `agentid.jwt` [`JwtSettings`] and a
-//!   `reqwest::Client` (already configured with extra CA roots). It owns one cache per JWKS URL,
-//!   shared by every route and provider and surviving reloads while some compiled config uses
-//!   it, plus the verified-token cache (§6.2). [`JwksRegistry::metrics`] exposes the §12.1
+//!   `reqwest::Client` (already configured with extra CA roots). It owns one key cache per JWKS
+//!   URL, shared by every route and provider and surviving reloads while some compiled config
+//!   uses it, plus the verified-token cache. [`JwksRegistry::metrics`] exposes
 //!   `jwks_refreshes_total` / `jwks_keys` values as plain numbers for the prometheus wiring.
-//! - [`JwtAuth::compile`] per `jwtAuth` policy: checks the spec (§2.4 rule 8: file and inline key
-//!   sets are read and must hold a usable key; URLs must be https except loopback; only
+//! - [`JwtAuth::compile`] per `jwtAuth` policy: checks the spec (file and inline key sets are
+//!   read and must hold a usable key; URLs must be https except loopback; only
 //!   `exp nbf aud iss sub` are recognized `requiredClaims`). Compiling registers URL caches,
 //!   whose first fetch starts in the background (never blocking) when a tokio runtime is
 //!   running; without one (e.g. `--validate-only`) nothing is fetched.
 //! - [`JwtAuth::authenticate`] per request → [`AuthOutcome`]. The caller removes the
-//!   credential header from what goes upstream in every case (§6.1 step 10).
+//!   credential header from what goes upstream in every case.
 //! - [`JwtAuth::reload_files`] re-reads `jwks.file` sources (the caller watches the files).
 //!
 //! Tokens never appear in logs: a failure is logged with a short hash of the token only.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use agentid_claims::jwk::Jwk;
+use agentid_claims::Identity;
 use agentid_claims::jwt::{UnverifiedJwt, short_hash};
-use arc_swap::ArcSwapOption;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use agentid_claims::verify::{
+    Alg, Audiences, FetchPolicy, Fetcher, Issuers, KeyCache, KeySource, RefreshPolicy, SourceError,
+    Typ, Verifier, VerifyError, WeakKeyCache,
+};
+pub use agentid_claims::verify::{RefreshCount, Trigger};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-
-use crate::identity::Identity;
 
 /// Largest JWKS document accepted from a URL.
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
 /// Claims `requiredClaims` may name.
 const KNOWN_REQUIRED_CLAIMS: [&str; 5] = ["exp", "nbf", "aud", "iss", "sub"];
+
+/// The algorithms `jwtAuth` accepts.
+const ALGORITHMS: [Alg; 2] = [Alg::RS256, Alg::ES256];
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwtConfigError {
@@ -47,10 +49,7 @@ pub enum JwtConfigError {
     #[error("jwks.url '{url}' is not usable: {reason}")]
     JwksUrl { url: String, reason: String },
     #[error("jwks.file '{path}' cannot be read: {error}")]
-    JwksFile {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    JwksFile { path: PathBuf, error: String },
     #[error("JWKS from {source_name} is invalid: {reason}")]
     Jwks { source_name: String, reason: String },
     #[error(
@@ -61,7 +60,7 @@ pub enum JwtConfigError {
     Header(String),
 }
 
-/// `agentid.jwt` (§2.3).
+/// `agentid.jwt`.
 #[derive(Debug, Clone)]
 pub struct JwtSettings {
     pub clock_skew: Duration,
@@ -251,280 +250,48 @@ pub enum AuthOutcome {
     Rejected(AuthFailure),
 }
 
-// ---------------------------------------------------------------------------------------------
-// Key sets
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum KeyType {
-    Rsa { bits: usize },
-    EcP256,
-}
-
-struct UsableKey {
-    kind: KeyType,
-    alg: Option<String>,
-    use_: Option<String>,
-    key: DecodingKey,
-}
-
-/// A parsed key set: usable keys by `kid`.
-struct KeySet {
-    keys: HashMap<String, Arc<UsableKey>>,
-}
-
-fn rsa_bits(n_b64: &str) -> Option<usize> {
-    let n = URL_SAFE_NO_PAD.decode(n_b64.trim_end_matches('=')).ok()?;
-    let first = n.iter().position(|b| *b != 0)?;
-    let significant = &n[first..];
-    Some((significant.len() - 1) * 8 + (8 - significant[0].leading_zeros() as usize))
-}
-
-/// Parses `{"keys":[…]}`, skipping (with a warning) keys without `kid`, for encryption, or of
-/// unsupported types. Zero usable keys is an error.
-fn parse_key_set(bytes: &[u8], source_name: &str) -> Result<KeySet, String> {
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let Some(list) = doc.get("keys").and_then(Value::as_array) else {
-        return Err("no \"keys\" array".to_string());
-    };
-    let mut keys = HashMap::new();
-    for (i, raw) in list.iter().enumerate() {
-        let skip =
-            |why: &str| tracing::warn!(jwks = %source_name, index = i, "JWKS key skipped: {why}");
-        let jwk: Jwk = match serde_json::from_value(raw.clone()) {
-            Ok(k) => k,
-            Err(_) => {
-                skip("not a JWK");
-                continue;
+impl AuthFailure {
+    /// The refusal the shared verifier's error stands for.
+    fn from_verify(e: VerifyError) -> AuthFailure {
+        let reason = match &e {
+            VerifyError::Malformed(_)
+            | VerifyError::MissingAlg
+            | VerifyError::Crit
+            | VerifyError::WrongType(_)
+            | VerifyError::BadDate(_) => Reason::TokenMalformed,
+            VerifyError::AlgNotAllowed(_) => Reason::AlgNotAllowed,
+            VerifyError::KidMissing => Reason::KidMissing,
+            VerifyError::KidUnknown(_) => Reason::KidUnknown,
+            VerifyError::KeysUnavailable { .. } => Reason::JwksUnavailable,
+            VerifyError::KeyMismatch { .. } | VerifyError::BadSignature => Reason::SignatureInvalid,
+            VerifyError::Expired { .. } => Reason::TokenExpired,
+            VerifyError::NotYetValid { .. } | VerifyError::IssuedInFuture { .. } => {
+                Reason::TokenNotYetValid
             }
+            VerifyError::MissingClaim(_) => Reason::ClaimMissing,
+            VerifyError::IssuerMismatch(_) => Reason::IssuerMismatch,
+            VerifyError::AudienceMismatch(_) => Reason::AudienceMismatch,
         };
-        let Some(kid) = jwk.kid.clone().filter(|k| !k.is_empty()) else {
-            skip("no kid");
-            continue;
-        };
-        if jwk.use_.as_deref() == Some("enc") {
-            skip("use is enc");
-            continue;
-        }
-        let kind = match jwk.kty.as_str() {
-            "RSA" => match jwk.n.as_deref().and_then(rsa_bits) {
-                Some(bits) => KeyType::Rsa { bits },
-                None => {
-                    skip("RSA key without a modulus");
-                    continue;
-                }
-            },
-            "EC" if jwk.crv.as_deref() == Some("P-256") => KeyType::EcP256,
-            _ => {
-                skip("unsupported key type");
-                continue;
+        let message = match e {
+            VerifyError::AlgNotAllowed(a) => {
+                format!("algorithm '{a}' is not allowed (RS256, ES256)")
             }
+            VerifyError::KeysUnavailable { .. } => {
+                "the issuer's signing keys could not be loaded".to_string()
+            }
+            other => other.to_string(),
         };
-        let Some(key) = jwk.decoding_key() else {
-            skip("key material is invalid");
-            continue;
-        };
-        keys.insert(
-            kid,
-            Arc::new(UsableKey {
-                kind,
-                alg: jwk.alg.clone(),
-                use_: jwk.use_.clone(),
-                key,
-            }),
-        );
-    }
-    if keys.is_empty() {
-        return Err("no usable key (RSA or EC P-256 with a kid)".to_string());
-    }
-    Ok(KeySet { keys })
-}
-
-// ---------------------------------------------------------------------------------------------
-// URL caches
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    Startup,
-    Interval,
-    UnknownKid,
-}
-
-impl Trigger {
-    pub const ALL: [Trigger; 3] = [Trigger::Startup, Trigger::Interval, Trigger::UnknownKid];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Startup => "startup",
-            Trigger::Interval => "interval",
-            Trigger::UnknownKid => "unknown_kid",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
+        AuthFailure::new(reason, message)
     }
 }
 
-/// One `jwks_refreshes_total` series.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefreshCount {
-    pub trigger: &'static str,
-    /// `ok` | `error`.
-    pub result: &'static str,
-    pub count: u64,
-}
-
-/// §12.1 values for one JWKS URL.
+/// `jwks_refreshes_total` / `jwks_keys` of one JWKS URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwksMetrics {
     pub url: String,
     /// Usable keys in the current set (0 when never loaded).
     pub keys: usize,
     pub refreshes: Vec<RefreshCount>,
-}
-
-struct UrlCache {
-    url: String,
-    settings: JwtSettings,
-    http: reqwest::Client,
-    keys: ArcSwapOption<KeySet>,
-    /// Serializes fetches (single-flight).
-    fetch_lock: tokio::sync::Mutex<()>,
-    /// Completed fetch attempts; lets a waiter see that someone else fetched meanwhile.
-    generation: AtomicU64,
-    last_started: Mutex<Option<Instant>>,
-    /// [trigger][ok=0 / error=1]
-    refreshes: [[AtomicU64; 2]; 3],
-}
-
-enum Lookup {
-    Found(Arc<UsableKey>),
-    Unknown,
-    Unavailable,
-}
-
-impl UrlCache {
-    fn min_interval_passed(&self) -> bool {
-        let last = self.last_started.lock().map(|g| *g).unwrap_or(None);
-        match last {
-            None => true,
-            Some(t) => t.elapsed() >= self.settings.jwks_min_refresh_interval,
-        }
-    }
-
-    fn current(&self, kid: &str) -> Option<Arc<UsableKey>> {
-        self.keys.load().as_ref()?.keys.get(kid).cloned()
-    }
-
-    /// Fetches unless another fetch completed since `seen_generation` (single-flight).
-    async fn refresh(self: Arc<Self>, trigger: Trigger, seen_generation: u64) {
-        let _guard = self.fetch_lock.lock().await;
-        if self.generation.load(Ordering::Acquire) != seen_generation {
-            return;
-        }
-        if trigger == Trigger::UnknownKid && !self.min_interval_passed() {
-            return;
-        }
-        if let Ok(mut g) = self.last_started.lock() {
-            *g = Some(Instant::now());
-        }
-        let result = self.fetch().await;
-        let ok = match result {
-            Ok(set) => {
-                tracing::info!(jwks = %self.url, trigger = trigger.as_str(), keys = set.keys.len(), "JWKS loaded");
-                self.keys.store(Some(Arc::new(set)));
-                0
-            }
-            Err(e) => {
-                // The last good set stays in place.
-                tracing::warn!(jwks = %self.url, trigger = trigger.as_str(), error = %e, "JWKS fetch failed");
-                1
-            }
-        };
-        self.refreshes[trigger.index()][ok].fetch_add(1, Ordering::Relaxed);
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-
-    async fn fetch(&self) -> Result<KeySet, String> {
-        let mut resp = self
-            .http
-            .get(&self.url)
-            .timeout(self.settings.jwks_fetch_timeout)
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("HTTP {}", resp.status()));
-        }
-        if resp.content_length().unwrap_or(0) > MAX_JWKS_BYTES as u64 {
-            return Err("response larger than 1 MiB".to_string());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| format!("reading the body failed: {e}"))?
-        {
-            if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err("response larger than 1 MiB".to_string());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        parse_key_set(&body, &self.url)
-    }
-
-    /// §6.2: known kid → key; unknown → one refresh if allowed (or joins one in flight), then
-    /// look again.
-    async fn lookup(self: &Arc<Self>, kid: &str) -> Lookup {
-        if let Some(k) = self.current(kid) {
-            return Lookup::Found(k);
-        }
-        let seen = self.generation.load(Ordering::Acquire);
-        let in_flight = self.fetch_lock.try_lock().is_err();
-        if in_flight || self.min_interval_passed() {
-            // Spawned so that a caller giving up (timeout, client gone) never cancels a fetch
-            // other requests are waiting on.
-            let task = tokio::spawn(self.clone().refresh(Trigger::UnknownKid, seen));
-            let _ = tokio::time::timeout(self.settings.jwks_fetch_timeout, task).await;
-        }
-        match self.keys.load().as_ref() {
-            None => Lookup::Unavailable,
-            Some(set) => match set.keys.get(kid) {
-                Some(k) => Lookup::Found(k.clone()),
-                None => Lookup::Unknown,
-            },
-        }
-    }
-
-    fn metrics(&self) -> JwksMetrics {
-        let mut refreshes = Vec::new();
-        for t in Trigger::ALL {
-            for (i, result) in ["ok", "error"].into_iter().enumerate() {
-                refreshes.push(RefreshCount {
-                    trigger: t.as_str(),
-                    result,
-                    count: self.refreshes[t.index()][i].load(Ordering::Relaxed),
-                });
-            }
-        }
-        JwksMetrics {
-            url: self.url.clone(),
-            keys: self.keys.load().as_ref().map(|s| s.keys.len()).unwrap_or(0),
-            refreshes,
-        }
-    }
-}
-
-/// Background: the startup fetch, then one every `jwksRefreshInterval` while the cache is used.
-async fn refresh_loop(cache: Weak<UrlCache>, interval: Duration) {
-    let mut trigger = Trigger::Startup;
-    loop {
-        let Some(c) = cache.upgrade() else { return };
-        let seen = c.generation.load(Ordering::Acquire);
-        c.refresh(trigger, seen).await;
-        trigger = Trigger::Interval;
-        tokio::time::sleep(interval).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -536,11 +303,11 @@ struct CachedToken {
     source_id: Arc<str>,
 }
 
-/// Process-wide JWKS caches (one per URL) and the verified-token cache.
+/// Process-wide key caches (one per JWKS URL) and the verified-token cache.
 pub struct JwksRegistry {
     settings: JwtSettings,
-    http: reqwest::Client,
-    urls: Mutex<HashMap<String, Weak<UrlCache>>>,
+    fetcher: Arc<Fetcher>,
+    urls: Mutex<HashMap<String, WeakKeyCache>>,
     verified: Option<moka::future::Cache<[u8; 32], Arc<CachedToken>>>,
 }
 
@@ -555,7 +322,7 @@ impl moka::Expiry<[u8; 32], Arc<CachedToken>> for ExpireAtExp {
         value: &Arc<CachedToken>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        let until = value.verified.exp.saturating_sub(now_secs() as i64);
+        let until = value.verified.exp.saturating_sub(now_secs());
         Some(Duration::from_secs(until.max(0) as u64) + self.skew)
     }
 }
@@ -572,7 +339,7 @@ impl JwksRegistry {
         });
         Arc::new(JwksRegistry {
             settings,
-            http,
+            fetcher: Fetcher::configured(http),
             urls: Mutex::new(HashMap::new()),
             verified,
         })
@@ -582,45 +349,55 @@ impl JwksRegistry {
         &self.settings
     }
 
-    fn url_cache(&self, url: &str) -> Arc<UrlCache> {
-        let mut urls = match self.urls.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(existing) = urls.get(url).and_then(Weak::upgrade) {
-            return existing;
+    fn refresh_policy(&self) -> RefreshPolicy {
+        RefreshPolicy {
+            max_age: self.settings.jwks_refresh_interval,
+            unknown_kid_floor: self.settings.jwks_min_refresh_interval,
+            retry_floor: self.settings.jwks_min_refresh_interval,
+            background: true,
+            require_kid: true,
         }
-        let cache = Arc::new(UrlCache {
-            url: url.to_string(),
-            settings: self.settings.clone(),
-            http: self.http.clone(),
-            keys: ArcSwapOption::empty(),
-            fetch_lock: tokio::sync::Mutex::new(()),
-            generation: AtomicU64::new(0),
-            last_started: Mutex::new(None),
-            refreshes: Default::default(),
-        });
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(refresh_loop(
-                Arc::downgrade(&cache),
-                self.settings.jwks_refresh_interval,
-            ));
-        }
-        urls.retain(|_, w| w.strong_count() > 0);
-        urls.insert(url.to_string(), Arc::downgrade(&cache));
-        cache
     }
 
-    /// §12.1 values of every JWKS URL in use.
+    fn fetch_policy(&self) -> FetchPolicy {
+        FetchPolicy {
+            timeout: self.settings.jwks_fetch_timeout,
+            max_bytes: MAX_JWKS_BYTES,
+            allow_http: true, // checked at compile: loopback only
+            allow_private: true,
+            ca_bundle: None,
+        }
+    }
+
+    fn url_cache(&self, url: &str) -> Result<KeyCache, SourceError> {
+        let mut urls = self.urls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = urls.get(url).and_then(WeakKeyCache::upgrade) {
+            return Ok(existing);
+        }
+        let cache = KeyCache::new(
+            KeySource::Url(url.to_string()),
+            self.refresh_policy(),
+            self.fetch_policy(),
+            self.fetcher.clone(),
+        )?;
+        urls.retain(|_, w| w.is_alive());
+        urls.insert(url.to_string(), cache.downgrade());
+        Ok(cache)
+    }
+
+    /// `jwks_refreshes_total` / `jwks_keys` of every JWKS URL in use.
     pub fn metrics(&self) -> Vec<JwksMetrics> {
-        let urls = match self.urls.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let urls = self.urls.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<JwksMetrics> = urls
-            .values()
-            .filter_map(Weak::upgrade)
-            .map(|c| c.metrics())
+            .iter()
+            .filter_map(|(url, w)| {
+                let c = w.upgrade()?;
+                Some(JwksMetrics {
+                    url: url.clone(),
+                    keys: c.key_count(),
+                    refreshes: c.refresh_counts(),
+                })
+            })
             .collect();
         out.sort_by(|a, b| a.url.cmp(&b.url));
         out
@@ -641,103 +418,19 @@ impl JwksRegistry {
 // ---------------------------------------------------------------------------------------------
 // Compiled policy
 
-enum KeySource {
-    Url(Arc<UrlCache>),
-    Static {
-        keys: arc_swap::ArcSwap<KeySet>,
-        path: Option<PathBuf>,
-    },
-}
-
 struct Provider {
     issuer: String,
-    audiences: Vec<String>,
-    required: Vec<String>,
-    keys: KeySource,
+    verifier: Verifier,
+    keys: KeyCache,
     /// Identifies the key source in the verified-token cache.
     source_id: Arc<str>,
 }
 
-impl Provider {
-    async fn lookup(&self, kid: &str) -> Lookup {
-        match &self.keys {
-            KeySource::Url(c) => c.lookup(kid).await,
-            KeySource::Static { keys, .. } => match keys.load().keys.get(kid) {
-                Some(k) => Lookup::Found(k.clone()),
-                None => Lookup::Unknown,
-            },
-        }
-    }
-
-    fn has_kid(&self, kid: &str) -> bool {
-        match &self.keys {
-            KeySource::Url(c) => c.current(kid).is_some(),
-            KeySource::Static { keys, .. } => keys.load().keys.contains_key(kid),
-        }
-    }
-
-    /// §6.1 steps 8–9 (also re-checked on a verified-token cache hit).
-    fn check_claims(&self, claims: &Map<String, Value>, skew: f64) -> Result<(), AuthFailure> {
-        for name in &self.required {
-            if !claims.contains_key(name) {
-                return Err(AuthFailure::new(
-                    Reason::ClaimMissing,
-                    format!("required claim '{name}' is missing"),
-                ));
-            }
-        }
-        let now = now_secs();
-        if let Some(exp) = claims.get("exp") {
-            let exp = numeric(exp).ok_or_else(|| {
-                AuthFailure::new(Reason::TokenMalformed, "exp is not a numeric date")
-            })?;
-            if now >= exp + skew {
-                return Err(AuthFailure::new(
-                    Reason::TokenExpired,
-                    "the token has expired",
-                ));
-            }
-        }
-        if let Some(nbf) = claims.get("nbf") {
-            let nbf = numeric(nbf).ok_or_else(|| {
-                AuthFailure::new(Reason::TokenMalformed, "nbf is not a numeric date")
-            })?;
-            if nbf > now + skew {
-                return Err(AuthFailure::new(
-                    Reason::TokenNotYetValid,
-                    "the token is not valid yet (nbf)",
-                ));
-            }
-        }
-        if !self.audiences.is_empty() {
-            let ok = match claims.get("aud") {
-                Some(Value::String(a)) => self.audiences.iter().any(|c| c == a),
-                Some(Value::Array(list)) => list
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .any(|a| self.audiences.iter().any(|c| c == a)),
-                _ => false,
-            };
-            if !ok {
-                return Err(AuthFailure::new(
-                    Reason::AudienceMismatch,
-                    "the token's audience is not accepted here",
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn numeric(v: &Value) -> Option<f64> {
-    v.as_f64().filter(|f| f.is_finite())
-}
-
-fn now_secs() -> f64 {
+fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn is_loopback_host(url: &url::Url) -> bool {
@@ -749,29 +442,20 @@ fn is_loopback_host(url: &url::Url) -> bool {
     }
 }
 
-fn read_static(source: &JwksSource) -> Result<KeySet, JwtConfigError> {
-    match source {
-        JwksSource::File(path) => {
-            let bytes = std::fs::read(path).map_err(|error| JwtConfigError::JwksFile {
-                path: path.clone(),
-                error,
-            })?;
-            let name = path.display().to_string();
-            parse_key_set(&bytes, &name).map_err(|reason| JwtConfigError::Jwks {
-                source_name: name,
-                reason,
-            })
-        }
-        JwksSource::Inline(doc) => {
-            parse_key_set(doc.as_bytes(), "inline").map_err(|reason| JwtConfigError::Jwks {
-                source_name: "inline jwks".to_string(),
-                reason,
-            })
-        }
-        JwksSource::Url(_) => Err(JwtConfigError::Jwks {
-            source_name: "url".to_string(),
-            reason: "not a static source".to_string(),
-        }),
+fn static_error(source: &JwksSource, e: SourceError) -> JwtConfigError {
+    match (source, e) {
+        (JwksSource::File(path), SourceError::File { error, .. }) => JwtConfigError::JwksFile {
+            path: path.clone(),
+            error,
+        },
+        (JwksSource::File(path), other) => JwtConfigError::Jwks {
+            source_name: path.display().to_string(),
+            reason: other.to_string(),
+        },
+        (_, other) => JwtConfigError::Jwks {
+            source_name: "inline jwks".to_string(),
+            reason: other.to_string(),
+        },
     }
 }
 
@@ -825,7 +509,7 @@ impl JwtAuth {
             {
                 return Err(JwtConfigError::UnknownRequiredClaim(bad.clone()));
             }
-            let (keys, source_id): (KeySource, Arc<str>) = match &p.jwks {
+            let (keys, source_id): (KeyCache, Arc<str>) = match &p.jwks {
                 JwksSource::Url(u) => {
                     let parsed = url::Url::parse(u).map_err(|e| JwtConfigError::JwksUrl {
                         url: u.clone(),
@@ -842,23 +526,30 @@ impl JwtAuth {
                             });
                         }
                     }
-                    (
-                        KeySource::Url(registry.url_cache(u)),
-                        format!("url:{u}").into(),
-                    )
+                    let cache = registry.url_cache(u).map_err(|e| JwtConfigError::JwksUrl {
+                        url: u.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    (cache, format!("url:{u}").into())
                 }
                 JwksSource::File(path) => (
-                    KeySource::Static {
-                        keys: arc_swap::ArcSwap::from_pointee(read_static(&p.jwks)?),
-                        path: Some(path.clone()),
-                    },
+                    KeyCache::new(
+                        KeySource::File(path.clone()),
+                        registry.refresh_policy(),
+                        registry.fetch_policy(),
+                        registry.fetcher.clone(),
+                    )
+                    .map_err(|e| static_error(&p.jwks, e))?,
                     format!("file:{}", path.display()).into(),
                 ),
                 JwksSource::Inline(doc) => (
-                    KeySource::Static {
-                        keys: arc_swap::ArcSwap::from_pointee(read_static(&p.jwks)?),
-                        path: None,
-                    },
+                    KeyCache::new(
+                        KeySource::Inline(doc.clone()),
+                        registry.refresh_policy(),
+                        registry.fetch_policy(),
+                        registry.fetcher.clone(),
+                    )
+                    .map_err(|e| static_error(&p.jwks, e))?,
                     format!(
                         "inline:{}",
                         agentid_claims::jwt::hex(&Sha256::digest(doc.as_bytes()))
@@ -866,10 +557,21 @@ impl JwtAuth {
                     .into(),
                 ),
             };
+            let required: Vec<&str> = required.iter().map(String::as_str).collect();
+            let verifier = Verifier::new(&ALGORITHMS)
+                .issuers(Issuers::OneOf(vec![p.issuer.clone()]))
+                .audiences(if p.audiences.is_empty() {
+                    Audiences::Any
+                } else {
+                    Audiences::OneOf(p.audiences.clone())
+                })
+                .skew(registry.settings.clock_skew.as_secs() as i64)
+                .required_claims(&required)
+                .require_kid(true)
+                .typ(Typ::AccessToken);
             providers.push(Provider {
                 issuer: p.issuer,
-                audiences: p.audiences,
-                required,
+                verifier,
                 keys,
                 source_id,
             });
@@ -900,18 +602,16 @@ impl JwtAuth {
     /// Re-reads `jwks.file` sources. On error the previous keys stay.
     pub fn reload_files(&self) -> Result<(), JwtConfigError> {
         for p in &self.providers {
-            if let KeySource::Static {
-                keys,
-                path: Some(path),
-            } = &p.keys
-            {
-                keys.store(Arc::new(read_static(&JwksSource::File(path.clone()))?));
+            if let KeySource::File(path) = p.keys.source() {
+                p.keys
+                    .reload()
+                    .map_err(|e| static_error(&JwksSource::File(path.clone()), e))?;
             }
         }
         Ok(())
     }
 
-    /// §6.1 for one request.
+    /// One request.
     pub async fn authenticate(&self, headers: &http::HeaderMap) -> AuthOutcome {
         let Some(token) = self.extract(headers) else {
             return match self.mode {
@@ -945,13 +645,13 @@ impl JwtAuth {
             if !head.eq_ignore_ascii_case(p) {
                 return None;
             }
-            value[p.len()..].trim_start()
+            value.get(p.len()..)?.trim_start()
         };
         (!token.is_empty()).then_some(token)
     }
 
     async fn validate(&self, token: &str) -> Result<Arc<Verified>, AuthFailure> {
-        let skew = self.registry.settings.clock_skew.as_secs_f64();
+        let now = now_secs();
         let cache_key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(cache) = &self.registry.verified
             && let Some(hit) = cache.get(&cache_key).await
@@ -962,15 +662,16 @@ impl JwtAuth {
                 .iter()
                 .find(|p| p.issuer == hit.verified.issuer)
                 && p.source_id == hit.source_id
-                && p.has_kid(&hit.kid)
+                && p.keys.has_kid(&hit.kid)
             {
-                p.check_claims(&hit.verified.claims, skew)?;
+                p.verifier
+                    .check_claims(&hit.verified.claims, now, &[])
+                    .map_err(AuthFailure::from_verify)?;
                 return Ok(hit.verified.clone());
             }
             // Different provider setup (or the kid was rotated away): full validation below.
         }
 
-        // Step 2: structure.
         if token.split('.').count() != 3 {
             return Err(AuthFailure::new(
                 Reason::TokenMalformed,
@@ -979,85 +680,37 @@ impl JwtAuth {
         }
         let jwt = UnverifiedJwt::parse(token)
             .map_err(|e| AuthFailure::new(Reason::TokenMalformed, e.to_string()))?;
-        let Some(alg) = jwt.alg() else {
-            return Err(AuthFailure::new(
-                Reason::TokenMalformed,
-                "the header has no alg",
-            ));
-        };
-        if jwt.header.contains_key("crit") {
-            return Err(AuthFailure::new(
-                Reason::TokenMalformed,
-                "critical header extensions are not supported",
-            ));
-        }
-        // Step 3: before any key lookup, so key-confusion tricks never reach verification.
-        let algorithm = match alg {
-            "RS256" => Algorithm::RS256,
-            "ES256" => Algorithm::ES256,
-            other => {
-                return Err(AuthFailure::new(
-                    Reason::AlgNotAllowed,
-                    format!("algorithm '{other}' is not allowed (RS256, ES256)"),
-                ));
-            }
-        };
-        // Step 4.
+        // The header first, so that key-confusion tricks never reach a key lookup; every
+        // provider allows the same algorithms.
+        let first = self
+            .providers
+            .first()
+            .ok_or_else(|| AuthFailure::new(Reason::IssuerMismatch, "no provider is configured"))?;
+        first
+            .verifier
+            .check_header(&jwt)
+            .map_err(AuthFailure::from_verify)?;
         let iss = jwt.str_claim("iss").unwrap_or("");
         let Some(provider) = self.providers.iter().find(|p| p.issuer == iss) else {
             return Err(AuthFailure::new(
                 Reason::IssuerMismatch,
-                format!("issuer '{iss}' is not accepted here"),
+                format!(
+                    "issuer '{}' is not accepted here",
+                    iss.chars().take(200).collect::<String>()
+                ),
             ));
         };
-        // Step 5.
-        let Some(kid) = jwt.kid().filter(|k| !k.is_empty()) else {
-            return Err(AuthFailure::new(
-                Reason::KidMissing,
-                "the header has no kid",
-            ));
-        };
-        let key = match provider.lookup(kid).await {
-            Lookup::Found(k) => k,
-            Lookup::Unknown => {
-                return Err(AuthFailure::new(
-                    Reason::KidUnknown,
-                    format!("key '{kid}' is not in the issuer's key set"),
-                ));
-            }
-            Lookup::Unavailable => {
-                return Err(AuthFailure::new(
-                    Reason::JwksUnavailable,
-                    "the issuer's signing keys could not be loaded",
-                ));
-            }
-        };
-        // Step 6.
-        let agrees = match (algorithm, key.kind) {
-            (Algorithm::RS256, KeyType::Rsa { bits }) => bits >= 2048,
-            (Algorithm::ES256, KeyType::EcP256) => true,
-            _ => false,
-        } && key.alg.as_deref().is_none_or(|a| a == alg)
-            && key.use_.as_deref().is_none_or(|u| u == "sig");
-        if !agrees {
-            return Err(AuthFailure::new(
-                Reason::SignatureInvalid,
-                format!("key '{kid}' cannot verify {alg}"),
-            ));
-        }
-        // Step 7.
-        jwt.verify(&key.key, &[algorithm]).map_err(|_| {
-            AuthFailure::new(Reason::SignatureInvalid, "the signature does not verify")
-        })?;
-        // Steps 8–9.
-        provider.check_claims(&jwt.claims, skew)?;
+        let checked = provider
+            .verifier
+            .verify(&jwt, &provider.keys, now)
+            .await
+            .map_err(AuthFailure::from_verify)?;
 
         let exp = jwt.time_claim("exp").unwrap_or(i64::MAX);
         let token_id = jwt
             .str_claim("uti")
             .or_else(|| jwt.str_claim("jti"))
             .map(str::to_string);
-        let kid = kid.to_string();
         let UnverifiedJwt { claims, .. } = jwt;
         let verified = Arc::new(Verified {
             identity: Identity::derive(&claims),
@@ -1070,6 +723,7 @@ impl JwtAuth {
         // Tokens without exp are not cached: nothing would bound their stay.
         if let Some(cache) = &self.registry.verified
             && exp != i64::MAX
+            && let Some(kid) = checked.kid
         {
             cache
                 .insert(
@@ -1101,22 +755,6 @@ fn token_log_id(token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rsa_modulus_bits() {
-        let n = URL_SAFE_NO_PAD.encode([0x00u8, 0x80, 0, 0]);
-        assert_eq!(rsa_bits(&n), Some(24));
-        let n = URL_SAFE_NO_PAD.encode([0x01u8; 256]);
-        assert_eq!(rsa_bits(&n), Some(2041));
-    }
-
-    #[test]
-    fn key_sets_skip_unusable_keys() {
-        let doc = br#"{"keys":[{"kty":"oct","kid":"a","k":"x"},{"kty":"EC","crv":"P-256","use":"enc","kid":"b","x":"x","y":"y"}]}"#;
-        assert!(parse_key_set(doc, "t").is_err());
-        assert!(parse_key_set(b"[]", "t").is_err());
-        assert!(parse_key_set(b"nope", "t").is_err());
-    }
 
     #[test]
     fn www_authenticate_values() {

@@ -9,15 +9,18 @@
 pub mod audit;
 pub mod body;
 pub mod config;
+pub mod conn_guard;
 pub mod exchange;
 pub mod gateway;
-pub mod identity;
+/// Identity derivation lives in `agentid_claims`; re-exported so policies and audit keep one path.
+pub use agentid_claims::identity;
 pub mod jwt;
 pub mod llm;
 pub mod mcp;
 pub mod metrics;
 pub mod obo;
 pub mod pipeline;
+pub mod request_path;
 pub mod router;
 pub mod rules;
 pub mod serve;

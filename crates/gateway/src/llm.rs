@@ -7,11 +7,11 @@ use crate::config::model::*;
 use crate::exchange::Exchange;
 use crate::gateway::Gateway;
 use crate::pipeline;
+use crate::request_path::RequestTarget;
 use crate::rules::LlmInfo;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,31 +26,22 @@ pub async fn handle(
     ai: Arc<AiBackend>,
     policy: UpstreamPolicy,
     matched_prefix: Option<String>,
+    target: RequestTarget,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let (parts, incoming) = req.into_parts();
     let limit = snap.settings.limits.llm_request_body_bytes;
-    let bytes = match http_body_util::Limited::new(incoming, limit)
-        .collect()
-        .await
-    {
-        Ok(c) => c.to_bytes(),
-        Err(_) => {
-            return llm_error(
-                gw,
-                ex,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                &format!("request body exceeds {limit} bytes"),
-                &ai,
-            );
-        }
+    let within = snap.settings.timeouts.request_body;
+    let bytes = match body::read_limited(incoming, limit, within).await {
+        Ok(b) => b,
+        Err(e) => return llm_error(gw, ex, e.status(), e.code(), &e.to_string(), &ai),
     };
-    let rewritten = pipeline::rewrite_path(route, matched_prefix.as_deref(), &parts.uri);
-    let (path_only, query) = match rewritten.split_once('?') {
-        Some((p, q)) => (p.to_string(), Some(q.to_string())),
-        None => (rewritten.clone(), None),
+    let rewritten = match pipeline::rewrite_path(route, matched_prefix.as_deref(), &target) {
+        Ok(t) => t,
+        Err(e) => return llm_error(gw, ex, e.status(), e.code(), &e.to_string(), &ai),
     };
+    let path_only = rewritten.path.as_str().to_string();
+    let query = rewritten.query.as_ref().map(|q| q.as_str().to_string());
     let is_chat = parts.method == http::Method::POST && path_only.ends_with("/chat/completions");
     let deployment = deployment_of(&path_only);
 
@@ -68,7 +59,7 @@ pub async fn handle(
             None => over.clone(),
         }
     } else if ai.host_override.is_some() || !is_chat {
-        rewritten.clone()
+        rewritten.path_and_query()
     } else {
         match &ai.provider {
             AiProvider::OpenAi { .. } => "/v1/chat/completions".to_string(),
@@ -139,24 +130,21 @@ pub async fn handle(
     };
 
     let tls = policy.tls.is_some() || default_tls;
-    let tls_policy = policy.tls.clone().or_else(|| {
-        default_tls.then(|| {
-            Arc::new(TlsPolicy {
-                root: None,
-                hostname: None,
-                cert: None,
-                key: None,
-                insecure: false,
-                insecure_host: false,
-            })
-        })
-    });
-    let url = format!(
-        "{}://{}{}",
-        if tls { "https" } else { "http" },
-        pipeline::authority(&host, port),
-        upstream_path
-    );
+    let tls_policy = policy
+        .tls
+        .clone()
+        .or_else(|| default_tls.then(crate::config::upstream_tls::system_roots));
+    // The composed path (override, provider form, or the client's canonical path) is checked
+    // once more: the upstream receives it byte for byte or not at all.
+    let url = match RequestTarget::parse(&upstream_path).and_then(|t| {
+        t.upstream_url(
+            if tls { "https" } else { "http" },
+            &pipeline::authority(&host, port),
+        )
+    }) {
+        Ok(url) => url,
+        Err(e) => return llm_error(gw, ex, e.status(), e.code(), &e.to_string(), &ai),
+    };
     let mut headers = pipeline::forwardable_headers(&parts.headers);
     headers.remove(http::header::ACCEPT_ENCODING);
     pipeline::set_host(route, &parts.headers, &host, port, &mut headers);
@@ -195,7 +183,7 @@ pub async fn handle(
         .backend_request_timeout
         .unwrap_or(snap.settings.timeouts.llm_response_headers);
     let send = client
-        .request(parts.method.clone(), &url)
+        .request(parts.method.clone(), url)
         .headers(headers)
         .body(body_bytes)
         .send();

@@ -7,6 +7,7 @@ use crate::config::model::*;
 use crate::exchange::{Exchange, TraceContext, correlation_id};
 use crate::gateway::Gateway;
 use crate::jwt::AuthOutcome;
+use crate::request_path::{PathError, RequestTarget};
 use crate::rules::{self, EvalContext, Level, RequestInfo, SourceInfo};
 use crate::{llm, mcp, router};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
@@ -48,16 +49,24 @@ pub async fn handle(
         .or_else(|| req.uri().authority().map(|a| a.to_string()))
         .unwrap_or_default();
     let host = strip_port(&host_header).to_string();
-    let path = req.uri().path().to_string();
-    let query_string = req.uri().query().unwrap_or("").to_string();
-    let request_info = RequestInfo::from_http(
+    // The one canonical path and query (request_path): routing, policy, rewrite, audit and the
+    // upstream URL all read it; a target without one is refused below.
+    let checked = RequestTarget::from_uri(req.uri())
+        .and_then(|t| t.to_http_uri(req.uri()).map(|uri| (t, uri)));
+    let mut request_info = RequestInfo::from_http(
         req.method(),
-        req.uri(),
+        checked.as_ref().map_or(req.uri(), |(_, uri)| uri),
         req.version(),
         headers,
         scheme,
         chrono::Utc::now(),
     );
+    if checked.is_err() {
+        // Refused below: the audit event keeps a bounded copy of what was sent.
+        request_info.path = truncate(&request_info.path, 512);
+        request_info.path_and_query = truncate(&request_info.path_and_query, 512);
+        request_info.uri = truncate(&request_info.uri, 512);
+    }
     let mut ex = Exchange {
         start,
         correlation_id: correlation.clone(),
@@ -75,6 +84,28 @@ pub async fn handle(
         identity: crate::identity::Identity::none(),
         decision: Default::default(),
     };
+
+    let target = match checked {
+        Ok((target, _)) => target,
+        Err(e) => return finish_error(&gw, &ex, e.status(), e.code(), &e.to_string()),
+    };
+    if let (Some(authority), Some(host_value)) = (
+        req.uri().authority(),
+        req.headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok()),
+    ) && !authority.as_str().eq_ignore_ascii_case(host_value)
+    {
+        // Absolute-form (HTTP/1.1) or `:authority` (HTTP/2) naming another host than `Host`:
+        // the gateway would route on one and the upstream could read the other.
+        return finish_error(
+            &gw,
+            &ex,
+            StatusCode::BAD_REQUEST,
+            "invalid_host",
+            "the request target's authority and the Host header differ",
+        );
+    }
 
     let Some(bind) = snap.binds.iter().find(|b| b.port == bind_port) else {
         return finish_error(
@@ -100,12 +131,13 @@ pub async fn handle(
             .clone()
             .unwrap_or_else(|| listener.index.to_string()),
     );
+    let query_string = target.query.as_ref().map_or("", |q| q.as_str());
     let query: Vec<(String, String)> = url::form_urlencoded::parse(query_string.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let facts = router::RequestFacts {
         host: &host,
-        path: &path,
+        path: target.path.as_str(),
         method: req.method().as_str(),
         headers: req.headers(),
         query: &query,
@@ -146,7 +178,16 @@ pub async fn handle(
         return resp;
     }
 
-    let mut resp = authenticated(&gw, &snap, &mut ex, route.clone(), matched_prefix, req).await;
+    let mut resp = authenticated(
+        &gw,
+        &snap,
+        &mut ex,
+        route.clone(),
+        matched_prefix,
+        target,
+        req,
+    )
+    .await;
     if let Some(m) = &route.policies.response_headers {
         m.apply(resp.headers_mut());
     }
@@ -165,6 +206,7 @@ async fn authenticated(
     ex: &mut Exchange,
     route: Arc<Route>,
     matched_prefix: Option<String>,
+    target: RequestTarget,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     if let Some(jwt) = &route.policies.jwt {
@@ -263,6 +305,7 @@ async fn authenticated(
                 ai.clone(),
                 policy,
                 matched_prefix,
+                target,
                 req,
             )
             .await
@@ -279,6 +322,7 @@ async fn authenticated(
                 *port,
                 policy,
                 matched_prefix,
+                target,
                 req,
             )
             .await
@@ -315,17 +359,17 @@ async fn forward_http(
     port: u16,
     policy: UpstreamPolicy,
     matched_prefix: Option<String>,
+    target: RequestTarget,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let tls = policy.tls.is_some();
     let (parts, incoming) = req.into_parts();
-    let path_and_query = rewrite_path(route, matched_prefix.as_deref(), &parts.uri);
-    let url = format!(
-        "{}://{}{}",
-        if tls { "https" } else { "http" },
-        authority(host, port),
-        path_and_query
-    );
+    let url = match rewrite_path(route, matched_prefix.as_deref(), &target)
+        .and_then(|t| t.upstream_url(if tls { "https" } else { "http" }, &authority(host, port)))
+    {
+        Ok(url) => url,
+        Err(e) => return finish_error(gw, ex, e.status(), e.code(), &e.to_string()),
+    };
     let mut headers = forwardable_headers(&parts.headers);
     set_host(route, &parts.headers, host, port, &mut headers);
     add_trace_headers(ex, &mut headers);
@@ -346,7 +390,7 @@ async fn forward_http(
     let body = reqwest::Body::wrap_stream(http_body_util::BodyDataStream::new(incoming));
     let upstream_start = Instant::now();
     let send = client
-        .request(parts.method.clone(), &url)
+        .request(parts.method.clone(), url)
         .headers(headers)
         .body(body)
         .send();
@@ -455,46 +499,32 @@ pub fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
 }
 
-/// Applies `urlRewrite.path` (gateway.md §5.2); the query is kept.
-pub fn rewrite_path(route: &Route, matched_prefix: Option<&str>, uri: &http::Uri) -> String {
-    let path = uri.path();
-    let new_path = match route
+/// Applies `urlRewrite.path` (gateway.md §5.2) to the canonical target; the query is kept.
+/// The result is canonical too: the config's rewrite values were normalised at load.
+pub fn rewrite_path(
+    route: &Route,
+    matched_prefix: Option<&str>,
+    target: &RequestTarget,
+) -> Result<RequestTarget, PathError> {
+    let path = match route
         .policies
         .url_rewrite
         .as_ref()
         .and_then(|r| r.path.as_ref())
     {
-        None => path.to_string(),
-        Some(PathRewrite::Full(full)) => {
-            if full.is_empty() {
-                "/".to_string()
-            } else {
-                full.clone()
-            }
-        }
-        Some(PathRewrite::Prefix(replacement)) => {
-            let prefix = matched_prefix.unwrap_or("");
-            let rest = path.strip_prefix(prefix).unwrap_or(path);
-            let joined = format!(
-                "{}/{}",
-                replacement.trim_end_matches('/'),
-                rest.trim_start_matches('/')
-            );
-            let joined = if rest.is_empty() && !replacement.is_empty() {
-                replacement.clone()
-            } else {
-                joined
-            };
-            if joined.is_empty() {
-                "/".to_string()
-            } else {
-                joined
-            }
-        }
+        None => return Ok(target.clone()),
+        Some(PathRewrite::Full(full)) => full.clone(),
+        Some(PathRewrite::Prefix(replacement)) => target
+            .path
+            .replace_prefix(matched_prefix.unwrap_or(""), replacement)?,
     };
-    match uri.query() {
-        Some(q) => format!("{new_path}?{q}"),
-        None => new_path,
+    Ok(target.with_path(path))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
     }
 }
 

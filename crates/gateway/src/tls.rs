@@ -97,15 +97,24 @@ pub fn client_config(
         .with_safe_default_protocol_versions()?;
     let insecure = policy.is_some_and(|p| p.insecure);
     let insecure_host = policy.is_some_and(|p| p.insecure_host);
-    let builder = if insecure || insecure_host {
+    let verify_as = match policy.and_then(|p| p.hostname.as_deref()) {
+        Some(h) => Some(
+            ServerName::try_from(h.to_string())
+                .map_err(|_| rustls::Error::General(format!("{h:?} is not a TLS server name")))?,
+        ),
+        None => None,
+    };
+    let builder = if insecure || insecure_host || verify_as.is_some() {
         let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?;
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Lenient {
+            .with_custom_certificate_verifier(Arc::new(Adjusted {
                 inner,
                 skip_chain: insecure,
+                skip_name: insecure_host,
+                verify_as,
             }))
     } else {
         builder.with_root_certificates(roots)
@@ -118,14 +127,18 @@ pub fn client_config(
     Ok(config)
 }
 
-/// `insecure` skips chain verification; `insecureHost` skips only the name check.
+/// `backendTLS` beyond plain verification: `insecure` skips chain verification,
+/// `insecureHost` skips only the name check, `hostname` is the name the certificate must carry
+/// instead of the dialled host's.
 #[derive(Debug)]
-struct Lenient {
+struct Adjusted {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
     skip_chain: bool,
+    skip_name: bool,
+    verify_as: Option<ServerName<'static>>,
 }
 
-impl ServerCertVerifier for Lenient {
+impl ServerCertVerifier for Adjusted {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -137,14 +150,15 @@ impl ServerCertVerifier for Lenient {
         if self.skip_chain {
             return Ok(ServerCertVerified::assertion());
         }
+        let name = self.verify_as.as_ref().unwrap_or(server_name);
         match self
             .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            .verify_server_cert(end_entity, intermediates, name, ocsp, now)
         {
             Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
             | Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if self.skip_name => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }

@@ -921,3 +921,119 @@ fn shared_types_are_send_and_sync() {
     fn send<T: Send>() {}
     send::<agentid_gateway::rules::Activation<'static>>();
 }
+
+/// The adversarial table (RFC 8725) for `jwtAuth`: exact reason codes, skew edges, header URLs
+/// never fetched, and the gateway still answering afterwards.
+#[tokio::test]
+async fn hostile_tokens_get_exact_reasons() {
+    use agentid_testkit::hostile::{INJECTED_KIDS, Recorder, forge, hs256};
+    let k1 = rsa_key("k1", 2048);
+    let ec = ec_key("e1");
+    let server = JwksServer::start(&[&k1, &ec]).await;
+    let registry = JwksRegistry::new(JwtSettings::default(), server.client());
+    let auth = JwtAuth::compile(spec(Mode::Strict, vec![provider(&server.url)]), &registry)
+        .expect("compiles");
+    wait_loaded(&registry, &server.url).await;
+    let recorder = Recorder::start().await;
+    let c = claims(json!({}));
+    let header = |extra: Value| {
+        let mut h = json!({"alg": "RS256", "kid": "k1", "typ": "JWT"});
+        if let (Value::Object(b), Value::Object(e)) = (&mut h, extra) {
+            b.extend(e);
+        }
+        h
+    };
+    let mut cases: Vec<(String, String, Reason)> = vec![
+        (
+            "alg none".into(),
+            forge(&header(json!({"alg": "none"})), &c, b""),
+            Reason::AlgNotAllowed,
+        ),
+        (
+            "HS256 with the JWK".into(),
+            hs256(
+                &header(json!({"alg": "HS256"})),
+                &c,
+                k1.jwk.to_string().as_bytes(),
+            ),
+            Reason::AlgNotAllowed,
+        ),
+        (
+            "ES256 on the RSA kid".into(),
+            forge(&header(json!({"alg": "ES256"})), &c, &[7; 64]),
+            Reason::SignatureInvalid,
+        ),
+        (
+            "RS256 on the EC kid".into(),
+            forge(&header(json!({"kid": "e1"})), &c, &[7; 256]),
+            Reason::SignatureInvalid,
+        ),
+        (
+            "jku/x5u".into(),
+            forge(
+                &header(json!({"kid": "attacker", "jku": recorder.url, "x5u": recorder.url})),
+                &c,
+                &[7; 256],
+            ),
+            Reason::KidUnknown,
+        ),
+        (
+            "crit".into(),
+            forge(&header(json!({"crit": ["b64"]})), &c, &[7; 256]),
+            Reason::TokenMalformed,
+        ),
+        (
+            "typ dpop+jwt".into(),
+            forge(&header(json!({"typ": "dpop+jwt"})), &c, &[7; 256]),
+            Reason::TokenMalformed,
+        ),
+        (
+            "another issuer".into(),
+            sign(&k1, &claims(json!({"iss": "https://evil.example/v2.0"}))),
+            Reason::IssuerMismatch,
+        ),
+        (
+            "T1 audience".into(),
+            sign(
+                &k1,
+                &claims(json!({"aud": "fb60f99c-7a34-4190-8149-302f77469936"})),
+            ),
+            Reason::AudienceMismatch,
+        ),
+        (
+            "expired at exp + skew".into(),
+            sign(&k1, &claims(json!({"exp": now() - 60}))),
+            Reason::TokenExpired,
+        ),
+        (
+            "not yet valid beyond the skew".into(),
+            sign(&k1, &claims(json!({"nbf": now() + 62}))),
+            Reason::TokenNotYetValid,
+        ),
+    ];
+    for kid in INJECTED_KIDS {
+        cases.push((
+            format!("kid {kid:?}"),
+            sign_with(&k1, kid, &c),
+            Reason::KidUnknown,
+        ));
+    }
+    for (name, token, want) in cases {
+        match auth.authenticate(&bearer(&token)).await {
+            AuthOutcome::Rejected(f) => assert_eq!(f.reason, want, "{name}: {}", f.message),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // Inside the skew by a few seconds: accepted (a real clock ticks, so not exactly 1 s).
+    for t in [
+        sign(&k1, &claims(json!({"exp": now() - 57, "uti": "edge1"}))),
+        sign(&k1, &claims(json!({"nbf": now() + 57, "uti": "edge2"}))),
+        sign(&k1, &c),
+    ] {
+        assert!(matches!(
+            auth.authenticate(&bearer(&t)).await,
+            AuthOutcome::Authenticated(_)
+        ));
+    }
+    assert_eq!(recorder.hits(), 0, "a header URL was fetched");
+}

@@ -202,3 +202,107 @@ async fn signing_keys_unavailable_is_503() {
     assert!(r.header("retry-after").is_some());
     sts.stop().await;
 }
+
+/// The adversarial table (RFC 8725) through `/Validate`: each hostile variant of a genuine
+/// token gets the contract's phrase, nothing panics (the next request is answered), and no
+/// header URL is fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_tokens_get_the_contract_phrases() {
+    use agentid_testkit::hostile::{
+        INJECTED_KIDS, Recorder, claims_with, forge, header_with, hs256,
+    };
+    let sts = start_sts().await;
+    let sc = TestSidecar::direct(&sts, &[]).await;
+    let recorder = Recorder::start().await;
+    let tc = alice_tc(&sts).await;
+    assert_eq!(sc.get_as("/Validate", &tc).await.status, 200);
+    let claims = claims_with(&tc, &json!({}));
+    let sig = tc.rsplit('.').next().unwrap().to_string();
+    let h = |c: serde_json::Value| header_with(&tc, &c);
+    let resign = |header: serde_json::Value| format!("{}{sig}", forge(&header, &claims, b""));
+    let (_, jwks) = sts
+        .get_json(&format!("{}/discovery/v2.0/keys", sts.authority()))
+        .await;
+    let bad_sig = "The signature is invalid";
+    let malformed = "The token is malformed";
+    let mut cases: Vec<(String, String, &str)> = vec![
+        (
+            "alg none".into(),
+            forge(&h(json!({"alg": "none"})), &claims, b""),
+            bad_sig,
+        ),
+        (
+            "HS256 with the JWKS as key".into(),
+            hs256(
+                &h(json!({"alg": "HS256"})),
+                &claims,
+                jwks.to_string().as_bytes(),
+            ),
+            bad_sig,
+        ),
+        (
+            "ES256 on an RSA kid".into(),
+            forge(&h(json!({"alg": "ES256"})), &claims, &[7; 64]),
+            bad_sig,
+        ),
+        (
+            "unknown kid".into(),
+            resign(h(json!({"kid": "nope"}))),
+            bad_sig,
+        ),
+        (
+            "jku/x5u".into(),
+            resign(h(
+                json!({"kid": "attacker", "jku": recorder.url, "x5u": recorder.url}),
+            )),
+            bad_sig,
+        ),
+        (
+            "crit".into(),
+            resign(h(json!({"crit": ["exp"], "exp": 1}))),
+            malformed,
+        ),
+        (
+            "typ dpop+jwt".into(),
+            resign(h(json!({"typ": "dpop+jwt"}))),
+            malformed,
+        ),
+    ];
+    for kid in INJECTED_KIDS {
+        cases.push((
+            format!("kid {kid:?}"),
+            resign(h(json!({"kid": kid}))),
+            bad_sig,
+        ));
+    }
+    // Signed by the STS, but not an access token for this API.
+    let mut id_claims = claims_with(&tc, &json!({"azp": null, "appid": null}));
+    id_claims["aud"] = json!(BP);
+    cases.push((
+        "ID token".into(),
+        sign_as_sts(&sts, &id_claims).await,
+        malformed,
+    ));
+    let other_tenant = claims_with(
+        &tc,
+        &json!({"iss": "https://sts.windows.net/11111111-2222-4333-8444-555555555555/"}),
+    );
+    cases.push((
+        "another tenant".into(),
+        sign_as_sts(&sts, &other_tenant).await,
+        "The issuer",
+    ));
+    for (name, token, phrase) in cases {
+        let r = sc.get_as("/Validate", &token).await;
+        assert_eq!(r.status, 401, "{name}: {}", r.text());
+        let www = r.header("www-authenticate").unwrap_or_default().to_string();
+        assert!(www.contains(phrase), "{name}: {www}");
+    }
+    assert_eq!(
+        sc.get_as("/Validate", &tc).await.status,
+        200,
+        "still answering"
+    );
+    assert_eq!(recorder.hits(), 0, "a header URL was fetched");
+    sts.stop().await;
+}

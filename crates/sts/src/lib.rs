@@ -10,6 +10,7 @@ pub mod federation;
 pub mod form;
 pub mod graph;
 pub mod keys;
+pub mod own_tokens;
 pub mod server;
 pub mod settings;
 pub mod signin;

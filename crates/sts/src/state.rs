@@ -41,7 +41,10 @@ impl StsState {
         else {
             return false;
         };
-        let (tid, suffix) = rest.split_at(rest.len().min(36));
+        // `get`, not `split_at`: the issuer comes from a token and may split a character.
+        let (Some(tid), Some(suffix)) = (rest.get(..36), rest.get(36..)) else {
+            return false;
+        };
         agentid_claims::guid::parse(tid).is_some() && (suffix == "/" || suffix == "/v2.0")
     }
 

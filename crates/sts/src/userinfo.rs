@@ -1,17 +1,12 @@
 //! OIDC userinfo (sts.md §4.5): the profile of the user in a Graph token with `openid`.
 
 use crate::state::Sts;
-use agentid_claims::UnverifiedJwt;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-const GRAPH_AUDIENCES: [&str; 3] = [
-    "https://graph.microsoft.com",
-    "https://graph.microsoft.com/",
-    agentid_claims::wellknown::GRAPH_APP_ID,
-];
+use crate::own_tokens::GRAPH_AUDIENCES;
 
 fn challenge(error: &'static str) -> Response {
     let mut r = StatusCode::UNAUTHORIZED.into_response();
@@ -32,28 +27,14 @@ pub async fn verified_bearer_for(
     sts: &crate::state::StsState,
     headers: &HeaderMap,
 ) -> Option<Map<String, Value>> {
-    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = auth
-        .strip_prefix("Bearer ")
-        .or_else(|| auth.strip_prefix("bearer "))?;
-    let jwt = UnverifiedJwt::parse(token).ok()?;
-    let tid = jwt.str_claim("tid").and_then(agentid_claims::guid::parse)?;
-    let iss = jwt.str_claim("iss")?;
-    if iss != sts.issuer_v1(&tid) && iss != sts.issuer_v2(&tid) {
-        return None;
-    }
     let now = chrono::Utc::now().timestamp();
-    let keys = sts.keys.verifier(&tid, jwt.kid(), now).await.ok()?;
-    if !keys
-        .iter()
-        .any(|k| jwt.verify(&k.decoding, &[k.alg.jwt()]).is_ok())
-    {
-        return None;
+    match crate::own_tokens::graph_bearer(sts, headers, now).await {
+        Ok(claims) => Some(claims),
+        Err(e) => {
+            tracing::debug!(reason = %e, "bearer refused");
+            None
+        }
     }
-    let skew = sts.settings.clock_skew;
-    let live = jwt.time_claim("exp").is_some_and(|e| e + skew > now)
-        && jwt.time_claim("nbf").is_none_or(|n| n - skew <= now);
-    live.then_some(jwt.claims)
 }
 
 pub async fn userinfo(State(sts): State<Sts>, headers: HeaderMap) -> Response {

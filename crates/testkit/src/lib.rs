@@ -1,15 +1,16 @@
 //! Starts agentid parts in-process on port 0 for integration tests, with real HTTPS and a
-//! real database (SQLite file or a fresh PostgreSQL database), and emulates the outside things
-//! that cannot run here: a Kubernetes service-account token issuer.
+//! real database (SQLite file or a fresh PostgreSQL database); runs a real Kubernetes control
+//! plane ([`KubeCluster`]); and emulates the outside things that cannot run here.
 
 pub mod browser;
 pub mod certs;
 pub mod db;
+pub mod hostile;
 pub mod kube;
 pub mod sts;
 
 pub use db::Db;
-pub use kube::KubeIssuer;
+pub use kube::{KubeCluster, KubeIssuer};
 pub use sts::TestSts;
 
 /// Decodes a JWT's payload without verifying it (tests assert on claims).

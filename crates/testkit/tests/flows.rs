@@ -460,11 +460,11 @@ both_backends!(es256_for_resources_that_opt_in, |db: Db| async move {
         ("EC", Some("P-256"), Some("ES256"))
     );
     let jwt = agentid_claims::UnverifiedJwt::parse(token).unwrap();
-    jwt.verify(
-        &ec.decoding_key().unwrap(),
-        &[jsonwebtoken::Algorithm::ES256],
-    )
-    .expect("valid ES256 signature");
+    use agentid_claims::verify::{Alg, VerificationKey, Verifier};
+    let key = std::sync::Arc::new(VerificationKey::from_jwk(ec).unwrap());
+    Verifier::new(&[Alg::ES256])
+        .verify_signature(&jwt, Alg::ES256, None, &[key])
+        .expect("valid ES256 signature");
     // Everything else stays RS256.
     let (_, g) = sts
         .token(&[

@@ -690,6 +690,34 @@ both_backends!(trusted_issuers_and_directory_audit, |db: Db| async move {
     // A cluster's issuer, trusted with its JWKS stored (air-gapped: nothing is fetched).
     let (st, ti) = admin.call("POST", "/agentid/v1/trustedIssuers", Some(json!({"issuer": kube.issuer, "jwks": jwks, "allowHttp": true, "description": "kind"}))).await;
     assert_eq!(st, 201, "{ti}");
+    // A CA bundle for its endpoints: PEM certificates only.
+    let ti_url = format!("/agentid/v1/trustedIssuers/{}", ti["id"].as_str().unwrap());
+    for bad in [
+        json!("not PEM"),
+        json!(12),
+        json!("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+    ] {
+        let (st, e) = admin
+            .call("PATCH", &ti_url, Some(json!({"caBundle": bad})))
+            .await;
+        assert_eq!(st, 400, "{bad}: {e}");
+    }
+    let ca = {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.self_signed(&key).unwrap().pem()
+    };
+    let (st, _) = admin
+        .call("PATCH", &ti_url, Some(json!({"caBundle": ca})))
+        .await;
+    assert_eq!(st, 204);
+    let (_, got) = admin.call("GET", &ti_url, None).await;
+    assert_eq!(got["caBundle"], json!(ca));
+    let (st, _) = admin
+        .call("PATCH", &ti_url, Some(json!({"caBundle": null})))
+        .await;
+    assert_eq!(st, 204);
     let (st, _) = admin
         .call(
             "POST",
@@ -796,7 +824,10 @@ both_backends!(trusted_issuers_and_directory_audit, |db: Db| async move {
         .iter()
         .filter(|e| e["result"] == "refused")
         .count();
-    assert_eq!(refused, 2, "the duplicate and the plain-http issuer");
+    assert_eq!(
+        refused, 5,
+        "three bad CA bundles, the duplicate and the plain-http issuer"
+    );
     assert!(
         !events.to_string().contains(&secret),
         "no secret in the audit log"

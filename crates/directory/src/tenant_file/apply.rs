@@ -426,7 +426,7 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
             certs.insert(format!("{}/{j}", b.name), read_cert(file, c, &p)?);
         }
     }
-    let mut issuer_jwks: Vec<Option<String>> = Vec::new();
+    let mut issuer_jwks: Vec<(Option<String>, Option<String>)> = Vec::new();
     for (i, t) in file.trusted_issuers.iter().enumerate() {
         let path = format!("trustedIssuers[{i}]");
         url::Url::parse(&t.issuer).map_err(|e| {
@@ -477,15 +477,36 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
                 ));
             }
         };
-        if let Some(set) = &jwks
-            && set.keys.iter().any(|k| k.decoding_key().is_none())
-        {
-            return Err(E::invalid(
-                format!("{path}.jwks"),
-                "every key must be an RSA or EC P-256 public key",
-            ));
+        if let Some(set) = &jwks {
+            crate::issuers::check_jwks(set)
+                .map_err(|e| E::invalid(format!("{path}.jwks"), e.to_string()))?;
         }
-        issuer_jwks.push(jwks.map(|s| serde_json::to_string(&s).expect("JWKS serialises")));
+        let ca_bundle = match (&t.ca_bundle, &t.ca_file) {
+            (Some(_), Some(_)) => {
+                return Err(E::invalid(path, "give `caBundle` or `caFile`, not both"));
+            }
+            (Some(pem), None) => Some((pem.clone(), format!("{path}.caBundle"))),
+            (None, Some(f)) => {
+                let p = file.resolve(f);
+                let pem = std::fs::read_to_string(&p).map_err(|e| {
+                    E::invalid(
+                        format!("{path}.caFile"),
+                        format!("cannot read {}: {e}", p.display()),
+                    )
+                })?;
+                Some((pem, format!("{path}.caFile")))
+            }
+            (None, None) => None,
+        };
+        if let Some((pem, key)) = &ca_bundle {
+            crate::issuers::check_ca_bundle(pem)
+                .map_err(|e| E::invalid(key.clone(), e.to_string()))?;
+        }
+        let jwks = jwks
+            .map(|s| serde_json::to_string(&s))
+            .transpose()
+            .map_err(|e| E::invalid(format!("{path}.jwks"), e.to_string()))?;
+        issuer_jwks.push((jwks, ca_bundle.map(|(pem, _)| pem)));
     }
 
     // ---- the transaction --------------------------------------------------------------------
@@ -752,9 +773,9 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
         }
     }
 
-    for (t, jwks) in file.trusted_issuers.iter().zip(issuer_jwks) {
-        let existing: Option<(String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT id, jwks, allow_http FROM trusted_issuers WHERE tenant_id = $1 AND issuer = $2",
+    for (t, (jwks, ca_bundle)) in file.trusted_issuers.iter().zip(issuer_jwks) {
+        let existing: Option<(String, Option<String>, i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, jwks, allow_http, ca_bundle FROM trusted_issuers WHERE tenant_id = $1 AND issuer = $2",
         )
         .bind(tenant.id.to_string())
         .bind(&t.issuer)
@@ -762,13 +783,14 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
         .await?;
         let now = crate::now();
         match existing {
-            Some((_, j, h)) if j == jwks && (h != 0) == t.allow_http => {}
-            Some((id, _, _)) => {
-                sqlx::query("UPDATE trusted_issuers SET jwks = $1, allow_http = $2, description = $3, updated_at = $4 WHERE id = $5")
+            Some((_, j, h, c)) if j == jwks && (h != 0) == t.allow_http && c == ca_bundle => {}
+            Some((id, _, _, _)) => {
+                sqlx::query("UPDATE trusted_issuers SET jwks = $1, allow_http = $2, description = $3, updated_at = $4, ca_bundle = $5 WHERE id = $6")
                     .bind(jwks)
                     .bind(t.allow_http as i64)
                     .bind(&t.description)
                     .bind(now)
+                    .bind(&ca_bundle)
                     .bind(id)
                     .execute(&mut *tx.conn)
                     .await?;
@@ -776,8 +798,8 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
             }
             None => {
                 sqlx::query(
-                    "INSERT INTO trusted_issuers (id, tenant_id, issuer, jwks, allow_http, description, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO trusted_issuers (id, tenant_id, issuer, jwks, allow_http, description, created_at, updated_at, ca_bundle) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(Uuid::new_v4().to_string())
                 .bind(tenant.id.to_string())
@@ -787,6 +809,7 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
                 .bind(&t.description)
                 .bind(now)
                 .bind(now)
+                .bind(&ca_bundle)
                 .execute(&mut *tx.conn)
                 .await?;
                 tx.report.created += 1;

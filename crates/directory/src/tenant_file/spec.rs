@@ -197,6 +197,10 @@ pub struct TrustedIssuerSpec {
     #[serde(default)]
     pub allow_http: bool,
     pub description: Option<String>,
+    /// PEM CA certificates the issuer's endpoints are served under (for `discovery`).
+    pub ca_bundle: Option<String>,
+    /// A file holding them (e.g. a service account's `ca.crt`), relative to the tenant file.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl TenantFile {

@@ -5,20 +5,27 @@ mod agentgateway_keys;
 pub mod duration;
 pub mod model;
 pub mod raw;
+pub mod upstream_tls;
 mod validate;
 
 pub use model::Snapshot;
-pub use validate::Context as ValidateContext;
+pub use validate::{Context as ValidateContext, MIN_REQUEST_HEADER_BYTES};
 
 use std::path::Path;
 
-/// A config the gateway refuses, with the JSON path of the offending key.
+/// A config the gateway refuses, always with where: the JSON path of the offending key, or the
+/// line (and column) of the text when the text itself is at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config error at {path}: {message}")]
     At { path: String, message: String },
-    #[error("config error: {0}")]
-    General(String),
+    /// YAML syntax, or `$VAR` expansion.
+    #[error("config error at {}: {message}", text_location(*.line, *.column))]
+    Text {
+        line: usize,
+        column: Option<usize>,
+        message: String,
+    },
     #[error("config error: cannot read {path}: {source}")]
     Read {
         path: String,
@@ -26,7 +33,31 @@ pub enum ConfigError {
     },
 }
 
+fn text_location(line: usize, column: Option<usize>) -> String {
+    match column {
+        Some(c) => format!("line {line}, column {c}"),
+        None => format!("line {line}"),
+    }
+}
+
 impl ConfigError {
+    /// Where the error is: a JSON path, `line N[, column M]`, or the file.
+    pub fn location(&self) -> String {
+        match self {
+            ConfigError::At { path, .. } => path.clone(),
+            ConfigError::Text { line, column, .. } => text_location(*line, *column),
+            ConfigError::Read { path, .. } => path.clone(),
+        }
+    }
+
+    fn line(line: usize, message: String) -> Self {
+        ConfigError::Text {
+            line,
+            column: None,
+            message,
+        }
+    }
+
     pub fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
         let path = path.into();
         ConfigError::At {
@@ -71,14 +102,10 @@ pub fn expand_env(
                     name.push(c);
                 }
                 if !closed || name.is_empty() {
-                    return Err(ConfigError::General(format!(
-                        "unterminated ${{…}} at line {line}"
-                    )));
+                    return Err(ConfigError::line(line, "unterminated ${…}".to_string()));
                 }
                 out.push_str(&lookup(&name).ok_or_else(|| {
-                    ConfigError::General(format!(
-                        "environment variable {name} is not set (line {line})"
-                    ))
+                    ConfigError::line(line, format!("environment variable {name} is not set"))
                 })?);
             }
             Some(c) if c.is_ascii_alphabetic() || c == '_' => {
@@ -92,9 +119,7 @@ pub fn expand_env(
                     }
                 }
                 out.push_str(&lookup(&name).ok_or_else(|| {
-                    ConfigError::General(format!(
-                        "environment variable {name} is not set (line {line})"
-                    ))
+                    ConfigError::line(line, format!("environment variable {name} is not set"))
                 })?);
             }
             _ => out.push('$'),
@@ -111,21 +136,28 @@ pub fn parse(text: &str) -> Result<raw::File, ConfigError> {
 /// Like `parse`, also returning the decoded document (for the effective view).
 pub fn parse_with_value(text: &str) -> Result<(raw::File, serde_json::Value), ConfigError> {
     if text.trim().is_empty() {
-        return Err(ConfigError::General("the config file is empty".into()));
+        return Err(ConfigError::at("", "the config file is empty"));
     }
     // Through serde_json::Value first: YAML anchors resolve, duplicate keys and multi-document
     // files are refused by the YAML parser, and JSON is YAML.
     let value: serde_json::Value = serde_yaml_ng::from_str(text).map_err(|e| {
         let msg = e.to_string();
         if msg.contains("more than one document") {
-            ConfigError::General("multi-document YAML is not supported: use one document".into())
-        } else {
-            ConfigError::General(msg)
+            return ConfigError::at("", "multi-document YAML is not supported: use one document");
+        }
+        match e.location() {
+            Some(l) => ConfigError::Text {
+                line: l.line(),
+                column: Some(l.column()),
+                message: msg,
+            },
+            None => ConfigError::at("", msg),
         }
     })?;
     if !value.is_object() {
-        return Err(ConfigError::General(
-            "the config must be a map with `binds`, `config`, … at its top level".into(),
+        return Err(ConfigError::at(
+            "",
+            "the config must be a map with `binds`, `config`, … at its top level",
         ));
     }
     reject_top_level(&value)?;

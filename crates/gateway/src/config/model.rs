@@ -1,6 +1,7 @@
 //! The validated, compiled config: what the request path reads. Built once per load by
 //! `validate`, immutable afterwards, swapped atomically on reload.
 
+pub use super::upstream_tls::TargetEndpoint;
 use crate::jwt::JwtAuth;
 use crate::rules::{Expr, RuleSet};
 use regex::Regex;
@@ -79,6 +80,7 @@ pub struct Limits {
     pub max_request_header_bytes: usize,
     pub max_connections: usize,
     pub max_mcp_sessions: usize,
+    pub max_mcp_sessions_per_principal: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +93,8 @@ pub struct Timeouts {
     pub llm_response_headers: Duration,
     pub http_response_headers: Duration,
     pub token_exchange: Duration,
+    /// Reading a whole MCP or LLM request body.
+    pub request_body: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,11 +271,13 @@ pub enum AuthorityRewrite {
 }
 
 pub enum PathRewrite {
-    Full(String),
+    Full(crate::request_path::CanonicalPath),
+    /// Empty, or a canonical path without its trailing `/`.
     Prefix(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// `backendTLS`; the default is `backendTLS: {}` (system roots, full verification).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TlsPolicy {
     pub root: Option<PathBuf>,
     pub hostname: Option<String>,
@@ -397,10 +403,10 @@ pub struct McpTarget {
 }
 
 pub enum TargetTransport {
-    /// Streamable HTTP at this URL.
-    Http { url: url::Url },
+    /// Streamable HTTP at this URL, over the TLS composed at load (`upstream_tls`).
+    Http(TargetEndpoint),
     /// Legacy HTTP+SSE at this URL (the GET endpoint).
-    Sse { url: url::Url },
+    Sse(TargetEndpoint),
     Stdio {
         cmd: String,
         args: Vec<String>,

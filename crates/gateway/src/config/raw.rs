@@ -522,6 +522,7 @@ pub struct AgentidLimits {
     pub max_request_header_bytes: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_mcp_sessions: Option<usize>,
+    pub max_mcp_sessions_per_principal: Option<usize>,
     pub max_stdio_processes: Option<usize>,
 }
 
@@ -536,6 +537,7 @@ pub struct AgentidTimeouts {
     pub llm_response_headers: Option<String>,
     pub http_response_headers: Option<String>,
     pub token_exchange: Option<String>,
+    pub request_body: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

@@ -5,7 +5,9 @@ use super::ConfigError;
 use super::duration;
 use super::model::*;
 use super::raw;
+use super::upstream_tls;
 use crate::jwt::{JwksRegistry, JwksSource, JwtAuth, JwtAuthSpec, JwtSettings, Mode, ProviderSpec};
+use crate::request_path::CanonicalPath;
 use crate::rules::{Expr, RuleKind, RuleSet, RuleSpec};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -20,6 +22,9 @@ pub struct Context {
 }
 
 type Result<T> = std::result::Result<T, ConfigError>;
+
+/// hyper's smallest HTTP/1 read buffer; `maxRequestHeaderBytes` bounds it.
+pub const MIN_REQUEST_HEADER_BYTES: usize = 8192;
 
 struct V<'a> {
     base: &'a Path,
@@ -273,7 +278,29 @@ impl V<'_> {
             max_request_header_bytes: l.max_request_header_bytes.unwrap_or(65_536),
             max_connections: l.max_connections.unwrap_or(10_000),
             max_mcp_sessions: l.max_mcp_sessions.unwrap_or(10_000),
+            max_mcp_sessions_per_principal: l.max_mcp_sessions_per_principal.unwrap_or(100),
         };
+        for (key, value) in [
+            ("maxConnections", limits.max_connections),
+            ("maxMcpSessions", limits.max_mcp_sessions),
+            (
+                "maxMcpSessionsPerPrincipal",
+                limits.max_mcp_sessions_per_principal,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::at(
+                    format!("agentid.limits.{key}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if limits.max_request_header_bytes < MIN_REQUEST_HEADER_BYTES {
+            return Err(ConfigError::at(
+                "agentid.limits.maxRequestHeaderBytes",
+                format!("must be at least {MIN_REQUEST_HEADER_BYTES}"),
+            ));
+        }
         let t = a.timeouts.unwrap_or_default();
         let p = "agentid.timeouts";
         let timeouts = Timeouts {
@@ -316,6 +343,11 @@ impl V<'_> {
                 &format!("{p}.tokenExchange"),
                 &t.token_exchange,
                 Duration::from_secs(10),
+            )?,
+            request_body: dur(
+                &format!("{p}.requestBody"),
+                &t.request_body,
+                Duration::from_secs(60),
             )?,
         };
         let inject_stream_usage = match a
@@ -446,7 +478,11 @@ impl V<'_> {
         }
         let mut backends = Vec::new();
         for (bi, b) in r.backends.iter().enumerate() {
-            backends.push(self.backend(b, &format!("{path}.backends[{bi}]"))?);
+            backends.push(self.backend(
+                b,
+                &format!("{path}.backends[{bi}]"),
+                policies.upstream.tls.as_ref(),
+            )?);
         }
         if backends
             .iter()
@@ -522,10 +558,16 @@ impl V<'_> {
                 "exactly one of exact, pathPrefix, regex is required",
             ));
         }
+        // Requests are matched in canonical form (request_path), so the config's paths are too.
         let path_match = if let Some(e) = p.exact {
-            PathMatch::Exact(e)
+            PathMatch::Exact(canonical_path(&format!("{path}.path.exact"), &e)?.to_string())
         } else if let Some(prefix) = p.path_prefix {
-            PathMatch::Prefix(prefix.trim_end_matches('/').to_string())
+            let canonical = if prefix.is_empty() {
+                String::new()
+            } else {
+                canonical_path(&format!("{path}.path.pathPrefix"), &prefix)?.to_string()
+            };
+            PathMatch::Prefix(canonical.trim_end_matches('/').to_string())
         } else {
             let pattern = p.regex.unwrap_or_default();
             PathMatch::Regex(regex(&format!("{path}.path.regex"), &pattern)?, pattern)
@@ -864,6 +906,14 @@ impl V<'_> {
         if cert.is_some() != key.is_some() {
             return Err(ConfigError::at(path, "cert and key go together"));
         }
+        if let Some(h) = &t.hostname
+            && rustls::pki_types::ServerName::try_from(h.as_str()).is_err()
+        {
+            return Err(ConfigError::at(
+                format!("{path}.hostname"),
+                format!("{h:?} is not a DNS name or IP address"),
+            ));
+        }
         if t.insecure.unwrap_or(false) || t.insecure_host.unwrap_or(false) {
             self.warnings.push(format!(
                 "{path}: certificate verification is weakened (insecure)"
@@ -1019,7 +1069,13 @@ impl V<'_> {
         })))
     }
 
-    fn backend(&mut self, b: &raw::RouteBackend, path: &str) -> Result<Backend> {
+    /// `route_tls`: the route's `backendTLS`, which MCP targets inherit (`upstream_tls`).
+    fn backend(
+        &mut self,
+        b: &raw::RouteBackend,
+        path: &str,
+        route_tls: Option<&Arc<TlsPolicy>>,
+    ) -> Result<Backend> {
         let kinds = [b.host.is_some(), b.mcp.is_some(), b.ai.is_some()]
             .iter()
             .filter(|x| **x)
@@ -1062,7 +1118,11 @@ impl V<'_> {
             return Ok(Backend {
                 weight,
                 name: "mcp".into(),
-                kind: BackendKind::Mcp(Arc::new(self.mcp(m, &format!("{path}.mcp"))?)),
+                kind: BackendKind::Mcp(Arc::new(self.mcp(
+                    m,
+                    &format!("{path}.mcp"),
+                    &[route_tls, policies.tls.as_ref()],
+                )?)),
                 policies,
                 mcp_authorization,
             });
@@ -1132,14 +1192,26 @@ impl V<'_> {
                 name: ai.name.clone().unwrap_or_else(|| "ai".into()),
                 provider,
                 host_override,
-                path_override: ai.path_override.clone(),
+                path_override: ai
+                    .path_override
+                    .as_deref()
+                    .map(|p| {
+                        canonical_path(&format!("{apath}.pathOverride"), p).map(|c| c.to_string())
+                    })
+                    .transpose()?,
             })),
             policies: policies.overlay(&ai_policies),
             mcp_authorization,
         })
     }
 
-    fn mcp(&mut self, m: &raw::McpBackend, path: &str) -> Result<McpBackend> {
+    /// `inherited_tls`: the route's and the backend's `backendTLS`, least specific first.
+    fn mcp(
+        &mut self,
+        m: &raw::McpBackend,
+        path: &str,
+        inherited_tls: &[Option<&Arc<TlsPolicy>>; 2],
+    ) -> Result<McpBackend> {
         if m.targets.is_empty() {
             return Err(ConfigError::at(
                 format!("{path}.targets"),
@@ -1176,36 +1248,42 @@ impl V<'_> {
                     "exactly one of mcp, sse, stdio is required",
                 ));
             }
-            let transport = if let Some(h) = &t.mcp {
-                TargetTransport::Http {
-                    url: target_url(
-                        h,
-                        &format!("{tpath}.mcp"),
-                        t.policies
-                            .as_ref()
-                            .and_then(|p| p.backend_tls.as_ref())
-                            .is_some(),
-                    )?,
+            let policies = match &t.policies {
+                Some(p) => {
+                    if t.stdio.is_some() {
+                        return Err(ConfigError::at(
+                            format!("{tpath}.policies"),
+                            "stdio targets take no policies",
+                        ));
+                    }
+                    self.upstream_policy(
+                        p.request_header_modifier.as_ref(),
+                        p.backend_tls.as_ref(),
+                        p.backend_auth.as_ref(),
+                        &format!("{tpath}.policies"),
+                    )?
                 }
-            } else if let Some(h) = &t.sse {
-                TargetTransport::Sse {
-                    url: target_url(
-                        h,
-                        &format!("{tpath}.sse"),
-                        t.policies
-                            .as_ref()
-                            .and_then(|p| p.backend_tls.as_ref())
-                            .is_some(),
-                    )?,
-                }
-            } else {
-                let s = t.stdio.clone().unwrap_or_default();
-                if t.policies.is_some() {
-                    return Err(ConfigError::at(
-                        format!("{tpath}.policies"),
-                        "stdio targets take no policies",
+                None => UpstreamPolicy::default(),
+            };
+            let [route_tls, backend_tls] = *inherited_tls;
+            let composed = upstream_tls::compose(&[route_tls, backend_tls, policies.tls.as_ref()]);
+            let mut endpoint = |h: &raw::TargetHost, kind: &str| -> Result<TargetEndpoint> {
+                let kpath = format!("{tpath}.{kind}");
+                let (endpoint, upgraded) =
+                    upstream_tls::endpoint(target_url(h, &kpath)?, composed.clone());
+                if upgraded && h.host.starts_with("http://") {
+                    self.warnings.push(format!(
+                        "{kpath}.host: backendTLS applies to this target, so it is called over TLS (https) although its URL says http"
                     ));
                 }
+                Ok(endpoint)
+            };
+            let transport = if let Some(h) = &t.mcp {
+                TargetTransport::Http(endpoint(h, "mcp")?)
+            } else if let Some(h) = &t.sse {
+                TargetTransport::Sse(endpoint(h, "sse")?)
+            } else {
+                let s = t.stdio.clone().unwrap_or_default();
                 if s.cmd.trim().is_empty() {
                     return Err(ConfigError::at(
                         format!("{tpath}.stdio.cmd"),
@@ -1218,15 +1296,6 @@ impl V<'_> {
                     env: s.env,
                     clear_env: s.clear_env,
                 }
-            };
-            let policies = match &t.policies {
-                Some(p) => self.upstream_policy(
-                    p.request_header_modifier.as_ref(),
-                    p.backend_tls.as_ref(),
-                    p.backend_auth.as_ref(),
-                    &format!("{tpath}.policies"),
-                )?,
-                None => UpstreamPolicy::default(),
             };
             targets.push(McpTarget {
                 name: t.name.clone(),
@@ -1280,15 +1349,15 @@ impl V<'_> {
     }
 }
 
-fn target_url(h: &raw::TargetHost, path: &str, tls: bool) -> Result<url::Url> {
+/// The URL a target's config names, with the scheme it writes (`http` for the `host:port`
+/// forms: TLS is `upstream_tls`'s decision, never guessed from the host name).
+fn target_url(h: &raw::TargetHost, path: &str) -> Result<url::Url> {
     let text = match (h.port, &h.path) {
         (None, None) if h.host.starts_with("http://") || h.host.starts_with("https://") => {
             h.host.clone()
         }
         (None, None) => match host_port(&h.host) {
-            Some((host, port)) => {
-                format!("{}://{host}:{port}/", if tls { "https" } else { "http" })
-            }
+            Some((host, port)) => format!("http://{}/", crate::pipeline::authority(&host, port)),
             None => {
                 return Err(ConfigError::at(
                     format!("{path}.host"),
@@ -1297,18 +1366,13 @@ fn target_url(h: &raw::TargetHost, path: &str, tls: bool) -> Result<url::Url> {
             }
         },
         (Some(port), p) => {
-            let scheme = if tls || port == 443 && h.host.ends_with(".com") {
-                "https"
-            } else {
-                "http"
+            let target_path = match p.as_deref() {
+                None | Some("") => CanonicalPath::root(),
+                Some(p) => canonical_path(&format!("{path}.path"), p)?,
             };
-            // The seed's {host, port: 443, path} targets reach public HTTPS servers; the spec ties
-            // TLS to backendTLS, which the seed sets at route level.
-            let scheme = if tls { "https" } else { scheme };
             format!(
-                "{scheme}://{}:{port}{}",
-                h.host,
-                p.clone().unwrap_or_else(|| "/".into())
+                "http://{}{target_path}",
+                crate::pipeline::authority(&h.host, port)
             )
         }
         (None, Some(_)) => {
@@ -1393,6 +1457,12 @@ fn rules(r: &raw::Rules, path: &str) -> Result<RuleSet> {
     RuleSet::compile(specs).map_err(|e| ConfigError::at(path, format!("CEL does not compile: {e}")))
 }
 
+/// A path from the config in the canonical form requests are compared and forwarded in.
+fn canonical_path(path: &str, value: &str) -> Result<CanonicalPath> {
+    CanonicalPath::parse(value)
+        .map_err(|e| ConfigError::at(path, format!("{value:?} is not a usable path: {e}")))
+}
+
 fn location(l: &raw::Location, path: &str) -> Result<(String, Option<String>)> {
     let h = l
         .header
@@ -1464,7 +1534,11 @@ fn url_rewrite(u: &raw::UrlRewrite, path: &str, matches: &[RouteMatch]) -> Resul
     let path_rw = match &u.path {
         None => None,
         Some(p) => match (&p.full, &p.prefix) {
-            (Some(f), None) => Some(PathRewrite::Full(f.clone())),
+            (Some(f), None) if f.is_empty() => Some(PathRewrite::Full(CanonicalPath::root())),
+            (Some(f), None) => Some(PathRewrite::Full(canonical_path(
+                &format!("{path}.path.full"),
+                f,
+            )?)),
             (None, Some(pre)) => {
                 if !matches
                     .iter()
@@ -1475,7 +1549,15 @@ fn url_rewrite(u: &raw::UrlRewrite, path: &str, matches: &[RouteMatch]) -> Resul
                         "a prefix rewrite needs every match of the route to be a pathPrefix match",
                     ));
                 }
-                Some(PathRewrite::Prefix(pre.clone()))
+                let replacement = if pre.is_empty() {
+                    String::new()
+                } else {
+                    canonical_path(&format!("{path}.path.prefix"), pre)?
+                        .to_string()
+                        .trim_end_matches('/')
+                        .to_string()
+                };
+                Some(PathRewrite::Prefix(replacement))
             }
             _ => {
                 return Err(ConfigError::at(

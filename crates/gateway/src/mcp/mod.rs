@@ -3,7 +3,12 @@
 //! names, filters every list per caller with `mcpAuthorization`, and refuses denied calls with
 //! "Unknown tool" (existence is not revealed).
 
+pub mod envelope;
+mod sessions;
 mod upstream;
+
+use envelope::{Call, Envelope};
+pub use sessions::{Principal, SessionLimitError, SessionLimits};
 
 use crate::audit::{McpPart, UpstreamPart};
 use crate::body::{self, Body};
@@ -13,7 +18,6 @@ use crate::gateway::Gateway;
 use crate::rules::{self, EvalContext, Level, McpInfo, McpItem};
 use base64::Engine;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -25,60 +29,33 @@ use upstream::TargetError;
 const VERSIONS: &[&str] = &["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
 const PAGE: usize = 1000;
 
-#[derive(Default)]
-pub struct Sessions {
-    map: Mutex<HashMap<String, Arc<Session>>>,
-}
-
-impl Sessions {
-    fn get(&self, id: &str) -> Option<Arc<Session>> {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
-    }
-    fn insert(&self, id: String, s: Arc<Session>) {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, s);
-    }
-    fn remove(&self, id: &str) -> Option<Arc<Session>> {
-        self.map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id)
-    }
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Drops sessions idle longer than `ttl`.
-    pub fn expire(&self, ttl: Duration) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, s| {
-            s.last_used
-                .lock()
-                .map(|t| t.elapsed() < ttl)
-                .unwrap_or(false)
-        });
-    }
-}
+/// The gateway's sessions, capped in all and per principal (`sessions`).
+pub type Sessions = sessions::SessionTable<Session>;
 
 /// (list kind, filtered items, taken at).
 type ListSnapshot = (String, Arc<Vec<Value>>, Instant);
 
-struct Session {
-    principal: (String, String, String),
+pub struct Session {
+    principal: Principal,
     route: String,
     version: String,
     targets: Vec<TargetSession>,
     last_used: Mutex<Instant>,
     /// Filtered list snapshots for cursors: id → (kind, items, created).
     lists: Mutex<HashMap<String, ListSnapshot>>,
+}
+
+impl sessions::Tracked for Session {
+    fn principal(&self) -> &Principal {
+        &self.principal
+    }
+    fn idle_for(&self) -> Duration {
+        // A poisoned clock counts as idle for ever: the session expires.
+        self.last_used
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or(Duration::MAX)
+    }
 }
 
 struct TargetSession {
@@ -185,7 +162,7 @@ fn local_host_and_origin(h: &HeaderMap) -> bool {
     host_ok && origin_ok
 }
 
-fn principal(ex: &Exchange) -> (String, String, String) {
+fn principal(ex: &Exchange) -> Principal {
     let c = ex.claims();
     let s = |k: &str| {
         c.and_then(|c| c.get(k))
@@ -198,7 +175,11 @@ fn principal(ex: &Exchange) -> (String, String, String) {
     } else {
         s("azp")
     };
-    (s("iss"), s("sub"), actor)
+    Principal {
+        issuer: s("iss"),
+        subject: s("sub"),
+        actor,
+    }
 }
 
 async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Response<Body> {
@@ -248,74 +229,33 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Respon
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let limit = cx.snap.settings.limits.mcp_request_body_bytes;
-    let bytes = match http_body_util::Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-    {
-        Ok(c) => c.to_bytes(),
-        Err(_) => {
-            return body::gateway_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request_too_large",
-                &format!("MCP request body exceeds {limit} bytes"),
-                &ex.correlation_id,
-            );
+    let within = cx.snap.settings.timeouts.request_body;
+    let bytes = match body::read_limited(req.into_body(), limit, within).await {
+        Ok(b) => b,
+        Err(e) => {
+            let message = match &e {
+                body::ReadBodyError::TooLarge { limit } => {
+                    format!("MCP request body exceeds {limit} bytes")
+                }
+                other => other.to_string(),
+            };
+            return body::gateway_error(e.status(), e.code(), &message, &ex.correlation_id);
         }
     };
     let data = json!({"correlationId": ex.correlation_id});
-    let msg: Value = match serde_json::from_slice(&bytes) {
-        Ok(v) => v,
-        Err(_) => {
+    let call = match envelope::parse(&bytes) {
+        Ok(Envelope::Call(call)) => call,
+        // A response from the client (to a server request we never relay): accepted, dropped.
+        Ok(Envelope::ClientResponse) => return accepted(),
+        Err(e) => {
             return json_resp(
                 StatusCode::BAD_REQUEST,
-                &rpc_error(&Value::Null, -32700, "Parse error", data),
+                &rpc_error(&e.id, e.code, &e.message, data),
             );
         }
     };
-    if msg.is_array() {
-        return json_resp(
-            StatusCode::BAD_REQUEST,
-            &rpc_error(
-                &Value::Null,
-                -32600,
-                "Invalid Request: batches are not supported",
-                data,
-            ),
-        );
-    }
-    let Some(obj) = msg.as_object() else {
-        return json_resp(
-            StatusCode::BAD_REQUEST,
-            &rpc_error(
-                &Value::Null,
-                -32600,
-                "Invalid Request: not a JSON-RPC object",
-                data,
-            ),
-        );
-    };
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        let id = obj.get("id").cloned().unwrap_or(Value::Null);
-        return json_resp(
-            StatusCode::BAD_REQUEST,
-            &rpc_error(
-                &id,
-                -32600,
-                "Invalid Request: jsonrpc must be \"2.0\"",
-                data,
-            ),
-        );
-    }
-    let id = obj.get("id").cloned();
-    let method = obj
-        .get("method")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let Some(method) = method else {
-        // A response from the client (to a server request we never relay): accepted, dropped.
-        return accepted();
-    };
-    let params = obj.get("params").cloned().unwrap_or(json!({}));
+    let Call { id, method, params } = call;
+    let params = Value::Object(params);
 
     if method == "initialize" && id.is_some() {
         return initialize(cx, ex, id.unwrap_or(Value::Null), &params).await;
@@ -494,13 +434,11 @@ fn authorize(cx: &Ctx<'_>, ex: &Exchange, info: &McpInfo) -> crate::rules::Decis
 }
 
 async fn initialize(cx: &Ctx<'_>, ex: &mut Exchange, id: Value, params: &Value) -> Response<Body> {
-    if cx.gw.sessions.len() >= cx.snap.settings.limits.max_mcp_sessions {
-        return body::gateway_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many MCP sessions",
-            &ex.correlation_id,
-        );
+    let caller = principal(ex);
+    let limits = session_limits(cx.snap);
+    // Checked before any target is contacted, and again (atomically) when the session is added.
+    if let Err(e) = cx.gw.sessions.admits(&caller, limits) {
+        return session_refused(cx, ex, &id, e);
     }
     let requested = params
         .get("protocolVersion")
@@ -513,7 +451,7 @@ async fn initialize(cx: &Ctx<'_>, ex: &mut Exchange, id: Value, params: &Value) 
     }
     .to_string();
     let session = Arc::new(Session {
-        principal: principal(ex),
+        principal: caller,
         route: cx.route.id.clone(),
         version: version.clone(),
         targets: cx
@@ -601,7 +539,10 @@ async fn initialize(cx: &Ctx<'_>, ex: &mut Exchange, id: Value, params: &Value) 
         rand::thread_rng().fill_bytes(&mut b);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
     };
-    cx.gw.sessions.insert(sid.clone(), session);
+    if let Err(e) = cx.gw.sessions.insert(sid.clone(), session.clone(), limits) {
+        close_targets(cx, ex, &session).await;
+        return session_refused(cx, ex, &id, e);
+    }
     cx.gw
         .metrics
         .mcp_sessions
@@ -637,6 +578,46 @@ async fn initialize(cx: &Ctx<'_>, ex: &mut Exchange, id: Value, params: &Value) 
     if let Ok(v) = HeaderValue::from_str(&sid) {
         resp.headers_mut().insert("mcp-session-id", v);
     }
+    resp
+}
+
+fn session_limits(snap: &Snapshot) -> SessionLimits {
+    SessionLimits {
+        total: snap.settings.limits.max_mcp_sessions,
+        per_principal: snap.settings.limits.max_mcp_sessions_per_principal,
+    }
+}
+
+/// A refused `initialize`: a JSON-RPC error with the HTTP status of the cap (429 per caller,
+/// 503 for the gateway), and an audit event.
+fn session_refused(
+    cx: &Ctx<'_>,
+    ex: &mut Exchange,
+    id: &Value,
+    e: SessionLimitError,
+) -> Response<Body> {
+    ex.decision = crate::audit::DecisionPart {
+        result: "deny",
+        stage: "mcpSessions",
+        reason: e.reason().to_string(),
+        ..Default::default()
+    };
+    let reply = rpc_error(
+        id,
+        -32000,
+        &format!("Too many MCP sessions: {e}; end one with DELETE or retry later"),
+        json!({"correlationId": ex.correlation_id, "limit": e.limit()}),
+    );
+    let mut event = ex.event("mcp", e.status().as_u16());
+    event.mcp = Some(McpPart {
+        method: "initialize".into(),
+        error: Some(reply["error"].clone()),
+        ..Default::default()
+    });
+    cx.gw.record(ex, event, None);
+    let mut resp = json_resp(e.status(), &reply);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
     resp
 }
 
@@ -716,27 +697,12 @@ async fn target_headers(
     Ok(h)
 }
 
+/// The client for a target: TLS exactly as composed at load (`config::upstream_tls`), so the
+/// URL's scheme and the client's TLS settings always agree.
 fn target_client(cx: &Ctx<'_>, target: &McpTarget) -> Result<reqwest::Client, String> {
-    let policy = cx
-        .route
-        .policies
-        .upstream
-        .overlay(&cx.backend.policies)
-        .overlay(&target.policies);
-    let https =
-        matches!(&target.transport, TargetTransport::Http { url } if url.scheme() == "https");
-    let default_tls = TlsPolicy {
-        root: None,
-        hostname: None,
-        cert: None,
-        key: None,
-        insecure: false,
-        insecure_host: false,
-    };
-    match (&policy.tls, https) {
-        (Some(t), _) => cx.gw.clients.get(Some(t)),
-        (None, true) => cx.gw.clients.get(Some(&default_tls)),
-        (None, false) => cx.gw.clients.get(None),
+    match &target.transport {
+        TargetTransport::Http(e) | TargetTransport::Sse(e) => cx.gw.clients.get(e.tls.as_deref()),
+        TargetTransport::Stdio { .. } => cx.gw.clients.get(None),
     }
 }
 
@@ -756,7 +722,7 @@ async fn init_target(
         }
     };
     let url = match &target.transport {
-        TargetTransport::Http { url } => url.clone(),
+        TargetTransport::Http(endpoint) => endpoint.url.clone(),
         TargetTransport::Sse { .. } => {
             return fail("legacy SSE targets are not implemented in this agentid version".into());
         }
@@ -862,7 +828,7 @@ async fn call_target(
                 st.failure.unwrap_or_default()
             ));
         }
-        let TargetTransport::Http { url } = &target.transport else {
+        let TargetTransport::Http(TargetEndpoint { url, .. }) = &target.transport else {
             return Err(format!(
                 "MCP target '{}' is unavailable: transport not implemented",
                 target.name
@@ -1031,7 +997,12 @@ async fn dispatch(
                         .to_string(),
                 ),
                 "completion/complete" => {
-                    let r = params.get("ref").cloned().unwrap_or_default();
+                    let Some(r) = params.get("ref").filter(|r| r.is_object()).cloned() else {
+                        return (
+                            StatusCode::OK,
+                            rpc_error(&id, -32602, "Invalid params: ref must be an object", data),
+                        );
+                    };
                     if r.get("type").and_then(Value::as_str) == Some("ref/prompt") {
                         (
                             Kind::Prompt,
@@ -1419,7 +1390,7 @@ async fn close_targets(cx: &Ctx<'_>, ex: &Exchange, session: &Session) {
         if st.upstream_session.is_none() {
             continue;
         }
-        if let (TargetTransport::Http { url }, Ok(client)) =
+        if let (TargetTransport::Http(TargetEndpoint { url, .. }), Ok(client)) =
             (&target.transport, target_client(cx, target))
             && let Ok(h) = target_headers(cx, ex, target, &st).await
         {

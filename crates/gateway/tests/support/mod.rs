@@ -191,6 +191,12 @@ pub async fn mock_mcp(
     name: &'static str,
     tools: &'static [&'static str],
 ) -> (SocketAddr, Recorder) {
+    let (router, rec) = mcp_router(name, tools);
+    (serve(router).await, rec)
+}
+
+/// The router of [`mock_mcp`], to serve over another transport (TLS).
+pub fn mcp_router(name: &'static str, tools: &'static [&'static str]) -> (axum::Router, Recorder) {
     let rec = Recorder::default();
     #[derive(Clone)]
     struct S {
@@ -267,7 +273,7 @@ pub async fn mock_mcp(
             name,
             tools,
         });
-    (serve(router).await, rec)
+    (router, rec)
 }
 
 pub struct Gw {
@@ -307,6 +313,18 @@ impl Gw {
 
     pub fn admin(&self, path: &str) -> String {
         format!("http://{}{path}", self.running.admin.unwrap())
+    }
+
+    /// Polls the audit log until `query` finds at least `n` events (or 10 s pass).
+    pub async fn audit_until(&self, query: &str, n: usize) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let events = self.audit(query).await;
+            if events.len() >= n || std::time::Instant::now() > deadline {
+                return events;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn audit(&self, query: &str) -> Vec<Value> {
@@ -359,5 +377,48 @@ impl Gw {
             .await;
         assert_eq!(st, 200, "{body}");
         sid.expect("session id")
+    }
+}
+
+/// A token issuer that needs no STS: an ES256 key whose JWKS goes inline into `jwtAuth.jwks`.
+pub struct Signer {
+    enc: jsonwebtoken::EncodingKey,
+    jwk: Value,
+}
+
+impl Default for Signer {
+    fn default() -> Self {
+        Signer::new()
+    }
+}
+
+pub const ISS: &str = "https://issuer.gateway.test";
+pub const AUD: &str = "api://gateway-test";
+
+impl Signer {
+    pub fn new() -> Signer {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let raw = kp.public_key_raw();
+        Signer {
+            enc: jsonwebtoken::EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap(),
+            jwk: json!({"kty": "EC", "crv": "P-256", "kid": "k1",
+                "x": URL_SAFE_NO_PAD.encode(&raw[1..33]), "y": URL_SAFE_NO_PAD.encode(&raw[33..65])}),
+        }
+    }
+
+    /// The JWKS document, for `jwks: '<this>'`.
+    pub fn jwks(&self) -> String {
+        json!({"keys": [self.jwk]}).to_string()
+    }
+
+    /// A token for `sub` from issuer [`ISS`] to audience [`AUD`], actor app `app-1`.
+    pub fn token(&self, sub: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("k1".into());
+        let claims = json!({"iss": ISS, "aud": AUD, "sub": sub, "azp": "app-1", "exp": now + 600, "iat": now});
+        jsonwebtoken::encode(&header, &claims, &self.enc).unwrap()
     }
 }

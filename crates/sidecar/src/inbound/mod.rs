@@ -1,8 +1,6 @@
-//! Inbound bearer tokens (sidecar.md §7): signing keys from the authority's metadata, and the
-//! validation rules.
+//! Inbound bearer tokens (sidecar.md §7): the sidecar's parameters over the shared
+//! verifier and key cache.
 
-pub mod keys;
 pub mod validate;
 
-pub use keys::SigningKeys;
 pub use validate::{InboundError, InboundToken, Validator};

@@ -1,26 +1,37 @@
-//! Validation of `Authorization: Bearer <jwt>` (sidecar.md §7.1–§7.2): signature with the
+//! Validation of `Authorization: Bearer <jwt>` with the shared verifier: signature with the
 //! authority's keys (RS256, PS256, ES256 — never `none` or HMAC), lifetime with 300 s skew,
-//! issuer, audience, and the optional required scopes. Claims are kept exactly as issued.
+//! issuer (from the authority's metadata), audience, an access token (no ID token, no
+//! token-exchange credential), and the optional required scopes. Claims are kept exactly as
+//! issued.
 
-use super::keys::{KeysError, SigningKeys};
 use crate::clock::SharedClock;
 use crate::config::{Config, RequiredScopes};
 use agentid_claims::UnverifiedJwt;
-use jsonwebtoken::Algorithm;
+use agentid_claims::verify::{
+    Alg, Audiences, Discovery, FetchPolicy, Fetcher, Issuers, KeyCache, RefreshPolicy, TokenUse,
+    Typ, Verifier, VerifyError,
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use std::time::Duration;
 
 const SKEW: i64 = 300;
 /// A validated token is trusted again without re-checking its signature for this long (its
 /// lifetime is checked on every use), so a key removed from the JWKS stops working within it.
 const REVALIDATE_AFTER: i64 = 300;
 const RECENT_MAX: usize = 1024;
+/// Signing keys: kept 24 h, fetched again for an unknown `kid` at most every 5 min, retried
+/// every 5 s while none could be fetched.
+const KEYS_TTL: Duration = Duration::from_secs(24 * 3600);
+const UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(300);
+const FAILED_FETCH_INTERVAL: Duration = Duration::from_secs(5);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Recent {
     token: Arc<InboundToken>,
-    exp: i64,
-    nbf: Option<i64>,
+    /// The issuers the keys vouched for when it was verified.
+    issuers: Vec<String>,
     verified_at: i64,
 }
 
@@ -61,9 +72,9 @@ impl InboundToken {
 }
 
 pub struct Validator {
-    keys: SigningKeys,
+    keys: KeyCache,
+    verifier: Verifier,
     recent: std::sync::Mutex<std::collections::HashMap<String, Recent>>,
-    audiences: Vec<String>,
     required: Option<RequiredScopes>,
     clock: SharedClock,
 }
@@ -76,32 +87,87 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("Bearer") && !token.is_empty()).then_some(token)
 }
 
-fn algorithm_fits(alg: Algorithm, kty: &str, crv: Option<&str>) -> bool {
-    match alg {
-        Algorithm::RS256 | Algorithm::PS256 => kty == "RSA",
-        Algorithm::ES256 => kty == "EC" && crv == Some("P-256"),
-        _ => false,
-    }
+/// The fixed phrases of the sidecar contract for each refusal.
+fn invalid(e: VerifyError) -> InboundError {
+    InboundError::Invalid(match e {
+        VerifyError::KeysUnavailable { source_url, .. } => {
+            return InboundError::KeysUnavailable(format!(
+                "Unable to retrieve signing keys from {source_url}."
+            ));
+        }
+        VerifyError::MissingAlg
+        | VerifyError::AlgNotAllowed(_)
+        | VerifyError::KidMissing
+        | VerifyError::KidUnknown(_)
+        | VerifyError::KeyMismatch { .. }
+        | VerifyError::BadSignature => "The signature is invalid".into(),
+        VerifyError::Expired { .. } => "The token is expired".into(),
+        VerifyError::NotYetValid { .. } | VerifyError::IssuedInFuture { .. } => {
+            "The token is not yet valid".into()
+        }
+        VerifyError::IssuerMismatch(iss) => format!("The issuer '{iss}' is invalid"),
+        VerifyError::AudienceMismatch(auds) => {
+            format!("The audience '{}' is invalid", auds.join(","))
+        }
+        // Structure, `crit`, an ID token or exchange credential where an access token is due.
+        VerifyError::Malformed(_)
+        | VerifyError::Crit
+        | VerifyError::WrongType(_)
+        | VerifyError::MissingClaim(_)
+        | VerifyError::BadDate(_) => "The token is malformed".into(),
+    })
 }
 
 impl Validator {
     pub fn new(config: &Config, http: reqwest::Client, clock: SharedClock) -> Self {
+        let (instance, tenant) = (&config.instance, &config.tenant_id);
+        let keys = KeyCache::discovery(
+            Discovery {
+                metadata_url: format!("{instance}{tenant}/v2.0/.well-known/openid-configuration"),
+                expected_issuer: None,
+                // The v1 document gives the issuer of v1 tokens.
+                more_issuers_from: Some(format!(
+                    "{instance}{tenant}/.well-known/openid-configuration"
+                )),
+                tenant: Some(tenant.clone()),
+            },
+            RefreshPolicy {
+                max_age: KEYS_TTL,
+                unknown_kid_floor: UNKNOWN_KID_INTERVAL,
+                retry_floor: FAILED_FETCH_INTERVAL,
+                background: false,
+                require_kid: false,
+            },
+            FetchPolicy {
+                timeout: FETCH_TIMEOUT,
+                max_bytes: 1 << 20,
+                // The authority URL is the operator's (checked when the configuration loads).
+                allow_http: true,
+                allow_private: true,
+                ca_bundle: None,
+            },
+            Fetcher::configured(http),
+        );
+        let mut also = vec![format!("https://sts.windows.net/{tenant}/")];
+        also.extend(config.valid_issuers.iter().cloned());
+        let verifier = Verifier::new(&[Alg::RS256, Alg::PS256, Alg::ES256])
+            .issuers(Issuers::Discovered { also })
+            .audiences(Audiences::OneOf(config.audiences.clone()))
+            .skew(SKEW)
+            .required_claims(&["exp"])
+            .typ(Typ::AccessToken)
+            .token_use(TokenUse::Access);
         Self {
-            keys: SigningKeys::new(
-                http,
-                &config.instance,
-                &config.tenant_id,
-                &config.valid_issuers,
-                clock.clone(),
-            ),
+            keys,
+            verifier,
             recent: std::sync::Mutex::new(std::collections::HashMap::new()),
-            audiences: config.audiences.clone(),
             required: config.required_scopes.clone(),
             clock,
         }
     }
 
-    pub fn keys(&self) -> &SigningKeys {
+    /// The authority's signing keys (the server prefetches them at start).
+    pub fn keys(&self) -> &KeyCache {
         &self.keys
     }
 
@@ -112,62 +178,23 @@ impl Validator {
         if let Some(hit) = self.recently_validated(raw, now) {
             return hit;
         }
-        let malformed = || InboundError::Invalid("The token is malformed".into());
-        let jwt = UnverifiedJwt::parse(raw).map_err(|_| malformed())?;
-        let alg = jwt
-            .alg()
-            .and_then(agentid_claims::jwt::parse_alg)
-            .filter(|a| matches!(a, Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256));
-        let bad_signature = || InboundError::Invalid("The signature is invalid".into());
-        let Some(alg) = alg else {
-            return Err(bad_signature());
-        };
-        let snapshot = self.keys.get(jwt.kid()).await.map_err(|e| match e {
-            KeysError::Unavailable(uri) => InboundError::KeysUnavailable(format!(
-                "Unable to retrieve signing keys from {uri}."
-            )),
-        })?;
-        let kid = jwt.kid();
-        let verified = snapshot
-            .keys
-            .iter()
-            .filter(|k| kid.is_none() || k.kid.as_deref() == kid)
-            .filter(|k| algorithm_fits(alg, &k.kty, k.crv.as_deref()))
-            .any(|k| jwt.verify(&k.key, &[alg]).is_ok());
-        if !verified {
-            return Err(bad_signature());
-        }
-        let exp = jwt.time_claim("exp").ok_or_else(malformed)?;
-        if exp + SKEW <= now {
-            return Err(InboundError::Invalid("The token is expired".into()));
-        }
-        if jwt.time_claim("nbf").is_some_and(|nbf| nbf - SKEW > now) {
-            return Err(InboundError::Invalid("The token is not yet valid".into()));
-        }
-        let auds = jwt.audiences();
-        if !auds.iter().any(|a| self.audiences.iter().any(|x| x == a)) {
-            return Err(InboundError::Invalid(format!(
-                "The audience '{}' is invalid",
-                auds.join(",")
-            )));
-        }
-        let iss = jwt.str_claim("iss").unwrap_or_default();
-        if !snapshot.issuers.iter().any(|i| i == iss) {
-            return Err(InboundError::Invalid(format!(
-                "The issuer '{iss}' is invalid"
-            )));
-        }
+        let jwt = UnverifiedJwt::parse(raw)
+            .map_err(|_| InboundError::Invalid("The token is malformed".into()))?;
+        let verified = self
+            .verifier
+            .verify(&jwt, &self.keys, now)
+            .await
+            .map_err(invalid)?;
         let cache_id = format!(
             "tc:{}",
             agentid_claims::jwt::hex(&Sha256::digest(jwt.raw().as_bytes()))
         );
-        let nbf = jwt.time_claim("nbf");
         let token = Arc::new(InboundToken { jwt, cache_id });
-        self.remember(raw, &token, exp, nbf, now);
+        self.remember(raw, &token, verified.issuers, now);
         Ok(token)
     }
 
-    /// A token validated less than 5 min ago: only its lifetime is checked again.
+    /// A token validated less than 5 min ago: only its claims are checked again.
     fn recently_validated(
         &self,
         raw: &str,
@@ -177,19 +204,24 @@ impl Validator {
         let r = recent
             .get(raw)
             .filter(|r| now < r.verified_at + REVALIDATE_AFTER && now >= r.verified_at)?;
-        Some(if r.exp + SKEW <= now {
-            Err(InboundError::Invalid("The token is expired".into()))
-        } else if r.nbf.is_some_and(|nbf| nbf - SKEW > now) {
-            Err(InboundError::Invalid("The token is not yet valid".into()))
-        } else {
-            Ok(r.token.clone())
-        })
+        Some(
+            self.verifier
+                .check_claims(&r.token.jwt.claims, now, &r.issuers)
+                .map(|()| r.token.clone())
+                .map_err(invalid),
+        )
     }
 
-    fn remember(&self, raw: &str, token: &Arc<InboundToken>, exp: i64, nbf: Option<i64>, now: i64) {
+    fn remember(&self, raw: &str, token: &Arc<InboundToken>, issuers: Vec<String>, now: i64) {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if recent.len() >= RECENT_MAX {
-            recent.retain(|_, r| now < r.verified_at + REVALIDATE_AFTER && r.exp + SKEW > now);
+            let verifier = &self.verifier;
+            recent.retain(|_, r| {
+                now < r.verified_at + REVALIDATE_AFTER
+                    && verifier
+                        .check_claims(&r.token.jwt.claims, now, &r.issuers)
+                        .is_ok()
+            });
             if recent.len() >= RECENT_MAX {
                 recent.clear();
             }
@@ -198,8 +230,7 @@ impl Validator {
             raw.to_string(),
             Recent {
                 token: token.clone(),
-                exp,
-                nbf,
+                issuers,
                 verified_at: now,
             },
         );

@@ -6,6 +6,7 @@ use super::odata::GraphError;
 use super::{GResult, Out, Req, created, method_not_allowed, ok};
 use agentid_claims::jwk::JwkSet;
 use agentid_directory::audit::AuditQuery;
+use agentid_directory::issuers::{check_ca_bundle, check_issuer, check_jwks};
 use agentid_directory::objects::TrustedIssuerRow;
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -43,35 +44,42 @@ fn policy(c: &Caller) -> GResult<()> {
 
 fn issuer_json(t: &TrustedIssuerRow) -> Value {
     json!({"id": t.id, "issuer": t.issuer, "jwks": t.jwks.as_deref().and_then(|j| serde_json::from_str::<Value>(j).ok()),
-        "allowHttp": t.allow_http != 0, "description": t.description,
+        "allowHttp": t.allow_http != 0, "caBundle": t.ca_bundle, "description": t.description,
         "createdDateTime": super::iso(t.created_at), "updatedDateTime": super::iso(t.updated_at)})
 }
 
-/// A JWKS of RSA or EC P-256 public keys, each with a `kid`.
+/// A JWKS of RSA or EC public keys, each with a `kid`.
 fn parse_jwks(v: &Value) -> GResult<Option<String>> {
     if v.is_null() {
         return Ok(None);
     }
     let set: JwkSet = serde_json::from_value(v.clone())
         .map_err(|e| GraphError::bad_request(format!("jwks is not a JSON Web Key Set: {e}.")))?;
-    if set.keys.is_empty()
-        || set
-            .keys
-            .iter()
-            .any(|k| k.kid.is_none() || k.decoding_key().is_none())
-    {
-        return Err(GraphError::bad_request(
-            "jwks must hold RSA or EC P-256 public keys, each with a kid.",
-        ));
+    check_jwks(&set).map_err(|e| GraphError::bad_request(format!("{e}.")))?;
+    serde_json::to_string(&set)
+        .map(Some)
+        .map_err(|e| GraphError::bad_request(format!("jwks: {e}.")))
+}
+
+/// PEM CA certificates for the issuer's endpoints, or null.
+fn parse_ca_bundle(v: &Value) -> GResult<Option<String>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(pem) => {
+            check_ca_bundle(pem).map_err(|e| GraphError::bad_request(format!("{e}.")))?;
+            Ok(Some(pem.clone()))
+        }
+        _ => Err(GraphError::bad_request(
+            "caBundle must be a string of PEM certificates.",
+        )),
     }
-    Ok(Some(serde_json::to_string(&set).expect("JWKS serialises")))
 }
 
 async fn create_issuer(req: &Req<'_>, c: &Caller) -> GResult<Out> {
     policy(c)?;
     let b = req.body_object(
         "trustedIssuer",
-        &["issuer", "jwks", "allowHttp", "description"],
+        &["issuer", "jwks", "allowHttp", "caBundle", "description"],
         &["id", "createdDateTime", "updatedDateTime"],
     )?;
     let issuer = b
@@ -80,13 +88,7 @@ async fn create_issuer(req: &Req<'_>, c: &Caller) -> GResult<Out> {
         .unwrap_or("")
         .to_string();
     let allow_http = b.get("allowHttp").and_then(Value::as_bool).unwrap_or(false);
-    let scheme_ok = url::Url::parse(&issuer)
-        .is_ok_and(|u| u.scheme() == "https" || (allow_http && u.scheme() == "http"));
-    if !scheme_ok {
-        return Err(GraphError::bad_request(
-            "issuer must be an https URL (http only with allowHttp).",
-        ));
-    }
+    check_issuer(&issuer, allow_http).map_err(|e| GraphError::bad_request(format!("{e}.")))?;
     let now = chrono::Utc::now().timestamp();
     let t = TrustedIssuerRow {
         id: uuid::Uuid::new_v4().to_string(),
@@ -99,6 +101,7 @@ async fn create_issuer(req: &Req<'_>, c: &Caller) -> GResult<Out> {
             .map(str::to_string),
         created_at: now,
         updated_at: now,
+        ca_bundle: parse_ca_bundle(b.get("caBundle").unwrap_or(&Value::Null))?,
     };
     req.sts
         .store
@@ -120,7 +123,7 @@ async fn issuer_item(req: &Req<'_>, c: &Caller, m: Method, id: &str) -> GResult<
         Method::PATCH => {
             let b = req.body_object(
                 "trustedIssuer",
-                &["jwks", "allowHttp", "description"],
+                &["jwks", "allowHttp", "caBundle", "description"],
                 &["id", "issuer", "createdDateTime", "updatedDateTime"],
             )?;
             if let Some(j) = b.get("jwks") {
@@ -128,6 +131,9 @@ async fn issuer_item(req: &Req<'_>, c: &Caller, m: Method, id: &str) -> GResult<
             }
             if let Some(h) = b.get("allowHttp").and_then(Value::as_bool) {
                 t.allow_http = h as i64;
+            }
+            if let Some(c) = b.get("caBundle") {
+                t.ca_bundle = parse_ca_bundle(c)?;
             }
             if let Some(d) = b.get("description") {
                 t.description = d.as_str().map(str::to_string);

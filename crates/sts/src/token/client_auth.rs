@@ -5,13 +5,14 @@ use super::TokenRequest;
 use crate::error::{OAuthError, OAuthResult};
 use agentid_claims::guid::FmiPath;
 use agentid_claims::jwt::UnverifiedJwt;
+use agentid_claims::verify::{Alg, Curve, Typ, VerificationKey, Verifier, VerifyError};
 use agentid_claims::wellknown::{JWT_BEARER_ASSERTION_TYPE, TOKEN_EXCHANGE_APP_ID};
 use agentid_directory::model::{AppKind, Application, KeyCredential, ServicePrincipal};
 use agentid_directory::queries::ClientRecord;
 use agentid_directory::secrets::{ct_eq, sha256_hex};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use std::sync::Arc;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,7 +281,7 @@ async fn verify_secret(
     client: &Client,
     secret: &str,
 ) -> OAuthResult<Credential> {
-    let app = client.app.as_ref().expect("applications have an app");
+    let app = client.app.as_ref().ok_or_else(OAuthError::server_error)?;
     let creds = req
         .sts
         .store
@@ -313,14 +314,58 @@ fn thumbprint_hex(v: &str) -> Option<String> {
         .map(|b| agentid_claims::jwt::hex(&b))
 }
 
-fn cert_decoding_key(der: &[u8]) -> Option<(DecodingKey, bool)> {
+/// The public key of a registered certificate (RSA, or EC on P-256/P-384).
+fn cert_key(der: &[u8]) -> Option<VerificationKey> {
+    use x509_parser::public_key::PublicKey;
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let spki = cert.public_key();
-    let data = spki.subject_public_key.data.as_ref();
-    match spki.algorithm.algorithm.to_id_string().as_str() {
-        "1.2.840.113549.1.1.1" => Some((DecodingKey::from_rsa_der(data), true)),
-        "1.2.840.10045.2.1" => Some((DecodingKey::from_ec_der(data), false)),
+    match spki.parsed().ok()? {
+        PublicKey::RSA(rsa) => VerificationKey::rsa(rsa.modulus, rsa.exponent).ok(),
+        PublicKey::EC(point) => {
+            let curve = match spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.to_id_string())
+                .as_deref()
+            {
+                Some("1.2.840.10045.3.1.7") => Curve::P256,
+                Some("1.3.132.0.34") => Curve::P384,
+                _ => return None,
+            };
+            VerificationKey::ec_point(curve, point.data()).ok()
+        }
         _ => None,
+    }
+}
+
+/// Client assertions: the algorithms accepted, `typ` JWT or client-authentication+jwt, and the
+/// configured skew on `exp`, `nbf` and `iat`. Claims are matched by each kind of assertion.
+fn assertion_verifier(req: &TokenRequest<'_>, algorithms: &[Alg]) -> Verifier {
+    Verifier::new(algorithms)
+        .skew(req.sts.settings.clock_skew)
+        .required_claims(&[])
+        .typ(Typ::Assertion)
+        .check_iat(true)
+}
+
+/// AADSTS700024 for lifetime refusals, else AADSTS700027 with the reason.
+fn assertion_refusal(e: VerifyError) -> OAuthError {
+    if crate::own_tokens::is_lifetime(&e) {
+        return OAuthError::assertion_time();
+    }
+    match e {
+        VerifyError::AlgNotAllowed(alg) => {
+            OAuthError::assertion_invalid(&format!("algorithm '{alg}' is not accepted"))
+        }
+        VerifyError::KeysUnavailable { reason, .. } => OAuthError::assertion_invalid(&format!(
+            "cannot obtain the issuer's signing keys: {reason}"
+        )),
+        VerifyError::KeyMismatch { .. } | VerifyError::BadSignature => {
+            OAuthError::assertion_invalid("signature is invalid")
+        }
+        other => OAuthError::assertion_invalid(&other.to_string()),
     }
 }
 
@@ -361,46 +406,43 @@ async fn verify_private_key_jwt(
     jwt: &UnverifiedJwt,
     client_id: &str,
 ) -> OAuthResult<Credential> {
-    let alg = jwt.alg().unwrap_or("");
-    let allowed = [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256];
-    if !matches!(alg, "RS256" | "PS256" | "ES256") {
-        return Err(OAuthError::assertion_invalid(&format!(
-            "algorithm '{alg}' is not accepted"
-        )));
-    }
-    let app = client.app.as_ref().expect("applications have an app");
+    let verifier = assertion_verifier(req, &[Alg::RS256, Alg::PS256, Alg::ES256]);
+    let alg = verifier.check_header(jwt).map_err(assertion_refusal)?;
+    let app = client.app.as_ref().ok_or_else(OAuthError::server_error)?;
     let keys = req
         .sts
         .store
         .key_credentials(&app.id)
         .await
         .map_err(super::internal)?;
+    // The header only locates a registered certificate (by thumbprint); its key is the
+    // registered one, never one carried in the header.
     let candidates = locate_key(jwt, &keys);
     if candidates.is_empty() {
         let shown = jwt.header_str("x5t").or(jwt.kid()).unwrap_or("(none)");
         return Err(OAuthError::assertion_key_not_found(shown));
     }
     let now = req.ctx.now;
-    let mut matched = None;
-    let mut expired = false;
-    for k in candidates {
-        if now < k.start_at || now > k.end_at {
-            expired = true;
-            continue;
-        }
-        let Some((dk, _)) = cert_decoding_key(&k.cert_der) else {
-            continue;
-        };
-        if jwt.verify(&dk, &allowed).is_ok() {
-            matched = Some(k);
-            break;
-        }
+    let current: Vec<&KeyCredential> = candidates
+        .into_iter()
+        .filter(|k| now >= k.start_at && now <= k.end_at)
+        .collect();
+    if current.is_empty() {
+        return Err(OAuthError::assertion_invalid("key expired"));
     }
-    let key = match matched {
-        Some(k) => k,
-        None if expired => return Err(OAuthError::assertion_invalid("key expired")),
-        None => return Err(OAuthError::assertion_invalid("signature is invalid")),
-    };
+    let usable: Vec<(Arc<VerificationKey>, &KeyCredential)> = current
+        .into_iter()
+        .filter_map(|k| Some((Arc::new(cert_key(&k.cert_der)?), k)))
+        .collect();
+    let key_list: Vec<Arc<VerificationKey>> = usable.iter().map(|(v, _)| v.clone()).collect();
+    let matched = verifier
+        .verify_signature(jwt, alg, jwt.kid(), &key_list)
+        .map_err(assertion_refusal)?;
+    let key = usable
+        .iter()
+        .find(|(v, _)| Arc::ptr_eq(v, &matched))
+        .map(|(_, k)| *k)
+        .ok_or_else(OAuthError::server_error)?;
     for c in ["iss", "sub", "exp", "jti"] {
         if !jwt.claims.contains_key(c) {
             return Err(OAuthError::missing_claim(c));
@@ -416,7 +458,9 @@ async fn verify_private_key_jwt(
     {
         return Err(OAuthError::assertion_invalid("invalid audience"));
     }
-    check_times(jwt, now, req.sts.settings.clock_skew, true)?;
+    verifier
+        .check_claims(&jwt.claims, now, &[])
+        .map_err(assertion_refusal)?;
     let jti = jwt
         .str_claim("jti")
         .ok_or_else(|| OAuthError::missing_claim("jti"))?;
@@ -429,7 +473,7 @@ async fn verify_private_key_jwt(
             client_id,
             jti,
             &jwt.sha256_hex(),
-            exp + req.sts.settings.clock_skew,
+            exp.saturating_add(req.sts.settings.clock_skew),
             req.sts.settings.single_use_assertions,
         )
         .await
@@ -438,29 +482,6 @@ async fn verify_private_key_jwt(
         return Err(OAuthError::assertion_invalid("assertion identifier reused"));
     }
     Ok(Credential::PrivateKeyJwt { key_id: key.key_id })
-}
-
-/// `exp + skew > now`; `nbf`/`iat - skew ≤ now` when present. Missing `exp` fails.
-fn check_times(jwt: &UnverifiedJwt, now: i64, skew: i64, client: bool) -> OAuthResult<()> {
-    let err = || {
-        if client {
-            OAuthError::assertion_time()
-        } else {
-            OAuthError::assertion_expired()
-        }
-    };
-    match jwt.time_claim("exp") {
-        Some(exp) if exp + skew > now => {}
-        _ => return Err(err()),
-    }
-    for c in ["nbf", "iat"] {
-        if let Some(t) = jwt.time_claim(c)
-            && t - skew > now
-        {
-            return Err(err());
-        }
-    }
-    Ok(())
 }
 
 async fn verify_federated(
@@ -480,7 +501,7 @@ async fn verify_federated(
         .str_claim("sub")
         .ok_or_else(|| OAuthError::missing_claim("sub"))?;
     req.audit_federated(iss, sub);
-    let app = client.app.as_ref().expect("applications have an app");
+    let app = client.app.as_ref().ok_or_else(OAuthError::server_error)?;
     let fics = req
         .sts
         .store
@@ -509,63 +530,30 @@ async fn verify_federated(
     if req.sts.settings.require_trusted_issuer && trusted.is_none() {
         return Err(OAuthError::fic_issuer(iss));
     }
-    let jwks = match trusted.as_ref().and_then(|t| t.jwks.clone()) {
-        Some(set) => std::sync::Arc::new(set),
-        None => req
-            .sts
-            .federation
-            .keys(
-                iss,
-                jwt.kid(),
-                trusted.as_ref().is_some_and(|t| t.allow_http),
-            )
-            .await
-            .map_err(|e| {
-                OAuthError::assertion_invalid(&format!(
-                    "cannot obtain the issuer's signing keys: {e}"
-                ))
-            })?,
+    let verifier = assertion_verifier(req, &[Alg::RS256, Alg::ES256]);
+    verifier.check_header(jwt).map_err(assertion_refusal)?;
+    let keys = req
+        .sts
+        .federation
+        .keys(iss, trusted.as_ref())
+        .await
+        .map_err(|e| {
+            OAuthError::assertion_invalid(&format!("cannot obtain the issuer's signing keys: {e}"))
+        })?;
+    let now = req.ctx.now;
+    let verified = match &keys {
+        crate::federation::IssuerKeys::Stored(set) => verifier.verify(jwt, set, now).await,
+        crate::federation::IssuerKeys::Discovered(cache) => verifier.verify(jwt, cache, now).await,
     };
-    let candidates: Vec<_> = jwks.candidates(jwt.kid()).collect();
-    if candidates.is_empty() {
-        return Err(OAuthError::assertion_key_not_found(
-            jwt.kid().unwrap_or("(none)"),
-        ));
-    }
-    let verified = candidates
-        .iter()
-        .filter_map(|k| k.decoding_key())
-        .any(|dk| {
-            jwt.verify(&dk, &[Algorithm::RS256, Algorithm::ES256])
-                .is_ok()
-        });
-    if !verified {
-        return Err(OAuthError::assertion_invalid("signature is invalid"));
-    }
-    check_times(jwt, req.ctx.now, req.sts.settings.clock_skew, true)?;
+    verified.map_err(|e| match e {
+        VerifyError::KidUnknown(kid) => OAuthError::assertion_key_not_found(&kid),
+        other => assertion_refusal(other),
+    })?;
     Ok(Credential::Federated {
         fic_id: fic.id,
         issuer: iss.to_string(),
         subject: sub.to_string(),
     })
-}
-
-/// Verifies a JWT this STS issued for `tenant` against its published keys.
-pub async fn verify_own(req: &TokenRequest<'_>, jwt: &UnverifiedJwt) -> Result<(), ()> {
-    let keys = req
-        .sts
-        .keys
-        .verifier(&req.tenant.id, jwt.kid(), req.ctx.now)
-        .await
-        .map_err(|_| ())?;
-    if keys
-        .iter()
-        .any(|k| jwt.verify(&k.decoding, &[k.alg.jwt()]).is_ok())
-    {
-        Ok(())
-    } else {
-        Err(())
-    }
 }
 
 async fn verify_t1(
@@ -578,19 +566,30 @@ async fn verify_t1(
         // An agent has no federated credentials of its own.
         return Err(OAuthError::fic_issuer(iss));
     }
-    if iss != req.sts.issuer_v2(&req.tenant.id) || verify_own(req, jwt).await.is_err() {
+    let v2 = req.sts.issuer_v2(&req.tenant.id);
+    if iss != v2 {
         return Err(OAuthError::assertion_invalid("signature is invalid"));
     }
-    check_times(jwt, req.ctx.now, req.sts.settings.clock_skew, true)?;
+    let verifier = crate::own_tokens::verifier(req.sts, vec![v2])
+        .typ(Typ::Assertion)
+        .check_iat(true);
+    crate::own_tokens::verify(req.sts, &req.tenant.id, jwt, &verifier, req.ctx.now)
+        .await
+        .map_err(|e| {
+            if crate::own_tokens::is_lifetime(&e) {
+                OAuthError::assertion_time()
+            } else {
+                OAuthError::assertion_invalid("signature is invalid")
+            }
+        })?;
     let sub = jwt.str_claim("sub").unwrap_or("");
     let fmi = FmiPath::parse(sub);
     let is_t1 = jwt.audiences() == [TOKEN_EXCHANGE_APP_ID]
         && jwt.str_claim("idtyp") == Some("app")
         && fmi.is_some();
-    if !is_t1 {
+    let Some(fmi) = fmi.filter(|_| is_t1) else {
         return Err(OAuthError::own_token_as_federated());
-    }
-    let fmi = fmi.expect("checked");
+    };
     let bp = client.blueprint.as_ref();
     let matches = fmi.tenant == req.tenant.id
         && fmi.agent.eq_ignore_ascii_case(&client.app_id.to_string())
@@ -599,8 +598,8 @@ async fn verify_t1(
     if !matches {
         return Err(OAuthError::fic_subject(sub));
     }
-    let agent = client.sp.as_ref().expect("agents have a principal");
-    let (bp_app, bp_sp) = bp.expect("checked");
+    let agent = client.sp.as_ref().ok_or_else(OAuthError::server_error)?;
+    let (bp_app, bp_sp) = bp.ok_or_else(OAuthError::server_error)?;
     if !bp_sp.account_enabled {
         return Err(OAuthError::disabled(
             &bp_app.app_id.to_string(),

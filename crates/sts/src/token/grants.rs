@@ -7,6 +7,7 @@ use super::mint::{self, AccessTokenSpec};
 use super::scope::{self, ResolvedScope};
 use super::{Issued, TokenRequest, consent, internal};
 use crate::error::{OAuthError, OAuthResult};
+use crate::own_tokens;
 use agentid_claims::facets::TokenKind;
 use agentid_claims::jwt::UnverifiedJwt;
 use agentid_directory::model::{User, UserKind};
@@ -365,6 +366,15 @@ pub(super) async fn live_user(
 
 // ---- on-behalf-of -------------------------------------------------------------------------------
 
+/// AADSTS500133 when a user assertion is outside its lifetime, else AADSTS50013.
+fn user_assertion_refusal(e: agentid_claims::verify::VerifyError) -> OAuthError {
+    if own_tokens::is_lifetime(&e) {
+        OAuthError::assertion_expired()
+    } else {
+        OAuthError::assertion_signature()
+    }
+}
+
 pub async fn on_behalf_of(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     match req.form.require("requested_token_use")? {
         "on_behalf_of" => {}
@@ -382,23 +392,21 @@ pub async fn on_behalf_of(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     }
     let tc =
         UnverifiedJwt::parse(assertion).map_err(|e| OAuthError::unparseable_jwt(&e.to_string()))?;
-    let iss = tc.str_claim("iss").unwrap_or("");
-    let own = iss == req.sts.issuer_v1(&req.tenant.id) || iss == req.sts.issuer_v2(&req.tenant.id);
-    if !own || client_auth::verify_own(req, &tc).await.is_err() {
-        return Err(OAuthError::assertion_signature());
-    }
-    let skew = req.sts.settings.clock_skew;
-    let now = req.ctx.now;
-    let in_time = tc.time_claim("exp").is_some_and(|e| e + skew > now)
-        && tc.time_claim("nbf").is_none_or(|n| n - skew <= now);
-    if !in_time {
-        return Err(OAuthError::assertion_expired());
-    }
+    // A user's access token of this tenant, signed by it, within its lifetime.
+    let tenant = &req.tenant.id;
+    let verifier = own_tokens::verifier(
+        req.sts,
+        vec![req.sts.issuer_v1(tenant), req.sts.issuer_v2(tenant)],
+    );
+    own_tokens::verify(req.sts, tenant, &tc, &verifier, req.ctx.now)
+        .await
+        .map_err(user_assertion_refusal)?;
     let user_id = tc.str_claim("oid").and_then(agentid_claims::guid::parse);
-    if tc.str_claim("idtyp") != Some("user") || !tc.claims.contains_key("scp") || user_id.is_none()
-    {
+    let Some(user_id) =
+        user_id.filter(|_| tc.str_claim("idtyp") == Some("user") && tc.claims.contains_key("scp"))
+    else {
         return Err(OAuthError::assertion_not_user_token("not a user token"));
-    }
+    };
     // Audience: the client itself, or for agents the parent blueprint (appId or an identifier URI).
     let target = match client.kind {
         ClientKind::Agent => client.blueprint.as_ref().map(|(a, _)| a.clone()),
@@ -423,7 +431,7 @@ pub async fn on_behalf_of(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     if !aud_ok {
         return Err(OAuthError::assertion_audience(&aud, &expected));
     }
-    let user = live_user(req, &user_id.expect("checked"), tc.time_claim("iat")).await?;
+    let user = live_user(req, &user_id, tc.time_claim("iat")).await?;
     if user.kind == UserKind::AgentUser {
         return Err(OAuthError::assertion_not_user_token(
             "agent users get tokens only through user_fic",
@@ -628,18 +636,11 @@ pub async fn user_fic(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     }
     let raw = req.form.require("user_federated_identity_credential")?;
     let t2p = UnverifiedJwt::parse(raw).map_err(|e| OAuthError::unparseable_jwt(&e.to_string()))?;
-    if t2p.str_claim("iss") != Some(req.sts.issuer_v2(&req.tenant.id).as_str())
-        || client_auth::verify_own(req, &t2p).await.is_err()
-    {
-        return Err(OAuthError::assertion_signature());
-    }
-    let skew = req.sts.settings.clock_skew;
-    if t2p
-        .time_claim("exp")
-        .is_none_or(|e| e + skew <= req.ctx.now)
-    {
-        return Err(OAuthError::assertion_expired());
-    }
+    let tenant = &req.tenant.id;
+    let verifier = own_tokens::verifier(req.sts, vec![req.sts.issuer_v2(tenant)]);
+    own_tokens::verify(req.sts, tenant, &t2p, &verifier, req.ctx.now)
+        .await
+        .map_err(user_assertion_refusal)?;
     let agent = client.app_id.to_string();
     let is_t2_prime = t2p.audiences() == [agentid_claims::wellknown::TOKEN_EXCHANGE_APP_ID]
         && t2p.str_claim("idtyp") == Some("app")

@@ -1,24 +1,18 @@
-//! Agent and user identity derived from validated claims (gateway.md §7.3–7.4).
+//! Agent and user identity derived from a validated token's claims: the one derivation every
+//! part uses (the gateway's policy variables and audit, the demo services' `whoami`, `agentid
+//! token decode`).
 //!
-//! API used by the rest of the gateway:
-//! - [`facets`]: the §7.4 facet parser, also exposed to CEL as `facets(value)`.
-//! - [`Identity::derive`]: the normative §7.3 table over a validated token's claims;
+//! - [`facets`]: the facet claim parser (also CEL's `facets(value)` in the gateway).
+//! - [`Identity::derive`]: which agent, which user, blueprint, mode, facets;
 //!   [`Identity::none`] for requests without a validated token.
-//! - [`Identity::to_json`]: the `agent` and `user` objects as CEL / audit see them (absent
-//!   values are real nulls, never missing keys).
-//!
-//! Derivation happens once per verified token (the verified-token cache stores the result),
-//! so it is not on the per-request path for repeated tokens.
+//! - [`Identity::agent_json`] / [`Identity::user_json`]: the `agent` and `user` objects as
+//!   policies and audit events see them (absent values are real nulls, never missing keys).
 
+use crate::facets::{AGENT_ID_USER, AGENT_IDENTITY};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-/// Facet 11: the actor is an agent identity.
-pub const AGENT_IDENTITY: i64 = 11;
-/// Facet 13: the subject is an agent's own user account (AgentIDUser).
-pub const AGENT_ID_USER: i64 = 13;
-
-/// §7.4: parses a facet claim into a sorted, de-duplicated list of ints.
+/// Parses a facet claim into a sorted, de-duplicated list of ints.
 ///
 /// A string is split on runs of ASCII whitespace and every token of 1–9 ASCII digits is taken;
 /// a list takes non-negative integers and strings of that form; anything else yields `[]`.
@@ -70,9 +64,11 @@ impl AgentMode {
     }
 }
 
-/// The §7.3 identity extension variables (`agent.*`, `user.*`).
+/// Which agent and which user a token stands for (the gateway's `agent.*` and `user.*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The client that obtained the token (`azp`, else `appid`), agent or not.
+    pub client: Option<String>,
     pub is_agent: bool,
     /// The actor (`azp`, else `appid`) when it is an agent.
     pub id: Option<String>,
@@ -102,6 +98,7 @@ impl Identity {
     /// No validated token: every bool false, every string null, every list empty.
     pub fn none() -> Identity {
         Identity {
+            client: None,
             is_agent: false,
             id: None,
             blueprint: None,
@@ -119,7 +116,7 @@ impl Identity {
         }
     }
 
-    /// §7.3 over the claims of a validated token.
+    /// The derivation over the claims of a validated token.
     pub fn derive(claims: &Map<String, Value>) -> Identity {
         let act = claims.get("xms_act_fct").map(facets).unwrap_or_default();
         let sub = claims.get("xms_sub_fct").map(facets).unwrap_or_default();
@@ -164,6 +161,7 @@ impl Identity {
             None
         };
         Identity {
+            client: actor.map(str::to_owned),
             is_agent,
             id: if is_agent {
                 actor.map(str::to_owned)

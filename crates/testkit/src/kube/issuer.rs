@@ -1,11 +1,12 @@
 //! An emulated Kubernetes service-account token issuer.
 //!
-//! kube-apiserver cannot run here, so this mints projected service-account tokens the way it
-//! does: RS256 with `kid` = base64url(SHA-256(DER SubjectPublicKeyInfo)), claims `aud` (array),
-//! `exp`, `iat`, `nbf`, `iss`, `jti`, `sub` = `system:serviceaccount:NS:SA` and the
-//! `kubernetes.io` block (namespace, pod, node, serviceaccount, warnafter); and it serves
-//! `/.well-known/openid-configuration` and `/openid/v1/jwks` as the API server's service
-//! account issuer discovery does.
+//! For what the real API server of [`super::KubeCluster`] cannot give on demand (a fresh issuer
+//! and key per test, tokens with a chosen `iat`/`exp`, an issuer served over plain HTTP), this
+//! mints projected service-account tokens the way kube-apiserver does: RS256 with `kid` =
+//! base64url(SHA-256(DER SubjectPublicKeyInfo)), claims `aud` (array), `exp`, `iat`, `nbf`,
+//! `iss`, `jti`, `sub` = `system:serviceaccount:NS:SA` and the `kubernetes.io` block (namespace,
+//! pod, node, serviceaccount, warnafter); and it serves `/.well-known/openid-configuration` and
+//! `/openid/v1/jwks` as the API server's service account issuer discovery does.
 
 use agentid_claims::jwk::{Jwk, JwkSet};
 use axum::Router;
