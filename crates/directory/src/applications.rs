@@ -145,8 +145,8 @@ pub struct RedirectUri(String);
 impl RedirectUri {
     /// `https://…` anywhere; `http://` only on `localhost` and loopback addresses; a custom
     /// scheme (`msal{appId}://auth`, `com.example.app:/cb`) only for public clients; never
-    /// `javascript:`, `data:`, `file:`, `vbscript:` and the like; never a fragment (RFC 6749
-    /// §3.1.2).
+    /// `javascript:`, `data:`, `file:`, `vbscript:` and the like; never a fragment
+    /// (RFC 6749 §3.1.2).
     pub fn parse(raw: &str, platform: RedirectPlatform) -> Result<Self, RedirectUriError> {
         let url =
             url::Url::parse(raw.trim()).map_err(|_| RedirectUriError::NotAbsolute(raw.into()))?;

@@ -1,12 +1,17 @@
 //! Serving HTTP connections with the limits every agentid listener needs (the STS and the
-//! gateway share this): a cap on open connections, a deadline for the TLS handshake, a
-//! deadline for reading a request's headers, and a graceful end when the server stops.
-//! Without these, a client that opens connections and sends nothing (or sends headers a
-//! byte at a time) holds a task and a socket for ever.
+//! gateway share this): a cap on open connections, a deadline for the TLS handshake and for
+//! the first request, a header-read timeout and header-size cap per request, an idle timeout
+//! (HTTP/1.1 and HTTP/2 alike, through [`guard`]), and a graceful end when the server stops.
+//! Without these, a client that opens connections and sends nothing (or sends headers a byte
+//! at a time) holds a task and a socket for ever.
 
+pub mod guard;
+
+use guard::{Guard, Verdict};
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -14,16 +19,23 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How many connections a listener keeps open, and how long a client may take to start one.
+/// hyper's smallest HTTP/1 read buffer (it refuses smaller ones).
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// How many connections a listener keeps open, and how long and how much a client may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Open connections at most; further clients wait in the kernel's accept queue.
     pub max_connections: usize,
-    /// Time to read a request's headers (HTTP/1.1), from the connection's start or the end of
-    /// the previous response.
+    /// Time to read a request's headers (HTTP/1.1), and to present the first request after
+    /// the connection is accepted (TLS handshake included).
     pub header_read_timeout: Duration,
-    /// Time to finish the TLS handshake.
+    /// Time to finish the TLS handshake (within the first-request deadline).
     pub tls_handshake_timeout: Duration,
+    /// A connection with no request in progress that moves no byte for this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest request head (HTTP/1 buffer, HTTP/2 header list), at least [`MIN_HEADER_BYTES`].
+    pub max_header_bytes: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -32,6 +44,8 @@ impl Default for ConnectionLimits {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(30),
             tls_handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(600),
+            max_header_bytes: 65_536,
         }
     }
 }
@@ -60,8 +74,10 @@ impl ConnectionSlots {
 /// How one connection ended.
 #[derive(Debug)]
 pub enum Ended {
-    /// The client or the server closed it normally (or shutdown finished it).
+    /// The client or the server closed it normally, or shutdown finished it.
     Closed,
+    /// The guard closed it: no first request in time, or idle too long.
+    TimedOut(&'static str),
     /// The TLS handshake did not finish in time.
     HandshakeTimeout,
     /// The TLS handshake failed.
@@ -70,46 +86,103 @@ pub enum Ended {
     Http(BoxError),
 }
 
+/// A service that tells the connection's [`Guard`] while a request is being handled.
+struct Tracked<S> {
+    inner: S,
+    guard: Guard,
+}
+
+type BoxedResponse<R, E> = Pin<Box<dyn std::future::Future<Output = Result<R, E>> + Send>>;
+
+impl<S, B> Service<hyper::Request<Incoming>> for Tracked<S>
+where
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = hyper::Response<B>;
+    type Error = S::Error;
+    type Future = BoxedResponse<hyper::Response<B>, S::Error>;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        let busy = self.guard.request_started();
+        let handled = self.inner.call(req);
+        Box::pin(async move {
+            let r = handled.await;
+            drop(busy);
+            r
+        })
+    }
+}
+
 /// Serves HTTP/1.1 and HTTP/2 on one accepted connection, over TLS when `tls` is given,
 /// within `limits`; when `stop` changes, in-flight requests finish and the connection closes.
-pub async fn serve_connection<S, B>(
+///
+/// The future is boxed as `Send` here, where the service's type is a parameter: left to the
+/// caller, proving `Send` for a spawned task that awaits hyper's connection over a concrete
+/// service runs into the compiler's higher-ranked lifetime limits.
+pub fn serve_connection<S, B>(
     stream: TcpStream,
     tls: Option<tokio_rustls::TlsAcceptor>,
     service: S,
-    limits: &ConnectionLimits,
+    limits: ConnectionLimits,
+    stop: watch::Receiver<bool>,
+) -> Pin<Box<dyn std::future::Future<Output = Ended> + Send>>
+where
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    Box::pin(serve(stream, tls, service, limits, stop))
+}
+
+async fn serve<S, B>(
+    stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    service: S,
+    limits: ConnectionLimits,
     stop: watch::Receiver<bool>,
 ) -> Ended
 where
     S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
+    S::Error: Into<BoxError> + Send + 'static,
     B: http_body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    let guard = Guard::new();
+    let service = Tracked {
+        inner: service,
+        guard: guard.clone(),
+    };
+    let stream = guard.watch(stream);
     match tls {
         Some(acceptor) => {
-            match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream)).await
-            {
-                Ok(Ok(s)) => drive(&builder, TokioIo::new(s), service, stop).await,
+            let deadline = limits.tls_handshake_timeout.min(limits.header_read_timeout);
+            match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => drive(TokioIo::new(s), service, guard, limits, stop).await,
                 Ok(Err(e)) => Ended::Handshake(e),
                 Err(_) => Ended::HandshakeTimeout,
             }
         }
-        None => drive(&builder, TokioIo::new(stream), service, stop).await,
+        None => drive(TokioIo::new(stream), service, guard, limits, stop).await,
     }
 }
 
+/// Runs one connection until it ends, the server stops, or its guard says it has been silent
+/// too long; then shuts it down gracefully, dropping it if that takes over the header-read
+/// timeout. (Everything is owned: a future holding references here is not `Send` for every
+/// lifetime, which spawned connection tasks need.)
 async fn drive<I, S, B>(
-    builder: &hyper_util::server::conn::auto::Builder<TokioExecutor>,
     io: I,
     service: S,
+    guard: Guard,
+    limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) -> Ended
 where
@@ -121,19 +194,40 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    let header_bytes = limits.max_header_bytes.max(MIN_HEADER_BYTES);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX));
+    let (first_request, idle) = (limits.header_read_timeout, limits.idle_timeout);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stop.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let interval = Guard::check_interval(first_request, idle);
+    let ended = loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                return match r {
+                    Ok(()) => Ended::Closed,
+                    Err(e) => Ended::Http(e),
+                };
+            }
+            _ = stop.changed() => break Ended::Closed,
+            _ = tokio::time::sleep(interval) => {
+                if let Verdict::Close(why) = guard.verdict(first_request, idle) {
+                    break Ended::TimedOut(why);
+                }
+            }
         }
     };
-    match result {
-        Ok(()) => Ended::Closed,
-        Err(e) => Ended::Http(e),
-    }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(first_request, conn).await;
+    ended
 }
 
 #[cfg(test)]
@@ -168,7 +262,7 @@ mod tests {
         let (_tx, rx) = watch::channel(false);
         let server = tokio::spawn(async move {
             let (s, _) = listener.accept().await.unwrap();
-            serve_connection(s, None, ok_service(), &limits, rx).await
+            serve_connection(s, None, ok_service(), limits, rx).await
         });
         let mut c = TcpStream::connect(addr).await.unwrap();
         c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
@@ -178,7 +272,11 @@ mod tests {
             .await
             .expect("server closed the connection");
         assert!(n.is_ok());
-        assert!(matches!(server.await.unwrap(), Ended::Http(_)));
+        let ended = server.await.unwrap();
+        assert!(
+            matches!(ended, Ended::Http(_) | Ended::TimedOut(_)),
+            "{ended:?}"
+        );
     }
 
     #[tokio::test]
@@ -197,7 +295,7 @@ mod tests {
                 s,
                 Some(tokio_rustls::TlsAcceptor::from(key)),
                 ok_service(),
-                &limits,
+                limits,
                 rx,
             )
             .await
@@ -238,6 +336,49 @@ mod tests {
                 ck.key_pair.serialize_der().into(),
             ),
         )
+    }
+
+    #[tokio::test]
+    async fn silent_and_idle_connections_are_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_millis(200),
+            idle_timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let (_tx, rx) = watch::channel(false);
+        let server = tokio::spawn(async move {
+            let mut ends = Vec::new();
+            for _ in 0..2 {
+                let (s, _) = listener.accept().await.unwrap();
+                ends.push(serve_connection(s, None, ok_service(), limits, rx.clone()).await);
+            }
+            ends
+        });
+        // Sends nothing at all (not even the HTTP/2 preface).
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut buf))
+            .await
+            .expect("a silent connection is closed")
+            .unwrap();
+        // One request, then nothing: closed after the idle timeout.
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut buf))
+            .await
+            .expect("an idle connection is closed")
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+        let ends = server.await.unwrap();
+        // Closed by the guard or by hyper's own header-read deadline, whichever fires first.
+        for e in &ends {
+            assert!(matches!(e, Ended::TimedOut(_) | Ended::Http(_)), "{e:?}");
+        }
     }
 
     #[tokio::test]

@@ -331,8 +331,11 @@ async fn accept_loop(
                 r
             });
             let svc = hyper_util::service::TowerToHyperService::new(svc);
-            match agentid_listener::serve_connection(stream, tls, svc, &limits, stop).await {
+            match agentid_listener::serve_connection(stream, tls, svc, limits, stop).await {
                 Ended::Closed => {}
+                Ended::TimedOut(why) => {
+                    tracing::debug!(%peer, "connection closed: {why}");
+                }
                 Ended::HandshakeTimeout => {
                     tracing::debug!(%peer, "TLS handshake timed out");
                 }

@@ -161,6 +161,9 @@ struct ServerSection {
     header_read_timeout: Option<u64>,
     /// Seconds.
     tls_handshake_timeout: Option<u64>,
+    /// Seconds a connection may sit with no request in progress and no byte moving.
+    idle_timeout: Option<u64>,
+    max_header_bytes: Option<u64>,
     /// IP addresses or CIDR ranges.
     trusted_proxies: Option<Vec<String>>,
 }
@@ -370,6 +373,18 @@ pub fn load(
         "server.tls_handshake_timeout",
     )? {
         s.listener.tls_handshake_timeout = Duration::from_secs(secs);
+    }
+    if let Some(secs) = positive(file.server.idle_timeout, "server.idle_timeout")? {
+        s.listener.idle_timeout = Duration::from_secs(secs);
+    }
+    if let Some(n) = file.server.max_header_bytes {
+        if n < agentid_listener::MIN_HEADER_BYTES as u64 {
+            return Err(SettingsError::Invalid {
+                path: "server.max_header_bytes".into(),
+                message: format!("must be at least {}", agentid_listener::MIN_HEADER_BYTES),
+            });
+        }
+        s.listener.max_header_bytes = usize::try_from(n).unwrap_or(usize::MAX);
     }
     for (i, p) in file
         .server
