@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Use PostgreSQL instead of SQLite (a database URL; it must be empty or an agentid database).
     #[arg(long)]
     database: Option<String>,
+    /// Instead: peak resident memory while this many wrong passwords (one per user, from
+    /// distinct client addresses, so no lockout cuts the work short) arrive at once.
+    #[arg(long, value_name = "N")]
+    password_burst: Option<usize>,
 }
 
 /// Resident memory of a process (`self` or a pid), KiB, from /proc.
@@ -72,6 +76,9 @@ pub(crate) async fn post(
 }
 
 pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+    if let Some(n) = a.password_burst {
+        return password_burst(n, a.database.as_deref()).await;
+    }
     let dir = tempfile::tempdir()?;
     let mut s = agentid_sts::Settings::new(dir.path(), "127.0.0.1:0".parse()?);
     s.access_lifetime = agentid_sts::settings::AccessLifetime::Fixed(3600);
@@ -300,6 +307,157 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         "resident memory: idle {:.1} MiB, peak under load {:.1} MiB (whole process, load generator included)",
         idle_rss as f64 / 1024.0,
         peak_rss as f64 / 1024.0
+    );
+    Ok(())
+}
+
+// ---- peak memory under a burst of wrong passwords (issue 10, defect 3) -----------------------
+
+/// Peak resident memory (VmHWM) of this process, KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `n` users with passwords, added to the demo tenant, and `n` wrong-password requests sent at
+/// once — each for its own user from its own address (through a trusted proxy), so neither
+/// lockout shortens the work: every request costs one Argon2 check. Reports the peak resident
+/// memory of the process (STS and load generator together) above its level before the burst.
+async fn password_burst(n: usize, database: Option<&str>) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut s = agentid_sts::Settings::new(dir.path(), "127.0.0.1:0".parse()?);
+    s.trusted_proxies = vec!["127.0.0.1/32".parse()?];
+    if let Some(db) = database {
+        s.storage_url = db.to_string();
+        let key = agentid_directory::secrets::MasterKey::generate();
+        agentid_directory::secrets::write_private_file(
+            &s.master_key_file,
+            key.to_base64().as_bytes(),
+        )?;
+    }
+    let password_checks = s.password_checks;
+    let users: String = (0..n)
+        .map(|i| {
+            format!(
+                "  - name: burst{i}\n    upn: burst{i}@contoso.test\n    password: burst-password-{i}\n"
+            )
+        })
+        .collect();
+    let yaml = DEMO_TENANT.replacen("users:\n", &format!("users:\n{users}"), 1);
+    let file = TenantFile::parse(&yaml, Path::new("."))?;
+    let running = agentid_sts::start(s, &[file]).await?;
+    let tenant = running.reports[0].tenant_id;
+    let url = format!("{}/{tenant}/oauth2/v2.0/token", running.base);
+    let ca = reqwest::Certificate::from_pem(
+        running
+            .ca_pem
+            .as_deref()
+            .context("STS has a CA")?
+            .as_bytes(),
+    )?;
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(ca)
+        .http1_only()
+        .build()?;
+    // Warm up connections and the allocator with one request, then measure from here.
+    let _ = client
+        .post(&url)
+        .form(&[("grant_type", "password"), ("client_id", GRAPH_CLI)])
+        .send()
+        .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = rss_kib("self");
+    // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux ≥ 4.0).
+    let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampled_peak = Arc::new(AtomicU64::new(before));
+    let sampler = {
+        let (sampling, peak) = (sampling.clone(), sampled_peak.clone());
+        tokio::spawn(async move {
+            while sampling.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib("self"), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let user = format!("burst{i}@contoso.test");
+                let address = format!("198.18.{}.{}", i / 250, i % 250 + 1);
+                client
+                    .post(&url)
+                    .header("x-forwarded-for", address)
+                    .form(&[
+                        ("grant_type", "password"),
+                        ("client_id", GRAPH_CLI),
+                        ("username", user.as_str()),
+                        ("password", "wrong-password"),
+                        ("scope", "https://graph.microsoft.com/User.Read"),
+                    ])
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for t in tasks {
+        *statuses.entry(t.await.unwrap_or(0)).or_default() += 1;
+    }
+    let elapsed = start.elapsed();
+    sampling.store(false, Ordering::Relaxed);
+    let _ = sampler.await;
+    let peak = if hwm_reset {
+        peak_rss_kib().max(sampled_peak.load(Ordering::Relaxed))
+    } else {
+        sampled_peak.load(Ordering::Relaxed)
+    };
+    running.shutdown();
+    let mib = |k: u64| k as f64 / 1024.0;
+    println!(
+        "agentid STS password burst: {n} concurrent wrong passwords ({} backend)",
+        if database.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    );
+    println!(
+        "password checks at once: {} (queue {}, wait {} ms)",
+        password_checks.max_concurrent,
+        password_checks.max_waiting,
+        password_checks.max_wait.as_millis()
+    );
+    println!(
+        "resident memory: before {:.1} MiB, peak {:.1} MiB, growth {:.1} MiB (whole process, load generator included{})",
+        mib(before),
+        mib(peak),
+        mib(peak.saturating_sub(before)),
+        if hwm_reset {
+            ""
+        } else {
+            "; sampled every 2 ms"
+        }
+    );
+    println!(
+        "answers: {} in {:.2} s",
+        statuses
+            .iter()
+            .map(|(s, c)| format!("{c}× {s}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        elapsed.as_secs_f64()
     );
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! identities, credentials and permissions, stored in SQLite (embedded default) or PostgreSQL
 //! through one schema and one code path.
 
+pub mod applications;
 pub mod audit;
 pub mod builtin;
 pub mod device;
@@ -10,6 +11,7 @@ pub mod issuers;
 pub mod keys;
 pub mod model;
 pub mod objects;
+pub mod password_gate;
 pub mod queries;
 pub mod secrets;
 pub mod store;

@@ -1,6 +1,7 @@
 //! Writes and listings behind the Graph-compatible API (directory.md §5). Each write is one
 //! transaction; uniqueness violations surface as [`DirectoryError::Conflict`].
 
+use crate::applications::{IdentifierUri, RedirectUri};
 use crate::builtin;
 use crate::error::{DirectoryError, Result};
 use crate::model::*;
@@ -161,20 +162,21 @@ impl Store {
             .ok_or_else(|| DirectoryError::NotFound("application".into()))
     }
 
-    /// Applies a validated patch to an application. `identifier_uris` are checked for uniqueness.
+    /// Applies a validated patch to an application. `identifier_uris` were checked against
+    /// Entra's rules by [`IdentifierUri::parse`]; here they are checked for uniqueness.
     #[allow(clippy::too_many_arguments)]
     pub async fn update_application(
         &self,
         app: &Application,
         display_name: Option<&str>,
-        identifier_uris: Option<&[String]>,
+        identifier_uris: Option<&[IdentifierUri]>,
         scopes: Option<&[PermissionScope]>,
         app_roles: Option<&[AppRole]>,
         access_token_version: Option<Option<i64>>,
         optional_claims: Option<Option<&serde_json::Value>>,
         required_resource_access: Option<&serde_json::Value>,
     ) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let id = app.id.to_string();
         if let Some(d) = display_name {
             sqlx::query("UPDATE applications SET display_name = $1 WHERE id = $2")
@@ -190,7 +192,8 @@ impl Store {
                 .await?;
         }
         if let Some(uris) = identifier_uris {
-            for u in uris {
+            let uris: Vec<&str> = uris.iter().map(IdentifierUri::as_str).collect();
+            for u in &uris {
                 let n = normalize_uri(u);
                 if builtin::BUILT_INS
                     .iter()
@@ -202,7 +205,7 @@ impl Store {
                 }
             }
             sqlx::query("UPDATE applications SET identifier_uris = $1 WHERE id = $2")
-                .bind(serde_json::to_string(uris).expect("json"))
+                .bind(serde_json::to_string(&uris).expect("json"))
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
@@ -211,7 +214,7 @@ impl Store {
                 .bind(app.app_id.to_string())
                 .execute(&mut *tx)
                 .await?;
-            for u in uris {
+            for u in &uris {
                 sqlx::query("INSERT INTO identifier_uris (tenant_id, uri_norm, app_id) VALUES ($1, $2, $3)")
                     .bind(app.tenant_id.to_string())
                     .bind(normalize_uri(u))
@@ -1057,12 +1060,13 @@ impl Store {
     pub async fn set_redirects(
         &self,
         app: &Uuid,
-        uris: Option<&[String]>,
+        uris: Option<&[RedirectUri]>,
         public_client: Option<bool>,
     ) -> Result<()> {
         if let Some(u) = uris {
+            let u: Vec<&str> = u.iter().map(RedirectUri::as_str).collect();
             sqlx::query("UPDATE applications SET redirect_uris = $1 WHERE id = $2")
-                .bind(serde_json::to_string(u).expect("json"))
+                .bind(serde_json::to_string(&u).expect("json"))
                 .bind(app.to_string())
                 .execute(self.pool())
                 .await?;

@@ -4,8 +4,8 @@
 use crate::error::{DirectoryError, Result};
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{self, Output, ParamsString, PasswordHash, Salt, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rand::{Rng, RngCore, rngs::OsRng};
@@ -122,33 +122,99 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-fn argon2() -> Argon2<'static> {
-    // sts.md §13: Argon2id, m = 19456 KiB, t = 2, p = 1.
-    Argon2::new(
-        Algorithm::Argon2id,
-        Version::V0x13,
-        Params::new(19456, 2, 1, None).expect("valid params"),
-    )
+/// sts.md §13: Argon2id, m = 19456 KiB, t = 2, p = 1.
+fn argon2_params() -> Params {
+    Params::new(19456, 2, 1, None).expect("valid params")
 }
 
+/// The largest memory cost (KiB) a stored hash may ask for: agentid makes 19456 KiB hashes;
+/// one far larger would break the password gate's memory bound.
+const MAX_M_COST_KIB: u32 = 65536;
+
+/// Argon2 working memory that goes back to the system when dropped. glibc raises its mmap
+/// threshold to the size of each freed mapping (up to 32 MiB); after the first check, 19 MiB
+/// buffers would come from per-thread arenas that keep the memory for good. Reserving more
+/// than 32 MiB keeps every buffer its own mapping; only the blocks in use are touched, so the
+/// reserve costs address space, not memory.
+fn argon2_memory(blocks: usize) -> Vec<Block> {
+    const OWN_MAPPING_BLOCKS: usize = 33 * 1024; // 33 MiB of 1 KiB blocks
+    let mut memory = Vec::with_capacity(blocks.max(OWN_MAPPING_BLOCKS));
+    memory.resize(blocks, Block::default());
+    memory
+}
+
+/// Argon2 of `password` with `params` and `salt`, as a PHC hash.
+fn argon2_hash<'a>(
+    password: &[u8],
+    algorithm: Algorithm,
+    version: Version,
+    params: Params,
+    salt: Salt<'a>,
+) -> password_hash::Result<PasswordHash<'a>> {
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_buf)?;
+    let output_len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    let mut memory = argon2_memory(params.block_count());
+    let argon = Argon2::new(algorithm, version, params.clone());
+    let output = Output::init_with(output_len, |out| {
+        Ok(argon.hash_password_into_with_memory(password, salt_bytes, out, &mut memory)?)
+    })?;
+    Ok(PasswordHash {
+        algorithm: algorithm.ident(),
+        version: Some(version.into()),
+        params: ParamsString::try_from(&params)?,
+        salt: Some(salt),
+        hash: Some(output),
+    })
+}
+
+/// An Argon2id PHC string for a new password. Runs Argon2 (~19 MiB): request paths call it
+/// through [`crate::password_gate`].
 pub fn hash_password(password: &str) -> String {
     let salt = SaltString::generate(&mut OsRng);
-    argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .expect("argon2 hashing")
-        .to_string()
+    argon2_hash(
+        password.as_bytes(),
+        Algorithm::Argon2id,
+        Version::V0x13,
+        argon2_params(),
+        salt.as_salt(),
+    )
+    .map(|h| h.to_string())
+    .expect("argon2 hashing with fixed parameters")
 }
 
-/// Verifies a password against a stored PHC string; a malformed hash verifies nothing.
-pub fn verify_password(password: &str, phc: &str) -> bool {
-    match PasswordHash::new(phc) {
-        Ok(h) => argon2().verify_password(password.as_bytes(), &h).is_ok(),
-        Err(_) => false,
+/// Verifies a password against a stored PHC string (constant-time comparison); a malformed
+/// hash, or one asking for more than 64 MiB, verifies nothing. Request paths call it through
+/// [`crate::password_gate`].
+pub(crate) fn verify_password(password: &str, phc: &str) -> bool {
+    let Ok(h) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (h.salt, h.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(h.algorithm) else {
+        return false;
+    };
+    let version = match h.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = Params::try_from(&h) else {
+        return false;
+    };
+    if params.m_cost() > MAX_M_COST_KIB {
+        return false;
     }
+    argon2_hash(password.as_bytes(), algorithm, version, params, salt)
+        .is_ok_and(|computed| computed.hash.is_some_and(|c| c == expected))
 }
 
 pub fn is_valid_password_hash(phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| h.algorithm.as_str() == "argon2id")
+    PasswordHash::new(phc).is_ok_and(|h| {
+        h.algorithm.as_str() == "argon2id"
+            && Params::try_from(&h).is_ok_and(|p| p.m_cost() <= MAX_M_COST_KIB)
+    })
 }
 
 /// An opaque token (refresh tokens, codes): base64url of 32 random bytes.
@@ -194,6 +260,23 @@ mod tests {
         assert!(verify_password("correct-horse", &h));
         assert!(!verify_password("wrong", &h));
         assert!(!verify_password("x", "not a hash"));
+        // Interoperable with the argon2 crate's own hashing and verification.
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let theirs = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon2_params())
+            .hash_password(b"pw", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert!(verify_password("pw", &theirs));
+        let ours = PasswordHash::new(&h).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"correct-horse", &ours)
+                .is_ok()
+        );
+        // A stored hash may not ask for more memory than the gate allows for.
+        let huge = "$argon2id$v=19$m=1048576,t=1,p=1$c2FsdHNhbHRzYWx0$YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXo0NTY";
+        assert!(!is_valid_password_hash(huge));
+        assert!(!verify_password("x", huge));
     }
 
     #[test]

@@ -41,6 +41,24 @@ impl RefreshRecord {
     }
 }
 
+/// When repeated failures lock a subject (sts.md §11.2 step 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Failures that lock (and every further multiple).
+    pub threshold: i64,
+    /// The first lock's length in seconds; it doubles per further lock, up to 15 minutes.
+    pub lock_secs: i64,
+    /// Seconds after which a count starts again; `None`: until a success clears it.
+    pub window: Option<i64>,
+}
+
+/// A subject's failure count after recording one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigninFailures {
+    pub failures: i64,
+    pub locked_until: Option<i64>,
+}
+
 impl Store {
     pub async fn refresh_token(&self, token_sha256: &str) -> Result<Option<RefreshRecord>> {
         Ok(sqlx::query_as(
@@ -75,42 +93,55 @@ impl Store {
         Ok(row.and_then(|(l,)| l).filter(|l| *l > now))
     }
 
-    /// Records a failure; after `threshold` consecutive failures the subject is locked for
-    /// `lock_secs`, doubling with each further lock up to 15 minutes.
+    /// Records a failure and returns the count, atomically: one statement adds one (inserting
+    /// the first), so concurrent failures are never lost. The failure that reaches a multiple of
+    /// `threshold` locks the subject for `lock_secs`, doubling with each further lock up to 15
+    /// minutes; exactly one caller sees each such count, so each lock is set once.
+    ///
+    /// With a `window` (seconds), a count older than the window starts again at one (per-address
+    /// limits: "30 failures per 10 minutes"); without, failures count until cleared by a success.
     pub async fn record_signin_failure(
         &self,
         tenant: &str,
         subject: &str,
-        threshold: i64,
-        lock_secs: i64,
-    ) -> Result<()> {
+        policy: LockoutPolicy,
+    ) -> Result<SigninFailures> {
         let now = crate::now();
-        let row: Option<(i64, i64, Option<i64>)> =
-            sqlx::query_as("SELECT failures, window_start, locked_until FROM signin_failures WHERE tenant_id = $1 AND subject = $2")
-                .bind(tenant)
-                .bind(subject)
-                .fetch_optional(self.pool())
-                .await?;
-        let (failures, window_start, prev_lock) = row.unwrap_or((0, now, None));
-        let failures = failures + 1;
-        let locked_until = if failures >= threshold && failures % threshold == 0 {
-            let n = (failures / threshold - 1).min(8) as u32;
-            Some(now + (lock_secs * 2i64.pow(n)).min(900))
-        } else {
-            prev_lock
-        };
-        sqlx::query(
-            "INSERT INTO signin_failures (tenant_id, subject, failures, window_start, locked_until) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (tenant_id, subject) DO UPDATE SET failures = $3, window_start = $4, locked_until = $5",
+        let window_floor = policy.window.map(|w| now - w).unwrap_or(i64::MIN);
+        let (failures, locked_until): (i64, Option<i64>) = sqlx::query_as(
+            "INSERT INTO signin_failures (tenant_id, subject, failures, window_start, locked_until) VALUES ($1, $2, 1, $3, NULL) \
+             ON CONFLICT (tenant_id, subject) DO UPDATE SET \
+               failures = CASE WHEN signin_failures.window_start < $4 THEN 1 ELSE signin_failures.failures + 1 END, \
+               window_start = CASE WHEN signin_failures.window_start < $4 THEN $3 ELSE signin_failures.window_start END \
+             RETURNING failures, locked_until",
         )
         .bind(tenant)
         .bind(subject)
-        .bind(failures)
-        .bind(window_start)
-        .bind(locked_until)
+        .bind(now)
+        .bind(window_floor)
+        .fetch_one(self.pool())
+        .await?;
+        let threshold = policy.threshold.max(1);
+        if failures % threshold != 0 {
+            return Ok(SigninFailures {
+                failures,
+                locked_until: locked_until.filter(|l| *l > now),
+            });
+        }
+        let n = (failures / threshold - 1).clamp(0, 8) as u32;
+        let until = now + (policy.lock_secs * 2i64.pow(n)).min(900);
+        sqlx::query(
+            "UPDATE signin_failures SET locked_until = $1 WHERE tenant_id = $2 AND subject = $3",
+        )
+        .bind(until)
+        .bind(tenant)
+        .bind(subject)
         .execute(self.pool())
         .await?;
-        Ok(())
+        Ok(SigninFailures {
+            failures,
+            locked_until: Some(until),
+        })
     }
 
     pub async fn clear_signin_failures(&self, tenant: &str, subject: &str) -> Result<()> {

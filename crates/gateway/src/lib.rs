@@ -9,7 +9,6 @@
 pub mod audit;
 pub mod body;
 pub mod config;
-pub mod conn_guard;
 pub mod exchange;
 pub mod gateway;
 /// Identity derivation lives in `agentid_claims`; re-exported so policies and audit keep one path.

@@ -189,35 +189,6 @@ pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
     })
 }
 
-/// Runs one connection until it ends, the gateway stops, or its `conn_guard::Guard` says it has
-/// been silent too long; then shuts it down gracefully, dropping it if that takes over
-/// `header_read`. (A macro: hyper-util's connection type over two stream types, in a spawned
-/// task, defeats the compiler's `Send` inference for a generic async fn.)
-macro_rules! drive {
-    ($conn:expr, $guard:expr, $header_read:expr, $idle:expr, $stop:expr) => {{
-        use crate::conn_guard::{Guard, Verdict};
-        let conn = $conn;
-        tokio::pin!(conn);
-        let interval = Guard::check_interval($header_read, $idle);
-        let finished = loop {
-            tokio::select! {
-                _ = conn.as_mut() => break true,
-                _ = $stop.changed() => break false,
-                _ = tokio::time::sleep(interval) => {
-                    if let Verdict::Close(why) = $guard.verdict($header_read, $idle) {
-                        tracing::debug!("closing a downstream connection: {why}");
-                        break false;
-                    }
-                }
-            }
-        };
-        if !finished {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout($header_read, conn).await;
-        }
-    }};
-}
-
 async fn accept_loop(
     gw: Arc<Gateway>,
     port: u16,
@@ -242,7 +213,7 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
-        let mut stop_conn = stop.clone();
+        let stop_conn = stop.clone();
         in_flight.spawn(async move {
             let _permit = permit;
             let gauge = gw
@@ -257,19 +228,20 @@ async fn accept_loop(
                 .iter()
                 .find(|b| b.port == port)
                 .and_then(|b| b.listeners.iter().find_map(|l| l.tls.clone()));
-            let header_read = snap.settings.timeouts.header_read;
-            let idle = snap.settings.timeouts.downstream_idle;
-            let header_bytes = snap.settings.limits.max_request_header_bytes;
+            // The first request (TLS handshake included) is due within headerRead.
+            let limits = agentid_listener::ConnectionLimits {
+                max_connections: snap.settings.limits.max_connections,
+                header_read_timeout: snap.settings.timeouts.header_read,
+                tls_handshake_timeout: snap.settings.timeouts.header_read,
+                idle_timeout: snap.settings.timeouts.downstream_idle,
+                max_header_bytes: snap.settings.limits.max_request_header_bytes,
+            };
             drop(snap);
-            let guard = crate::conn_guard::Guard::new();
             let svc_gw = gw.clone();
-            let svc_guard = guard.clone();
             let scheme = if tls.is_some() { "https" } else { "http" };
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let gw = svc_gw.clone();
-                let busy = svc_guard.request_started();
                 async move {
-                    let _busy = busy;
                     let handled = std::panic::AssertUnwindSafe(crate::pipeline::handle(
                         gw.clone(),
                         port,
@@ -291,40 +263,11 @@ async fn accept_loop(
                     }
                 }
             });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_read)
-                .max_buf_size(header_bytes.max(crate::config::MIN_REQUEST_HEADER_BYTES));
-            builder
-                .http2()
-                .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX));
-            let stream = guard.watch(stream);
-            match tls {
-                Some(config) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    if let Ok(Ok(tls_stream)) =
-                        tokio::time::timeout(header_read, acceptor.accept(stream)).await
-                    {
-                        drive!(
-                            builder.serve_connection(TokioIo::new(tls_stream), service),
-                            guard,
-                            header_read,
-                            idle,
-                            stop_conn
-                        );
-                    }
-                }
-                None => {
-                    drive!(
-                        builder.serve_connection(TokioIo::new(stream), service),
-                        guard,
-                        header_read,
-                        idle,
-                        stop_conn
-                    );
-                }
+            let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+            let ended =
+                agentid_listener::serve_connection(stream, tls, service, limits, stop_conn).await;
+            if let agentid_listener::Ended::TimedOut(why) = ended {
+                tracing::debug!("closing a downstream connection: {why}");
             }
             gauge.dec();
         });

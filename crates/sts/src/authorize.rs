@@ -7,6 +7,7 @@ use crate::devicelogin;
 use crate::state::{Sts, StsState};
 use crate::token::client_auth::{self, ClientKind};
 use crate::token::scope;
+use agentid_directory::applications::{RedirectPlatform, RedirectUri};
 use agentid_directory::device::{AuthCode, BrowserFlow};
 use agentid_directory::model::User;
 use agentid_directory::secrets::{random_token, sha256_hex};
@@ -200,7 +201,14 @@ pub async fn authorize(
             "The request must contain the parameter 'redirect_uri'.",
         );
     };
-    if !registered.iter().any(|r| redirect_matches(r, redirect_uri)) {
+    // Registered URIs were checked when written; this also covers ones stored before that rule.
+    let platform = match &client.app {
+        Some(app) if !app.is_public_client => RedirectPlatform::Web,
+        _ => RedirectPlatform::PublicClient,
+    };
+    if !registered.iter().any(|r| redirect_matches(r, redirect_uri))
+        || RedirectUri::parse(redirect_uri, platform).is_err()
+    {
         return error_page(
             50011,
             &format!(

@@ -77,6 +77,10 @@ impl RequestContext {
     pub fn error_response(&self, base: &str, e: &OAuthError) -> Response {
         let mut resp = (e.status(), axum::Json(self.error_body(base, e))).into_response();
         self.decorate(&mut resp, true);
+        if let Some(secs) = e.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 

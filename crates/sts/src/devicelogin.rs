@@ -6,9 +6,11 @@ use crate::context::ClientAddr;
 use crate::state::{Sts, StsState};
 use crate::token::client_auth::{self, Client};
 use crate::token::{consent, device, scope};
+use agentid_directory::applications::{RedirectPlatform, RedirectUri};
 use agentid_directory::device::{BrowserFlow, DeviceCode};
-use agentid_directory::model::{Resource, Tenant, User, UserKind};
+use agentid_directory::model::{Resource, Tenant, User};
 use agentid_directory::secrets::{ct_eq, random_token, sha256_hex};
+use agentid_directory::tokens::LockoutPolicy;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -18,6 +20,12 @@ use std::collections::HashMap;
 const COOKIE: &str = "agentid_flow";
 const FLOW_LIFETIME: i64 = 600;
 const CODE_FAILURES_PER_FLOW: i64 = 5;
+/// Per client address: 10 wrong codes in 10 minutes lock code entry for 10 minutes.
+const CODE_FAILURES_PER_ADDRESS: LockoutPolicy = LockoutPolicy {
+    threshold: 10,
+    lock_secs: 600,
+    window: Some(600),
+};
 
 pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -226,9 +234,16 @@ pub async fn submit_code(
         Err(e) => return internal(e),
     };
     let Some((dc, _tenant)) = found else {
+        // A failed attempt spends the form's CSRF token, as on the sign-in form.
         flow.failures += 1;
-        let _ = sts.store.update_browser_flow(&flow).await;
-        let _ = sts.store.record_signin_failure("", &ip_key, 10, 600).await;
+        flow.csrf = random_token();
+        if let Err(e) = sts.store.update_browser_flow(&flow).await {
+            return internal(e);
+        }
+        let _ = sts
+            .store
+            .record_signin_failure("", &ip_key, CODE_FAILURES_PER_ADDRESS)
+            .await;
         return code_page(
             &flow,
             StatusCode::OK,
@@ -443,9 +458,15 @@ pub async fn logout(
         (Some(uri), Some(t)) => {
             let registered = match sts.store.applications(&t.id, false).await {
                 Ok(apps) => apps.iter().any(|a| {
+                    let platform = if a.is_public_client {
+                        RedirectPlatform::PublicClient
+                    } else {
+                        RedirectPlatform::Web
+                    };
                     a.redirect_uris
                         .iter()
                         .any(|r| crate::authorize::redirect_matches(r, uri))
+                        && RedirectUri::parse(uri, platform).is_ok()
                 }),
                 Err(_) => false,
             };
@@ -518,11 +539,6 @@ pub async fn submit_signin(
     let (user, fresh) = if let Some(u) = sso {
         (u, false)
     } else {
-        let tid = tenant.id.to_string();
-        let ip_key = format!(
-            "ip:{}",
-            addr.map(|a| a.0.0.ip().to_string()).unwrap_or_default()
-        );
         let username = form
             .get("username")
             .map(String::as_str)
@@ -530,72 +546,13 @@ pub async fn submit_signin(
             .trim()
             .to_string();
         let password = form.get("password").cloned().unwrap_or_default();
-        let user = match sts.store.user_by_upn(&tenant.id, &username).await {
-            Ok(u) => u,
-            Err(e) => return internal(e),
-        };
-        let user_key = user
-            .as_ref()
-            .map(|u| u.id.to_string())
-            .unwrap_or_else(|| format!("upn:{}", username.to_lowercase()));
-        for key in [&user_key, &ip_key] {
-            if let Ok(Some(_)) = sts.store.signin_locked_until(&tid, key).await {
-                let status = if key == &ip_key {
-                    StatusCode::TOO_MANY_REQUESTS
-                } else {
-                    StatusCode::OK
-                };
-                return signin_page(
-                    &flow,
-                    &client,
-                    status,
-                    Some(
-                        "AADSTS50053: Your account is temporarily locked to prevent unauthorized use. Try again later.",
-                    ),
-                );
-            }
+        let ip = addr.map(|a| a.0.0.ip().to_string());
+        match crate::signin::check_password(&sts, &tenant, &username, &password, ip.as_deref())
+            .await
+        {
+            Ok(user) => (user, true),
+            Err(e) => return refused_sign_in(&sts, &mut flow, &tenant, &client, e).await,
         }
-        let verified = match &user {
-            Some(u) if u.kind == UserKind::User => match u.password_hash.clone() {
-                Some(h) => tokio::task::spawn_blocking(move || {
-                    agentid_directory::secrets::verify_password(&password, &h)
-                })
-                .await
-                .unwrap_or(false),
-                None => false,
-            },
-            _ => false,
-        };
-        if !verified {
-            let _ = sts
-                .store
-                .record_signin_failure(&tid, &user_key, 10, 60)
-                .await;
-            let _ = sts
-                .store
-                .record_signin_failure(&tid, &ip_key, 30, 600)
-                .await;
-            audit(
-                &sts,
-                &tenant,
-                &client,
-                user.as_ref(),
-                "refused",
-                Some(50126),
-            )
-            .await;
-            return signin_page(
-                &flow,
-                &client,
-                StatusCode::OK,
-                Some(
-                    "AADSTS50126: Error validating credentials due to invalid username or password.",
-                ),
-            );
-        }
-        let user = user.expect("verified");
-        let _ = sts.store.clear_signin_failures(&tid, &user_key).await;
-        (user, true)
     };
     if !user.account_enabled {
         audit(&sts, &tenant, &client, Some(&user), "refused", Some(50057)).await;
@@ -620,6 +577,56 @@ pub async fn submit_signin(
         resp.headers_mut().append(header::SET_COOKIE, cookie);
     }
     resp
+}
+
+/// The page after a refused sign-in. Any failure spends the form's CSRF token: the page
+/// carries a new one, and the old one no longer verifies a post.
+async fn refused_sign_in(
+    sts: &StsState,
+    flow: &mut BrowserFlow,
+    tenant: &Tenant,
+    client: &Client,
+    e: crate::signin::SignInError,
+) -> Response {
+    use crate::signin::SignInError as S;
+    flow.csrf = random_token();
+    if let Err(err) = sts.store.update_browser_flow(flow).await {
+        return internal(err);
+    }
+    let (status, message, retry_after) = match e {
+        S::BadCredentials { user } => {
+            audit(sts, tenant, client, user.as_deref(), "refused", Some(50126)).await;
+            (
+                StatusCode::OK,
+                "AADSTS50126: Error validating credentials due to invalid username or password.",
+                None,
+            )
+        }
+        S::UserLocked { .. } => (
+            StatusCode::OK,
+            "AADSTS50053: Your account is temporarily locked to prevent unauthorized use. Try again later.",
+            None,
+        ),
+        S::AddressLocked { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "AADSTS50053: Your account is temporarily locked to prevent unauthorized use. Try again later.",
+            Some(retry_after),
+        ),
+        S::Busy(b) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "AADSTS90055: There are too many incoming requests. Wait a moment and sign in again.",
+            Some(b.retry_after),
+        ),
+        S::Directory(err) => return internal(err),
+    };
+    let mut r = signin_page(flow, client, status, Some(message));
+    if let Some(wait) = retry_after {
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(wait.as_secs().max(1)),
+        );
+    }
+    r
 }
 
 /// For silent sign-in (`prompt=none`): is everything the request asks for already consented?

@@ -11,6 +11,8 @@ pub struct OAuthError {
     pub code: u32,
     pub description: String,
     pub suberror: Option<&'static str>,
+    /// Seconds for `Retry-After` (429 answers).
+    pub retry_after: Option<u64>,
 }
 
 impl std::fmt::Display for OAuthError {
@@ -32,12 +34,14 @@ impl OAuthError {
             code,
             description: description.into(),
             suberror: None,
+            retry_after: None,
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self.error {
             "invalid_client" => StatusCode::UNAUTHORIZED,
+            "temporarily_unavailable" => StatusCode::TOO_MANY_REQUESTS,
             "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -51,6 +55,18 @@ impl OAuthError {
             50000,
             "There was an error issuing a token or an issue with our sign-in service.",
         )
+    }
+    /// 429 with `Retry-After`: too many password checks in progress. MSAL and Azure Identity
+    /// retry `temporarily_unavailable` after the header's delay.
+    pub fn busy(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(
+                "temporarily_unavailable",
+                90055,
+                "There are too many incoming requests. Retry after the delay in the Retry-After header.",
+            )
+        }
     }
     pub fn missing_parameter(name: &str) -> Self {
         Self::new(

@@ -9,20 +9,42 @@ use agentid_directory::{DirectoryError, Store};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{DecodingKey, EncodingKey};
+use moka::Expiry;
+use moka::future::Cache;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rsa::traits::PublicKeyParts;
 use sha1::{Digest, Sha1};
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
 /// The longest lifetime of a token a key can sign (5399 s access tokens, rounded up).
 pub const LONGEST_TOKEN_LIFETIME: i64 = 5400;
 const RELOAD_EVERY: Duration = Duration::from_secs(60);
+
+/// Bounds of the key cache, which is keyed by what an unverified token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyCacheLimits {
+    /// Tenants whose keys (and, separately, whose existence) are cached at most.
+    pub max_tenants: u64,
+    /// How long "no such tenant" is remembered (a tenant created meanwhile is found after it).
+    pub unknown_tenant_ttl: Duration,
+    /// A key id not in the cache reloads the tenant's keys at most this often.
+    pub unknown_kid_reload_floor: Duration,
+}
+
+impl Default for KeyCacheLimits {
+    fn default() -> Self {
+        Self {
+            max_tenants: 10_000,
+            unknown_tenant_ttl: Duration::from_secs(5),
+            unknown_kid_reload_floor: Duration::from_secs(10),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -32,6 +54,18 @@ pub enum KeyError {
     Generate(String),
     #[error("stored signing key {kid} is unusable: {reason}")]
     Corrupt { kid: String, reason: String },
+    /// A load another request started and this one waited for.
+    #[error(transparent)]
+    Shared(Arc<KeyError>),
+}
+
+/// Sizes of the key ring's caches (each bounded by [`KeyCacheLimits::max_tenants`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheEntries {
+    /// Tenants whose keys are loaded.
+    pub tenant_keys: u64,
+    /// Tenant ids whose existence is remembered (including "no such tenant").
+    pub tenant_lookups: u64,
 }
 
 /// Token signature algorithms: RS256 for everything, ES256 for resources that opt in (sts.md §5).
@@ -106,9 +140,28 @@ impl TenantKeys {
 pub struct KeyRing {
     store: Store,
     master: MasterKey,
-    tenants: RwLock<HashMap<Uuid, Arc<TenantKeys>>>,
+    limits: KeyCacheLimits,
+    /// Loaded keys of existing tenants (bounded; reloaded after [`RELOAD_EVERY`]).
+    tenants: Cache<Uuid, Arc<TenantKeys>>,
+    /// Whether a tenant exists (bounded; "no" is remembered only briefly).
+    known: Cache<Uuid, bool>,
+    /// One unknown-kid reload at a time (single flight); each tenant's at most once per floor.
+    reload_lock: Mutex<()>,
     /// Serialises key creation so one process never creates two keys for a tenant at once.
     create_lock: Mutex<()>,
+    /// Loads of a tenant's keys from the database (each decrypts every private key).
+    loads: AtomicU64,
+}
+
+/// "Tenant exists" lives as long as loaded keys; "no such tenant" only briefly.
+struct KnownExpiry {
+    negative: Duration,
+}
+
+impl Expiry<Uuid, bool> for KnownExpiry {
+    fn expire_after_create(&self, _: &Uuid, exists: &bool, _: Instant) -> Option<Duration> {
+        Some(if *exists { RELOAD_EVERY } else { self.negative })
+    }
 }
 
 /// A freshly generated RSA key wrapped in a self-signed certificate.
@@ -296,33 +349,96 @@ fn load_row(master: &MasterKey, row: &SigningKeyRow) -> Result<LoadedKey, KeyErr
 
 impl KeyRing {
     pub fn new(store: Store, master: MasterKey) -> Self {
+        Self::with_limits(store, master, KeyCacheLimits::default())
+    }
+
+    pub fn with_limits(store: Store, master: MasterKey, limits: KeyCacheLimits) -> Self {
         Self {
             store,
             master,
-            tenants: RwLock::new(HashMap::new()),
+            limits,
+            tenants: Cache::builder()
+                .max_capacity(limits.max_tenants)
+                .time_to_live(RELOAD_EVERY)
+                .build(),
+            known: Cache::builder()
+                .max_capacity(limits.max_tenants)
+                .expire_after(KnownExpiry {
+                    negative: limits.unknown_tenant_ttl,
+                })
+                .build(),
+            reload_lock: Mutex::new(()),
             create_lock: Mutex::new(()),
+            loads: AtomicU64::new(0),
         }
     }
 
-    async fn load(&self, tenant: &Uuid) -> Result<Arc<TenantKeys>, KeyError> {
+    /// Loads of tenants' keys from the database so far (each decrypts the private keys).
+    pub fn key_loads(&self) -> u64 {
+        self.loads.load(Ordering::Relaxed)
+    }
+
+    /// Entries in the key and tenant caches, after pending evictions.
+    pub async fn cache_entries(&self) -> CacheEntries {
+        self.tenants.run_pending_tasks().await;
+        self.known.run_pending_tasks().await;
+        CacheEntries {
+            tenant_keys: self.tenants.entry_count(),
+            tenant_lookups: self.known.entry_count(),
+        }
+    }
+
+    async fn fetch(&self, tenant: &Uuid) -> Result<Arc<TenantKeys>, KeyError> {
+        self.loads.fetch_add(1, Ordering::Relaxed);
         let rows = self.store.signing_keys(Some(&tenant.to_string())).await?;
         let keys = rows
             .iter()
             .map(|r| load_row(&self.master, r).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
-        let tk = Arc::new(TenantKeys {
+        Ok(Arc::new(TenantKeys {
             loaded_at: Instant::now(),
             keys,
-        });
-        self.tenants.write().await.insert(*tenant, tk.clone());
+        }))
+    }
+
+    /// Loads a tenant's keys now (after creating or rotating one) and caches them.
+    async fn load(&self, tenant: &Uuid) -> Result<Arc<TenantKeys>, KeyError> {
+        let tk = self.fetch(tenant).await?;
+        self.tenants.insert(*tenant, tk.clone()).await;
         Ok(tk)
     }
 
+    /// A tenant's keys from the cache, or loaded once however many requests ask at once.
     async fn get(&self, tenant: &Uuid) -> Result<Arc<TenantKeys>, KeyError> {
-        if let Some(tk) = self.tenants.read().await.get(tenant)
-            && tk.loaded_at.elapsed() < RELOAD_EVERY
+        self.tenants
+            .try_get_with(*tenant, self.fetch(tenant))
+            .await
+            .map_err(KeyError::Shared)
+    }
+
+    /// Whether `tenant` exists, from a bounded cache.
+    async fn exists(&self, tenant: &Uuid) -> Result<bool, KeyError> {
+        let store = &self.store;
+        self.known
+            .try_get_with(*tenant, async move {
+                store
+                    .tenant_by_id(tenant)
+                    .await
+                    .map(|t| t.is_some())
+                    .map_err(KeyError::from)
+            })
+            .await
+            .map_err(KeyError::Shared)
+    }
+
+    /// Reloads a tenant's keys for a key id it does not know — unless they were loaded within
+    /// the floor. One such reload runs at a time; those that waited use its result.
+    async fn reload_for_unknown_kid(&self, tenant: &Uuid) -> Result<Arc<TenantKeys>, KeyError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        if let Some(tk) = self.tenants.get(tenant).await
+            && tk.loaded_at.elapsed() < self.limits.unknown_kid_reload_floor
         {
-            return Ok(tk.clone());
+            return Ok(tk);
         }
         self.load(tenant).await
     }
@@ -395,7 +511,9 @@ impl KeyRing {
         Ok(keys)
     }
 
-    /// A published verification key by `kid`, reloading once if the kid is unknown locally.
+    /// The published verification keys of `tenant` matching `kid` (all of them without one).
+    /// An unknown tenant has none; an unknown kid reloads the tenant's keys at most once per
+    /// [`KeyCacheLimits::unknown_kid_reload_floor`].
     pub async fn verifier(
         &self,
         tenant: &Uuid,
@@ -408,12 +526,16 @@ impl KeyRing {
                 .cloned()
                 .collect()
         };
+        // The tenant id comes from an unverified token: only existing tenants reach the cache.
+        if !self.exists(tenant).await? {
+            return Ok(vec![]);
+        }
         let tk = self.get(tenant).await?;
         let found = find(&tk);
         if !found.is_empty() || kid.is_none() {
             return Ok(found);
         }
-        Ok(find(&*self.load(tenant).await?))
+        Ok(find(&*self.reload_for_unknown_kid(tenant).await?))
     }
 
     /// Scheduled rotation: creates the next key `prepublish` before the active key reaches

@@ -1,6 +1,7 @@
 //! agentid's token service: the Entra v2.0 endpoint protocol with every agent flow.
 
 pub mod authorize;
+pub mod client_ip;
 pub mod context;
 pub mod devicelogin;
 pub mod discovery;
@@ -12,6 +13,7 @@ pub mod keys;
 pub mod own_tokens;
 pub mod server;
 pub mod settings;
+pub mod signin;
 pub mod state;
 pub mod tls;
 pub mod token;

@@ -6,16 +6,18 @@ use crate::federation::Federation;
 use crate::keys::KeyRing;
 use crate::settings::{Settings, derive_base_url};
 use crate::state::{Sts, StsState};
-use crate::{devicelogin, discovery, graph, tls, token, userinfo};
+use crate::{client_ip, devicelogin, discovery, graph, tls, token, userinfo};
 use agentid_directory::Store;
+use agentid_directory::password_gate::PasswordGate;
 use agentid_directory::secrets::MasterKey;
 use agentid_directory::tenant_file::{ApplyReport, TenantFile};
+use agentid_listener::{ConnectionLimits, ConnectionSlots, Ended};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::{any, get};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -241,7 +243,8 @@ pub async fn start(
     };
     let ca_pem = tls_config.as_ref().and_then(|(_, ca)| ca.clone());
     let state = Arc::new(StsState {
-        keys: KeyRing::new(store.clone(), master),
+        passwords: PasswordGate::new(settings.password_checks),
+        keys: KeyRing::with_limits(store.clone(), master, settings.key_cache),
         federation: Federation::new(Duration::from_secs(settings.metadata_cache_ttl)),
         base: settings.public_base_url.clone(),
         store,
@@ -262,6 +265,10 @@ pub async fn start(
         listener,
         app,
         tls_config.map(|(c, _)| tokio_rustls::TlsAcceptor::from(c)),
+        Connections {
+            limits: state.settings.listener,
+            trusted_proxies: Arc::new(state.settings.trusted_proxies.clone()),
+        },
         rx.clone(),
     ));
     tokio::spawn(housekeeping(state.clone(), rx));
@@ -276,13 +283,30 @@ pub async fn start(
     })
 }
 
+/// What every connection of the listener shares.
+struct Connections {
+    limits: ConnectionLimits,
+    trusted_proxies: Arc<Vec<IpNet>>,
+}
+
+/// Accepts while a connection slot is free; each connection is served within the limits
+/// (TLS-handshake and header-read deadlines) and ends gracefully on shutdown.
 async fn accept_loop(
     listener: TcpListener,
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    conns: Connections,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let slots = ConnectionSlots::new(&conns.limits);
     loop {
+        let slot = tokio::select! {
+            s = slots.acquire() => match s {
+                Some(s) => s,
+                None => return,
+            },
+            _ = shutdown.changed() => return,
+        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -296,33 +320,31 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
+        let limits = conns.limits;
+        let trusted = conns.trusted_proxies.clone();
+        let stop = shutdown.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = app.map_request(move |mut r: Request<hyper::body::Incoming>| {
-                r.extensions_mut().insert(ClientAddr(peer));
+                let client = client_ip::resolve(peer, r.headers(), &trusted);
+                r.extensions_mut().insert(ClientAddr(client));
                 r
             });
             let svc = hyper_util::service::TowerToHyperService::new(svc);
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let result = match tls {
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => {
-                        builder
-                            .serve_connection_with_upgrades(TokioIo::new(s), svc)
-                            .await
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                        return;
-                    }
-                },
-                None => {
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .await
+            match agentid_listener::serve_connection(stream, tls, svc, limits, stop).await {
+                Ended::Closed => {}
+                Ended::TimedOut(why) => {
+                    tracing::debug!(%peer, "connection closed: {why}");
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+                Ended::HandshakeTimeout => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                }
+                Ended::Handshake(e) => {
+                    tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                }
+                Ended::Http(e) => {
+                    tracing::debug!(error = %e, %peer, "connection ended with an error");
+                }
             }
         });
     }

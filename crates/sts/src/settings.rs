@@ -2,9 +2,14 @@
 //! environment variables, overridden by command-line flags. The file shape is parsed once into
 //! [`Settings`]; unknown keys are errors naming their path.
 
+pub use crate::keys::KeyCacheLimits;
+pub use agentid_directory::password_gate::PasswordLimits;
+pub use agentid_listener::ConnectionLimits;
+pub use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -49,6 +54,15 @@ pub struct Settings {
     pub audit_retention: i64,
     /// Name of this replica in audit events.
     pub replica: String,
+    /// Connection cap and the TLS-handshake and header-read deadlines of the listener.
+    pub listener: ConnectionLimits,
+    /// Peers whose `X-Forwarded-For` names the client (reverse proxies, ingress). Requests from
+    /// any other peer are keyed on the peer address, whatever the header says.
+    pub trusted_proxies: Vec<IpNet>,
+    /// How many Argon2 password checks run and wait at once.
+    pub password_checks: PasswordLimits,
+    /// Bounds of the signing-key cache.
+    pub key_cache: KeyCacheLimits,
 }
 
 impl Settings {
@@ -77,6 +91,10 @@ impl Settings {
             single_use_assertions: false,
             audit_retention: 90 * 86400,
             replica: hostname(),
+            listener: ConnectionLimits::default(),
+            trusted_proxies: vec![],
+            password_checks: PasswordLimits::from_memory(),
+            key_cache: KeyCacheLimits::default(),
         }
     }
 
@@ -127,6 +145,8 @@ struct ConfigFile {
     client_assertion: ClientAssertionSection,
     #[serde(default)]
     audit: AuditSection,
+    #[serde(default)]
+    signin: SigninSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,6 +156,25 @@ struct ServerSection {
     public_base_url: Option<String>,
     insecure_http: Option<bool>,
     data_dir: Option<PathBuf>,
+    max_connections: Option<usize>,
+    /// Seconds.
+    header_read_timeout: Option<u64>,
+    /// Seconds.
+    tls_handshake_timeout: Option<u64>,
+    /// Seconds a connection may sit with no request in progress and no byte moving.
+    idle_timeout: Option<u64>,
+    max_header_bytes: Option<u64>,
+    /// IP addresses or CIDR ranges.
+    trusted_proxies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigninSection {
+    max_concurrent_password_checks: Option<usize>,
+    password_check_queue: Option<usize>,
+    /// Milliseconds a sign-in waits for a password-check slot before 429.
+    password_check_wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,6 +208,7 @@ struct TokensSection {
 struct KeysSection {
     rotation_interval: Option<i64>,
     prepublish: Option<i64>,
+    max_cached_tenants: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,7 +346,83 @@ pub fn load(
     set!(metadata_cache_ttl, file.federation.metadata_cache_ttl);
     set!(single_use_assertions, file.client_assertion.single_use);
     set!(audit_retention, file.audit.retention);
+
+    let positive = |v: Option<u64>, path: &str| -> Result<Option<u64>, SettingsError> {
+        match v {
+            Some(0) => Err(SettingsError::Invalid {
+                path: path.into(),
+                message: "must be greater than 0".into(),
+            }),
+            v => Ok(v),
+        }
+    };
+    if let Some(n) = positive(
+        file.server.max_connections.map(|n| n as u64),
+        "server.max_connections",
+    )? {
+        s.listener.max_connections = n as usize;
+    }
+    if let Some(secs) = positive(
+        file.server.header_read_timeout,
+        "server.header_read_timeout",
+    )? {
+        s.listener.header_read_timeout = Duration::from_secs(secs);
+    }
+    if let Some(secs) = positive(
+        file.server.tls_handshake_timeout,
+        "server.tls_handshake_timeout",
+    )? {
+        s.listener.tls_handshake_timeout = Duration::from_secs(secs);
+    }
+    if let Some(secs) = positive(file.server.idle_timeout, "server.idle_timeout")? {
+        s.listener.idle_timeout = Duration::from_secs(secs);
+    }
+    if let Some(n) = file.server.max_header_bytes {
+        if n < agentid_listener::MIN_HEADER_BYTES as u64 {
+            return Err(SettingsError::Invalid {
+                path: "server.max_header_bytes".into(),
+                message: format!("must be at least {}", agentid_listener::MIN_HEADER_BYTES),
+            });
+        }
+        s.listener.max_header_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    for (i, p) in file
+        .server
+        .trusted_proxies
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        s.trusted_proxies
+            .push(parse_proxy(p).ok_or_else(|| SettingsError::Invalid {
+                path: format!("server.trusted_proxies[{i}]"),
+                message: format!("'{p}' is not an IP address or CIDR range"),
+            })?);
+    }
+    if let Some(n) = positive(
+        file.signin.max_concurrent_password_checks.map(|n| n as u64),
+        "signin.max_concurrent_password_checks",
+    )? {
+        s.password_checks = PasswordLimits::with_concurrency(n as usize);
+    }
+    if let Some(n) = file.signin.password_check_queue {
+        s.password_checks.max_waiting = n;
+    }
+    if let Some(n) = positive(file.keys.max_cached_tenants, "keys.max_cached_tenants")? {
+        s.key_cache.max_tenants = n;
+    }
+    if let Some(ms) = file.signin.password_check_wait_ms {
+        s.password_checks.max_wait = Duration::from_millis(ms);
+    }
     Ok(s)
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32` or one address.
+pub fn parse_proxy(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
 /// `$AGENTID_HOME` or `./.agentid`.
@@ -338,6 +454,30 @@ mod tests {
         let env = vec![("AGENTID_TOKENS__BOGUS".to_string(), "1".to_string())];
         let e = load(None, &env, None, None).unwrap_err().to_string();
         assert!(e.contains("tokens") && e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn listener_proxies_and_password_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("sts.yaml");
+        std::fs::write(
+            &f,
+            "server:\n  max_connections: 50\n  header_read_timeout: 5\n  trusted_proxies: [10.0.0.0/8, '2001:db8::1']\nsignin:\n  max_concurrent_password_checks: 3\n  password_check_wait_ms: 100\n",
+        )
+        .unwrap();
+        let s = load(Some(&f), &[], None, None).unwrap();
+        assert_eq!(s.listener.max_connections, 50);
+        assert_eq!(s.listener.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(s.trusted_proxies.len(), 2);
+        assert_eq!(s.password_checks.max_concurrent, 3);
+        assert_eq!(s.password_checks.max_waiting, 12);
+        assert_eq!(s.password_checks.max_wait, Duration::from_millis(100));
+        std::fs::write(&f, "server:\n  trusted_proxies: [10.0.0.0/33]\n").unwrap();
+        let e = load(Some(&f), &[], None, None).unwrap_err().to_string();
+        assert!(e.contains("server.trusted_proxies[0]"), "{e}");
+        std::fs::write(&f, "signin:\n  max_concurrent_password_checks: 0\n").unwrap();
+        let e = load(Some(&f), &[], None, None).unwrap_err().to_string();
+        assert!(e.contains("signin.max_concurrent_password_checks"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::settings::Settings;
 use agentid_directory::Store;
 use agentid_directory::audit::AuditEvent;
 use agentid_directory::model::Tenant;
+use agentid_directory::password_gate::PasswordGate;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -14,6 +15,8 @@ pub struct StsState {
     pub store: Store,
     pub settings: Settings,
     pub keys: KeyRing,
+    /// Every Argon2 check and hash of request input goes through this bound.
+    pub passwords: PasswordGate,
     pub federation: Federation,
     /// `{base}`: public base URL without a trailing slash.
     pub base: String,

@@ -4,6 +4,7 @@
 
 use super::TenantFileError as E;
 use super::spec::*;
+use crate::applications::{IdentifierUri, RedirectPlatform, RedirectUri, UriOwner};
 use crate::builtin;
 use crate::model::{
     AppRole, InheritablePermission, InheritableScopes, KNOWN_ROLES, PermissionScope, normalize_uri,
@@ -230,6 +231,8 @@ struct AppParts<'a> {
 struct Tx<'c> {
     conn: &'c mut AnyConnection,
     tenant: Uuid,
+    /// The tenant's verified domains (for identifier URIs).
+    domains: Vec<String>,
     report: ApplyReport,
 }
 
@@ -328,14 +331,18 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
     }
     for (i, a) in file.applications.iter().enumerate() {
         add_handle("application", &a.name, format!("applications[{i}].name"))?;
-        for (j, u) in a.redirect_uris.iter().enumerate() {
-            if url::Url::parse(u).is_err() {
-                return Err(E::invalid(
-                    format!("applications[{i}].redirectUris[{j}]"),
-                    format!("'{u}' is not an absolute URI"),
-                ));
-            }
-        }
+        // A tenant file keeps one list; a public client's may use custom schemes.
+        let platform = if a.public_client {
+            RedirectPlatform::PublicClient
+        } else {
+            RedirectPlatform::Web
+        };
+        RedirectUri::parse_all(&a.redirect_uris, platform).map_err(|(j, e)| {
+            E::invalid(
+                format!("applications[{i}].redirectUris[{j}]"),
+                e.to_string(),
+            )
+        })?;
     }
     for (i, b) in file.blueprints.iter().enumerate() {
         add_handle("blueprint", &b.name, format!("blueprints[{i}].name"))?;
@@ -503,19 +510,20 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
     }
 
     // ---- the transaction --------------------------------------------------------------------
-    let mut db = store.pool().begin().await?;
+    let mut db = store.begin_write().await?;
     let tenant = ensure_tenant(&mut db, &file.tenant).await?;
     let mut tx = Tx {
         conn: &mut db,
-        tenant: tenant.0,
+        tenant: tenant.id,
+        domains: vec![tenant.domain.clone()],
         report: ApplyReport {
-            tenant_id: tenant.0,
+            tenant_id: tenant.id,
             ..Default::default()
         },
     };
-    if tenant.1 {
+    if tenant.created {
         tx.report.created += 1;
-    } else if tenant.2 {
+    } else if tenant.updated {
         tx.report.updated += 1;
     }
 
@@ -619,7 +627,7 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
     let builtin_resource = |h: &str| {
         builtin::by_handle(h)
             .filter(|b| !b.public_client)
-            .map(|b| b.resource(&tenant.0))
+            .map(|b| b.resource(&tenant.id))
     };
 
     for (i, g) in file.grants.iter().enumerate() {
@@ -627,7 +635,7 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
         let client_sp = match principals.get(&g.client) {
             Some((sp, _)) => *sp,
             None => match builtin::by_handle(&g.client) {
-                Some(b) => builtin::sp_id(&tenant.0, b.app_id),
+                Some(b) => builtin::sp_id(&tenant.id, b.app_id),
                 None => {
                     return Err(E::invalid(
                         format!("{path}.client"),
@@ -751,7 +759,7 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (principal_id, resource_id, app_role_id) DO NOTHING",
         )
         .bind(grant_id())
-        .bind(tenant.0.to_string())
+        .bind(tenant.id.to_string())
         .bind(principal_id.to_string())
         .bind(principal_type)
         .bind(resource.sp_id.to_string())
@@ -769,7 +777,7 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
         let existing: Option<(String, Option<String>, i64, Option<String>)> = sqlx::query_as(
             "SELECT id, jwks, allow_http, ca_bundle FROM trusted_issuers WHERE tenant_id = $1 AND issuer = $2",
         )
-        .bind(tenant.0.to_string())
+        .bind(tenant.id.to_string())
         .bind(&t.issuer)
         .fetch_optional(&mut *tx.conn)
         .await?;
@@ -794,7 +802,7 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(Uuid::new_v4().to_string())
-                .bind(tenant.0.to_string())
+                .bind(tenant.id.to_string())
                 .bind(&t.issuer)
                 .bind(jwks)
                 .bind(t.allow_http as i64)
@@ -815,10 +823,16 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
 }
 
 /// Finds or creates the tenant; returns (id, created, updated).
-async fn ensure_tenant(
-    conn: &mut AnyConnection,
-    spec: &TenantSpec,
-) -> Result<(Uuid, bool, bool), E> {
+/// The tenant a file applies to, after [`ensure_tenant`].
+struct EnsuredTenant {
+    id: Uuid,
+    created: bool,
+    updated: bool,
+    /// Its (verified) domain: what identifier URIs may use.
+    domain: String,
+}
+
+async fn ensure_tenant(conn: &mut AnyConnection, spec: &TenantSpec) -> Result<EnsuredTenant, E> {
     let by_domain = match &spec.domain {
         Some(d) => {
             let row: Option<(String,)> =
@@ -858,7 +872,12 @@ async fn ensure_tenant(
     match existing {
         Some((dn, doms, pw, uc)) => {
             if dn == display_name && doms == domains && pw == allow_pw && uc == consent {
-                return Ok((id, false, false));
+                return Ok(EnsuredTenant {
+                    id,
+                    created: false,
+                    updated: false,
+                    domain,
+                });
             }
             sqlx::query("UPDATE tenants SET display_name = $1, domains = $2, allow_password_grant = $3, user_consent_allowed = $4 WHERE id = $5")
                 .bind(&display_name)
@@ -877,7 +896,12 @@ async fn ensure_tenant(
                 .bind(id.to_string())
                 .execute(&mut *conn)
                 .await?;
-            Ok((id, false, true))
+            Ok(EnsuredTenant {
+                id,
+                created: false,
+                updated: true,
+                domain,
+            })
         }
         None => {
             create_tenant(
@@ -889,7 +913,12 @@ async fn ensure_tenant(
                 consent != 0,
             )
             .await?;
-            Ok((id, true, false))
+            Ok(EnsuredTenant {
+                id,
+                created: true,
+                updated: false,
+                domain,
+            })
         }
     }
 }
@@ -1158,13 +1187,15 @@ async fn apply_app(
                     .replace("{tenantId}", &tx.tenant.to_string())
             })
             .collect();
+        let owner = UriOwner {
+            tenant_id: tx.tenant,
+            app_id,
+            verified_domains: &tx.domains,
+        };
+        IdentifierUri::parse_all(&uris, &owner).map_err(|(i, e)| {
+            E::invalid(format!("{}.identifierUris[{i}]", p.path), e.to_string())
+        })?;
         for (i, u) in uris.iter().enumerate() {
-            if url::Url::parse(u).is_err() {
-                return Err(E::invalid(
-                    format!("{}.identifierUris[{i}]", p.path),
-                    format!("'{u}' is not an absolute URI"),
-                ));
-            }
             let norm = normalize_uri(u);
             if builtin::BUILT_INS
                 .iter()

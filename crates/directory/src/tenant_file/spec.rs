@@ -217,7 +217,8 @@ impl TenantFile {
                 inner = rest.to_string();
             }
             TenantFileError::invalid(
-                if path == "." {
+                // An error in the document itself (or under an empty key) has no path of its own.
+                if path == "." || path.trim_matches('.').is_empty() {
                     "(top level)".into()
                 } else {
                     path
@@ -258,5 +259,10 @@ mod tests {
             .to_string();
         assert!(e.starts_with("blueprints[0].agents[1]"), "{e}");
         assert!(e.contains("unknown field `foo`"), "{e}");
+        // Found by the property test: an empty key at the top level.
+        match TenantFile::parse("{\"\"𐺀", Path::new(".")) {
+            Err(TenantFileError::Invalid { path, .. }) => assert_eq!(path, "(top level)"),
+            other => panic!("{other:?}"),
+        }
     }
 }

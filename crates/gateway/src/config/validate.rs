@@ -24,7 +24,7 @@ pub struct Context {
 type Result<T> = std::result::Result<T, ConfigError>;
 
 /// hyper's smallest HTTP/1 read buffer; `maxRequestHeaderBytes` bounds it.
-pub const MIN_REQUEST_HEADER_BYTES: usize = 8192;
+pub const MIN_REQUEST_HEADER_BYTES: usize = agentid_listener::MIN_HEADER_BYTES;
 
 struct V<'a> {
     base: &'a Path,

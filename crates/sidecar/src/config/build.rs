@@ -319,6 +319,17 @@ fn build(
         allowed.push(id.to_string());
     }
 
+    let mut allowed_hosts = Vec::new();
+    for (i, h) in sc.allowed_hosts.iter().enumerate() {
+        let h = h.trim();
+        if h.is_empty() {
+            continue;
+        }
+        let name =
+            allowed_host(h).map_err(|m| invalid(format!("Sidecar__AllowedHosts__{i}"), m))?;
+        allowed_hosts.push(name);
+    }
+
     let defaults = AllowOverrides::default();
     let ao = sc.allow_overrides;
     let allow_overrides = AllowOverrides {
@@ -421,6 +432,7 @@ fn build(
         listen,
         health_listen,
         allow_remote_callers: sc.allow_remote_callers.unwrap_or(false),
+        allowed_hosts,
         allow_overrides,
         allowed_agents: (!allowed.is_empty()).then_some(allowed),
         allow_outbound_redirects: sc.allow_outbound_redirects.unwrap_or(false),
@@ -477,6 +489,32 @@ fn build(
         warnings: std::mem::take(warnings),
         ignored_keys,
     })
+}
+
+/// One `Sidecar__AllowedHosts` entry: a host name (or `*.` and a domain), lower-cased. A bare
+/// `*` is refused: it would switch off the DNS-rebinding defence for every name.
+fn allowed_host(h: &str) -> Result<String, String> {
+    let name = h.trim_end_matches('.').to_ascii_lowercase();
+    let domain = name.strip_prefix("*.").unwrap_or(&name);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name == "*" {
+        return Err(
+            "'*' would answer any Host and re-open DNS rebinding; list the names callers use"
+                .into(),
+        );
+    }
+    if domain.len() > 253 || !domain.split('.').all(label_ok) {
+        return Err(format!(
+            "'{h}' is not a host name (give a name such as sidecar.example.internal, without scheme or port)"
+        ));
+    }
+    Ok(name)
 }
 
 fn listen_setting(
@@ -739,6 +777,22 @@ mod tests {
             ])
             .is_ok()
         );
+        let c = with(&[
+            ("Sidecar__AllowedHosts__0", "Sidecar.Internal."),
+            ("Sidecar__AllowedHosts__1", "*.agents.internal"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.sidecar.allowed_hosts,
+            vec!["sidecar.internal", "*.agents.internal"]
+        );
+        for bad in ["*", "http://x", "x:5000", "a..b", "-a.b", ""] {
+            if let Err(e) = with(&[("Sidecar__AllowedHosts__0", bad)]) {
+                assert!(e.to_string().contains("Sidecar__AllowedHosts__0"), "{e}");
+            } else {
+                assert!(bad.is_empty(), "{bad}");
+            }
+        }
         let e = with(&[("Sidecar__AllowedAgentIdentities__0", "agent")]).unwrap_err();
         assert!(
             e.to_string().contains("Sidecar__AllowedAgentIdentities__0"),

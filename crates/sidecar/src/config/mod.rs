@@ -198,6 +198,10 @@ pub struct SidecarSettings {
     pub listen: Vec<ListenAddr>,
     pub health_listen: Option<Vec<ListenAddr>>,
     pub allow_remote_callers: bool,
+    /// Host names the sidecar answers to besides `localhost`, loopback addresses and the
+    /// address a connection arrived on (`Sidecar__AllowedHosts__N`; lower case, no port; a
+    /// leading `*.` matches subdomains).
+    pub allowed_hosts: Vec<String>,
     pub allow_overrides: AllowOverrides,
     /// Lower-case GUIDs; `None` when no allow-list is configured.
     pub allowed_agents: Option<Vec<String>>,

@@ -119,6 +119,7 @@ pub struct RawSidecar {
     pub listen_url: Option<String>,
     pub health_listen_url: Option<String>,
     pub allow_remote_callers: Option<bool>,
+    pub allowed_hosts: Vec<String>,
     pub allow_overrides: RawAllowOverrides,
     pub allowed_agent_identities: Vec<String>,
     pub allow_outbound_redirects: Option<bool>,

@@ -1,5 +1,6 @@
 //! The HTTP surface: listeners, route matching, query binding, responses.
 
+pub mod host;
 pub mod peer;
 pub mod query;
 pub mod response;

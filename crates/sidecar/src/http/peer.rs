@@ -1,5 +1,6 @@
-//! Who is calling: the caller check of sidecar.md §11 (S2). Only the peer address counts; the
-//! `Host` header is the caller's to choose and is never consulted.
+//! Who is calling: the caller check of sidecar.md §11 (S2), by peer address. The peer address
+//! alone cannot tell a local agent from a browser page whose DNS name was rebound to loopback;
+//! the `Host` check of [`super::host`] covers that.
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -37,6 +37,9 @@ pub enum Failure {
     /// 403, empty body: the caller is not local.
     #[error("remote caller refused")]
     RemoteCaller,
+    /// 421 problem: the request names a host the sidecar does not serve (DNS rebinding).
+    #[error("misdirected request: Host is not served")]
+    MisdirectedHost,
     /// 404, empty body.
     #[error("not found")]
     NotFound,
@@ -142,6 +145,7 @@ impl Failure {
                 StatusCode::UNAUTHORIZED
             }
             Failure::Forbidden(_) | Failure::RemoteCaller => StatusCode::FORBIDDEN,
+            Failure::MisdirectedHost => StatusCode::MISDIRECTED_REQUEST,
             Failure::NotFound => StatusCode::NOT_FOUND,
             Failure::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Failure::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -175,6 +179,13 @@ impl Failure {
             }
             Failure::Unauthorized(d) => problem(status, "section-15.5.2", "Unauthorized", &d, cid),
             Failure::Forbidden(d) => problem(status, "section-15.5.4", "Forbidden", &d, cid),
+            Failure::MisdirectedHost => problem(
+                status,
+                "section-15.5.20",
+                "Misdirected Request",
+                "The Host of this request is not a name this sidecar serves: use localhost or a loopback address, or add the name to Sidecar__AllowedHosts.",
+                cid,
+            ),
             Failure::RemoteCaller | Failure::NotFound => empty(status),
             Failure::MethodNotAllowed(allow) => {
                 let mut r = empty(status);

@@ -1,15 +1,18 @@
 //! Listeners: the main listener (loopback by default; TCP or a Unix socket) and the health
 //! listener, each an accept loop serving HTTP/1.1 and h2c with hyper.
 
+use super::host::HostPolicy;
 use super::peer::Peer;
+use super::response::{self, Body, Failure};
 use super::route::Listener;
 use crate::Sidecar;
 use crate::config::ListenAddr;
+use http::Response;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,19 +105,33 @@ async fn bind(addr: &ListenAddr) -> Result<Option<Bound>, ServeError> {
     }
 }
 
+/// One accepted connection: who is calling, and the address it arrived at.
+#[derive(Clone, Copy)]
+struct Conn {
+    peer: Peer,
+    local: Option<IpAddr>,
+}
+
 fn serve_connection<S>(
     state: Arc<Sidecar>,
+    hosts: Arc<HostPolicy>,
     listener: Listener,
-    peer: Peer,
+    conn: Conn,
     io: S,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        let svc = service_fn(move |req| {
-            let state = state.clone();
-            async move { Ok::<_, Infallible>(state.handle(listener, peer, req).await) }
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let (state, hosts) = (state.clone(), hosts.clone());
+            async move {
+                // Before anything else, probes included: the DNS-rebinding defence.
+                if !hosts.allows(conn.peer, conn.local, req.uri(), req.headers()) {
+                    return Ok::<_, Infallible>(misdirected(&state, &req));
+                }
+                Ok::<_, Infallible>(state.handle(listener, conn.peer, req).await)
+            }
         });
         let builder = auto::Builder::new(TokioExecutor::new());
         let conn = builder.serve_connection(TokioIo::new(io), svc);
@@ -129,8 +146,32 @@ fn serve_connection<S>(
     });
 }
 
+/// The 421 answer to a request for a host this sidecar does not serve; counted and logged
+/// like every other request.
+fn misdirected<B>(state: &Sidecar, req: &http::Request<B>) -> Response<Body> {
+    let cid = uuid::Uuid::new_v4().to_string();
+    let host = req.headers().get(http::header::HOST).map(|h| {
+        String::from_utf8_lossy(h.as_bytes())
+            .chars()
+            .take(256)
+            .collect::<String>()
+    });
+    tracing::warn!(
+        target: "agentid_sidecar::access",
+        event = "misdirected_host",
+        correlation_id = %cid,
+        method = %req.method(),
+        host = host.as_deref(),
+        status = 421,
+        "request for a host this sidecar does not serve refused (DNS rebinding?)"
+    );
+    state.metrics.request("misdirected", 421, 0.0);
+    response::finish(Failure::MisdirectedHost.into_response(&cid), &cid)
+}
+
 fn accept_loop(
     state: Arc<Sidecar>,
+    hosts: Arc<HostPolicy>,
     listener: Listener,
     bound: Bound,
     mut shutdown: watch::Receiver<bool>,
@@ -146,10 +187,15 @@ fn accept_loop(
                     match accepted {
                         Ok((stream, addr)) => {
                             let _ = stream.set_nodelay(true);
+                            let conn = Conn {
+                                peer: Peer::Tcp(addr),
+                                local: stream.local_addr().ok().map(|a| a.ip()),
+                            };
                             serve_connection(
                                 state.clone(),
+                                hosts.clone(),
                                 listener,
-                                Peer::Tcp(addr),
+                                conn,
                                 stream,
                                 shutdown.clone(),
                             );
@@ -168,8 +214,12 @@ fn accept_loop(
                     match accepted {
                         Ok((stream, _)) => serve_connection(
                             state.clone(),
+                            hosts.clone(),
                             listener,
-                            Peer::Unix,
+                            Conn {
+                                peer: Peer::Unix,
+                                local: None,
+                            },
                             stream,
                             shutdown.clone(),
                         ),
@@ -217,11 +267,24 @@ pub async fn serve(state: Arc<Sidecar>) -> Result<RunningSidecar, ServeError> {
             bound_health.push(b);
         }
     }
+    let hosts = Arc::new(HostPolicy::new(&state.config.sidecar.allowed_hosts));
     for b in bound_main {
-        tasks.push(accept_loop(state.clone(), main, b, rx.clone()));
+        tasks.push(accept_loop(
+            state.clone(),
+            hosts.clone(),
+            main,
+            b,
+            rx.clone(),
+        ));
     }
     for b in bound_health {
-        tasks.push(accept_loop(state.clone(), Listener::Health, b, rx.clone()));
+        tasks.push(accept_loop(
+            state.clone(),
+            hosts.clone(),
+            Listener::Health,
+            b,
+            rx.clone(),
+        ));
     }
     // Expired tokens are swept every 60 s.
     let sweeper = state.clone();

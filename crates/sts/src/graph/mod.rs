@@ -10,6 +10,9 @@ mod people;
 mod users;
 
 use crate::state::Sts;
+use agentid_directory::applications::{
+    IdentifierUri, IdentifierUriError, RedirectPlatform, RedirectUri, UriOwner,
+};
 use agentid_directory::model::{
     AppKind, Application, FederatedCredential, PermissionScope, ServicePrincipal, SpKind, User,
     UserKind,
@@ -1015,20 +1018,45 @@ async fn patch_application(req: &Req<'_>, c: &Caller, key: &str) -> GResult<Out>
             ));
         }
     }
-    let uris: Option<Vec<String>> = match b.get("identifierUris") {
+    let uris: Option<Vec<IdentifierUri>> = match b.get("identifierUris") {
         Some(v) => {
             let u: Vec<String> = serde_json::from_value(v.clone()).map_err(|_| {
                 GraphError::bad_request("identifierUris must be an array of strings.")
             })?;
-            if u.iter().any(|x| url::Url::parse(x).is_err()) {
-                return Err(GraphError::bad_request(
-                    "identifierUris must be absolute URIs.",
-                ));
-            }
-            Some(u)
+            let owner = UriOwner {
+                tenant_id: c.tenant.id,
+                app_id: app.app_id,
+                verified_domains: &c.tenant.domains,
+            };
+            Some(IdentifierUri::parse_all(&u, &owner).map_err(|(_, e)| identifier_uri_error(e))?)
         }
         None => None,
     };
+    // Redirect URIs: agentid keeps one list for web, spa and public client platforms; each is
+    // checked by the rules of the platform it is registered under. All checks happen before
+    // anything is written.
+    let mut redirects: Option<Vec<RedirectUri>> = None;
+    for platform in [
+        RedirectPlatform::Web,
+        RedirectPlatform::Spa,
+        RedirectPlatform::PublicClient,
+    ] {
+        if let Some(list) = b
+            .get(platform.property())
+            .and_then(|v| v.get("redirectUris"))
+        {
+            let uris: Vec<String> = serde_json::from_value(list.clone()).map_err(|_| {
+                GraphError::bad_request("redirectUris must be an array of strings.")
+            })?;
+            let parsed = RedirectUri::parse_all(&uris, platform).map_err(|(_, e)| {
+                GraphError::bad_request(format!(
+                    "Invalid value specified for property '{}' of resource 'Application'. {e}.",
+                    platform.property()
+                ))
+            })?;
+            redirects.get_or_insert_with(Vec::new).extend(parsed);
+        }
+    }
     let (scopes, version) = match b.get("api") {
         Some(api) => {
             let scopes = api
@@ -1078,21 +1106,6 @@ async fn patch_application(req: &Req<'_>, c: &Caller, key: &str) -> GResult<Out>
             b.get("requiredResourceAccess"),
         )
         .await?;
-    // Redirect URIs: agentid keeps one list for web, spa and public client platforms.
-    let mut redirects: Option<Vec<String>> = None;
-    for platform in ["web", "spa", "publicClient"] {
-        if let Some(list) = b.get(platform).and_then(|v| v.get("redirectUris")) {
-            let uris: Vec<String> = serde_json::from_value(list.clone()).map_err(|_| {
-                GraphError::bad_request("redirectUris must be an array of strings.")
-            })?;
-            if uris.iter().any(|u| url::Url::parse(u).is_err()) {
-                return Err(GraphError::bad_request(
-                    "redirectUris must be absolute URIs.",
-                ));
-            }
-            redirects.get_or_insert_with(Vec::new).extend(uris);
-        }
-    }
     let public = b.get("isFallbackPublicClient").and_then(Value::as_bool);
     if redirects.is_some() || public.is_some() {
         req.sts
@@ -1101,6 +1114,18 @@ async fn patch_application(req: &Req<'_>, c: &Caller, key: &str) -> GResult<Out>
             .await?;
     }
     Ok((StatusCode::NO_CONTENT, None))
+}
+
+/// Graph's answer to an identifier URI the application may not claim (Entra's code and text).
+fn identifier_uri_error(e: IdentifierUriError) -> GraphError {
+    match e {
+        IdentifierUriError::NotOnVerifiedDomain(_) => GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "HostNameNotOnVerifiedDomain",
+            e.to_string(),
+        ),
+        other => GraphError::bad_request(format!("{other}.")),
+    }
 }
 
 async fn delete_application(req: &Req<'_>, c: &Caller, key: &str) -> GResult<Out> {

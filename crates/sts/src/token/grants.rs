@@ -559,61 +559,37 @@ pub async fn password(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
         return Err(OAuthError::unsupported_grant("password"));
     }
     let store = &req.sts.store;
-    let tid = req.tenant.id.to_string();
-    let ip_key = format!("ip:{}", req.ctx.source_ip.as_deref().unwrap_or("unknown"));
-    let user = store
-        .user_by_upn(&req.tenant.id, username)
-        .await
-        .map_err(internal)?;
-    let user_key = user
-        .as_ref()
-        .map(|u| u.id.to_string())
-        .unwrap_or_else(|| format!("upn:{}", username.to_lowercase()));
-    for key in [&user_key, &ip_key] {
-        if store
-            .signin_locked_until(&tid, key)
-            .await
-            .map_err(internal)?
-            .is_some()
-        {
-            return Err(OAuthError::account_locked());
+    let user = match crate::signin::check_password(
+        req.sts,
+        req.tenant,
+        username,
+        password,
+        req.ctx.source_ip.as_deref(),
+    )
+    .await
+    {
+        Ok(user) => user,
+        Err(e) => {
+            use crate::signin::SignInError as S;
+            return Err(match e {
+                S::BadCredentials { user } => {
+                    if let Some(u) = &user {
+                        req.audit_user(u);
+                    }
+                    OAuthError::bad_credentials()
+                }
+                S::UserLocked { user } => {
+                    if let Some(u) = &user {
+                        req.audit_user(u);
+                    }
+                    OAuthError::account_locked()
+                }
+                S::AddressLocked { .. } => OAuthError::account_locked(),
+                S::Busy(b) => OAuthError::busy(b.retry_after.as_secs()),
+                S::Directory(e) => internal(e),
+            });
         }
-    }
-    let verified = match &user {
-        // Agent users have no password and never sign in this way.
-        Some(u) if u.kind == UserKind::User => {
-            let hash = u.password_hash.clone();
-            let pw = password.to_string();
-            match hash {
-                Some(h) => tokio::task::spawn_blocking(move || {
-                    agentid_directory::secrets::verify_password(&pw, &h)
-                })
-                .await
-                .map_err(internal)?,
-                None => false,
-            }
-        }
-        _ => false,
     };
-    if !verified {
-        store
-            .record_signin_failure(&tid, &user_key, 10, 60)
-            .await
-            .map_err(internal)?;
-        store
-            .record_signin_failure(&tid, &ip_key, 30, 600)
-            .await
-            .map_err(internal)?;
-        if let Some(u) = &user {
-            req.audit_user(u);
-        }
-        return Err(OAuthError::bad_credentials());
-    }
-    let user = user.expect("verified");
-    store
-        .clear_signin_failures(&tid, &user_key)
-        .await
-        .map_err(internal)?;
     req.audit_user(&user);
     if !user.account_enabled {
         return Err(OAuthError::user_disabled());

@@ -1,18 +1,18 @@
-//! Time bounds on a downstream connection, whatever its protocol.
+//! Time bounds on a connection, whatever its protocol.
 //!
-//! hyper bounds the wait for each HTTP/1 request head (`headerRead`), but not the protocol
-//! sniffing before it (a connection that sends nothing, or the first bytes of the HTTP/2
-//! preface and then nothing, waits for ever) and nothing at all on HTTP/2. Since every
-//! connection holds one of `maxConnections` permits, a few thousand silent sockets would lock
-//! every client out. [`Guard`] closes a connection that
+//! hyper bounds the wait for each HTTP/1 request head (the header-read timeout), but not the
+//! protocol sniffing before it (a connection that sends nothing, or the first bytes of the
+//! HTTP/2 preface and then nothing, waits for ever) and nothing at all on HTTP/2. Since every
+//! connection holds one of the listener's connection slots, a few thousand silent sockets
+//! would lock every client out. [`Guard`] closes a connection that
 //!
-//! - has not presented its first request within `headerRead` of being accepted (TLS handshake
-//!   included), or
-//! - has moved no byte in either direction for `downstreamIdle` afterwards while no request
-//!   is being handled (a handler waiting on its upstream is bounded by the upstream timeouts).
+//! - has not presented its first request within the header-read timeout of being accepted
+//!   (TLS handshake included), or
+//! - has moved no byte in either direction for the idle timeout afterwards while no request
+//!   is being handled (a handler waiting on an upstream is bounded by its own timeouts).
 //!
 //! The connection is first asked to shut down gracefully (in-flight responses finish) and
-//! dropped if it has not within another `headerRead`.
+//! dropped if it has not within another header-read timeout.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -91,7 +91,7 @@ impl Guard {
         let since_accept = self.inner.accepted.elapsed();
         if !self.inner.served.load(Ordering::Relaxed) {
             return if since_accept >= first_request {
-                Verdict::Close("no request within headerRead")
+                Verdict::Close("no request within the header-read timeout")
             } else {
                 Verdict::Keep
             };
@@ -101,7 +101,7 @@ impl Guard {
         }
         let last = Duration::from_millis(self.inner.last_activity_ms.load(Ordering::Relaxed));
         if since_accept.saturating_sub(last) >= idle {
-            Verdict::Close("idle longer than downstreamIdle")
+            Verdict::Close("idle longer than the idle timeout")
         } else {
             Verdict::Keep
         }
