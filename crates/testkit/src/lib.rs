@@ -4,11 +4,16 @@
 
 pub mod browser;
 pub mod certs;
+pub mod chain;
 pub mod db;
+pub mod demo;
 pub mod hostile;
 pub mod kube;
+pub mod poll;
 pub mod sts;
+pub mod upstream;
 
+pub use chain::Chain;
 pub use db::Db;
 pub use kube::{KubeCluster, KubeIssuer};
 pub use sts::TestSts;

@@ -113,6 +113,16 @@ impl TestSts {
         self.post_form(&self.token_url(), form).await
     }
 
+    /// POSTs a form to the token endpoint, asserts 200 and returns the access token.
+    pub async fn token_ok(&self, form: &[(&str, &str)]) -> String {
+        let (status, body) = self.token(form).await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"]
+            .as_str()
+            .expect("an access_token")
+            .to_string()
+    }
+
     pub async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> (u16, Value) {
         let resp = self
             .http

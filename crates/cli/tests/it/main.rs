@@ -1,0 +1,12 @@
+//! All of this crate's integration tests in one binary (one link instead of one per file).
+//! Each module is one former test file; shared helpers are in the support module.
+
+mod deploy_support;
+
+mod admin;
+mod agent_chat;
+mod cli;
+mod deploy_applied;
+mod deploy_manifests;
+mod deploy_types;
+mod up;

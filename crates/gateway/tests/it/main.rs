@@ -1,0 +1,18 @@
+//! All of this crate's integration tests in one binary (one link instead of one per file).
+//! Each module is one former test file; shared helpers are in the support module.
+
+mod support;
+
+mod behaviour;
+mod conformance;
+mod guide;
+mod jwt_validation;
+mod listener;
+mod llm_stream;
+mod mcp_limits;
+mod mcp_sessions;
+mod mcp_tls;
+mod paths;
+mod policies;
+mod properties;
+mod rules_sts_tokens;

@@ -1,0 +1,19 @@
+//! All of this crate's integration tests in one binary (one link instead of one per file).
+//! Each module is one former test file; shared helpers are in the support module.
+
+mod adversarial;
+mod app_uris;
+mod auth_code;
+mod bad_input;
+mod browser;
+mod conformance;
+mod device_code;
+mod flows;
+mod form_props;
+mod graph;
+mod key_cache;
+mod kube_bed;
+mod lifecycle;
+mod signin_abuse;
+mod sts_listener;
+mod tenant_file_props;
