@@ -11,6 +11,7 @@ pub mod body;
 pub mod config;
 pub mod exchange;
 pub mod gateway;
+pub mod host;
 /// Identity derivation lives in `agentid_claims`; re-exported so policies and audit keep one path.
 pub use agentid_claims::identity;
 pub mod jwt;
