@@ -98,6 +98,7 @@ pub fn correlation_id(headers: &http::HeaderMap) -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+#[derive(Clone)]
 pub struct Exchange {
     pub start: Instant,
     pub correlation_id: String,

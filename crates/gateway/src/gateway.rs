@@ -3,17 +3,18 @@
 //! metrics.
 
 use crate::audit::{AuditLog, Event};
-use crate::config::model::{Snapshot, TlsPolicy};
+use crate::config::model::Snapshot;
 use crate::exchange::Exchange;
 use crate::jwt::JwksRegistry;
+use crate::mcp::session::Sessions;
 use crate::metrics::Metrics;
+use crate::obo::{ExchangeEnv, OboCache};
 use crate::rules::{EvalContext, LlmInfo, McpInfo};
+use crate::upstream::Clients;
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub struct Gateway {
     current: ArcSwap<Snapshot>,
@@ -21,8 +22,8 @@ pub struct Gateway {
     pub audit: AuditLog,
     pub metrics: Metrics,
     pub clients: Clients,
-    pub sessions: crate::mcp::Sessions,
-    pub obo: crate::obo::OboCache,
+    pub sessions: Sessions,
+    pub obo: OboCache,
     pub ready: AtomicBool,
     pub reload: Mutex<ReloadStatus>,
 }
@@ -43,16 +44,16 @@ impl Gateway {
         extra_roots: Vec<PathBuf>,
     ) -> Arc<Gateway> {
         let audit = AuditLog::new(&snapshot.settings.audit);
-        let metrics = Metrics::new(&snapshot.removed_metrics);
-        let clients = Clients::new(extra_roots, &snapshot);
+        let metrics = Metrics::new(&snapshot.removed_metrics, jwks.clone());
+        let clients = Clients::new(extra_roots, &snapshot.settings);
         Arc::new(Gateway {
             current: ArcSwap::from_pointee(snapshot),
             jwks,
             audit,
             metrics,
             clients,
-            sessions: crate::mcp::Sessions::default(),
-            obo: crate::obo::OboCache::new(),
+            sessions: Sessions::default(),
+            obo: OboCache::new(),
             ready: AtomicBool::new(false),
             reload: Mutex::new(ReloadStatus {
                 ok: true,
@@ -70,12 +71,18 @@ impl Gateway {
         self.current.store(Arc::new(snapshot));
     }
 
-    /// Finishes an exchange: fills log fields, writes the audit event, counts the request.
-    pub fn record(&self, ex: &Exchange, event: Event, llm: Option<&LlmInfo>) {
-        self.record_with(ex, event, llm, None);
+    /// What a token exchange runs on, with the current snapshot's time limit.
+    pub fn exchange_env(&self) -> ExchangeEnv<'_> {
+        ExchangeEnv {
+            clients: &self.clients,
+            metrics: &self.metrics,
+            timeout: self.snapshot().settings.timeouts.token_exchange,
+        }
     }
 
-    pub fn record_with(
+    /// Finishes an exchange: fills log fields, writes the audit event, counts the request.
+    /// Only the pipeline calls it (`pipeline::write_audit`).
+    pub fn record(
         &self,
         ex: &Exchange,
         mut event: Event,
@@ -170,53 +177,5 @@ impl Gateway {
             UserLabel::Upn => ex.identity.user_upn.clone().unwrap_or_default(),
             UserLabel::None => String::new(),
         }
-    }
-}
-
-/// Upstream HTTP clients, one per TLS policy (each has its own pool).
-pub struct Clients {
-    extra_roots: Vec<PathBuf>,
-    connect_timeout: Duration,
-    pool_idle_timeout: Duration,
-    pool_max_size: Option<usize>,
-    by_policy: Mutex<HashMap<Option<TlsPolicy>, reqwest::Client>>,
-}
-
-impl Clients {
-    fn new(extra_roots: Vec<PathBuf>, snap: &Snapshot) -> Clients {
-        Clients {
-            extra_roots,
-            connect_timeout: snap.settings.connect_timeout,
-            pool_idle_timeout: snap.settings.pool_idle_timeout,
-            pool_max_size: snap.settings.pool_max_size,
-            by_policy: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub fn extra_roots(&self) -> &[PathBuf] {
-        &self.extra_roots
-    }
-
-    pub fn get(&self, policy: Option<&TlsPolicy>) -> Result<reqwest::Client, String> {
-        let key = policy.cloned();
-        let mut map = self.by_policy.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(&key) {
-            return Ok(c.clone());
-        }
-        let tls =
-            crate::tls::client_config(policy, &self.extra_roots).map_err(|e| e.to_string())?;
-        let mut builder = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .connect_timeout(self.connect_timeout)
-            .pool_idle_timeout(self.pool_idle_timeout)
-            .tcp_keepalive(Duration::from_secs(180))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy();
-        if let Some(max) = self.pool_max_size {
-            builder = builder.pool_max_idle_per_host(max);
-        }
-        let client = builder.build().map_err(|e| e.to_string())?;
-        map.insert(key, client.clone());
-        Ok(client)
     }
 }

@@ -182,7 +182,7 @@ pub struct AuthFailure {
 }
 
 impl AuthFailure {
-    fn new(reason: Reason, message: impl Into<String>) -> AuthFailure {
+    pub(crate) fn new(reason: Reason, message: impl Into<String>) -> AuthFailure {
         AuthFailure {
             reason,
             message: message.into(),

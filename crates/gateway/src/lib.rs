@@ -3,14 +3,25 @@
 //! The config file is a strict subset of AgentGateway's standalone format plus an `agentid:`
 //! block (`config`). Every request is authenticated (`jwt`), the agent's identity is derived
 //! from the validated claims (`identity`), and CEL rules (`rules`) decide what it may do; the
-//! `pipeline` then hands the request to plain HTTP forwarding, `llm` or `mcp`, and every
-//! decision becomes an `audit` event.
+//! `pipeline` then hands the request, with its `ctx::RouteCtx`, to plain HTTP forwarding
+//! (`forward`), `llm` or `mcp`, which answer with a `reply::Reply`; refusals and failures are
+//! `error::GatewayError`s. The pipeline writes every decision as an `audit` event.
+//!
+//! Dependencies point one way: `pipeline` → backends (`forward`, `llm`, `mcp`) → shared
+//! helpers (`backend_auth`, `upstream`, `cors`, `host`, `reply`, `error`) → state (`gateway`,
+//! `obo`, `jwt`, `metrics`) and `config`; no module imports one that imports it.
 
 pub mod audit;
+pub mod backend_auth;
 pub mod body;
 pub mod config;
+pub mod cors;
+pub mod ctx;
+pub mod error;
 pub mod exchange;
+pub mod forward;
 pub mod gateway;
+pub mod host;
 /// Identity derivation lives in `agentid_claims`; re-exported so policies and audit keep one path.
 pub use agentid_claims::identity;
 pub mod jwt;
@@ -19,40 +30,13 @@ pub mod mcp;
 pub mod metrics;
 pub mod obo;
 pub mod pipeline;
+pub mod reply;
 pub mod request_path;
 pub mod router;
 pub mod rules;
 pub mod serve;
 pub mod sse;
 pub mod tls;
+pub mod upstream;
 
 pub use serve::{Options, RunningGateway, ServeError, Source, start};
-
-/// JWKS cache figures in Prometheus text form, added to `/metrics`.
-pub(crate) fn jwt_metrics_text(gw: &gateway::Gateway) -> String {
-    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-    let mut out = String::from(
-        "# HELP agentid_gateway_jwks_refreshes_total JWKS fetches.\n# TYPE agentid_gateway_jwks_refreshes_total counter\n",
-    );
-    let all = gw.jwks.metrics();
-    for m in &all {
-        for r in &m.refreshes {
-            out.push_str(&format!(
-                "agentid_gateway_jwks_refreshes_total{{jwks=\"{}\",trigger=\"{}\",result=\"{}\"}} {}\n",
-                esc(&m.url),
-                r.trigger,
-                r.result,
-                r.count
-            ));
-        }
-    }
-    out.push_str("# HELP agentid_gateway_jwks_keys Usable keys per JWKS URL.\n# TYPE agentid_gateway_jwks_keys gauge\n");
-    for m in &all {
-        out.push_str(&format!(
-            "agentid_gateway_jwks_keys{{jwks=\"{}\"}} {}\n",
-            esc(&m.url),
-            m.keys
-        ));
-    }
-    out
-}

@@ -2,44 +2,54 @@
 //! streaming relayed event by event (never buffered), usage accounted per agent, user and model.
 
 use crate::audit::{LlmPart, UpstreamPart, Usage};
-use crate::body::{self, Body, BoxError};
+use crate::backend_auth;
+use crate::body::{self, BoxError};
 use crate::config::model::*;
+use crate::ctx::RouteCtx;
+use crate::error::GatewayError;
 use crate::exchange::Exchange;
+use crate::forward::{self, rewrite_path};
 use crate::gateway::Gateway;
-use crate::pipeline;
+use crate::host::authority;
+use crate::reply::{self, Audit, Record, Reply};
 use crate::request_path::RequestTarget;
 use crate::rules::LlmInfo;
+use crate::upstream::{end_to_end_headers, error_chain};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use std::time::Instant;
 
-#[allow(clippy::too_many_arguments)]
+/// Relays one LLM request. A refusal by policy (a failed token exchange) is the pipeline's
+/// `http` event; every other failure is an `llm` event that counts in the LLM metrics.
 pub async fn handle(
-    gw: &Arc<Gateway>,
-    snap: &Arc<Snapshot>,
+    ctx: &RouteCtx<'_>,
     ex: &mut Exchange,
-    route: &Arc<Route>,
-    backend: &Backend,
-    ai: Arc<AiBackend>,
-    policy: UpstreamPolicy,
-    matched_prefix: Option<String>,
-    target: RequestTarget,
+    ai: &Arc<AiBackend>,
     req: Request<Incoming>,
-) -> Response<Body> {
+) -> Reply {
+    match relay(ctx, ex, ai, req).await {
+        Ok(reply) => reply,
+        Err(e) if e.denied_at().is_some() => reply::failed(ex, e),
+        Err(e) => failed(ctx.gw, ex, e, ai),
+    }
+}
+
+async fn relay(
+    ctx: &RouteCtx<'_>,
+    ex: &mut Exchange,
+    ai: &Arc<AiBackend>,
+    req: Request<Incoming>,
+) -> Result<Reply, GatewayError> {
+    let snap = ctx.snap;
+    let route = ctx.route;
     let (parts, incoming) = req.into_parts();
     let limit = snap.settings.limits.llm_request_body_bytes;
     let within = snap.settings.timeouts.request_body;
-    let bytes = match body::read_limited(incoming, limit, within).await {
-        Ok(b) => b,
-        Err(e) => return llm_error(gw, ex, e.status(), e.code(), &e.to_string(), &ai),
-    };
-    let rewritten = match pipeline::rewrite_path(route, matched_prefix.as_deref(), &target) {
-        Ok(t) => t,
-        Err(e) => return llm_error(gw, ex, e.status(), e.code(), &e.to_string(), &ai),
-    };
+    let bytes = body::read_limited(incoming, limit, within).await?;
+    let rewritten = rewrite_path(ctx)?;
     let path_only = rewritten.path.as_str().to_string();
     let query = rewritten.query.as_ref().map(|q| q.as_str().to_string());
     let is_chat = parts.method == http::Method::POST && path_only.ends_with("/chat/completions");
@@ -86,16 +96,7 @@ pub async fn handle(
     let body_bytes = if is_chat {
         let mut json: serde_json::Value = match serde_json::from_slice(&bytes) {
             Ok(v @ serde_json::Value::Object(_)) => v,
-            _ => {
-                return llm_error(
-                    gw,
-                    ex,
-                    StatusCode::BAD_REQUEST,
-                    "invalid_llm_request",
-                    "the chat completion request body is not a JSON object",
-                    &ai,
-                );
-            }
+            _ => return Err(GatewayError::InvalidLlmRequest),
         };
         if let Some(model) = ai.provider.model_override() {
             json["model"] = serde_json::Value::String(model.to_string());
@@ -129,54 +130,38 @@ pub async fn handle(
         bytes
     };
 
-    let tls = policy.tls.is_some() || default_tls;
-    let tls_policy = policy
+    let tls = ctx.policy.tls.is_some() || default_tls;
+    let tls_policy = ctx
+        .policy
         .tls
         .clone()
         .or_else(|| default_tls.then(crate::config::upstream_tls::system_roots));
     // The composed path (override, provider form, or the client's canonical path) is checked
     // once more: the upstream receives it byte for byte or not at all.
-    let url = match RequestTarget::parse(&upstream_path).and_then(|t| {
-        t.upstream_url(
-            if tls { "https" } else { "http" },
-            &pipeline::authority(&host, port),
-        )
-    }) {
-        Ok(url) => url,
-        Err(e) => return llm_error(gw, ex, e.status(), e.code(), &e.to_string(), &ai),
-    };
-    let mut headers = pipeline::forwardable_headers(&parts.headers);
-    headers.remove(http::header::ACCEPT_ENCODING);
-    pipeline::set_host(route, &parts.headers, &host, port, &mut headers);
-    pipeline::add_trace_headers(ex, &mut headers);
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    if let Some(h) = &route.policies.upstream.headers {
-        h.apply(&mut headers);
-    }
-    if let Some(h) = &backend.policies.headers {
-        h.apply(&mut headers);
-    }
-    let credential =
-        match pipeline::apply_auth(gw, ex, route, &policy, &mut headers, &backend.name).await {
-            Ok(c) => c,
-            Err(resp) => return *resp,
-        };
-    let client = match gw.clients.get(tls_policy.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            return llm_error(
-                gw,
-                ex,
-                StatusCode::BAD_GATEWAY,
-                "upstream_unavailable",
-                &e,
-                &ai,
-            );
-        }
-    };
+    let url = RequestTarget::parse(&upstream_path)?
+        .upstream_url(if tls { "https" } else { "http" }, &authority(&host, port))?;
+    let mut headers = forward::request_headers(ctx, ex, &parts.headers, &host, port, |h| {
+        // The gateway reads the body (usage): it must arrive uncompressed.
+        h.remove(http::header::ACCEPT_ENCODING);
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+    });
+    let credential = backend_auth::apply(
+        ctx.gw,
+        ex,
+        &ctx.policy,
+        &mut headers,
+        &route.id,
+        &ctx.backend.name,
+    )
+    .await?;
+    let client = ctx
+        .gw
+        .clients
+        .get(tls_policy.as_deref())
+        .map_err(GatewayError::UpstreamClient)?;
     let upstream_start = Instant::now();
     let header_timeout = route
         .policies
@@ -189,30 +174,16 @@ pub async fn handle(
         .send();
     let upstream = match tokio::time::timeout(header_timeout, send).await {
         Err(_) => {
-            return llm_error(
-                gw,
-                ex,
-                StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
-                &format!(
-                    "LLM upstream did not answer within {}",
-                    crate::config::duration::render(header_timeout)
-                ),
-                &ai,
-            );
+            return Err(GatewayError::UpstreamTimeout {
+                upstream: "LLM upstream",
+                after: header_timeout,
+            });
         }
         Ok(Err(e)) => {
-            return llm_error(
-                gw,
-                ex,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream_unavailable",
-                &format!(
-                    "LLM upstream {host}:{port} failed: {}",
-                    pipeline::error_chain(&e)
-                ),
-                &ai,
-            );
+            return Err(GatewayError::UpstreamFailed {
+                upstream: format!("LLM upstream {host}:{port}"),
+                cause: error_chain(&e),
+            });
         }
         Ok(Ok(r)) => r,
     };
@@ -231,43 +202,26 @@ pub async fn handle(
     };
 
     if is_chat && llm.streaming && event_stream && status.is_success() {
-        return relay_stream(
-            gw,
+        return Ok(relay_stream(
+            ctx.gw,
             ex,
             upstream,
             llm,
             upstream_part,
             injected,
             upstream_start,
-        );
+        ));
     }
 
     // Non-streamed: relay the body, reading usage from (a bounded copy of) it.
-    let mut resp_headers = http::HeaderMap::new();
-    for (k, v) in upstream.headers() {
-        if k != http::header::CONTENT_LENGTH
-            && k != http::header::TRANSFER_ENCODING
-            && k != http::header::CONNECTION
-        {
-            resp_headers.append(k.clone(), v.clone());
-        }
-    }
+    let resp_headers = end_to_end_headers(upstream.headers());
     let tee_limit = snap.settings.limits.response_tee_bytes;
     let mut collected = Vec::new();
     let mut stream = upstream.bytes_stream();
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(c) => collected.extend_from_slice(&c),
-            Err(e) => {
-                return llm_error(
-                    gw,
-                    ex,
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unavailable",
-                    &format!("LLM upstream broke off: {}", pipeline::error_chain(&e)),
-                    &ai,
-                );
-            }
+            Err(e) => return Err(GatewayError::UpstreamBrokeOff(error_chain(&e))),
         }
     }
     let mut up = upstream_part;
@@ -282,40 +236,33 @@ pub async fn handle(
             .map(str::to_string);
         llm.usage = json.get("usage").and_then(usage_of);
     }
-    finish(gw, ex, status.as_u16(), llm, up);
+    let record = finished(ctx.gw, ex, status.as_u16(), llm, up);
     let mut resp = Response::new(body::full(collected));
     *resp.status_mut() = status;
     *resp.headers_mut() = resp_headers;
-    resp
+    Ok(Reply::new(resp, record))
 }
 
 /// Relays SSE events as they arrive; a copy of each is parsed for the model, the first token
 /// time and usage. A usage chunk the gateway asked for (and the client did not) is swallowed.
+/// The audit event goes to the pipeline when the stream ends.
 fn relay_stream(
     gw: &Arc<Gateway>,
-    ex: &mut Exchange,
+    ex: &Exchange,
     upstream: reqwest::Response,
     mut llm: LlmPart,
     mut up: UpstreamPart,
     injected: bool,
     upstream_start: Instant,
-) -> Response<Body> {
+) -> Reply {
     let status = upstream.status();
-    let mut headers = http::HeaderMap::new();
-    for (k, v) in upstream.headers() {
-        if k != http::header::CONTENT_LENGTH
-            && k != http::header::TRANSFER_ENCODING
-            && k != http::header::CONNECTION
-        {
-            headers.append(k.clone(), v.clone());
-        }
-    }
+    let headers = end_to_end_headers(upstream.headers());
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, BoxError>>(16);
+    let (done, audit) = tokio::sync::oneshot::channel();
     let gw = gw.clone();
-    // The exchange's facts move into the relay task, which writes the audit event at the end.
-    let ex_owned = std::mem::replace(ex, placeholder(ex));
+    // A copy of the exchange's facts goes with the relay task, and back with the event.
+    let ex = ex.clone();
     tokio::spawn(async move {
-        let ex = ex_owned;
         let mut stream = upstream.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         let mut first_token: Option<f64> = None;
@@ -324,7 +271,7 @@ fn relay_stream(
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
-                    up.error = Some(pipeline::error_chain(&e));
+                    up.error = Some(error_chain(&e));
                     break;
                 }
             };
@@ -401,31 +348,15 @@ fn relay_stream(
                 ])
                 .observe(ttft / 1000.0);
         }
-        finish(&gw, &ex, status.as_u16(), llm, up);
+        let record = finished(&gw, &ex, status.as_u16(), llm, up);
+        let _ = done.send((ex, record));
     });
     let mut resp = Response::new(body::channel(rx));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
-    resp
-}
-
-fn placeholder(ex: &Exchange) -> Exchange {
-    Exchange {
-        start: ex.start,
-        correlation_id: ex.correlation_id.clone(),
-        trace: ex.trace.clone(),
-        bind: ex.bind,
-        listener: ex.listener.clone(),
-        route: ex.route.clone(),
-        source: ex.source,
-        request: ex.request.clone(),
-        source_info: crate::rules::SourceInfo {
-            address: ex.source_info.address.clone(),
-            port: ex.source_info.port,
-        },
-        verified: ex.verified.clone(),
-        identity: ex.identity.clone(),
-        decision: ex.decision.clone(),
+    Reply {
+        response: resp,
+        audit: Audit::Later(audit),
     }
 }
 
@@ -474,7 +405,8 @@ fn deployment_of(path: &str) -> Option<String> {
     None
 }
 
-fn finish(gw: &Arc<Gateway>, ex: &Exchange, status: u16, llm: LlmPart, up: UpstreamPart) {
+/// Counts the request in the LLM metrics and builds its `llm` audit event.
+fn finished(gw: &Gateway, ex: &Exchange, status: u16, llm: LlmPart, up: UpstreamPart) -> Record {
     let model = llm
         .response_model
         .clone()
@@ -526,17 +458,16 @@ fn finish(gw: &Arc<Gateway>, ex: &Exchange, status: u16, llm: LlmPart, up: Upstr
     let mut event = ex.event("llm", status);
     event.llm = Some(llm);
     event.upstream = Some(up);
-    gw.record_with(ex, event, Some(&info), None);
+    Record {
+        event,
+        llm: Some(info),
+        mcp: None,
+    }
 }
 
-fn llm_error(
-    gw: &Arc<Gateway>,
-    ex: &Exchange,
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    ai: &AiBackend,
-) -> Response<Body> {
+/// The gateway's own error for an LLM request, with its `llm` event.
+fn failed(gw: &Gateway, ex: &Exchange, e: GatewayError, ai: &AiBackend) -> Reply {
+    let message = e.to_string();
     let llm = LlmPart {
         provider: ai.provider.name().to_string(),
         route_type: "chat",
@@ -544,12 +475,12 @@ fn llm_error(
     };
     let up = UpstreamPart {
         target: Some(ai.name.clone()),
-        error: Some(message.to_string()),
+        error: Some(message),
         credential: "none",
         ..Default::default()
     };
-    finish(gw, ex, status.as_u16(), llm, up);
-    body::gateway_error(status, code, message, &ex.correlation_id)
+    let record = finished(gw, ex, e.status().as_u16(), llm, up);
+    Reply::new(e.into_response(&ex.correlation_id), record)
 }
 
 #[cfg(test)]

@@ -1,11 +1,17 @@
-//! Prometheus metrics (gateway.md §12.1), served on `statsAddr` at `/metrics`.
+//! Prometheus metrics (gateway.md §12.1), served on `statsAddr` at `/metrics`: families the
+//! request path updates, and a collector that reads the JWKS caches' figures at each scrape.
 
+use crate::jwt::JwksRegistry;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::Arc;
 
 pub type Labels = Vec<(String, String)>;
 
@@ -39,7 +45,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(removed: &[String]) -> Metrics {
+    /// `removed`: names the config drops (`removedMetrics`); the JWKS figures are always kept.
+    pub fn new(removed: &[String], jwks: Arc<JwksRegistry>) -> Metrics {
         let mut registry = Registry::default();
         let m = Metrics {
             requests: Family::default(),
@@ -124,15 +131,61 @@ impl Metrics {
             m.audit_dropped
         );
         reg!("panics", "Requests that panicked", m.panics);
+        registry.register_collector(Box::new(JwksFigures(jwks)));
         Metrics { registry, ..m }
     }
 
-    /// Caps label cardinality: past the limit, label values become `_overflow`.
+    /// The Prometheus text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+}
+
+/// `agentid_gateway_jwks_refreshes_total{jwks,trigger,result}` and
+/// `agentid_gateway_jwks_keys{jwks}`, read from the key caches when scraped.
+struct JwksFigures(Arc<JwksRegistry>);
+
+impl std::fmt::Debug for JwksFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwksFigures")
+    }
+}
+
+impl Collector for JwksFigures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let all = self.0.metrics();
+        {
+            let mut family = encoder.encode_descriptor(
+                "agentid_gateway_jwks_refreshes",
+                "JWKS fetches.",
+                None,
+                MetricType::Counter,
+            )?;
+            for m in &all {
+                for r in &m.refreshes {
+                    let labels = [
+                        ("jwks", m.url.as_str()),
+                        ("trigger", r.trigger),
+                        ("result", r.result),
+                    ];
+                    ConstCounter::new(r.count).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "agentid_gateway_jwks_keys",
+            "Usable keys per JWKS URL.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for m in &all {
+            let keys = i64::try_from(m.keys).unwrap_or(i64::MAX);
+            ConstGauge::new(keys).encode(family.encode_family(&[("jwks", m.url.as_str())])?)?;
+        }
+        Ok(())
     }
 }

@@ -2,19 +2,59 @@
 //! is exchanged — through the token sidecar or directly at the STS — for a token with the
 //! backend's own audience, cached per inbound token and target.
 
-use crate::config::model::{OboCredential, OboMode, OnBehalfOf, Route};
+use crate::config::model::{OboCredential, OboMode, OnBehalfOf, TlsPolicy};
 use crate::exchange::Exchange;
-use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::upstream::{Clients, error_chain};
 use http::StatusCode;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone)]
-pub struct ExchangeFailure {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
+/// Why no token was obtained; shared by every request waiting on the same exchange.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExchangeFailure {
+    /// No user token to exchange (none validated, or an app-only one).
+    #[error("{0}")]
+    RequiresUser(&'static str),
+    /// The sidecar or the token endpoint could not be used (an outage, not a refusal).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The sidecar or the token endpoint refused the exchange.
+    #[error("{0}")]
+    Denied(String),
+}
+
+impl ExchangeFailure {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ExchangeFailure::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ExchangeFailure::RequiresUser(_) | ExchangeFailure::Denied(_) => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// The JSON error's `code`, the metrics' `result` label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExchangeFailure::RequiresUser(_) => "token_exchange_requires_user",
+            ExchangeFailure::Unavailable(_) => "token_exchange_unavailable",
+            ExchangeFailure::Denied(_) => "token_exchange_denied",
+        }
+    }
+}
+
+/// What an exchange runs on: the gateway's upstream clients and metrics, and its time limit.
+pub struct ExchangeEnv<'a> {
+    pub clients: &'a Clients,
+    pub metrics: &'a Metrics,
+    pub timeout: Duration,
+}
+
+/// One exchange: the caller's exchange so far, and the labels of its metrics.
+pub struct ExchangeFor<'a> {
+    pub ex: &'a Exchange,
+    pub route: &'a str,
+    pub target: &'a str,
 }
 
 #[derive(Clone)]
@@ -43,25 +83,20 @@ impl OboCache {
     /// Returns the full header value to send upstream.
     pub async fn exchange(
         &self,
-        gw: &Arc<Gateway>,
-        ex: &Exchange,
-        route: &Route,
+        env: &ExchangeEnv<'_>,
+        call: ExchangeFor<'_>,
         obo: &OnBehalfOf,
-        target: &str,
     ) -> Result<String, ExchangeFailure> {
+        let ExchangeFor { ex, route, target } = call;
         let Some(verified) = &ex.verified else {
-            return Err(ExchangeFailure {
-                status: StatusCode::FORBIDDEN,
-                code: "token_exchange_requires_user",
-                message: "on-behalf-of needs a validated user token".into(),
-            });
+            return Err(ExchangeFailure::RequiresUser(
+                "on-behalf-of needs a validated user token",
+            ));
         };
         if ex.identity.token_type.as_deref() == Some("app") {
-            return Err(ExchangeFailure {
-                status: StatusCode::FORBIDDEN,
-                code: "token_exchange_requires_user",
-                message: "an app-only (autonomous) token cannot be exchanged on behalf of a user; the gateway never substitutes its own identity".into(),
-            });
+            return Err(ExchangeFailure::RequiresUser(
+                "an app-only (autonomous) token cannot be exchanged on behalf of a user; the gateway never substitutes its own identity",
+            ));
         }
         let (mode_name, endpoint, client, scopes) = match &obo.mode {
             OboMode::Sidecar { url, api, scopes } => {
@@ -88,7 +123,7 @@ impl OboCache {
         );
         let labels = |result: &str, cache: &str| {
             vec![
-                ("route".to_string(), route.id.clone()),
+                ("route".to_string(), route.to_string()),
                 ("target".to_string(), target.to_string()),
                 ("mode".to_string(), mode_name.to_string()),
                 ("result".to_string(), result.to_string()),
@@ -97,7 +132,7 @@ impl OboCache {
         };
         if let Some(hit) = self.cache.get(&key).await {
             if hit.expires > Instant::now() {
-                gw.metrics
+                env.metrics
                     .token_exchanges
                     .get_or_create(&labels("ok", "hit"))
                     .inc();
@@ -106,13 +141,13 @@ impl OboCache {
             self.cache.invalidate(&key).await;
         }
         let inbound_left = verified.exp - chrono::Utc::now().timestamp();
-        let timeout = gw.snapshot().settings.timeouts.token_exchange;
+        let timeout = env.timeout;
         let result = self
             .cache
             .try_get_with(key.clone(), async {
                 let (header, expires_in) = match &obo.mode {
                     OboMode::Sidecar { url, api, scopes } => {
-                        via_sidecar(gw, ex, url, api, scopes, timeout).await?
+                        via_sidecar(env.clients, ex, url, api, scopes, timeout).await?
                     }
                     OboMode::Sts {
                         token_endpoint,
@@ -122,7 +157,7 @@ impl OboCache {
                         root,
                     } => {
                         let (token, expires_in) = via_sts(
-                            gw,
+                            env.clients,
                             ex,
                             token_endpoint,
                             client_id,
@@ -154,16 +189,16 @@ impl OboCache {
             .await;
         match result {
             Ok(c) => {
-                gw.metrics
+                env.metrics
                     .token_exchanges
                     .get_or_create(&labels("ok", "miss"))
                     .inc();
                 Ok(c.header.to_string())
             }
             Err(e) => {
-                gw.metrics
+                env.metrics
                     .token_exchanges
-                    .get_or_create(&labels(e.code, "miss"))
+                    .get_or_create(&labels(e.code(), "miss"))
                     .inc();
                 Err((*e).clone())
             }
@@ -176,11 +211,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unavailable(message: String) -> ExchangeFailure {
-    ExchangeFailure {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        code: "token_exchange_unavailable",
-        message,
-    }
+    ExchangeFailure::Unavailable(message)
 }
 
 fn denied(body: &serde_json::Value) -> ExchangeFailure {
@@ -197,11 +228,7 @@ fn denied(body: &serde_json::Value) -> ExchangeFailure {
         .lines()
         .next()
         .unwrap_or("");
-    ExchangeFailure {
-        status: StatusCode::FORBIDDEN,
-        code: "token_exchange_denied",
-        message: format!("token exchange refused: {error}: {description}"),
-    }
+    ExchangeFailure::Denied(format!("token exchange refused: {error}: {description}"))
 }
 
 /// The JSON answer of the sidecar or the token endpoint: 4xx is a refusal (403 for the caller),
@@ -210,12 +237,7 @@ async fn read_answer(
     resp: Result<reqwest::Response, reqwest::Error>,
     who: &str,
 ) -> Result<serde_json::Value, ExchangeFailure> {
-    let resp = resp.map_err(|e| {
-        unavailable(format!(
-            "{who} unreachable: {}",
-            crate::pipeline::error_chain(&e)
-        ))
-    })?;
+    let resp = resp.map_err(|e| unavailable(format!("{who} unreachable: {}", error_chain(&e))))?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     if status.is_client_error() {
@@ -228,14 +250,14 @@ async fn read_answer(
 }
 
 async fn via_sidecar(
-    gw: &Arc<Gateway>,
+    clients: &Clients,
     ex: &Exchange,
     url: &str,
     api: &str,
     scopes: &[String],
     timeout: Duration,
 ) -> Result<(String, i64), ExchangeFailure> {
-    let client = gw.clients.get(None).map_err(unavailable)?;
+    let client = clients.get(None).map_err(unavailable)?;
     let verified = ex
         .verified
         .as_ref()
@@ -279,7 +301,7 @@ async fn via_sidecar(
 
 #[allow(clippy::too_many_arguments)]
 async fn via_sts(
-    gw: &Arc<Gateway>,
+    clients: &Clients,
     ex: &Exchange,
     endpoint: &str,
     client_id: &str,
@@ -288,7 +310,7 @@ async fn via_sts(
     root: Option<std::path::PathBuf>,
     timeout: Duration,
 ) -> Result<(String, i64), ExchangeFailure> {
-    let policy = root.map(|r| crate::config::model::TlsPolicy {
+    let policy = root.map(|r| TlsPolicy {
         root: Some(r),
         hostname: None,
         cert: None,
@@ -296,7 +318,7 @@ async fn via_sts(
         insecure: false,
         insecure_host: false,
     });
-    let client = gw.clients.get(policy.as_ref()).map_err(unavailable)?;
+    let client = clients.get(policy.as_ref()).map_err(unavailable)?;
     let verified = ex
         .verified
         .as_ref()

@@ -3,6 +3,7 @@
 
 use crate::body::{self, Body};
 use crate::config::{self, ConfigError, Snapshot};
+use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::jwt::JwksRegistry;
 use http::{Request, Response, StatusCode};
@@ -253,12 +254,7 @@ async fn accept_loop(
                         Ok(resp) => Ok::<_, std::convert::Infallible>(resp),
                         Err(_) => {
                             gw.metrics.panics.inc();
-                            Ok(body::gateway_error(
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                "internal_error",
-                                "internal error",
-                                "",
-                            ))
+                            Ok(GatewayError::Internal.into_response(""))
                         }
                     }
                 }
@@ -323,13 +319,7 @@ fn admin(gw: Arc<Gateway>, kind: AdminKind, req: Request<Incoming>) -> Response<
             }
         }
         (AdminKind::Stats, "/metrics") => {
-            let mut text = gw.metrics.encode();
-            let jwks = crate::jwt_metrics_text(&gw);
-            match text.rfind("# EOF") {
-                Some(at) => text.insert_str(at, &jwks),
-                None => text.push_str(&jwks),
-            }
-            let mut r = Response::new(body::full(text));
+            let mut r = Response::new(body::full(gw.metrics.encode()));
             r.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

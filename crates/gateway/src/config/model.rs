@@ -1,7 +1,6 @@
 //! The validated, compiled config: what the request path reads. Built once per load by
 //! `validate`, immutable afterwards, swapped atomically on reload.
 
-pub use super::upstream_tls::TargetEndpoint;
 use crate::jwt::JwtAuth;
 use crate::rules::{Expr, RuleSet};
 use regex::Regex;
@@ -445,4 +444,11 @@ pub struct AiBackend {
     pub provider: AiProvider,
     pub host_override: Option<(String, u16)>,
     pub path_override: Option<String>,
+}
+
+/// What a target connects with (composed at load by `upstream_tls`): its URL (scheme `https` exactly when `tls` is set) and TLS.
+#[derive(Debug, Clone)]
+pub struct TargetEndpoint {
+    pub url: url::Url,
+    pub tls: Option<Arc<TlsPolicy>>,
 }

@@ -10,7 +10,7 @@
 //! scheme is set from the composed policy, so the URL and the client's TLS settings cannot
 //! disagree.
 
-use super::model::TlsPolicy;
+use super::model::{TargetEndpoint, TlsPolicy};
 use std::sync::Arc;
 
 /// The most specific `backendTLS` of `levels`, which run from least to most specific.
@@ -21,13 +21,6 @@ pub fn compose(levels: &[Option<&Arc<TlsPolicy>>]) -> Option<Arc<TlsPolicy>> {
 /// TLS with the system roots (plus `--ca-file`) and full verification: `backendTLS: {}`.
 pub fn system_roots() -> Arc<TlsPolicy> {
     Arc::new(TlsPolicy::default())
-}
-
-/// What a target connects with: its URL (scheme `https` exactly when `tls` is set) and TLS.
-#[derive(Debug, Clone)]
-pub struct TargetEndpoint {
-    pub url: url::Url,
-    pub tls: Option<Arc<TlsPolicy>>,
 }
 
 /// Joins a target's URL with the composed policy. `url` carries the scheme the config wrote

@@ -11,6 +11,7 @@
 //! | a message with neither `method` nor exactly one of `result`/`error` | -32600 | 400 |
 //! | `params` present but not an object | -32602 | 400 |
 
+use super::jsonrpc;
 use serde_json::{Map, Value};
 
 /// Longest `method` accepted (MCP's are short; the name becomes an audit field and a label).
@@ -49,14 +50,14 @@ pub struct EnvelopeError {
 impl EnvelopeError {
     fn parse() -> EnvelopeError {
         EnvelopeError {
-            code: -32700,
+            code: jsonrpc::PARSE_ERROR,
             message: "Parse error".into(),
             id: Value::Null,
         }
     }
     fn invalid(id: &Value, detail: &str) -> EnvelopeError {
         EnvelopeError {
-            code: -32600,
+            code: jsonrpc::INVALID_REQUEST,
             message: format!("Invalid Request: {detail}"),
             id: id.clone(),
         }
@@ -127,7 +128,7 @@ pub fn parse(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         Some(Value::Object(p)) => p.clone(),
         Some(_) => {
             return Err(EnvelopeError {
-                code: -32602,
+                code: jsonrpc::INVALID_PARAMS,
                 message: "Invalid params: params must be an object".into(),
                 id: echo,
             });

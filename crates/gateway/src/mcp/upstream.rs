@@ -42,7 +42,7 @@ pub async fn post(
             .body(serde_json::to_vec(message).unwrap_or_default())
             .send()
             .await
-            .map_err(|e| TargetError::Unavailable(crate::pipeline::error_chain(&e)))?;
+            .map_err(|e| TargetError::Unavailable(crate::upstream::error_chain(&e)))?;
         let status = resp.status();
         if status == http::StatusCode::NOT_FOUND {
             return Err(TargetError::SessionLost);

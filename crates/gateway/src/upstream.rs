@@ -1,0 +1,178 @@
+//! Talking HTTP to upstreams: the clients (one pool per TLS policy), which header fields cross
+//! the gateway (hop-by-hop ones never do), relaying a response, and describing a failure.
+
+use crate::body::{self, Body};
+use crate::config::model::TlsPolicy;
+use http::{HeaderMap, HeaderName, Response, header};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Fields that describe one connection, not the message (RFC 9110 §7.6.1), plus the proxy
+/// authentication fields meant for this hop (RFC 9110 §11.7) and `Trailer`. `Connection` may
+/// name more; those are dropped as well.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TRAILER,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// The fields of a message that go on to the next hop: all but the hop-by-hop ones, the ones
+/// `Connection` names, `Content-Length` (the body is re-framed) and `Host` (the gateway sets
+/// the upstream's own, docs/gateway.md §5.2). Used for requests and responses alike.
+pub fn end_to_end_headers(src: &HeaderMap) -> HeaderMap {
+    let named: Vec<String> = src
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    let mut out = HeaderMap::new();
+    for (k, v) in src {
+        let dropped = HOP_BY_HOP.contains(k)
+            || k == header::CONTENT_LENGTH
+            || k == header::HOST
+            || named.iter().any(|n| n == k.as_str());
+        if !dropped {
+            out.append(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// Relays an upstream response, streaming its body, minus hop-by-hop headers.
+pub fn stream_response(upstream: reqwest::Response) -> Response<Body> {
+    let status = upstream.status();
+    let headers = end_to_end_headers(upstream.headers());
+    let stream =
+        futures_util::TryStreamExt::map_err(upstream.bytes_stream(), |e| -> body::BoxError {
+            Box::new(e)
+        });
+    let frames = futures_util::TryStreamExt::map_ok(stream, http_body::Frame::data);
+    let mut resp = Response::new(http_body_util::BodyExt::boxed(
+        http_body_util::StreamBody::new(frames),
+    ));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// An error and its causes in one line, each cause once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+/// Upstream HTTP clients, one per TLS policy (each has its own pool).
+pub struct Clients {
+    extra_roots: Vec<PathBuf>,
+    connect_timeout: Duration,
+    pool_idle_timeout: Duration,
+    pool_max_size: Option<usize>,
+    by_policy: Mutex<HashMap<Option<TlsPolicy>, reqwest::Client>>,
+}
+
+impl Clients {
+    /// Pool settings are read once, at start (changing them needs a restart).
+    pub fn new(extra_roots: Vec<PathBuf>, settings: &crate::config::model::Settings) -> Clients {
+        Clients {
+            extra_roots,
+            connect_timeout: settings.connect_timeout,
+            pool_idle_timeout: settings.pool_idle_timeout,
+            pool_max_size: settings.pool_max_size,
+            by_policy: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn extra_roots(&self) -> &[PathBuf] {
+        &self.extra_roots
+    }
+
+    pub fn get(&self, policy: Option<&TlsPolicy>) -> Result<reqwest::Client, String> {
+        let key = policy.cloned();
+        let mut map = self.by_policy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(&key) {
+            return Ok(c.clone());
+        }
+        let tls =
+            crate::tls::client_config(policy, &self.extra_roots).map_err(|e| e.to_string())?;
+        let mut builder = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(self.connect_timeout)
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .tcp_keepalive(Duration::from_secs(180))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy();
+        if let Some(max) = self.pool_max_size {
+            builder = builder.pool_max_idle_per_host(max);
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
+        map.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_the_ones_connection_names_stay_behind() {
+        let src = map(&[
+            ("connection", "keep-alive, X-Session-Hint"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("trailer", "x-checksum"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic eA=="),
+            ("content-length", "12"),
+            ("host", "gw.example"),
+            ("x-session-hint", "abc"),
+            ("authorization", "Bearer t"),
+            ("content-type", "application/json"),
+            ("x-multi", "1"),
+            ("x-multi", "2"),
+        ]);
+        let out = end_to_end_headers(&src);
+        let kept: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(kept, ["authorization", "content-type", "x-multi"]);
+        assert_eq!(out.get_all("x-multi").iter().count(), 2);
+    }
+
+    #[test]
+    fn a_message_without_connection_keeps_its_end_to_end_fields() {
+        let src = map(&[("accept", "*/*"), ("x-correlation-id", "c1")]);
+        assert_eq!(end_to_end_headers(&src), src);
+    }
+}
