@@ -147,63 +147,6 @@ impl Store {
             .await?;
         Ok(())
     }
-
-    /// Adds scopes to the (client, resource, consent type, principal) grant, creating it if needed.
-    pub async fn merge_grant(
-        &self,
-        tenant: &str,
-        client_sp: &str,
-        resource_sp: &str,
-        consent_type: &str,
-        principal: &str,
-        scopes: &[String],
-    ) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        let existing: Option<(String, String)> = sqlx::query_as(
-            "SELECT id, scope FROM oauth2_permission_grants WHERE client_id = $1 AND resource_id = $2 AND consent_type = $3 AND principal_key = $4",
-        )
-        .bind(client_sp)
-        .bind(resource_sp)
-        .bind(consent_type)
-        .bind(principal)
-        .fetch_optional(&mut *tx)
-        .await?;
-        match existing {
-            Some((id, scope)) => {
-                let mut all: Vec<String> = scope
-                    .split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect();
-                for s in scopes {
-                    if !all.iter().any(|x| x.eq_ignore_ascii_case(s)) {
-                        all.push(s.clone());
-                    }
-                }
-                sqlx::query("UPDATE oauth2_permission_grants SET scope = $1 WHERE id = $2")
-                    .bind(all.join(" "))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO oauth2_permission_grants (id, tenant_id, client_id, consent_type, principal_key, resource_id, scope) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(crate::secrets::random_token())
-                .bind(tenant)
-                .bind(client_sp)
-                .bind(consent_type)
-                .bind(principal)
-                .bind(resource_sp)
-                .bind(scopes.join(" "))
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
-    }
 }
 
 #[derive(Debug, Clone, FromRow)]

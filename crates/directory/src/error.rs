@@ -26,3 +26,9 @@ impl DirectoryError {
 }
 
 pub type Result<T, E = DirectoryError> = std::result::Result<T, E>;
+
+/// Whether a write failed on a UNIQUE constraint: the entity modules turn that into their own
+/// "already exists" error.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}

@@ -3,20 +3,24 @@
 //! through one schema and one code path.
 
 pub mod applications;
+pub mod assignments;
 pub mod audit;
 pub mod builtin;
+pub mod credentials;
 pub mod device;
 pub mod error;
+pub mod grants;
 pub mod issuers;
 pub mod keys;
 pub mod model;
-pub mod objects;
 pub mod password_gate;
+pub mod principals;
 pub mod queries;
 pub mod secrets;
 pub mod store;
 pub mod tenant_file;
 pub mod tokens;
+pub mod users;
 
 pub use error::DirectoryError;
 pub use store::{Backend, Store};

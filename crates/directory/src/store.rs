@@ -6,6 +6,16 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, ConnectOptions};
 use std::time::Duration;
 
+/// A stored id, parsed; a malformed one is corrupt data.
+pub(crate) fn uuid(s: &str, what: &'static str) -> Result<::uuid::Uuid> {
+    ::uuid::Uuid::parse_str(s).map_err(|e| DirectoryError::corrupt(what, e))
+}
+
+/// A stored JSON column, parsed; a malformed one is corrupt data.
+pub(crate) fn json<T: serde::de::DeserializeOwned>(s: &str, what: &'static str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| DirectoryError::corrupt(what, e))
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,5 +140,89 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// A value for one column of an UPDATE built by [`Changes`].
+pub(crate) enum Val {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+/// The columns a patch changes, written as one `UPDATE … SET a = $1, b = $2 WHERE id = $n`:
+/// the entity modules' patches (`None` = unchanged) become exactly the statements they need.
+#[derive(Default)]
+pub(crate) struct Changes {
+    sets: Vec<(&'static str, Val)>,
+}
+
+impl Changes {
+    pub(crate) fn text(&mut self, col: &'static str, v: impl Into<Option<String>>) -> &mut Self {
+        self.sets.push((col, Val::Text(v.into())));
+        self
+    }
+
+    pub(crate) fn int(&mut self, col: &'static str, v: Option<i64>) -> &mut Self {
+        self.sets.push((col, Val::Int(v)));
+        self
+    }
+
+    pub(crate) fn json<T: serde::Serialize + ?Sized>(
+        &mut self,
+        col: &'static str,
+        v: &T,
+    ) -> &mut Self {
+        self.text(col, serde_json::to_string(v).expect("json"))
+    }
+
+    /// Runs the UPDATE on the row of `table` whose `id` is `id`; nothing when no column changes.
+    pub(crate) async fn apply(
+        self,
+        conn: &mut AnyConnection,
+        table: &'static str,
+        id: &str,
+    ) -> std::result::Result<(), sqlx::Error> {
+        self.apply_where(conn, table, &[("id", id)]).await
+    }
+
+    /// Runs the UPDATE on the rows of `table` whose `key` columns hold the given values.
+    pub(crate) async fn apply_where(
+        self,
+        conn: &mut AnyConnection,
+        table: &'static str,
+        key: &[(&'static str, &str)],
+    ) -> std::result::Result<(), sqlx::Error> {
+        if self.sets.is_empty() {
+            return Ok(());
+        }
+        let cols: Vec<String> = self
+            .sets
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| format!("{c} = ${}", i + 1))
+            .collect();
+        let n = self.sets.len();
+        let cond: Vec<String> = key
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| format!("{c} = ${}", n + i + 1))
+            .collect();
+        let sql = format!(
+            "UPDATE {table} SET {} WHERE {}",
+            cols.join(", "),
+            cond.join(" AND ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (_, v) in self.sets {
+            q = match v {
+                Val::Text(t) => q.bind(t),
+                Val::Int(i) => q.bind(i),
+            };
+        }
+        for (_, v) in key {
+            q = q.bind(v.to_string());
+        }
+        q.execute(&mut *conn).await?;
+        Ok(())
     }
 }

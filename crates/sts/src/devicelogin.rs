@@ -818,7 +818,6 @@ pub async fn submit_consent(State(sts): State<Sts>, headers: HeaderMap, body: By
     } else {
         ("Principal", user.id.to_string())
     };
-    let tid = tenant.id.to_string();
     let client_sp = client.sp_id().to_string();
     let graph = agentid_directory::builtin::by_app_id(agentid_claims::wellknown::GRAPH_APP_ID)
         .expect("built in")
@@ -831,7 +830,7 @@ pub async fn submit_consent(State(sts): State<Sts>, headers: HeaderMap, body: By
         && let Err(e) = sts
             .store
             .merge_grant(
-                &tid,
+                &tenant.id,
                 &client_sp,
                 &m.resource.sp_id.to_string(),
                 consent_type,
@@ -847,7 +846,7 @@ pub async fn submit_consent(State(sts): State<Sts>, headers: HeaderMap, body: By
         && let Err(e) = sts
             .store
             .merge_grant(
-                &tid,
+                &tenant.id,
                 &client_sp,
                 &graph.sp_id.to_string(),
                 consent_type,

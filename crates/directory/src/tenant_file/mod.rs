@@ -2,7 +2,10 @@
 //! idempotently in one transaction.
 
 mod apply;
+mod check;
+mod objects;
 mod spec;
+mod tenant;
 
 pub use apply::{ApplyReport, apply};
 pub use spec::TenantFile;

@@ -3,11 +3,12 @@
 
 use super::caller::Caller;
 use super::odata::GraphError;
-use super::{GResult, Out, Req, created, method_not_allowed, ok};
+use super::reply::{GResult, Out, created, method_not_allowed, ok};
+use super::request::Req;
 use agentid_claims::jwk::JwkSet;
 use agentid_directory::audit::AuditQuery;
+use agentid_directory::issuers::TrustedIssuerRow;
 use agentid_directory::issuers::{check_ca_bundle, check_issuer, check_jwks};
-use agentid_directory::objects::TrustedIssuerRow;
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -45,7 +46,7 @@ fn policy(c: &Caller) -> GResult<()> {
 fn issuer_json(t: &TrustedIssuerRow) -> Value {
     json!({"id": t.id, "issuer": t.issuer, "jwks": t.jwks.as_deref().and_then(|j| serde_json::from_str::<Value>(j).ok()),
         "allowHttp": t.allow_http != 0, "caBundle": t.ca_bundle, "description": t.description,
-        "createdDateTime": super::iso(t.created_at), "updatedDateTime": super::iso(t.updated_at)})
+        "createdDateTime": super::reply::iso(t.created_at), "updatedDateTime": super::reply::iso(t.updated_at)})
 }
 
 /// A JWKS of RSA or EC public keys, each with a `kid`.

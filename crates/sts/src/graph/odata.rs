@@ -291,3 +291,13 @@ mod tests {
         assert_eq!(bind_target("https://x/v1.0/groups/1"), None);
     }
 }
+
+/// A segment with any Graph type-cast prefix removed and lowercased
+/// (`Microsoft.Graph.AgentIdentity` → `agentidentity`).
+pub fn cast(seg: &str) -> String {
+    let l = seg.to_ascii_lowercase();
+    l.strip_prefix("microsoft.graph.")
+        .or_else(|| l.strip_prefix("graph."))
+        .map(str::to_string)
+        .unwrap_or(l)
+}

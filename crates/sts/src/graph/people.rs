@@ -1,13 +1,15 @@
 //! Owners and sponsors (directory.md §5.2, §5.4): list, add with `$ref`, remove with `$ref`.
 
+use super::applications::{find_app, owners_of};
 use super::caller::Caller;
 use super::odata::{GraphError, bind_target};
-use super::{
-    GResult, Out, Req, find_app, find_principal, method_not_allowed, ok, owners_of, principal_json,
-    user_json,
-};
+use super::principals::{find_principal, manage_principal, principal_json};
+use super::reply::{GResult, Out, method_not_allowed, ok};
+use super::request::Req;
+use super::users::user_json;
+use agentid_directory::applications::People;
 use agentid_directory::model::{AppKind, SpKind, UserKind};
-use agentid_directory::objects::People;
+use agentid_directory::principals::PrincipalPatch;
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -101,7 +103,7 @@ pub(super) async fn app_people(
                 ));
             }
             list.push(id);
-            req.sts.store.set_app_people(&app.id, which, &list).await?;
+            req.sts.store.set_app_people(&app, which, &list).await?;
             Ok((StatusCode::NO_CONTENT, None))
         }
         (Method::DELETE, [id, "$ref"]) => {
@@ -113,7 +115,7 @@ pub(super) async fn app_people(
             if list.len() == before {
                 return Err(GraphError::not_found(id));
             }
-            req.sts.store.set_app_people(&app.id, which, &list).await?;
+            req.sts.store.set_app_people(&app, which, &list).await?;
             Ok((StatusCode::NO_CONTENT, None))
         }
         _ => Err(method_not_allowed()),
@@ -132,7 +134,7 @@ pub(super) async fn agent_sponsors(
         return Err(GraphError::not_found(key));
     }
     let mut list = r.sponsors.clone();
-    let may_write = super::manage_principal(req, c, &r.sp).await.is_ok();
+    let may_write = manage_principal(req, c, &r.sp).await.is_ok();
     match (req.method.clone(), rest) {
         (Method::GET, []) => {
             if !(c.read_apps() || may_write) {
@@ -148,7 +150,7 @@ pub(super) async fn agent_sponsors(
                 list.push(id);
                 req.sts
                     .store
-                    .set_principal_sponsors(&r.sp.id, &list)
+                    .update_principal(&r.sp.id, &sponsors_patch(&list))
                     .await?;
             }
             Ok((StatusCode::NO_CONTENT, None))
@@ -162,11 +164,18 @@ pub(super) async fn agent_sponsors(
             }
             req.sts
                 .store
-                .set_principal_sponsors(&r.sp.id, &list)
+                .update_principal(&r.sp.id, &sponsors_patch(&list))
                 .await?;
             Ok((StatusCode::NO_CONTENT, None))
         }
         (Method::POST | Method::DELETE, _) => Err(GraphError::denied()),
         _ => Err(method_not_allowed()),
+    }
+}
+
+fn sponsors_patch(ids: &[String]) -> PrincipalPatch {
+    PrincipalPatch {
+        sponsors: Some(ids.to_vec()),
+        ..Default::default()
     }
 }
