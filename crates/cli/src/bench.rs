@@ -4,7 +4,7 @@
 //! client_credentials over keep-alive connections from concurrent clients, and times the
 //! T1→T2 and on-behalf-of flows.
 
-use crate::sts_cmd::DEMO_TENANT;
+use crate::examples::DEMO_TENANT;
 use agentid_directory::tenant_file::TenantFile;
 use anyhow::Context;
 use std::path::Path;

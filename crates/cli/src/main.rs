@@ -5,6 +5,7 @@ mod agent_cmd;
 mod bench;
 mod decode;
 mod demo_cmd;
+mod examples;
 mod gateway_bench;
 mod gateway_cmd;
 mod init;

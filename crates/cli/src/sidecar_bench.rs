@@ -7,7 +7,7 @@
 //! reports throughput, start-up time, and resident memory idle, under load, and with a full
 //! token cache.
 
-use crate::sts_cmd::DEMO_TENANT;
+use crate::examples::DEMO_TENANT;
 use agentid_directory::tenant_file::TenantFile;
 use anyhow::{Context, bail};
 use std::io::{Read, Write};

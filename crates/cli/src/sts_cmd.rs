@@ -7,9 +7,6 @@ use anyhow::{Context, bail};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-/// The demo tenant, embedded so `agentid up` needs no files.
-pub const DEMO_TENANT: &str = include_str!("../../../examples/demo-tenant.yaml");
-
 #[derive(clap::Args, Clone)]
 pub struct CommonArgs {
     /// Config file (YAML; sections server, tls, storage, tokens, keys, federation, client_assertion, audit).
