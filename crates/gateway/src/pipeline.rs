@@ -153,7 +153,10 @@ pub async fn handle(
 fn write_audit(gw: &Arc<Gateway>, ex: &Exchange, reply: Reply) -> Response<Body> {
     match reply.audit {
         Audit::Skip => {}
-        Audit::Now(r) => gw.record(ex, r.event, r.llm.as_ref(), r.mcp.as_ref()),
+        Audit::Now(r) => {
+            let r = *r;
+            gw.record(ex, r.event, r.llm.as_ref(), r.mcp.as_ref());
+        }
         Audit::Later(done) => {
             let gw = gw.clone();
             tokio::spawn(async move {

@@ -31,7 +31,7 @@ impl From<Event> for Record {
 pub enum Audit {
     /// Not audited: MCP notifications and refusals at the MCP transport (docs/gateway.md §9.1).
     Skip,
-    Now(Record),
+    Now(Box<Record>),
     /// A streamed response: the relay sends its exchange and event once the stream ends.
     Later(oneshot::Receiver<(Exchange, Record)>),
 }
@@ -45,7 +45,7 @@ impl Reply {
     pub fn new(response: Response<Body>, record: impl Into<Record>) -> Reply {
         Reply {
             response,
-            audit: Audit::Now(record.into()),
+            audit: Audit::Now(Box::new(record.into())),
         }
     }
 
