@@ -474,7 +474,6 @@ both_backends!(private_key_jwt_assertions, |db: Db| async move {
     sts.token_ok(&ok.pairs()).await;
     // The same assertion again is accepted (MSAL reuses its signed assertion)...
     sts.token_ok(&ok.pairs()).await;
-    // ...but a different assertion with the same jti is a replay.
     let now = chrono::Utc::now().timestamp();
     let claims = |extra: Value| {
         let mut c = json!({"aud": aud, "iss": CERT_APP, "sub": CERT_APP, "exp": now + 600});
@@ -505,6 +504,7 @@ both_backends!(private_key_jwt_assertions, |db: Db| async move {
     refuse_all(
         sts,
         vec![
+            // ...but a different assertion with the same jti is a replay.
             case(
                 "another assertion reusing a jti",
                 form(&f.cert.assertion(CERT_APP, &aud, 500, "jti-1")),
