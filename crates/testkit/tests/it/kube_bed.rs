@@ -395,12 +395,7 @@ fn an_aborted_test_process_leaves_no_bed_processes_behind() {
     let module = module_path!().split_once("::").map_or("", |(_, m)| m);
     let name = format!("{module}::an_aborted_test_process_leaves_no_bed_processes_behind");
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            name.as_str(),
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", name.as_str(), "--nocapture", "--test-threads=1"])
         .env(CHILD, "1")
         .output()
         .unwrap();
