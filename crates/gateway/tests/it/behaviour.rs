@@ -37,66 +37,111 @@ fn yaml_and_json_forms_give_the_same_effective_config() {
     );
 }
 
+/// How a config error's message is checked.
+enum Expect {
+    /// The whole message.
+    Is(&'static str),
+    StartsWith(&'static str),
+    /// Every one of these fragments.
+    Contains(&'static [&'static str]),
+}
+
+/// A config text that must fail to load, and what its error must say.
+struct ConfigCase {
+    name: &'static str,
+    text: String,
+    expect: Expect,
+}
+
 #[test]
 fn config_errors_name_their_path_and_kind() {
-    let with_policy = |p: &str| {
-        SEED.replacen(
-            "        backendTLS: {}\n",
-            &format!("        backendTLS: {{}}\n        {p}\n"),
-            1,
-        )
+    // Each edit must find its text, so a changed seed cannot turn a case into a no-op.
+    let edit = |from: &str, to: &str| {
+        assert!(SEED.contains(from), "the seed no longer holds {from:?}");
+        SEED.replace(from, to)
     };
-    let unknown = load(&with_policy("extAuthZ: {}")).unwrap_err();
-    assert!(unknown.starts_with("config error at binds[0].listeners[0].routes[0].policies: unknown key \"extAuthZ\" (allowed: "), "{unknown}");
-    let unsupported = load(&with_policy("extAuthz: {}")).unwrap_err();
-    assert_eq!(
-        unsupported,
-        "config error at binds[0].listeners[0].routes[0].policies.extAuthz: \"extAuthz\" is an agentgateway feature that agentid does not support"
-    );
-    let foundry = load(&SEED.replace(
-        "openAI:\n              model: gpt-4.1-mini",
-        "azure:\n              resourceName: r\n              resourceType: foundry",
-    ))
-    .unwrap_err();
-    assert!(
-        foundry.contains("routes[0].backends[0].ai.provider.azure.resourceType")
-            && foundry.contains("does not support"),
-        "{foundry}"
-    );
-    let cel = load(&SEED.replace("\"jwt.sub != null\"", "\"jwt.sub != \"")).unwrap_err();
-    assert!(
-        cel.contains("routes[0].policies.authorization.rules[0]") && cel.contains("CEL"),
-        "{cel}"
-    );
-    let regex = load(&SEED.replace("exact: /mcp", "regex: \"/mcp[\"")).unwrap_err();
-    assert!(
-        regex.contains("matches[0].path.regex") && regex.contains("regex"),
-        "{regex}"
-    );
-    let env = load(&SEED.replace("gpt-4.1-mini", "$AGENTID_TEST_UNDEFINED_VAR")).unwrap_err();
-    assert!(
-        env.contains("AGENTID_TEST_UNDEFINED_VAR") && env.contains("line"),
-        "{env}"
-    );
-    let underscore = load(&SEED.replace("name: exa-ai", "name: exa_ai")).unwrap_err();
-    assert!(underscore.contains("targets[1].name"), "{underscore}");
-    let groups =
-        load(&SEED.replace("hostOverride:", "groups: []\n          hostOverride:")).unwrap_err();
-    assert!(
-        groups.contains("\"groups\" is an agentgateway feature"),
-        "{groups}"
-    );
-    let mcp_in_authz =
-        load(&SEED.replace("\"jwt.sub != null\"", "\"mcp.tool.name == 'x'\"")).unwrap_err();
-    assert!(
-        mcp_in_authz.contains("authorization.rules[0]"),
-        "{mcp_in_authz}"
-    );
-    assert!(
-        load("binds: [{port: 1}]\n---\nbinds: []\n")
-            .unwrap_err()
-            .contains("multi-document")
-    );
+    let with_policy = |p: &str| {
+        let anchor = "        backendTLS: {}\n";
+        assert!(SEED.contains(anchor));
+        SEED.replacen(anchor, &format!("{anchor}        {p}\n"), 1)
+    };
+    let cases = [
+        ConfigCase {
+            name: "unknown policy key",
+            text: with_policy("extAuthZ: {}"),
+            expect: Expect::StartsWith(
+                "config error at binds[0].listeners[0].routes[0].policies: unknown key \"extAuthZ\" (allowed: ",
+            ),
+        },
+        ConfigCase {
+            name: "unsupported policy",
+            text: with_policy("extAuthz: {}"),
+            expect: Expect::Is(
+                "config error at binds[0].listeners[0].routes[0].policies.extAuthz: \"extAuthz\" is an agentgateway feature that agentid does not support",
+            ),
+        },
+        ConfigCase {
+            name: "unsupported Azure resource type",
+            text: edit(
+                "openAI:\n              model: gpt-4.1-mini",
+                "azure:\n              resourceName: r\n              resourceType: foundry",
+            ),
+            expect: Expect::Contains(&[
+                "routes[0].backends[0].ai.provider.azure.resourceType",
+                "does not support",
+            ]),
+        },
+        ConfigCase {
+            name: "CEL that does not parse",
+            text: edit("\"jwt.sub != null\"", "\"jwt.sub != \""),
+            expect: Expect::Contains(&["routes[0].policies.authorization.rules[0]", "CEL"]),
+        },
+        ConfigCase {
+            name: "regex that does not compile",
+            text: edit("exact: /mcp", "regex: \"/mcp[\""),
+            expect: Expect::Contains(&["matches[0].path.regex", "regex"]),
+        },
+        ConfigCase {
+            name: "undefined environment variable",
+            text: edit("gpt-4.1-mini", "$AGENTID_TEST_UNDEFINED_VAR"),
+            expect: Expect::Contains(&["AGENTID_TEST_UNDEFINED_VAR", "line"]),
+        },
+        ConfigCase {
+            name: "underscore in a target name",
+            text: edit("name: exa-ai", "name: exa_ai"),
+            expect: Expect::Contains(&["targets[1].name"]),
+        },
+        ConfigCase {
+            name: "target groups",
+            text: edit("hostOverride:", "groups: []\n          hostOverride:"),
+            expect: Expect::Contains(&["\"groups\" is an agentgateway feature"]),
+        },
+        ConfigCase {
+            name: "MCP variables in an authorization rule",
+            text: edit("\"jwt.sub != null\"", "\"mcp.tool.name == 'x'\""),
+            expect: Expect::Contains(&["authorization.rules[0]"]),
+        },
+        ConfigCase {
+            name: "multi-document YAML",
+            text: "binds: [{port: 1}]\n---\nbinds: []\n".to_string(),
+            expect: Expect::Contains(&["multi-document"]),
+        },
+    ];
+    for case in cases {
+        let name = case.name;
+        let Err(error) = load(&case.text) else {
+            panic!("{name}: the config loaded");
+        };
+        match case.expect {
+            Expect::Is(want) => assert_eq!(error, want, "{name}"),
+            Expect::StartsWith(want) => assert!(error.starts_with(want), "{name}: {error}"),
+            Expect::Contains(fragments) => {
+                for want in fragments {
+                    assert!(error.contains(want), "{name}: {want:?} not in {error}");
+                }
+            }
+        }
+    }
 }
 
 async fn two_target_gateway(sts: &agentid_testkit::TestSts, t1: &str, t2: &str, extra: &str) -> Gw {
@@ -131,6 +176,76 @@ binds:
     Gw::start(&config.replace("ISSUER", &iss), Some(sts.ca_file())).await
 }
 
+/// One MCP bad-input request: a body with its content type, sent with a bearer token and, if
+/// given, a session id.
+struct McpCase {
+    name: &'static str,
+    token: String,
+    session: Option<String>,
+    content_type: &'static str,
+    body: String,
+    status: u16,
+    /// The JSON-RPC error code, when the answer carries one.
+    code: Option<i64>,
+    also: Also,
+}
+
+/// A check some cases add to status and code.
+enum Also {
+    Nothing,
+    /// The JSON-RPC answer echoes this request id.
+    EchoesId(i64),
+    /// `www-authenticate` names this error.
+    Challenge(&'static str),
+}
+
+fn mcp_raw(
+    name: &'static str,
+    token: &str,
+    content_type: &'static str,
+    body: &str,
+    status: u16,
+    code: Option<i64>,
+) -> McpCase {
+    McpCase {
+        name,
+        token: token.to_string(),
+        session: None,
+        content_type,
+        body: body.to_string(),
+        status,
+        code,
+        also: Also::Nothing,
+    }
+}
+
+fn mcp_rpc(
+    name: &'static str,
+    token: &str,
+    session: Option<&str>,
+    msg: Value,
+    status: u16,
+    code: Option<i64>,
+) -> McpCase {
+    McpCase {
+        session: session.map(str::to_string),
+        ..mcp_raw(
+            name,
+            token,
+            "application/json",
+            &msg.to_string(),
+            status,
+            code,
+        )
+    }
+}
+
+impl McpCase {
+    fn also(self, also: Also) -> Self {
+        Self { also, ..self }
+    }
+}
+
 #[tokio::test]
 async fn mcp_bad_input_gets_json_rpc_errors_and_the_gateway_keeps_serving() {
     let sts = sts().await;
@@ -145,113 +260,102 @@ async fn mcp_bad_input_gets_json_rpc_errors_and_the_gateway_keeps_serving() {
     )
     .await;
     let url = gw.url(3000, "/mcp");
-    let post = |body: &'static str, ct: &'static str| {
-        gw.http
-            .post(&url)
-            .bearer_auth(&token)
-            .header("content-type", ct)
-            .header("accept", "application/json, text/event-stream")
-            .body(body)
-            .send()
-    };
-    let r = post("{not json", "application/json").await.unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["code"],
-        json!(-32700)
-    );
-    let r = post(
-        "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]",
-        "application/json",
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 400);
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["code"],
-        json!(-32600)
-    );
-    let r = post("{}", "text/plain").await.unwrap();
-    assert_eq!(r.status(), 415);
-    let big = format!(
-        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}",
-        "x".repeat(100_000)
-    );
-    let r = gw
-        .http
-        .post(&url)
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
-    let (st, _, body) = gw
-        .mcp(
-            3000,
-            Some(&token),
-            Some("no-such-session"),
-            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
-        )
-        .await;
-    assert_eq!((st, body["error"]["code"].clone()), (404, json!(-32001)));
-    let (st, _, body) = gw
-        .mcp(
-            3000,
-            Some(&token),
-            None,
-            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
-        )
-        .await;
-    assert_eq!((st, body["error"]["code"].clone()), (400, json!(-32600)));
     let sid = gw.mcp_session(3000, &token).await;
-    let (st, _, body) = gw
-        .mcp(
-            3000,
-            Some(&token),
-            Some(&sid),
-            json!({"jsonrpc": "2.0", "id": 7, "method": "server/discover"}),
-        )
-        .await;
-    assert_eq!(
-        (st, body["error"]["code"].clone(), body["id"].clone()),
-        (200, json!(-32601), json!(7))
-    );
-    // Same session id, another principal: not found (no hint that it exists).
     let autonomous = agent_autonomous(&sts, &format!("api://{MCP_APP}/.default")).await;
-    let (st, _, _) = gw
-        .mcp(
-            3000,
-            Some(&autonomous),
-            Some(&sid),
-            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
-        )
-        .await;
-    assert_eq!(st, 404);
-    // An unsigned token (alg none) never reaches a target.
     let parts: Vec<&str> = token.split('.').collect();
-    let none = format!(
+    let unsigned = format!(
         "{}.{}.",
         base64_url(br#"{"alg":"none","typ":"JWT"}"#),
         parts[1]
     );
-    let r = gw
-        .http
-        .post(&url)
-        .bearer_auth(&none)
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(
-        r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains("alg_not_allowed")
+    let big = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}",
+        "x".repeat(100_000)
     );
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let json = "application/json";
+    let cases = [
+        mcp_raw("not JSON", &token, json, "{not json", 400, Some(-32700)),
+        mcp_raw(
+            "a batch",
+            &token,
+            json,
+            "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}]",
+            400,
+            Some(-32600),
+        ),
+        mcp_raw("not JSON content", &token, "text/plain", "{}", 415, None),
+        mcp_raw("body over the limit", &token, json, &big, 413, None),
+        mcp_rpc(
+            "unknown session",
+            &token,
+            Some("no-such-session"),
+            list.clone(),
+            404,
+            Some(-32001),
+        ),
+        mcp_rpc(
+            "no session and not initialize",
+            &token,
+            None,
+            list.clone(),
+            400,
+            Some(-32600),
+        ),
+        mcp_rpc(
+            "unknown method",
+            &token,
+            Some(&sid),
+            json!({"jsonrpc": "2.0", "id": 7, "method": "server/discover"}),
+            200,
+            Some(-32601),
+        )
+        .also(Also::EchoesId(7)),
+        // Same session id, another principal: not found (no hint that it exists).
+        mcp_rpc(
+            "another principal's session",
+            &autonomous,
+            Some(&sid),
+            list.clone(),
+            404,
+            None,
+        ),
+        // An unsigned token never reaches a target.
+        mcp_raw("unsigned token", &unsigned, json, "{}", 401, None)
+            .also(Also::Challenge("alg_not_allowed")),
+    ];
+    for case in cases {
+        let name = case.name;
+        let mut req = gw
+            .http
+            .post(&url)
+            .bearer_auth(&case.token)
+            .header("content-type", case.content_type)
+            .header("accept", "application/json, text/event-stream")
+            .body(case.body);
+        if let Some(s) = &case.session {
+            req = req.header("mcp-session-id", s);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let challenge = r
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, case.status, "{name}: {body}");
+        if let Some(code) = case.code {
+            assert_eq!(body["error"]["code"], json!(code), "{name}: {body}");
+        }
+        match case.also {
+            Also::Nothing => {}
+            Also::EchoesId(id) => assert_eq!(body["id"], json!(id), "{name}: {body}"),
+            Also::Challenge(error) => assert!(
+                challenge.as_deref().unwrap_or("").contains(error),
+                "{name}: {challenge:?}"
+            ),
+        }
+    }
     // Still serving after all that.
     let (st, _, body) = gw
         .mcp(

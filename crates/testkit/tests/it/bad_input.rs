@@ -1,5 +1,6 @@
 //! Every refusal of sts.md's bad-input list: the right AADSTS code and status, an audit event,
-//! and no other change to the database.
+//! and no other change to the database. Each group is a table of named cases; `refuse_all` runs
+//! a table and names the case that failed.
 
 use agentid_testkit::certs::ClientCert;
 use agentid_testkit::sts::Options;
@@ -18,9 +19,6 @@ const CERT_APP: &str = "c4a1e0b2-8d3f-4a6b-9e7c-1f2d3b4a5c6d";
 const FIC_BP: &str = "3d1b7a2e-6a0e-4f58-9c1b-2f0e8a9d7c11";
 const NO_CONSENT_APP: &str = "0d9e8f7a-6b5c-4d3e-2f1a-0b9c8d7e6f5a";
 const GRAPH_CLI: &str = "14d82eec-204b-4c2f-b7e8-296a70dab67e";
-/// Form parameters with owned values.
-type Params = Vec<(&'static str, String)>;
-
 const CC: &str = "client_credentials";
 const AT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const OBO: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -123,292 +121,339 @@ async fn counts(sts: &TestSts) -> Vec<i64> {
     v
 }
 
-/// Sends `form`, expects a refusal with `status`/`code`, one new audit event, nothing else changed.
-async fn refused(sts: &TestSts, form: &[(&str, &str)], status: u16, code: u64) -> Value {
+const GRAPH: &str = "https://graph.microsoft.com/.default";
+const EXCHANGE: &str = "api://AzureADTokenExchange/.default";
+
+/// A token-endpoint form with owned values, so a case can carry a token minted at run time.
+#[derive(Clone)]
+struct Form(Vec<(&'static str, String)>);
+
+impl Form {
+    fn new(pairs: &[(&'static str, &str)]) -> Self {
+        Self(pairs.iter().map(|(k, v)| (*k, v.to_string())).collect())
+    }
+
+    /// Sets `key` to `value`: in place when present, else appended.
+    fn with(mut self, key: &'static str, value: &str) -> Self {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value.to_string(),
+            None => self.0.push((key, value.to_string())),
+        }
+        self
+    }
+
+    fn without(mut self, key: &str) -> Self {
+        self.0.retain(|(k, _)| *k != key);
+        self
+    }
+
+    fn pairs(&self) -> Vec<(&str, &str)> {
+        self.0.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+}
+
+/// One refusal: the form sent, the status and AADSTS code it must get.
+struct Case {
+    name: &'static str,
+    form: Form,
+    status: u16,
+    code: u64,
+    /// Further top-level fields the error body must carry (`error`, `suberror`).
+    fields: &'static [(&'static str, &'static str)],
+}
+
+fn case(name: &'static str, form: Form, status: u16, code: u64) -> Case {
+    Case {
+        name,
+        form,
+        status,
+        code,
+        fields: &[],
+    }
+}
+
+impl Case {
+    fn body_has(self, fields: &'static [(&'static str, &'static str)]) -> Self {
+        Self { fields, ..self }
+    }
+}
+
+/// Runs each case in order through `refused`.
+async fn refuse_all(sts: &TestSts, cases: Vec<Case>) {
+    for case in &cases {
+        refused(sts, case).await;
+    }
+}
+
+/// Sends the case's form, expects its refusal, one new audit event and nothing else changed.
+async fn refused(sts: &TestSts, case: &Case) {
+    let name = case.name;
+    let code = case.code;
     let before = counts(sts).await;
     let audits = sts.count("audit_events").await;
-    let (st, body) = sts.token(form).await;
+    let (st, body) = sts.token(&case.form.pairs()).await;
     assert_eq!(
         (st, body["error_codes"][0].as_u64()),
-        (status, Some(code)),
-        "{body}"
+        (case.status, Some(code)),
+        "{name}: {body}"
     );
     let desc = body["error_description"].as_str().unwrap();
-    assert!(desc.starts_with(&format!("AADSTS{code}: ")), "{desc}");
+    assert!(
+        desc.starts_with(&format!("AADSTS{code}: ")),
+        "{name}: {desc}"
+    );
     assert!(
         desc.contains(" Trace ID: ")
             && desc.contains(" Correlation ID: ")
             && desc.contains(" Timestamp: "),
-        "{desc}"
+        "{name}: {desc}"
     );
     for k in ["timestamp", "trace_id", "correlation_id", "error_uri"] {
-        assert!(body[k].is_string(), "{k} missing: {body}");
+        assert!(body[k].is_string(), "{name}: {k} missing: {body}");
+    }
+    for (k, v) in case.fields {
+        assert_eq!(body[*k], *v, "{name}: {body}");
     }
     assert_eq!(
         counts(sts).await,
         before,
-        "a refused request changed the directory"
+        "{name}: a refused request changed the directory"
     );
     assert_eq!(
         sts.count("audit_events").await,
         audits + 1,
-        "one audit event per refusal"
+        "{name}: one audit event per refusal"
     );
-    body
+}
+
+/// A request the form helper cannot send: another tenant, method, content type or encoding.
+struct RawCase {
+    name: &'static str,
+    method: reqwest::Method,
+    url: String,
+    /// With the body it labels; `None` sends no body.
+    content_type: Option<&'static str>,
+    body: String,
+    status: u16,
+    code: u64,
+}
+
+/// Sends each raw request; each gets its status and AADSTS code and changes nothing.
+async fn refuse_raw(sts: &TestSts, cases: Vec<RawCase>) {
+    for case in cases {
+        let name = case.name;
+        let before = counts(sts).await;
+        let mut req = sts.http.request(case.method, &case.url);
+        if let Some(ct) = case.content_type {
+            req = req.header("content-type", ct).body(case.body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        assert_eq!(
+            (status, body["error_codes"][0].as_u64()),
+            (case.status, Some(case.code)),
+            "{name}: {body}"
+        );
+        assert_eq!(counts(sts).await, before, "{name}: the directory changed");
+    }
 }
 
 async fn t1_for(sts: &TestSts, bp: &str, secret: &str, agent: &str) -> String {
-    let (st, b) = sts
-        .token(&[
-            ("grant_type", CC),
-            ("client_id", bp),
-            ("client_secret", secret),
-            ("scope", "api://AzureADTokenExchange/.default"),
-            ("fmi_path", agent),
-        ])
-        .await;
-    assert_eq!(st, 200, "{b}");
-    b["access_token"].as_str().unwrap().to_string()
+    sts.token_ok(&[
+        ("grant_type", CC),
+        ("client_id", bp),
+        ("client_secret", secret),
+        ("scope", EXCHANGE),
+        ("fmi_path", agent),
+    ])
+    .await
 }
 
 async fn alice_tc(sts: &TestSts, scope: &str) -> String {
-    let (st, b) = sts
-        .token(&[
-            ("grant_type", "password"),
-            ("client_id", GRAPH_CLI),
-            ("username", "alice@contoso.test"),
-            ("password", "correct-horse-battery"),
-            ("scope", scope),
-        ])
-        .await;
-    assert_eq!(st, 200, "{b}");
-    b["access_token"].as_str().unwrap().to_string()
+    sts.token_ok(&[
+        ("grant_type", "password"),
+        ("client_id", GRAPH_CLI),
+        ("username", "alice@contoso.test"),
+        ("password", "correct-horse-battery"),
+        ("scope", scope),
+    ])
+    .await
+}
+
+/// A client-credentials form authenticated by `client_secret`.
+fn with_secret(client: &str, secret: &str, scope: &str) -> Form {
+    Form::new(&[
+        ("grant_type", CC),
+        ("client_id", client),
+        ("client_secret", secret),
+        ("scope", scope),
+    ])
+}
+
+/// A client-credentials form authenticated by a `client_assertion`.
+fn with_assertion(client: &str, scope: &str, assertion: &str) -> Form {
+    Form::new(&[
+        ("grant_type", CC),
+        ("client_id", client),
+        ("scope", scope),
+        ("client_assertion_type", AT),
+        ("client_assertion", assertion),
+    ])
 }
 
 both_backends!(client_identification_and_secrets, |db: Db| async move {
     let f = fixture(db).await;
     let sts = &f.sts;
-    let graph = "https://graph.microsoft.com/.default";
-    let (st, b) = sts
-        .post_form(
-            &format!("{}/nope.example/oauth2/v2.0/token", sts.base()),
-            &[("grant_type", CC)],
-        )
-        .await;
-    assert_eq!((st, b["error_codes"][0].as_u64()), (400, Some(90002)));
-    refused(
+    let bp = |scope: &str| with_secret(BP, BP_SECRET, scope);
+    refuse_all(
         sts,
-        &[
-            ("grant_type", CC),
-            ("client_id", "00000000-1111-2222-3333-444444444444"),
-            ("client_secret", "x"),
-            ("scope", graph),
-        ],
-        400,
-        700016,
-    )
-    .await;
-    refused(
-        sts,
-        &[
-            ("grant_type", CC),
-            ("client_id", "not-a-guid"),
-            ("client_secret", "x"),
-            ("scope", graph),
-        ],
-        400,
-        700016,
-    )
-    .await;
-    let b = refused(
-        sts,
-        &[
-            ("grant_type", CC),
-            ("client_id", BP),
-            ("client_secret", "wrong"),
-            ("scope", graph),
-        ],
-        401,
-        7000215,
-    )
-    .await;
-    assert_eq!(b["error"], "invalid_client");
-    refused(
-        sts,
-        &[("grant_type", CC), ("client_id", BP), ("scope", graph)],
-        401,
-        7000218,
-    )
-    .await;
-    refused(
-        sts,
-        &[
-            ("grant_type", CC),
-            ("client_id", GRAPH_CLI),
-            ("client_secret", "x"),
-            ("scope", graph),
-        ],
-        401,
-        700025,
-    )
-    .await;
-    refused(
-        sts,
-        &[
-            ("grant_type", CC),
-            ("client_id", GRAPH_CLI),
-            ("scope", graph),
-        ],
-        401,
-        7000218,
-    )
-    .await;
-    refused(
-        sts,
-        &[
-            ("grant_type", CC),
-            ("client_id", AGENT),
-            ("client_secret", "x"),
-            ("scope", graph),
-        ],
-        401,
-        7000215,
-    )
-    .await;
-    refused(
-        sts,
-        &[
-            ("grant_type", CC),
-            ("client_id", BP),
-            ("client_secret", BP_SECRET),
-        ],
-        400,
-        900144,
-    )
-    .await;
-    refused(
-        sts,
-        &[
-            ("client_id", BP),
-            ("client_secret", BP_SECRET),
-            ("scope", graph),
-        ],
-        400,
-        900144,
-    )
-    .await;
-    refused(
-        sts,
-        &[
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
+        vec![
+            case(
+                "unknown client id",
+                with_secret("00000000-1111-2222-3333-444444444444", "x", GRAPH),
+                400,
+                700016,
             ),
-            ("client_id", BP),
+            case(
+                "client id not a GUID",
+                with_secret("not-a-guid", "x", GRAPH),
+                400,
+                700016,
+            ),
+            case(
+                "wrong secret",
+                with_secret(BP, "wrong", GRAPH),
+                401,
+                7000215,
+            )
+            .body_has(&[("error", "invalid_client")]),
+            case(
+                "confidential client without a credential",
+                bp(GRAPH).without("client_secret"),
+                401,
+                7000218,
+            ),
+            case(
+                "secret from a public client",
+                with_secret(GRAPH_CLI, "x", GRAPH),
+                401,
+                700025,
+            ),
+            case(
+                "public client without a credential",
+                with_secret(GRAPH_CLI, "x", GRAPH).without("client_secret"),
+                401,
+                7000218,
+            ),
+            case(
+                "secret for an agent",
+                with_secret(AGENT, "x", GRAPH),
+                401,
+                7000215,
+            ),
+            case("no scope", bp(GRAPH).without("scope"), 400, 900144),
+            case(
+                "no grant_type",
+                bp(GRAPH).without("grant_type"),
+                400,
+                900144,
+            ),
+            case(
+                "unsupported grant_type",
+                Form::new(&[
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:token-exchange",
+                    ),
+                    ("client_id", BP),
+                ]),
+                400,
+                70003,
+            ),
+            case(
+                "client credentials with a non-.default scope",
+                bp("https://graph.microsoft.com/User.Read"),
+                400,
+                1002012,
+            ),
+            case(
+                "unknown resource",
+                bp("api://nothing-here/.default"),
+                400,
+                500011,
+            ),
+            case(
+                "token exchange scope without fmi_path",
+                bp(EXCHANGE),
+                400,
+                82001,
+            ),
+            case(
+                "two resources",
+                bp(&format!("{GRAPH} api://{BP}/.default")),
+                400,
+                70011,
+            ),
         ],
-        400,
-        70003,
     )
     .await;
-    refused(
+    let form = "application/x-www-form-urlencoded";
+    let post = |name, url: String, content_type, body: &str, code| RawCase {
+        name,
+        method: reqwest::Method::POST,
+        url,
+        content_type: Some(content_type),
+        body: body.to_string(),
+        status: 400,
+        code,
+    };
+    refuse_raw(
         sts,
-        &[
-            ("grant_type", CC),
-            ("client_id", BP),
-            ("client_secret", BP_SECRET),
-            ("scope", "https://graph.microsoft.com/User.Read"),
+        vec![
+            post(
+                "unknown tenant",
+                format!("{}/nope.example/oauth2/v2.0/token", sts.base()),
+                form,
+                "grant_type=client_credentials",
+                90002,
+            ),
+            post(
+                "duplicated parameter",
+                sts.token_url(),
+                form,
+                "grant_type=client_credentials&client_id=a&client_id=b",
+                9002313,
+            ),
+            post(
+                "JSON body",
+                sts.token_url(),
+                "application/json",
+                &json!({"grant_type": "client_credentials"}).to_string(),
+                9002313,
+            ),
+            post(
+                "oversized body",
+                sts.token_url(),
+                form,
+                &format!(
+                    "grant_type=client_credentials&pad={}",
+                    "a".repeat(1024 * 1024)
+                ),
+                9002313,
+            ),
+            RawCase {
+                name: "GET",
+                method: reqwest::Method::GET,
+                url: sts.token_url(),
+                content_type: None,
+                body: String::new(),
+                status: 400,
+                code: 900561,
+            },
         ],
-        400,
-        1002012,
     )
     .await;
-    refused(
-        sts,
-        &[
-            ("grant_type", CC),
-            ("client_id", BP),
-            ("client_secret", BP_SECRET),
-            ("scope", "api://nothing-here/.default"),
-        ],
-        400,
-        500011,
-    )
-    .await;
-    refused(
-        sts,
-        &[
-            ("grant_type", CC),
-            ("client_id", BP),
-            ("client_secret", BP_SECRET),
-            ("scope", "api://AzureADTokenExchange/.default"),
-        ],
-        400,
-        82001,
-    )
-    .await;
-    refused(
-        sts,
-        &[
-            ("grant_type", CC),
-            ("client_id", BP),
-            ("client_secret", BP_SECRET),
-            ("scope", &format!("{graph} api://{BP}/.default")),
-        ],
-        400,
-        70011,
-    )
-    .await;
-    // Duplicated parameter, wrong content type, oversized body, wrong method.
-    let before = counts(sts).await;
-    let resp = sts
-        .http
-        .post(sts.token_url())
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("grant_type=client_credentials&client_id=a&client_id=b")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 400);
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["error_codes"][0],
-        9002313
-    );
-    let resp = sts
-        .http
-        .post(sts.token_url())
-        .json(&json!({"grant_type": "client_credentials"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["error_codes"][0],
-        9002313
-    );
-    let big = format!(
-        "grant_type=client_credentials&pad={}",
-        "a".repeat(1024 * 1024)
-    );
-    let resp = sts
-        .http
-        .post(sts.token_url())
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        (
-            resp.status().as_u16(),
-            resp.json::<Value>().await.unwrap()["error_codes"][0].as_u64()
-        ),
-        (400, Some(9002313))
-    );
-    let resp = sts.http.get(sts.token_url()).send().await.unwrap();
-    assert_eq!(
-        resp.json::<Value>().await.unwrap()["error_codes"][0],
-        900561
-    );
-    assert_eq!(counts(sts).await, before);
     // Nothing above took the server down.
     let resp = sts
         .http
@@ -424,92 +469,102 @@ both_backends!(private_key_jwt_assertions, |db: Db| async move {
     let f = fixture(db).await;
     let sts = &f.sts;
     let aud = sts.token_url();
-    let graph = "https://graph.microsoft.com/.default";
-    let form = |a: &str| {
-        vec![
-            ("grant_type", CC.to_string()),
-            ("client_id", CERT_APP.to_string()),
-            ("scope", graph.to_string()),
-            ("client_assertion_type", AT.to_string()),
-            ("client_assertion", a.to_string()),
-        ]
-    };
-    let send = |v: &Vec<(&'static str, String)>| {
-        v.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>()
-    };
-    let ok = f.cert.assertion(CERT_APP, &aud, 600, "jti-1");
-    let (st, b) = sts
-        .token(
-            &send(&form(&ok))
-                .iter()
-                .map(|(k, v)| (*k, v.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .await;
-    assert_eq!(st, 200, "{b}");
+    let form = |a: &str| with_assertion(CERT_APP, GRAPH, a);
+    let ok = form(&f.cert.assertion(CERT_APP, &aud, 600, "jti-1"));
+    sts.token_ok(&ok.pairs()).await;
     // The same assertion again is accepted (MSAL reuses its signed assertion)...
-    let (st, _) = sts
-        .token(
-            &send(&form(&ok))
-                .iter()
-                .map(|(k, v)| (*k, v.as_str()))
-                .collect::<Vec<_>>(),
-        )
-        .await;
-    assert_eq!(st, 200);
-    // ...but a different assertion with the same jti is a replay.
-    let replay = f.cert.assertion(CERT_APP, &aud, 500, "jti-1");
-    let cases: Vec<(String, u16, u64)> = vec![
-        (replay, 401, 700027),
-        (f.cert.assertion(CERT_APP, &aud, -600, "jti-2"), 401, 700024),
-        (f.cert.sign(&json!({"aud": aud, "iss": CERT_APP, "sub": CERT_APP, "exp": chrono::Utc::now().timestamp() + 3600, "nbf": chrono::Utc::now().timestamp() + 1200, "jti": "jti-3"})), 401, 700024),
-        (ClientCert::generate("other").assertion(CERT_APP, &aud, 600, "jti-4"), 401, 7000272),
-        (f.cert.assertion(CERT_APP, "https://login.microsoftonline.com/x/oauth2/v2.0/token", 600, "jti-5"), 401, 700027),
-        (f.cert.assertion(BP, &aud, 600, "jti-6"), 401, 700021),
-        (f.cert.sign(&json!({"aud": aud, "iss": CERT_APP, "sub": CERT_APP, "exp": chrono::Utc::now().timestamp() + 600})), 400, 90014),
-        ("not.a.jwt".to_string(), 400, 50027),
-    ];
-    for (assertion, status, code) in cases {
-        let v = send(&form(&assertion));
-        refused(
-            sts,
-            &v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
-            status,
-            code,
-        )
-        .await;
-    }
-    // Signature by another key under the registered thumbprint; alg none; HS256.
+    sts.token_ok(&ok.pairs()).await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = |extra: Value| {
+        let mut c = json!({"aud": aud, "iss": CERT_APP, "sub": CERT_APP, "exp": now + 600});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c
+    };
+    // Signature by another key under the registered thumbprint.
     let mut forged = f.cert.assertion(CERT_APP, &aud, 600, "jti-7");
     forged.truncate(forged.rfind('.').unwrap());
     let other = ClientCert::generate("x").assertion(CERT_APP, &aud, 600, "jti-7");
     forged.push_str(&other[other.rfind('.').unwrap()..]);
-    let b64 = |s: &str| base64_url(s.as_bytes());
-    let payload = b64(&json!({"aud": aud, "iss": CERT_APP, "sub": CERT_APP, "exp": chrono::Utc::now().timestamp() + 600, "jti": "jti-8"}).to_string());
+    let b64 = |v: &Value| base64_url(v.to_string().as_bytes());
     let none = format!(
-        "{}.{payload}.",
-        b64(&json!({"alg": "none", "x5t": f.cert.x5t}).to_string())
+        "{}.{}.",
+        b64(&json!({"alg": "none", "x5t": f.cert.x5t})),
+        b64(&claims(json!({"jti": "jti-8"})))
     );
-    let hs = jsonwebtoken::encode(&{ let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256); h.x5t = Some(f.cert.x5t.clone()); h },
-        &json!({"aud": aud, "iss": CERT_APP, "sub": CERT_APP, "exp": chrono::Utc::now().timestamp() + 600, "jti": "jti-9"}), &jsonwebtoken::EncodingKey::from_secret(f.cert.cert_pem.as_bytes())).unwrap();
-    for a in [forged, none, hs] {
-        let v = send(&form(&a));
-        refused(
-            sts,
-            &v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
-            401,
-            700027,
-        )
-        .await;
-    }
-    // A secret and an assertion together is malformed.
-    let mut v = send(&form(&f.cert.assertion(CERT_APP, &aud, 600, "jti-10")));
-    v.push(("client_secret", "x".into()));
-    refused(
+    let mut hs256 = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs256.x5t = Some(f.cert.x5t.clone());
+    let hs = jsonwebtoken::encode(
+        &hs256,
+        &claims(json!({"jti": "jti-9"})),
+        &jsonwebtoken::EncodingKey::from_secret(f.cert.cert_pem.as_bytes()),
+    )
+    .unwrap();
+    refuse_all(
         sts,
-        &v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
-        400,
-        9002313,
+        vec![
+            // ...but a different assertion with the same jti is a replay.
+            case(
+                "another assertion reusing a jti",
+                form(&f.cert.assertion(CERT_APP, &aud, 500, "jti-1")),
+                401,
+                700027,
+            ),
+            case(
+                "expired",
+                form(&f.cert.assertion(CERT_APP, &aud, -600, "jti-2")),
+                401,
+                700024,
+            ),
+            case(
+                "not yet valid",
+                form(&f.cert.sign(&claims(
+                    json!({"exp": now + 3600, "nbf": now + 1200, "jti": "jti-3"}),
+                ))),
+                401,
+                700024,
+            ),
+            case(
+                "signed by an unregistered certificate",
+                form(&ClientCert::generate("other").assertion(CERT_APP, &aud, 600, "jti-4")),
+                401,
+                7000272,
+            ),
+            case(
+                "audience of another authority",
+                form(&f.cert.assertion(
+                    CERT_APP,
+                    "https://login.microsoftonline.com/x/oauth2/v2.0/token",
+                    600,
+                    "jti-5",
+                )),
+                401,
+                700027,
+            ),
+            case(
+                "issuer is another client",
+                form(&f.cert.assertion(BP, &aud, 600, "jti-6")),
+                401,
+                700021,
+            ),
+            case("no jti", form(&f.cert.sign(&claims(json!({})))), 400, 90014),
+            case("not a JWT", form("not.a.jwt"), 400, 50027),
+            case(
+                "registered thumbprint, another key's signature",
+                form(&forged),
+                401,
+                700027,
+            ),
+            case("alg none", form(&none), 401, 700027),
+            case("HS256 keyed with the certificate", form(&hs), 401, 700027),
+            case(
+                "a secret and an assertion together",
+                form(&f.cert.assertion(CERT_APP, &aud, 600, "jti-10")).with("client_secret", "x"),
+                400,
+                9002313,
+            ),
+        ],
     )
     .await;
     f.sts.stop().await;
@@ -523,97 +578,67 @@ fn base64_url(b: &[u8]) -> String {
 both_backends!(federated_assertions, |db: Db| async move {
     let f = fixture(db).await;
     let sts = &f.sts;
-    let graph = "https://graph.microsoft.com/.default";
+    let fic = |a: &str| with_assertion(FIC_BP, GRAPH, a);
     let good = f
         .kube
         .mint("agents", "blog-agent", "api://AzureADTokenExchange", 3600);
-    let (st, b) = sts
-        .token(&[
-            ("grant_type", CC),
-            ("client_id", FIC_BP),
-            ("scope", graph),
-            ("client_assertion_type", AT),
-            ("client_assertion", &good),
-        ])
-        .await;
-    assert_eq!(st, 200, "{b}");
+    sts.token_ok(&fic(&good).pairs()).await;
     let other_issuer = KubeIssuer::start().await;
-    let cases = [
-        (
-            other_issuer.mint("agents", "blog-agent", "api://AzureADTokenExchange", 3600),
-            700211,
-        ),
-        (
-            f.kube
-                .mint("agents", "Blog-Agent", "api://AzureADTokenExchange", 3600),
-            700213,
-        ),
-        (
-            f.kube.mint(
-                "agents",
-                "blog-agent",
-                "https://kubernetes.default.svc",
-                3600,
-            ),
-            70021,
-        ),
-        (
-            f.kube.mint_at(
-                "agents",
-                "blog-agent",
-                "api://AzureADTokenExchange",
-                chrono::Utc::now().timestamp() - 7200,
-                3600,
-            ),
-            700024,
-        ),
-    ];
-    for (a, code) in cases {
-        refused(
-            sts,
-            &[
-                ("grant_type", CC),
-                ("client_id", FIC_BP),
-                ("scope", graph),
-                ("client_assertion_type", AT),
-                ("client_assertion", &a),
-            ],
-            401,
-            code,
-        )
-        .await;
-    }
     // Signed by a key the trusted issuer's stored JWKS does not hold (same kid).
     let mut forged = good.clone();
     forged.truncate(forged.rfind('.').unwrap());
     let o = other_issuer.mint("agents", "blog-agent", "api://AzureADTokenExchange", 3600);
     forged.push_str(&o[o.rfind('.').unwrap()..]);
-    refused(
-        sts,
-        &[
-            ("grant_type", CC),
-            ("client_id", FIC_BP),
-            ("scope", graph),
-            ("client_assertion_type", AT),
-            ("client_assertion", &forged),
-        ],
-        401,
-        700027,
-    )
-    .await;
-    // An agentid-issued token is not a federated credential.
     let t1 = t1_for(sts, BP, BP_SECRET, AGENT).await;
-    refused(
+    refuse_all(
         sts,
-        &[
-            ("grant_type", CC),
-            ("client_id", FIC_BP),
-            ("scope", graph),
-            ("client_assertion_type", AT),
-            ("client_assertion", &t1),
+        vec![
+            case(
+                "issuer not trusted",
+                fic(&other_issuer.mint("agents", "blog-agent", "api://AzureADTokenExchange", 3600)),
+                401,
+                700211,
+            ),
+            case(
+                "subject differs in case",
+                fic(&f
+                    .kube
+                    .mint("agents", "Blog-Agent", "api://AzureADTokenExchange", 3600)),
+                401,
+                700213,
+            ),
+            case(
+                "audience is the API server",
+                fic(&f.kube.mint(
+                    "agents",
+                    "blog-agent",
+                    "https://kubernetes.default.svc",
+                    3600,
+                )),
+                401,
+                70021,
+            ),
+            case(
+                "expired",
+                fic(&f.kube.mint_at(
+                    "agents",
+                    "blog-agent",
+                    "api://AzureADTokenExchange",
+                    chrono::Utc::now().timestamp() - 7200,
+                    3600,
+                )),
+                401,
+                700024,
+            ),
+            case(
+                "signed by a key the stored JWKS does not hold",
+                fic(&forged),
+                401,
+                700027,
+            ),
+            // An agentid-issued token is not a federated credential.
+            case("a T1 as the federated credential", fic(&t1), 401, 700222),
         ],
-        401,
-        700222,
     )
     .await;
     f.sts.stop().await;
@@ -624,185 +649,104 @@ both_backends!(
     |db: Db| async move {
         let f = fixture(db).await;
         let sts = &f.sts;
-        let graph = "https://graph.microsoft.com/.default";
-        let tx = "api://AzureADTokenExchange/.default";
-        // fmi_path naming an agent of another blueprint, a disabled agent, nothing, or from a plain app.
-        refused(
-            sts,
-            &[
-                ("grant_type", CC),
-                ("client_id", BP),
-                ("client_secret", BP_SECRET),
-                ("scope", tx),
-                ("fmi_path", OTHER_AGENT),
-            ],
-            400,
-            82001,
-        )
-        .await;
-        refused(
-            sts,
-            &[
-                ("grant_type", CC),
-                ("client_id", BP),
-                ("client_secret", BP_SECRET),
-                ("scope", tx),
-                ("fmi_path", DISABLED_AGENT),
-            ],
-            400,
-            7000112,
-        )
-        .await;
-        refused(
-            sts,
-            &[
-                ("grant_type", CC),
-                ("client_id", BP),
-                ("client_secret", BP_SECRET),
-                ("scope", tx),
-                ("fmi_path", "5f0e0c8e-0000-4000-8000-000000000000"),
-            ],
-            400,
-            700016,
-        )
-        .await;
-        refused(
-            sts,
-            &[
-                ("grant_type", CC),
-                ("client_id", NO_CONSENT_APP),
-                ("client_secret", "plain-secret"),
-                ("scope", tx),
-                ("fmi_path", AGENT),
-            ],
-            400,
-            82001,
-        )
-        .await;
-        refused(
-            sts,
-            &[
-                ("grant_type", CC),
-                ("client_id", BP),
-                ("client_secret", BP_SECRET),
-                ("scope", graph),
-                ("fmi_path", AGENT),
-            ],
-            400,
-            70011,
-        )
-        .await;
-        // A disabled blueprint principal gets nothing, for itself or its agents.
-        refused(
-            sts,
-            &[
-                ("grant_type", CC),
-                ("client_id", OFF_BP),
-                ("client_secret", "off-secret"),
-                ("scope", graph),
-            ],
-            400,
-            7000112,
-        )
-        .await;
-        // T1 used by a different agent (of another blueprint, or a sibling).
+        let fmi = |client: &str, secret: &str, scope: &str, path: &str| {
+            with_secret(client, secret, scope).with("fmi_path", path)
+        };
         let t1 = t1_for(sts, BP, BP_SECRET, AGENT).await;
-        refused(
-            sts,
-            &[
-                ("grant_type", CC),
-                ("client_id", OTHER_AGENT),
-                ("scope", graph),
-                ("client_assertion_type", AT),
-                ("client_assertion", &t1),
-            ],
-            401,
-            700213,
-        )
-        .await;
-        refused(
-            sts,
-            &[
-                ("grant_type", CC),
-                ("client_id", DISABLED_AGENT),
-                ("scope", graph),
-                ("client_assertion_type", AT),
-                ("client_assertion", &t1),
-            ],
-            401,
-            700213,
-        )
-        .await;
-        // An agent presenting a foreign assertion.
         let sa = f
             .kube
             .mint("agents", "blog-agent", "api://AzureADTokenExchange", 3600);
-        refused(
-            sts,
-            &[
-                ("grant_type", CC),
-                ("client_id", AGENT),
-                ("scope", graph),
-                ("client_assertion_type", AT),
-                ("client_assertion", &sa),
-            ],
-            401,
-            700211,
-        )
-        .await;
-        // A T2 (not a T1) as the agent's assertion.
-        let (_, t2) = sts
-            .token(&[
-                ("grant_type", CC),
-                ("client_id", AGENT),
-                ("scope", tx),
-                ("client_assertion_type", AT),
-                ("client_assertion", &t1),
-            ])
+        let t2 = sts
+            .token_ok(&with_assertion(AGENT, EXCHANGE, &t1).pairs())
             .await;
-        let t2p = t2["access_token"].as_str().unwrap().to_string();
-        refused(
+        refuse_all(
             sts,
-            &[
-                ("grant_type", CC),
-                ("client_id", AGENT),
-                ("scope", graph),
-                ("client_assertion_type", AT),
-                ("client_assertion", &t2p),
+            vec![
+                // fmi_path naming an agent of another blueprint, a disabled agent, nothing, or
+                // from a plain app.
+                case(
+                    "fmi_path names another blueprint's agent",
+                    fmi(BP, BP_SECRET, EXCHANGE, OTHER_AGENT),
+                    400,
+                    82001,
+                ),
+                case(
+                    "fmi_path names a disabled agent",
+                    fmi(BP, BP_SECRET, EXCHANGE, DISABLED_AGENT),
+                    400,
+                    7000112,
+                ),
+                case(
+                    "fmi_path names nothing",
+                    fmi(
+                        BP,
+                        BP_SECRET,
+                        EXCHANGE,
+                        "5f0e0c8e-0000-4000-8000-000000000000",
+                    ),
+                    400,
+                    700016,
+                ),
+                case(
+                    "fmi_path from a plain application",
+                    fmi(NO_CONSENT_APP, "plain-secret", EXCHANGE, AGENT),
+                    400,
+                    82001,
+                ),
+                case(
+                    "fmi_path with a resource scope",
+                    fmi(BP, BP_SECRET, GRAPH, AGENT),
+                    400,
+                    70011,
+                ),
+                // A disabled blueprint principal gets nothing, for itself or its agents.
+                case(
+                    "disabled blueprint",
+                    with_secret(OFF_BP, "off-secret", GRAPH),
+                    400,
+                    7000112,
+                ),
+                // T1 used by a different agent (of another blueprint, or a sibling).
+                case(
+                    "T1 used by another blueprint's agent",
+                    with_assertion(OTHER_AGENT, GRAPH, &t1),
+                    401,
+                    700213,
+                ),
+                case(
+                    "T1 used by a sibling agent",
+                    with_assertion(DISABLED_AGENT, GRAPH, &t1),
+                    401,
+                    700213,
+                ),
+                case(
+                    "agent presenting a foreign assertion",
+                    with_assertion(AGENT, GRAPH, &sa),
+                    401,
+                    700211,
+                ),
+                case(
+                    "a T2 (not a T1) as the agent's assertion",
+                    with_assertion(AGENT, GRAPH, &t2),
+                    401,
+                    700222,
+                ),
+                case(
+                    "T1 as the OBO user assertion",
+                    with_assertion(AGENT, GRAPH, &t1)
+                        .with("grant_type", OBO)
+                        .with("requested_token_use", "on_behalf_of")
+                        .with("assertion", &t1),
+                    400,
+                    50013,
+                ),
+                case(
+                    "fmi_path from an agent",
+                    with_assertion(AGENT, EXCHANGE, &t1).with("fmi_path", AGENT),
+                    400,
+                    82001,
+                ),
             ],
-            401,
-            700222,
-        )
-        .await;
-        // T1 presented as a user assertion.
-        refused(
-            sts,
-            &[
-                ("grant_type", OBO),
-                ("client_id", AGENT),
-                ("requested_token_use", "on_behalf_of"),
-                ("assertion", &t1),
-                ("scope", graph),
-                ("client_assertion_type", AT),
-                ("client_assertion", &t1),
-            ],
-            400,
-            50013,
-        )
-        .await;
-        // fmi_path from an agent.
-        refused(
-            sts,
-            &[
-                ("grant_type", CC),
-                ("client_id", AGENT),
-                ("scope", tx),
-                ("fmi_path", AGENT),
-                ("client_assertion_type", AT),
-                ("client_assertion", &t1),
-            ],
-            400,
-            82001,
         )
         .await;
         f.sts.stop().await;
@@ -812,34 +756,21 @@ both_backends!(
 both_backends!(on_behalf_of_refusals, |db: Db| async move {
     let f = fixture(db).await;
     let sts = &f.sts;
-    let graph = "https://graph.microsoft.com/.default";
     let t1 = t1_for(sts, BP, BP_SECRET, AGENT).await;
     let tc = alice_tc(sts, &format!("api://{BP}/access_as_user")).await;
     let obo = |assertion: &str, scope: &str| {
-        vec![
-            ("grant_type", OBO.to_string()),
-            ("client_id", AGENT.to_string()),
-            ("requested_token_use", "on_behalf_of".to_string()),
-            ("assertion", assertion.to_string()),
-            ("scope", scope.to_string()),
-            ("client_assertion_type", AT.to_string()),
-            ("client_assertion", t1.clone()),
-        ]
+        Form::new(&[
+            ("grant_type", OBO),
+            ("client_id", AGENT),
+            ("requested_token_use", "on_behalf_of"),
+            ("assertion", assertion),
+            ("scope", scope),
+            ("client_assertion_type", AT),
+            ("client_assertion", &t1),
+        ])
     };
-    let as_refs = |v: &Vec<(&'static str, String)>| {
-        v.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>()
-    };
-    // A user token for another audience (Graph) is refused.
     let graph_tc = alice_tc(sts, "User.Read").await;
-    let v = as_refs(&obo(&graph_tc, graph));
-    refused(
-        sts,
-        &v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
-        400,
-        500131,
-    )
-    .await;
-    // An expired user token (signed by the STS's own key).
+    // An expired user token, signed by the STS's own key.
     let mut c = agentid_testkit::claims(&tc);
     c.insert("exp".into(), json!(chrono::Utc::now().timestamp() - 3600));
     let key = sts
@@ -855,106 +786,79 @@ both_backends!(on_behalf_of_refusals, |db: Db| async move {
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     h.kid = Some(key.kid.clone());
     let expired = jsonwebtoken::encode(&h, &c, &key.encoding).unwrap();
-    let v = as_refs(&obo(&expired, graph));
-    refused(
-        sts,
-        &v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
-        400,
-        500133,
-    )
-    .await;
-    // A tampered token fails signature validation.
     let mut tampered = tc.clone();
     tampered.pop();
     tampered.push(if tc.ends_with('A') { 'B' } else { 'A' });
-    let v = as_refs(&obo(&tampered, graph));
-    refused(
-        sts,
-        &v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
-        400,
-        50013,
-    )
-    .await;
-    // No consent: the agent has no grant on the plain app's API.
-    let v = as_refs(&obo(&tc, &format!("api://{NO_CONSENT_APP}/read")));
-    let b = refused(
-        sts,
-        &v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
-        400,
-        65001,
-    )
-    .await;
-    assert_eq!(b["suberror"], "consent_required");
-    // Missing requested_token_use / a wrong one.
-    let mut v = as_refs(&obo(&tc, graph));
-    v.retain(|(k, _)| *k != "requested_token_use");
-    refused(
-        sts,
-        &v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
-        400,
-        900144,
-    )
-    .await;
-    let mut v = as_refs(&obo(&tc, graph));
-    v[2].1 = "something_else".into();
-    refused(
-        sts,
-        &v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
-        400,
-        9002313,
-    )
-    .await;
-    // Password grant: wrong password and an agent client.
-    refused(
-        sts,
-        &[
+    let password = |client: &str, username: &str, password: &str| {
+        Form::new(&[
             ("grant_type", "password"),
-            ("client_id", GRAPH_CLI),
-            ("username", "alice@contoso.test"),
-            ("password", "nope"),
+            ("client_id", client),
+            ("username", username),
+            ("password", password),
             ("scope", "User.Read"),
-        ],
-        400,
-        50126,
-    )
-    .await;
-    refused(
+        ])
+    };
+    refuse_all(
         sts,
-        &[
-            ("grant_type", "password"),
-            ("client_id", GRAPH_CLI),
-            ("username", "nobody@contoso.test"),
-            ("password", "nope"),
-            ("scope", "User.Read"),
+        vec![
+            case(
+                "user token for another audience (Graph)",
+                obo(&graph_tc, GRAPH),
+                400,
+                500131,
+            ),
+            case("expired user token", obo(&expired, GRAPH), 400, 500133),
+            case("tampered user token", obo(&tampered, GRAPH), 400, 50013),
+            // The agent has no grant on the plain app's API.
+            case(
+                "no consent",
+                obo(&tc, &format!("api://{NO_CONSENT_APP}/read")),
+                400,
+                65001,
+            )
+            .body_has(&[("suberror", "consent_required")]),
+            case(
+                "no requested_token_use",
+                obo(&tc, GRAPH).without("requested_token_use"),
+                400,
+                900144,
+            ),
+            case(
+                "wrong requested_token_use",
+                obo(&tc, GRAPH).with("requested_token_use", "something_else"),
+                400,
+                9002313,
+            ),
+            case(
+                "password grant, wrong password",
+                password(GRAPH_CLI, "alice@contoso.test", "nope"),
+                400,
+                50126,
+            ),
+            case(
+                "password grant, unknown user",
+                password(GRAPH_CLI, "nobody@contoso.test", "nope"),
+                400,
+                50126,
+            ),
+            case(
+                "password grant from a blueprint",
+                password(BP, "alice@contoso.test", "correct-horse-battery")
+                    .with("client_secret", BP_SECRET),
+                400,
+                82001,
+            ),
+            case(
+                "refresh with an unknown token",
+                Form::new(&[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", GRAPH_CLI),
+                    ("refresh_token", "bogus"),
+                ]),
+                400,
+                70000,
+            ),
         ],
-        400,
-        50126,
-    )
-    .await;
-    refused(
-        sts,
-        &[
-            ("grant_type", "password"),
-            ("client_id", BP),
-            ("client_secret", BP_SECRET),
-            ("username", "alice@contoso.test"),
-            ("password", "correct-horse-battery"),
-            ("scope", "User.Read"),
-        ],
-        400,
-        82001,
-    )
-    .await;
-    // Refresh with an unknown token.
-    refused(
-        sts,
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", GRAPH_CLI),
-            ("refresh_token", "bogus"),
-        ],
-        400,
-        70000,
     )
     .await;
     f.sts.stop().await;
@@ -963,108 +867,77 @@ both_backends!(on_behalf_of_refusals, |db: Db| async move {
 both_backends!(agent_user_refusals, |db: Db| async move {
     let f = fixture(db).await;
     let sts = &f.sts;
-    let graph = "https://graph.microsoft.com/.default";
-    let tx = "api://AzureADTokenExchange/.default";
     let t1 = t1_for(sts, BP, BP_SECRET, AGENT).await;
-    let (st, b) = sts
-        .token(&[
-            ("grant_type", CC),
-            ("client_id", AGENT),
-            ("scope", tx),
-            ("client_assertion_type", AT),
-            ("client_assertion", &t1),
-        ])
+    let t2p = sts
+        .token_ok(&with_assertion(AGENT, EXCHANGE, &t1).pairs())
         .await;
-    assert_eq!(st, 200, "{b}");
-    let t2p = b["access_token"].as_str().unwrap().to_string();
     let agent_user = sts.id("agentUsers", "blog-agent");
-    let base = |extra: &[(&'static str, String)]| {
-        let mut v = vec![
-            ("grant_type", "user_fic".to_string()),
-            ("client_id", AGENT.to_string()),
-            ("scope", graph.to_string()),
-            ("client_assertion_type", AT.to_string()),
-            ("client_assertion", t1.clone()),
-            ("user_federated_identity_credential", t2p.clone()),
-        ];
-        for (k, val) in extra {
-            v.retain(|(x, _)| x != k);
-            v.push((k, val.clone()));
-        }
-        v
-    };
+    let base = with_assertion(AGENT, GRAPH, &t1)
+        .with("grant_type", "user_fic")
+        .with("user_federated_identity_credential", &t2p);
+    let by_name = base.clone().with("username", "blog-agent@contoso.test");
     // It works by object id...
-    let v = base(&[("user_id", agent_user.clone())]);
-    let (st, b) = sts
-        .token(&v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>())
+    let token = sts
+        .token_ok(&base.clone().with("user_id", &agent_user).pairs())
         .await;
-    assert_eq!(st, 200, "{b}");
-    assert_eq!(
-        agentid_testkit::claims(b["access_token"].as_str().unwrap())["oid"],
-        agent_user.as_str()
-    );
+    assert_eq!(agentid_testkit::claims(&token)["oid"], agent_user.as_str());
     // ...and refuses everything else.
-    let cases: Vec<(Params, u16, u64)> = vec![
-        (base(&[]), 400, 900144),
-        (
-            base(&[
-                ("username", "blog-agent@contoso.test".into()),
-                ("user_id", agent_user.clone()),
-            ]),
-            400,
-            9002313,
-        ),
-        (
-            base(&[("user_id", "blog-agent@contoso.test".into())]),
-            400,
-            50000,
-        ),
-        (
-            base(&[("username", "nobody@contoso.test".into())]),
-            400,
-            50034,
-        ),
-        (
-            base(&[("username", "alice@contoso.test".into())]),
-            400,
-            82001,
-        ),
-        (
-            base(&[
-                ("username", "blog-agent@contoso.test".into()),
-                ("user_federated_identity_credential", t1.clone()),
-            ]),
-            400,
-            50013,
-        ),
-        (
-            base(&[
-                ("username", "blog-agent@contoso.test".into()),
-                ("user_federated_identity_credential", "x.y".into()),
-            ]),
-            400,
-            50027,
-        ),
-    ];
-    for (v, status, code) in cases {
-        refused(
-            sts,
-            &v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
-            status,
-            code,
-        )
-        .await;
-    }
-    // Another agent cannot use this agent's T2′ or act as its user.
     let other_t1 = t1_for(sts, OTHER_BP, "other-secret", OTHER_AGENT).await;
-    let mut v = base(&[("username", "blog-agent@contoso.test".into())]);
-    v[1].1 = OTHER_AGENT.into();
-    v[4].1 = other_t1;
-    refused(
+    refuse_all(
         sts,
-        &v.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>(),
-        400,
-        50013,
+        vec![
+            case("neither username nor user_id", base.clone(), 400, 900144),
+            case(
+                "both username and user_id",
+                by_name.clone().with("user_id", &agent_user),
+                400,
+                9002313,
+            ),
+            case(
+                "user_id that is not an object id",
+                base.clone().with("user_id", "blog-agent@contoso.test"),
+                400,
+                50000,
+            ),
+            case(
+                "unknown username",
+                base.clone().with("username", "nobody@contoso.test"),
+                400,
+                50034,
+            ),
+            case(
+                "username of a person",
+                base.clone().with("username", "alice@contoso.test"),
+                400,
+                82001,
+            ),
+            case(
+                "a T1 as the user credential",
+                by_name
+                    .clone()
+                    .with("user_federated_identity_credential", &t1),
+                400,
+                50013,
+            ),
+            case(
+                "user credential not a JWT",
+                by_name
+                    .clone()
+                    .with("user_federated_identity_credential", "x.y"),
+                400,
+                50027,
+            ),
+            // Another agent cannot use this agent's T2′ or act as its user.
+            case(
+                "another agent with this agent's T2′",
+                by_name
+                    .clone()
+                    .with("client_id", OTHER_AGENT)
+                    .with("client_assertion", &other_t1),
+                400,
+                50013,
+            ),
+        ],
     )
     .await;
     f.sts.stop().await;
