@@ -167,7 +167,10 @@ async fn untrusted_issuers_never_reach_private_addresses() {
         "http://169.254.169.254/latest/meta-data".to_string(),
         "http://10.0.0.1/keys".to_string(),
     ] {
-        let e = f.get_bytes(&url, Document::KeySet, &untrusted()).await.unwrap_err();
+        let e = f
+            .get_bytes(&url, Document::KeySet, &untrusted())
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("not a public address"), "{url}: {e}");
     }
     assert_eq!(
@@ -176,21 +179,34 @@ async fn untrusted_issuers_never_reach_private_addresses() {
         "nothing reached the server"
     );
     // The same URL for an issuer the tenant trusts.
-    f.get_bytes(&format!("http://localhost:{}/keys", s.port), Document::KeySet, &trusted())
-        .await
-        .expect("trusted issuers may live in the cluster");
+    f.get_bytes(
+        &format!("http://localhost:{}/keys", s.port),
+        Document::KeySet,
+        &trusted(),
+    )
+    .await
+    .expect("trusted issuers may live in the cluster");
     // https only, unless http is allowed.
     let https_only = FetchPolicy {
         allow_private: true,
         ..FetchPolicy::default()
     };
     let e = f
-        .get_bytes(&format!("http://127.0.0.1:{}/keys", s.port), Document::KeySet, &https_only)
+        .get_bytes(
+            &format!("http://127.0.0.1:{}/keys", s.port),
+            Document::KeySet,
+            &https_only,
+        )
         .await
         .unwrap_err();
     assert_eq!(e, FetchError::NotHttps);
     for url in ["file:///etc/passwd", "gopher://127.0.0.1/", "not a url"] {
-        assert!(f.get_bytes(url, Document::KeySet, &trusted()).await.is_err(), "{url}");
+        assert!(
+            f.get_bytes(url, Document::KeySet, &trusted())
+                .await
+                .is_err(),
+            "{url}"
+        );
     }
 }
 
@@ -228,13 +244,25 @@ async fn a_trusted_issuer_brings_its_own_ca() {
         ..FetchPolicy::default()
     };
     // The public roots do not know the cluster CA; another CA does not either.
-    assert!(f.get_bytes(&url, Document::KeySet, &with(None)).await.is_err());
-    assert!(f.get_bytes(&url, Document::KeySet, &with(Some(&other_ca))).await.is_err());
+    assert!(
+        f.get_bytes(&url, Document::KeySet, &with(None))
+            .await
+            .is_err()
+    );
+    assert!(
+        f.get_bytes(&url, Document::KeySet, &with(Some(&other_ca)))
+            .await
+            .is_err()
+    );
     f.get_bytes(&url, Document::KeySet, &with(Some(&ca)))
         .await
         .expect("the issuer's own CA");
     let e = f
-        .get_bytes(&url, Document::KeySet, &with(Some("-----BEGIN CERTIFICATE-----\nnope\n")))
+        .get_bytes(
+            &url,
+            Document::KeySet,
+            &with(Some("-----BEGIN CERTIFICATE-----\nnope\n")),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -252,7 +280,11 @@ async fn sizes_and_times_are_capped() {
         ..trusted()
     };
     let e = f
-        .get_bytes(&format!("http://127.0.0.1:{}/big", s.port), Document::KeySet, &small)
+        .get_bytes(
+            &format!("http://127.0.0.1:{}/big", s.port),
+            Document::KeySet,
+            &small,
+        )
         .await
         .unwrap_err();
     assert_eq!(e, FetchError::TooLarge(1024));
@@ -261,7 +293,11 @@ async fn sizes_and_times_are_capped() {
         ..trusted()
     };
     let e = f
-        .get_bytes(&format!("http://127.0.0.1:{}/slow", s.port), Document::KeySet, &quick)
+        .get_bytes(
+            &format!("http://127.0.0.1:{}/slow", s.port),
+            Document::KeySet,
+            &quick,
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, FetchError::Request(_)), "{e}");
@@ -306,7 +342,11 @@ fn negotiating(produces: &'static str, body: serde_json::Value) -> axum::routing
             t == "*/*" || t == produces
         });
         if fits {
-            ([(axum::http::header::CONTENT_TYPE, produces)], body.to_string()).into_response()
+            (
+                [(axum::http::header::CONTENT_TYPE, produces)],
+                body.to_string(),
+            )
+                .into_response()
         } else {
             axum::http::StatusCode::NOT_ACCEPTABLE.into_response()
         }

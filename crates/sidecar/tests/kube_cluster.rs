@@ -193,7 +193,10 @@ async fn a_token_request_token_gets_t1_and_t2_through_in_cluster_discovery() {
     let chain = chain(cluster, &ns, Trust::Discovery).await;
     assert_t1_and_t2(cluster, &chain).await;
     // A token of another ServiceAccount of the same cluster is not this blueprint's credential.
-    kubectl_ok(cluster, &["create", "serviceaccount", "intruder", "-n", &ns]);
+    kubectl_ok(
+        cluster,
+        &["create", "serviceaccount", "intruder", "-n", &ns],
+    );
     let other = cluster.token_request(&ns, "intruder", AUDIENCE, 600).await;
     assert_eq!(redeem(&chain, &other).await, (401, Some(700213)));
     // Nor one for another audience.
@@ -227,7 +230,12 @@ async fn after_a_signing_key_rotation_discovery_follows_and_a_stored_jwks_refuse
             .await;
     }
     let new_token = std::fs::read_to_string(&stored.token_file).unwrap();
-    let kid = |t: &str| agentid_testkit::header(t)["kid"].as_str().unwrap().to_string();
+    let kid = |t: &str| {
+        agentid_testkit::header(t)["kid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     assert_ne!(kid(&new_token), kid(&old_token), "the new key signs");
 
     // Stored JWKS: the old key still works, the new one is refused as documented.
