@@ -19,7 +19,7 @@ pub mod tenant_file;
 pub mod tokens;
 
 pub use error::DirectoryError;
-pub use store::{Backend, Store};
+pub use store::{Backend, ReplicaLock, SessionLock, Store};
 
 /// Current Unix time in seconds.
 pub fn now() -> i64 {

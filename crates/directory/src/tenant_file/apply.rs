@@ -511,6 +511,10 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
 
     // ---- the transaction --------------------------------------------------------------------
     let mut db = store.begin_write().await?;
+    // Replicas starting together apply the same file one after the other (sts.md §13).
+    store
+        .lock_transaction(&mut db, crate::ReplicaLock::TenantFile)
+        .await?;
     let tenant = ensure_tenant(&mut db, &file.tenant).await?;
     let mut tx = Tx {
         conn: &mut db,
