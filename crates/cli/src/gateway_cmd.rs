@@ -109,31 +109,9 @@ pub fn run(args: GatewayArgs) -> i32 {
             tracing::info!("admin (config_dump, audit/events) on http://{a}");
         }
         let deadline = running.gateway.snapshot().static_cfg.termination_deadline;
-        shutdown_signal().await;
+        crate::signal::terminate().await;
         tracing::info!("shutting down: draining for up to {}s", deadline.as_secs());
         running.shutdown(deadline).await;
         0
     })
-}
-
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -11,6 +11,7 @@ mod gateway_cmd;
 mod init;
 mod sidecar_bench;
 mod sidecar_cmd;
+mod signal;
 mod sts_cmd;
 mod up;
 

@@ -81,35 +81,14 @@ fn serve(args: SidecarArgs) -> i32 {
                 return 2;
             }
         };
-        shutdown_signal().await;
-        tracing::info!(event = "stopping", "shutting down");
-        running.shutdown();
+        crate::signal::terminate().await;
+        tracing::info!(event = "stopping", "draining");
+        running
+            .drain(running.state.config.sidecar.drain_timeout)
+            .await;
         running.wait().await;
         0
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 fn probe(url: &str) -> i32 {

@@ -212,11 +212,18 @@ async fn run_until_signal(s: Settings, files: Vec<TenantFile>) -> anyhow::Result
             ca_out.display()
         );
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
-    running.shutdown();
-    eprintln!("stopped");
+    crate::signal::terminate().await;
+    let deadline = running.state.settings.drain_timeout;
+    eprintln!(
+        "draining: no new connections, in-flight requests get up to {} s",
+        deadline.as_secs()
+    );
+    match running.drain(deadline).await {
+        agentid_listener::Drained::Finished => eprintln!("stopped"),
+        agentid_listener::Drained::DeadlinePassed { open } => {
+            eprintln!("stopped; {open} connection(s) cut off at the drain deadline")
+        }
+    }
     Ok(())
 }
 

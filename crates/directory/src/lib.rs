@@ -23,7 +23,7 @@ pub mod tokens;
 pub mod users;
 
 pub use error::DirectoryError;
-pub use store::{Backend, Store};
+pub use store::{Backend, ReplicaLock, SessionLock, Store};
 
 /// Current Unix time in seconds.
 pub fn now() -> i64 {

@@ -24,6 +24,43 @@ pub enum Backend {
     Postgres,
 }
 
+/// PostgreSQL advisory locks that serialize work across replicas sharing one database
+/// (sts.md §13). SQLite has one process per file: nothing to serialize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaLock {
+    /// Housekeeping: one replica at a time, the others skip their turn.
+    Housekeeping,
+    /// A replica's start: applying tenant files and creating the first TLS material and
+    /// signing keys, so that replicas starting together do not race to create them.
+    Startup,
+    /// One tenant-file apply at a time (`sts serve`, `sts apply`, `init`).
+    TenantFile,
+}
+
+impl ReplicaLock {
+    /// "agentid" in ASCII, and the next two.
+    fn key(self) -> i64 {
+        match self {
+            ReplicaLock::Housekeeping => 0x0061_6765_6e74_6964,
+            ReplicaLock::Startup => 0x0061_6765_6e74_6965,
+            ReplicaLock::TenantFile => 0x0061_6765_6e74_6966,
+        }
+    }
+}
+
+/// A held [`ReplicaLock`] (see [`Store::lock_session`]).
+pub struct SessionLock(Option<AnyConnection>);
+
+impl SessionLock {
+    /// Releases the lock now (closing its session releases it as surely as
+    /// `pg_advisory_unlock`).
+    pub async fn release(mut self) {
+        if let Some(conn) = self.0.take() {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
@@ -117,10 +154,10 @@ impl Store {
         if self.backend == Backend::Sqlite {
             return Ok(Some(job.await));
         }
-        const HOUSEKEEPING_LOCK: i64 = 0x0061_6765_6e74_6964; // "agentid" in ASCII
+        let key = ReplicaLock::Housekeeping.key();
         let mut conn = self.pool.acquire().await?;
         let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
-            .bind(HOUSEKEEPING_LOCK)
+            .bind(key)
             .fetch_one(&mut *conn)
             .await?;
         if !locked {
@@ -128,10 +165,41 @@ impl Store {
         }
         let out = job.await;
         sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(HOUSEKEEPING_LOCK)
+            .bind(key)
             .execute(&mut *conn)
             .await?;
         Ok(Some(out))
+    }
+
+    /// Takes `lock`, waiting for other replicas that hold it, until the guard is released or
+    /// dropped. The lock lives on a connection of its own, taken out of the pool: if this
+    /// process dies or the guard is dropped, the connection closes and PostgreSQL releases it.
+    pub async fn lock_session(&self, lock: ReplicaLock) -> Result<SessionLock> {
+        if self.backend == Backend::Sqlite {
+            return Ok(SessionLock(None));
+        }
+        let mut conn = self.pool.acquire().await?.detach();
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(lock.key())
+            .execute(&mut conn)
+            .await?;
+        Ok(SessionLock(Some(conn)))
+    }
+
+    /// Holds `lock` until `tx` commits or rolls back (PostgreSQL; SQLite's `BEGIN IMMEDIATE`
+    /// already serializes writers).
+    pub async fn lock_transaction(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        lock: ReplicaLock,
+    ) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(lock.key())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn ping(&self) -> bool {

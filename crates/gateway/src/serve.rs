@@ -49,6 +49,9 @@ pub struct RunningGateway {
     pub admin: Option<SocketAddr>,
     pub stats: Option<SocketAddr>,
     pub readiness: Option<SocketAddr>,
+    /// The binds' drain (SIGTERM); the admin servers outlive it.
+    drain: agentid_listener::Drain,
+    /// Stops the admin servers, the file watcher and housekeeping, after the drain.
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -58,12 +61,15 @@ impl RunningGateway {
         self.binds[&port]
     }
 
-    /// Stops accepting, lets in-flight requests finish for up to `deadline`.
-    pub async fn shutdown(self, deadline: Duration) {
+    /// The SIGTERM drain (architecture.md §7): readiness turns 503, the binds stop accepting,
+    /// in-flight requests finish for up to `deadline`; then the admin servers stop.
+    pub async fn shutdown(self, deadline: Duration) -> agentid_listener::Drained {
         self.gateway.ready.store(false, Ordering::SeqCst);
+        let drained = self.drain.run("gateway", deadline).await;
         let _ = self.shutdown.send(true);
         let all = futures_util::future::join_all(self.tasks);
-        let _ = tokio::time::timeout(deadline, all).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), all).await;
+        drained
     }
 }
 
@@ -115,6 +121,7 @@ pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
     let ports: Vec<u16> = snapshot.binds.iter().map(|b| b.port).collect();
     let gateway = Gateway::new(snapshot, jwks.clone(), opts.extra_roots.clone());
     let (shutdown, rx) = watch::channel(false);
+    let drain = agentid_listener::Drain::new();
     let mut tasks = Vec::new();
     let mut binds = HashMap::new();
     for port in ports {
@@ -130,7 +137,7 @@ pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
             gateway.clone(),
             port,
             listener,
-            rx.clone(),
+            drain.clone(),
         )));
     }
     let mut admin_addrs = [None, None, None];
@@ -185,6 +192,7 @@ pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
         admin: admin_addrs[0],
         stats: admin_addrs[1],
         readiness: admin_addrs[2],
+        drain,
         shutdown,
         tasks,
     })
@@ -194,29 +202,18 @@ async fn accept_loop(
     gw: Arc<Gateway>,
     port: u16,
     listener: TcpListener,
-    mut stop: watch::Receiver<bool>,
+    drain: agentid_listener::Drain,
 ) {
-    let conns = Arc::new(tokio::sync::Semaphore::new(
-        gw.snapshot().settings.limits.max_connections,
-    ));
-    let mut in_flight = tokio::task::JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stop.changed() => break,
-        };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => break,
-        };
-        let Ok((stream, peer)) = accepted else {
-            continue;
-        };
+    let slots = agentid_listener::ConnectionSlots::new(&agentid_listener::ConnectionLimits {
+        max_connections: gw.snapshot().settings.limits.max_connections,
+        ..Default::default()
+    });
+    let stop = drain.signal();
+    agentid_listener::accept_until_drain(listener, slots, drain, move |stream, peer| {
         let _ = stream.set_nodelay(true);
         let gw = gw.clone();
         let stop_conn = stop.clone();
-        in_flight.spawn(async move {
-            let _permit = permit;
+        async move {
             let gauge = gw
                 .metrics
                 .connections
@@ -266,11 +263,9 @@ async fn accept_loop(
                 tracing::debug!("closing a downstream connection: {why}");
             }
             gauge.dec();
-        });
-        while in_flight.try_join_next().is_some() {}
-    }
-    drop(listener);
-    while in_flight.join_next().await.is_some() {}
+        }
+    })
+    .await;
 }
 
 #[derive(Clone, Copy)]

@@ -1,11 +1,15 @@
 //! Serving HTTP connections with the limits every agentid listener needs (the STS and the
 //! gateway share this): a cap on open connections, a deadline for the TLS handshake and for
 //! the first request, a header-read timeout and header-size cap per request, an idle timeout
-//! (HTTP/1.1 and HTTP/2 alike, through [`guard`]), and a graceful end when the server stops.
+//! (HTTP/1.1 and HTTP/2 alike, through [`guard`]), and a graceful end when the server stops
+//! ([`drain`]: the accept loop and the SIGTERM drain of the STS, the gateway and the sidecar).
 //! Without these, a client that opens connections and sends nothing (or sends headers a byte
 //! at a time) holds a task and a socket for ever.
 
+pub mod drain;
 pub mod guard;
+
+pub use drain::{Acceptor, Drain, Drained, OpenConnection, accept_until_drain};
 
 use guard::{Guard, Verdict};
 use hyper::body::Incoming;

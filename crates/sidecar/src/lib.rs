@@ -39,6 +39,8 @@ pub struct Sidecar {
     pub engine: Arc<token::TokenEngine>,
     pub downstream: request::downstream::Downstream,
     pub openapi: Option<bytes::Bytes>,
+    /// The main listener's drain; `/healthz` answers 503 while it runs.
+    pub drain: agentid_listener::Drain,
 }
 
 fn http_client(
@@ -97,6 +99,7 @@ impl Sidecar {
             engine,
             downstream,
             openapi,
+            drain: agentid_listener::Drain::new(),
         }))
     }
 }

@@ -205,7 +205,9 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn readyz(State(sts): State<Sts>) -> Response {
-    if sts.store.ping().await {
+    if sts.drain.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else if sts.store.ping().await {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()

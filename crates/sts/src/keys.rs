@@ -23,7 +23,6 @@ use uuid::Uuid;
 
 /// The longest lifetime of a token a key can sign (5399 s access tokens, rounded up).
 pub const LONGEST_TOKEN_LIFETIME: i64 = 5400;
-const RELOAD_EVERY: Duration = Duration::from_secs(60);
 
 /// Bounds of the key cache, which is keyed by what an unverified token names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +33,9 @@ pub struct KeyCacheLimits {
     pub unknown_tenant_ttl: Duration,
     /// A key id not in the cache reloads the tenant's keys at most this often.
     pub unknown_kid_reload_floor: Duration,
+    /// Loaded keys are reloaded from the database after this long: how soon a rotation made
+    /// through another replica (or `sts keys rotate`) is used and published here (sts.md §13).
+    pub reload_every: Duration,
 }
 
 impl Default for KeyCacheLimits {
@@ -42,6 +44,7 @@ impl Default for KeyCacheLimits {
             max_tenants: 10_000,
             unknown_tenant_ttl: Duration::from_secs(5),
             unknown_kid_reload_floor: Duration::from_secs(10),
+            reload_every: Duration::from_secs(60),
         }
     }
 }
@@ -141,7 +144,8 @@ pub struct KeyRing {
     store: Store,
     master: MasterKey,
     limits: KeyCacheLimits,
-    /// Loaded keys of existing tenants (bounded; reloaded after [`RELOAD_EVERY`]).
+    /// Loaded keys of existing tenants (bounded; reloaded after
+    /// [`KeyCacheLimits::reload_every`]).
     tenants: Cache<Uuid, Arc<TenantKeys>>,
     /// Whether a tenant exists (bounded; "no" is remembered only briefly).
     known: Cache<Uuid, bool>,
@@ -155,12 +159,17 @@ pub struct KeyRing {
 
 /// "Tenant exists" lives as long as loaded keys; "no such tenant" only briefly.
 struct KnownExpiry {
+    positive: Duration,
     negative: Duration,
 }
 
 impl Expiry<Uuid, bool> for KnownExpiry {
     fn expire_after_create(&self, _: &Uuid, exists: &bool, _: Instant) -> Option<Duration> {
-        Some(if *exists { RELOAD_EVERY } else { self.negative })
+        Some(if *exists {
+            self.positive
+        } else {
+            self.negative
+        })
     }
 }
 
@@ -359,11 +368,12 @@ impl KeyRing {
             limits,
             tenants: Cache::builder()
                 .max_capacity(limits.max_tenants)
-                .time_to_live(RELOAD_EVERY)
+                .time_to_live(limits.reload_every)
                 .build(),
             known: Cache::builder()
                 .max_capacity(limits.max_tenants)
                 .expire_after(KnownExpiry {
+                    positive: limits.reload_every,
                     negative: limits.unknown_tenant_ttl,
                 })
                 .build(),

@@ -11,7 +11,7 @@ use agentid_directory::Store;
 use agentid_directory::password_gate::PasswordGate;
 use agentid_directory::secrets::MasterKey;
 use agentid_directory::tenant_file::{ApplyReport, TenantFile};
-use agentid_listener::{ConnectionLimits, ConnectionSlots, Ended};
+use agentid_listener::{ConnectionLimits, ConnectionSlots, Drain, Drained, Ended};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
@@ -42,29 +42,31 @@ pub enum StartError {
     Config(String),
 }
 
-/// A running STS. Dropping it does not stop it; call [`RunningSts::shutdown`].
+/// A running STS. Dropping it does not stop it; call [`RunningSts::shutdown`] or
+/// [`RunningSts::drain`].
 pub struct RunningSts {
     pub addr: SocketAddr,
     pub base: String,
     pub ca_pem: Option<String>,
     pub state: Sts,
     pub reports: Vec<ApplyReport>,
-    shutdown: watch::Sender<bool>,
 }
 
 impl RunningSts {
+    /// Stops accepting and asks every connection to finish; does not wait.
     pub fn shutdown(&self) {
-        let _ = self.shutdown.send(true);
+        self.state.drain.begin();
+    }
+
+    /// The SIGTERM drain (architecture.md §7): stops accepting, `/readyz` answers 503, and
+    /// in-flight requests finish within `deadline`.
+    pub async fn drain(&self, deadline: Duration) -> Drained {
+        self.state.drain.run("sts", deadline).await
     }
 
     /// Waits until shutdown is requested (for the command line).
     pub async fn wait(&self) {
-        let mut rx = self.shutdown.subscribe();
-        while !*rx.borrow() {
-            if rx.changed().await.is_err() {
-                break;
-            }
-        }
+        self.state.drain.begun().await;
     }
 }
 
@@ -208,6 +210,11 @@ pub async fn start(
         )));
     }
     let (store, master) = open_store(&settings).await?;
+    // Replicas starting together provision one after the other: the tenant files, the local
+    // CA and the first signing keys are created once (sts.md §13).
+    let startup = store
+        .lock_session(agentid_directory::ReplicaLock::Startup)
+        .await?;
     let mut reports = Vec::new();
     for f in tenant_files {
         reports.push(agentid_directory::tenant_file::apply(&store, f).await?);
@@ -249,6 +256,7 @@ pub async fn start(
         base: settings.public_base_url.clone(),
         store,
         settings,
+        drain: Drain::new(),
     });
     // Every tenant gets its signing key before the first request.
     let now = chrono::Utc::now().timestamp();
@@ -259,7 +267,7 @@ pub async fn start(
             .await
             .map_err(|e| StartError::Config(e.to_string()))?;
     }
-    let (tx, rx) = watch::channel(false);
+    startup.release().await;
     let app = router(state.clone());
     tokio::spawn(accept_loop(
         listener,
@@ -269,9 +277,9 @@ pub async fn start(
             limits: state.settings.listener,
             trusted_proxies: Arc::new(state.settings.trusted_proxies.clone()),
         },
-        rx.clone(),
+        state.drain.clone(),
     ));
-    tokio::spawn(housekeeping(state.clone(), rx));
+    tokio::spawn(housekeeping(state.clone(), state.drain.signal()));
     tracing::info!(%addr, base = %state.base, "agentid STS listening");
     Ok(RunningSts {
         addr,
@@ -279,7 +287,6 @@ pub async fn start(
         ca_pem,
         state,
         reports,
-        shutdown: tx,
     })
 }
 
@@ -290,41 +297,24 @@ struct Connections {
 }
 
 /// Accepts while a connection slot is free; each connection is served within the limits
-/// (TLS-handshake and header-read deadlines) and ends gracefully on shutdown.
+/// (TLS-handshake and header-read deadlines) and finishes its requests when the drain begins.
 async fn accept_loop(
     listener: TcpListener,
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
     conns: Connections,
-    mut shutdown: watch::Receiver<bool>,
+    drain: Drain,
 ) {
     let slots = ConnectionSlots::new(&conns.limits);
-    loop {
-        let slot = tokio::select! {
-            s = slots.acquire() => match s {
-                Some(s) => s,
-                None => return,
-            },
-            _ = shutdown.changed() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
+    let stop = drain.signal();
+    agentid_listener::accept_until_drain(listener, slots, drain, move |stream, peer| {
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();
         let limits = conns.limits;
         let trusted = conns.trusted_proxies.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
+        let stop = stop.clone();
+        async move {
             let svc = app.map_request(move |mut r: Request<hyper::body::Incoming>| {
                 let client = client_ip::resolve(peer, r.headers(), &trusted);
                 r.extensions_mut().insert(ClientAddr(client));
@@ -346,8 +336,9 @@ async fn accept_loop(
                     tracing::debug!(error = %e, %peer, "connection ended with an error");
                 }
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 /// Key rotation and purging of expired state, once a minute.

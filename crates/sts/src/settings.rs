@@ -63,6 +63,8 @@ pub struct Settings {
     pub password_checks: PasswordLimits,
     /// Bounds of the signing-key cache.
     pub key_cache: KeyCacheLimits,
+    /// How long SIGTERM waits for in-flight requests (architecture.md §7).
+    pub drain_timeout: Duration,
 }
 
 impl Settings {
@@ -95,6 +97,7 @@ impl Settings {
             trusted_proxies: vec![],
             password_checks: PasswordLimits::from_memory(),
             key_cache: KeyCacheLimits::default(),
+            drain_timeout: Duration::from_secs(20),
         }
     }
 
@@ -166,6 +169,8 @@ struct ServerSection {
     max_header_bytes: Option<u64>,
     /// IP addresses or CIDR ranges.
     trusted_proxies: Option<Vec<String>>,
+    /// Seconds SIGTERM waits for in-flight requests.
+    drain_timeout: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +214,8 @@ struct KeysSection {
     rotation_interval: Option<i64>,
     prepublish: Option<i64>,
     max_cached_tenants: Option<u64>,
+    /// Seconds after which loaded signing keys are read again from the database.
+    reload_interval: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -374,6 +381,9 @@ pub fn load(
     )? {
         s.listener.tls_handshake_timeout = Duration::from_secs(secs);
     }
+    if let Some(secs) = positive(file.server.drain_timeout, "server.drain_timeout")? {
+        s.drain_timeout = Duration::from_secs(secs);
+    }
     if let Some(secs) = positive(file.server.idle_timeout, "server.idle_timeout")? {
         s.listener.idle_timeout = Duration::from_secs(secs);
     }
@@ -410,6 +420,9 @@ pub fn load(
     }
     if let Some(n) = positive(file.keys.max_cached_tenants, "keys.max_cached_tenants")? {
         s.key_cache.max_tenants = n;
+    }
+    if let Some(secs) = positive(file.keys.reload_interval, "keys.reload_interval")? {
+        s.key_cache.reload_every = Duration::from_secs(secs);
     }
     if let Some(ms) = file.signin.password_check_wait_ms {
         s.password_checks.max_wait = Duration::from_millis(ms);

@@ -20,6 +20,8 @@ pub struct StsState {
     pub federation: Federation,
     /// `{base}`: public base URL without a trailing slash.
     pub base: String,
+    /// Begun on shutdown: `/readyz` reports draining (architecture.md §7).
+    pub drain: agentid_listener::Drain,
 }
 
 pub type Sts = Arc<StsState>;

@@ -150,6 +150,20 @@ impl TestSts {
         row.0
     }
 
+    /// The token endpoint's audit events, newest first (at most 10 000).
+    pub async fn token_events(&self) -> Vec<agentid_directory::audit::AuditEvent> {
+        self.running
+            .state
+            .store
+            .audit_events(&agentid_directory::audit::AuditQuery {
+                category: Some("token".into()),
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .expect("audit events")
+    }
+
     pub async fn stop(mut self) {
         self.running.shutdown();
         self.running.state.store.close().await;

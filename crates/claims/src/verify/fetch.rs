@@ -49,6 +49,27 @@ impl Default for FetchPolicy {
     }
 }
 
+/// What is being fetched; it decides the `Accept` header. Servers that negotiate strictly
+/// refuse a mismatch: Kubernetes' API server answers `/openid/v1/jwks` only to clients that
+/// accept `application/jwk-set+json` (RFC 7517 §8.5) or anything (406 for `application/json`
+/// alone), and its discovery document only as `application/json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Document {
+    /// An OpenID Connect or OAuth metadata document.
+    Metadata,
+    /// A JSON Web Key Set.
+    KeySet,
+}
+
+impl Document {
+    pub fn accept(self) -> &'static str {
+        match self {
+            Document::Metadata => "application/json",
+            Document::KeySet => "application/jwk-set+json, application/json;q=0.9",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
     #[error("'{0}' is not an absolute URL")]
@@ -117,8 +138,13 @@ impl Fetcher {
         Ok(client)
     }
 
-    /// The body of `url` (status 2xx), at most `policy.max_bytes`.
-    pub async fn get_bytes(&self, url: &str, policy: &FetchPolicy) -> Result<Vec<u8>, FetchError> {
+    /// The body of `url` (status 2xx), at most `policy.max_bytes`, asked for as `document`.
+    pub async fn get_bytes(
+        &self,
+        url: &str,
+        document: Document,
+        policy: &FetchPolicy,
+    ) -> Result<Vec<u8>, FetchError> {
         let parsed = url::Url::parse(url).map_err(|_| FetchError::BadUrl(shorten(url)))?;
         match parsed.scheme() {
             "https" => {}
@@ -142,7 +168,7 @@ impl Fetcher {
         let fetch = async {
             let mut resp = client
                 .get(parsed)
-                .header("accept", "application/json")
+                .header(reqwest::header::ACCEPT, document.accept())
                 .send()
                 .await
                 .map_err(|e| FetchError::Request(error_chain(&e)))?;
@@ -170,13 +196,13 @@ impl Fetcher {
             .map_err(|_| FetchError::Request(format!("no answer within {:?}", policy.timeout)))?
     }
 
-    /// [`Self::get_bytes`] parsed as a JSON object.
+    /// A metadata document ([`Self::get_bytes`]) parsed as a JSON object.
     pub async fn get_json(
         &self,
         url: &str,
         policy: &FetchPolicy,
     ) -> Result<serde_json::Map<String, serde_json::Value>, FetchError> {
-        let body = self.get_bytes(url, policy).await?;
+        let body = self.get_bytes(url, Document::Metadata, policy).await?;
         match serde_json::from_slice(&body) {
             Ok(serde_json::Value::Object(m)) => Ok(m),
             Ok(_) => Err(FetchError::NotJson("not an object".into())),

@@ -13,7 +13,7 @@
 //! Sizes are capped by the [`FetchPolicy`] (documents) and [`super::key::MAX_KEYS`] (keys);
 //! the number of caches keyed by request data is capped by [`KeyCaches`].
 
-use super::fetch::{FetchError, FetchPolicy, Fetcher};
+use super::fetch::{Document, FetchError, FetchPolicy, Fetcher};
 use super::key::{KeySet, KeySetError};
 use super::verifier::{KeyLookup, KeyMatch, VerifyError};
 use arc_swap::ArcSwapOption;
@@ -521,7 +521,7 @@ impl Inner {
         };
         let body = self
             .fetcher
-            .get_bytes(&jwks_url, &self.fetch_policy)
+            .get_bytes(&jwks_url, Document::KeySet, &self.fetch_policy)
             .await
             .map_err(|e| fetch_err(&jwks_url, e))?;
         let mut set =

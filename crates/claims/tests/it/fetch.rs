@@ -4,7 +4,7 @@
 //! loopback with the issuer trusted.
 
 use agentid_claims::verify::{
-    Discovery, FetchError, FetchPolicy, Fetcher, KeyCache, RefreshPolicy, VerifyError,
+    Discovery, Document, FetchError, FetchPolicy, Fetcher, KeyCache, RefreshPolicy, VerifyError,
 };
 use axum::Router;
 use axum::response::{IntoResponse, Redirect};
@@ -167,7 +167,10 @@ async fn untrusted_issuers_never_reach_private_addresses() {
         "http://169.254.169.254/latest/meta-data".to_string(),
         "http://10.0.0.1/keys".to_string(),
     ] {
-        let e = f.get_bytes(&url, &untrusted()).await.unwrap_err();
+        let e = f
+            .get_bytes(&url, Document::KeySet, &untrusted())
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("not a public address"), "{url}: {e}");
     }
     assert_eq!(
@@ -176,21 +179,34 @@ async fn untrusted_issuers_never_reach_private_addresses() {
         "nothing reached the server"
     );
     // The same URL for an issuer the tenant trusts.
-    f.get_bytes(&format!("http://localhost:{}/keys", s.port), &trusted())
-        .await
-        .expect("trusted issuers may live in the cluster");
+    f.get_bytes(
+        &format!("http://localhost:{}/keys", s.port),
+        Document::KeySet,
+        &trusted(),
+    )
+    .await
+    .expect("trusted issuers may live in the cluster");
     // https only, unless http is allowed.
     let https_only = FetchPolicy {
         allow_private: true,
         ..FetchPolicy::default()
     };
     let e = f
-        .get_bytes(&format!("http://127.0.0.1:{}/keys", s.port), &https_only)
+        .get_bytes(
+            &format!("http://127.0.0.1:{}/keys", s.port),
+            Document::KeySet,
+            &https_only,
+        )
         .await
         .unwrap_err();
     assert_eq!(e, FetchError::NotHttps);
     for url in ["file:///etc/passwd", "gopher://127.0.0.1/", "not a url"] {
-        assert!(f.get_bytes(url, &trusted()).await.is_err(), "{url}");
+        assert!(
+            f.get_bytes(url, Document::KeySet, &trusted())
+                .await
+                .is_err(),
+            "{url}"
+        );
     }
 }
 
@@ -204,12 +220,12 @@ async fn redirects_are_followed_only_to_https_on_the_same_host() {
         ..FetchPolicy::default()
     };
     let base = format!("https://127.0.0.1:{}", s.port);
-    f.get_bytes(&format!("{base}/to-same-host"), &policy)
+    f.get_bytes(&format!("{base}/to-same-host"), Document::KeySet, &policy)
         .await
         .expect("same host, https: followed");
     for path in ["/to-other-host", "/to-http"] {
         let e = f
-            .get_bytes(&format!("{base}{path}"), &policy)
+            .get_bytes(&format!("{base}{path}"), Document::KeySet, &policy)
             .await
             .unwrap_err();
         assert!(e.to_string().contains("same host"), "{path}: {e}");
@@ -228,13 +244,25 @@ async fn a_trusted_issuer_brings_its_own_ca() {
         ..FetchPolicy::default()
     };
     // The public roots do not know the cluster CA; another CA does not either.
-    assert!(f.get_bytes(&url, &with(None)).await.is_err());
-    assert!(f.get_bytes(&url, &with(Some(&other_ca))).await.is_err());
-    f.get_bytes(&url, &with(Some(&ca)))
+    assert!(
+        f.get_bytes(&url, Document::KeySet, &with(None))
+            .await
+            .is_err()
+    );
+    assert!(
+        f.get_bytes(&url, Document::KeySet, &with(Some(&other_ca)))
+            .await
+            .is_err()
+    );
+    f.get_bytes(&url, Document::KeySet, &with(Some(&ca)))
         .await
         .expect("the issuer's own CA");
     let e = f
-        .get_bytes(&url, &with(Some("-----BEGIN CERTIFICATE-----\nnope\n")))
+        .get_bytes(
+            &url,
+            Document::KeySet,
+            &with(Some("-----BEGIN CERTIFICATE-----\nnope\n")),
+        )
         .await
         .unwrap_err();
     assert!(
@@ -252,7 +280,11 @@ async fn sizes_and_times_are_capped() {
         ..trusted()
     };
     let e = f
-        .get_bytes(&format!("http://127.0.0.1:{}/big", s.port), &small)
+        .get_bytes(
+            &format!("http://127.0.0.1:{}/big", s.port),
+            Document::KeySet,
+            &small,
+        )
         .await
         .unwrap_err();
     assert_eq!(e, FetchError::TooLarge(1024));
@@ -261,7 +293,11 @@ async fn sizes_and_times_are_capped() {
         ..trusted()
     };
     let e = f
-        .get_bytes(&format!("http://127.0.0.1:{}/slow", s.port), &quick)
+        .get_bytes(
+            &format!("http://127.0.0.1:{}/slow", s.port),
+            Document::KeySet,
+            &quick,
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, FetchError::Request(_)), "{e}");
@@ -290,4 +326,80 @@ async fn discovery_failures_are_clean_refusals() {
     let e = cache.keys(None).await.unwrap_err();
     assert!(e.to_string().contains("not a public address"), "{e}");
     assert_eq!(s.hits.load(Ordering::SeqCst), before);
+}
+
+/// Content negotiation as Kubernetes' API server does it (go-restful): a route answers only
+/// clients whose `Accept` names its type (or `*/*`), else 406. The issuer's JWKS is
+/// `application/jwk-set+json`, its discovery document `application/json`.
+fn negotiating(produces: &'static str, body: serde_json::Value) -> axum::routing::MethodRouter {
+    get(move |headers: axum::http::HeaderMap| async move {
+        let accept = headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let fits = accept.split(',').any(|t| {
+            let t = t.split(';').next().unwrap_or("").trim();
+            t == "*/*" || t == produces
+        });
+        if fits {
+            (
+                [(axum::http::header::CONTENT_TYPE, produces)],
+                body.to_string(),
+            )
+                .into_response()
+        } else {
+            axum::http::StatusCode::NOT_ACCEPTABLE.into_response()
+        }
+    })
+}
+
+#[tokio::test]
+async fn key_sets_are_asked_for_as_jwk_sets_and_metadata_as_json() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let router = Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            negotiating(
+                "application/json",
+                serde_json::json!({"issuer": base, "jwks_uri": format!("{base}/openid/v1/jwks")}),
+            ),
+        )
+        .route(
+            "/openid/v1/jwks",
+            // The EC public key of RFC 7517, Appendix A.1.
+            negotiating(
+                "application/jwk-set+json",
+                serde_json::json!({"keys": [{
+                    "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": "k1",
+                    "x": "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4",
+                    "y": "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"
+                }]}),
+            ),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let f = Fetcher::guarded();
+    let jwks = format!("{base}/openid/v1/jwks");
+    f.get_bytes(&jwks, Document::KeySet, &trusted())
+        .await
+        .expect("a JWKS asked for as application/jwk-set+json");
+    // What the fetcher used to send for every document is refused.
+    assert_eq!(
+        f.get_bytes(&jwks, Document::Metadata, &trusted()).await,
+        Err(FetchError::Status(406))
+    );
+    // Through discovery: metadata as JSON, then the key set as a key set.
+    let cache = KeyCache::discovery(
+        Discovery::of_issuer(&base),
+        RefreshPolicy::default(),
+        trusted(),
+        Fetcher::guarded(),
+    );
+    let found = cache
+        .keys(Some("k1"))
+        .await
+        .expect("discovery and the JWKS were fetched");
+    assert_eq!(found.keys.len(), 1);
+    assert_eq!(found.issuers, vec![base.clone()]);
+    assert_eq!(cache.jwks_url(), jwks);
 }

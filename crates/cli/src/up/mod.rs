@@ -319,7 +319,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<()> {
         return result;
     }
     eprintln!("{}", parts.summary());
-    crate::gateway_cmd::shutdown_signal().await;
+    crate::signal::terminate().await;
     eprintln!("stopping…");
     parts.stop().await;
     Ok(())

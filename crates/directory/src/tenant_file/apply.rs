@@ -21,6 +21,10 @@ use uuid::Uuid;
 pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
     let checked = check(file)?;
     let mut db = store.begin_write().await?;
+    // Replicas starting together apply the same file one after the other (sts.md §13).
+    store
+        .lock_transaction(&mut db, crate::ReplicaLock::TenantFile)
+        .await?;
     let tenant = ensure_tenant(&mut db, &file.tenant).await?;
     let mut tx = Tx {
         conn: &mut db,

@@ -461,6 +461,11 @@ fn build(
             10,
             "Sidecar__AuthorityTimeoutSeconds",
         )?),
+        drain_timeout: Duration::from_secs(positive(
+            sc.drain_timeout_seconds,
+            20,
+            "Sidecar__DrainTimeoutSeconds",
+        )?),
         cache_max_entries: max_entries as usize,
         extra_ca_bundle,
         extra_ca_pem,

@@ -211,6 +211,8 @@ pub struct SidecarSettings {
     pub max_request_body_bytes: u64,
     pub max_response_body_bytes: u64,
     pub authority_timeout: Duration,
+    /// How long SIGTERM waits for in-flight requests (architecture.md §7).
+    pub drain_timeout: Duration,
     pub cache_max_entries: usize,
     pub extra_ca_bundle: Option<PathBuf>,
     /// PEM certificates to trust in addition to the built-in roots (bundle and `SSL_CERT_FILE`).
@@ -372,6 +374,7 @@ impl Config {
                 "MaxRequestBodyBytes": s.max_request_body_bytes,
                 "MaxResponseBodyBytes": s.max_response_body_bytes,
                 "AuthorityTimeoutSeconds": s.authority_timeout.as_secs(),
+                "DrainTimeoutSeconds": s.drain_timeout.as_secs(),
                 "TokenCache": {"MaxEntries": s.cache_max_entries},
                 "ExtraCaBundlePath": s.extra_ca_bundle,
                 "AllowInsecureAuthority": s.allow_insecure_authority,

@@ -128,6 +128,7 @@ pub struct RawSidecar {
     pub max_request_body_bytes: Option<u64>,
     pub max_response_body_bytes: Option<u64>,
     pub authority_timeout_seconds: Option<u64>,
+    pub drain_timeout_seconds: Option<u64>,
     pub token_cache: RawTokenCache,
     pub extra_ca_bundle_path: Option<String>,
     pub allow_insecure_authority: Option<bool>,

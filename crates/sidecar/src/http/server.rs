@@ -1,5 +1,7 @@
 //! Listeners: the main listener (loopback by default; TCP or a Unix socket) and the health
-//! listener, each an accept loop serving HTTP/1.1 and h2c with hyper.
+//! listener, each the shared accept loop of `agentid-listener` serving HTTP/1.1 and h2c with
+//! hyper. On SIGTERM the main listener drains (architecture.md §7) while the health listener
+//! answers `/healthz` with 503; it stops once the drain is over.
 
 use super::host::HostPolicy;
 use super::peer::Peer;
@@ -7,6 +9,7 @@ use super::response::{self, Body, Failure};
 use super::route::Listener;
 use crate::Sidecar;
 use crate::config::ListenAddr;
+use agentid_listener::{ConnectionLimits, ConnectionSlots, Drain, Drained};
 use http::Response;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -28,13 +31,17 @@ pub enum ServeError {
     },
 }
 
-/// A sidecar serving requests; dropped or [`RunningSidecar::shutdown`] stops it.
+/// A sidecar serving requests; dropped or [`RunningSidecar::shutdown`] stops it,
+/// [`RunningSidecar::drain`] drains it.
 pub struct RunningSidecar {
     pub state: Arc<Sidecar>,
     /// Bound TCP addresses of the main listener (the real ports when 0 was asked for).
     pub addrs: Vec<SocketAddr>,
     pub unix_paths: Vec<PathBuf>,
     pub health_addrs: Vec<SocketAddr>,
+    /// The health listener's own drain, begun after the main listener's.
+    health: Drain,
+    /// Stops the background tasks.
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -52,8 +59,19 @@ impl RunningSidecar {
         self.health_addrs.first().map(|a| format!("http://{a}"))
     }
 
+    /// Stops every listener at once (in-flight requests still finish); does not wait.
     pub fn shutdown(&self) {
+        self.state.drain.begin();
+        self.health.begin();
         let _ = self.shutdown.send(true);
+    }
+
+    /// The SIGTERM drain: the main listener stops accepting and `/healthz` answers 503 while
+    /// in-flight requests finish, for up to `deadline`; then everything stops.
+    pub async fn drain(&self, deadline: Duration) -> Drained {
+        let drained = self.state.drain.run("sidecar", deadline).await;
+        self.shutdown();
+        drained
     }
 
     /// Waits until every listener has stopped.
@@ -66,7 +84,7 @@ impl RunningSidecar {
 
 impl Drop for RunningSidecar {
     fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown();
     }
 }
 
@@ -112,38 +130,38 @@ struct Conn {
     local: Option<IpAddr>,
 }
 
-fn serve_connection<S>(
+/// Serves one connection; when `stop` turns true, in-flight requests finish and the
+/// connection closes (the drain's deadline bounds how long that may take).
+async fn serve_connection<S>(
     state: Arc<Sidecar>,
     hosts: Arc<HostPolicy>,
     listener: Listener,
     conn: Conn,
     io: S,
-    mut shutdown: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    tokio::spawn(async move {
-        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let (state, hosts) = (state.clone(), hosts.clone());
-            async move {
-                // Before anything else, probes included: the DNS-rebinding defence.
-                if !hosts.allows(conn.peer, conn.local, req.uri(), req.headers()) {
-                    return Ok::<_, Infallible>(misdirected(&state, &req));
-                }
-                Ok::<_, Infallible>(state.handle(listener, conn.peer, req).await)
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let (state, hosts) = (state.clone(), hosts.clone());
+        async move {
+            // Before anything else, probes included: the DNS-rebinding defence.
+            if !hosts.allows(conn.peer, conn.local, req.uri(), req.headers()) {
+                return Ok::<_, Infallible>(misdirected(&state, &req));
             }
-        });
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let conn = builder.serve_connection(TokioIo::new(io), svc);
-        tokio::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => {}
-            _ = shutdown.changed() => {
-                conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
-            }
+            Ok::<_, Infallible>(state.handle(listener, conn.peer, req).await)
         }
     });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.as_mut().await;
+        }
+    }
 }
 
 /// The 421 answer to a request for a host this sidecar does not serve; counted and logged
@@ -174,69 +192,57 @@ fn accept_loop(
     hosts: Arc<HostPolicy>,
     listener: Listener,
     bound: Bound,
-    mut shutdown: watch::Receiver<bool>,
+    drain: Drain,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            match &bound {
-                Bound::Tcp(l) => {
-                    let accepted = tokio::select! {
-                        _ = shutdown.changed() => return,
-                        a = l.accept() => a,
-                    };
-                    match accepted {
-                        Ok((stream, addr)) => {
-                            let _ = stream.set_nodelay(true);
-                            let conn = Conn {
-                                peer: Peer::Tcp(addr),
-                                local: stream.local_addr().ok().map(|a| a.ip()),
-                            };
-                            serve_connection(
-                                state.clone(),
-                                hosts.clone(),
-                                listener,
-                                conn,
-                                stream,
-                                shutdown.clone(),
-                            );
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-                Bound::Unix(l) => {
-                    let accepted = tokio::select! {
-                        _ = shutdown.changed() => return,
-                        a = l.accept() => a,
-                    };
-                    match accepted {
-                        Ok((stream, _)) => serve_connection(
-                            state.clone(),
-                            hosts.clone(),
-                            listener,
-                            Conn {
-                                peer: Peer::Unix,
-                                local: None,
-                            },
-                            stream,
-                            shutdown.clone(),
-                        ),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            }
-        }
-    })
+    let slots = ConnectionSlots::new(&ConnectionLimits::default());
+    let stop = drain.signal();
+    match bound {
+        Bound::Tcp(l) => tokio::spawn(agentid_listener::accept_until_drain(
+            l,
+            slots,
+            drain,
+            move |stream, addr| {
+                let _ = stream.set_nodelay(true);
+                let conn = Conn {
+                    peer: Peer::Tcp(addr),
+                    local: stream.local_addr().ok().map(|a| a.ip()),
+                };
+                serve_connection(
+                    state.clone(),
+                    hosts.clone(),
+                    listener,
+                    conn,
+                    stream,
+                    stop.clone(),
+                )
+            },
+        )),
+        Bound::Unix(l) => tokio::spawn(agentid_listener::accept_until_drain(
+            l,
+            slots,
+            drain,
+            move |stream, ()| {
+                let conn = Conn {
+                    peer: Peer::Unix,
+                    local: None,
+                };
+                serve_connection(
+                    state.clone(),
+                    hosts.clone(),
+                    listener,
+                    conn,
+                    stream,
+                    stop.clone(),
+                )
+            },
+        )),
+    }
 }
 
 /// Binds every listener and starts serving.
 pub async fn serve(state: Arc<Sidecar>) -> Result<RunningSidecar, ServeError> {
     let (tx, rx) = watch::channel(false);
+    let health_drain = Drain::new();
     let mut tasks = Vec::new();
     let mut addrs = Vec::new();
     let mut unix_paths = Vec::new();
@@ -274,7 +280,7 @@ pub async fn serve(state: Arc<Sidecar>) -> Result<RunningSidecar, ServeError> {
             hosts.clone(),
             main,
             b,
-            rx.clone(),
+            state.drain.clone(),
         ));
     }
     for b in bound_health {
@@ -283,7 +289,7 @@ pub async fn serve(state: Arc<Sidecar>) -> Result<RunningSidecar, ServeError> {
             hosts.clone(),
             Listener::Health,
             b,
-            rx.clone(),
+            health_drain.clone(),
         ));
     }
     // Expired tokens are swept every 60 s.
@@ -320,6 +326,7 @@ pub async fn serve(state: Arc<Sidecar>) -> Result<RunningSidecar, ServeError> {
         addrs,
         unix_paths,
         health_addrs,
+        health: health_drain,
         shutdown: tx,
         tasks,
     })

@@ -229,6 +229,11 @@ impl Sidecar {
         };
         trace.route = kind.label();
         match kind {
+            RouteKind::Healthz if self.drain.is_draining() => Ok(response::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                "Draining",
+            )),
             RouteKind::Healthz => Ok(response::text(
                 StatusCode::OK,
                 "text/plain; charset=utf-8",

@@ -39,9 +39,38 @@ fn add(doc: &mut serde_yaml_ng::Value, key: &str, item: &str) {
     seq.as_sequence_mut().unwrap().push(item);
 }
 
+/// A cluster's service-account issuer the tenant federates the Kubernetes blueprint with.
+pub struct Federation {
+    pub issuer: String,
+    /// `system:serviceaccount:NS:SA`.
+    pub subject: String,
+    /// The `trustedIssuers` entry, as a YAML flow mapping.
+    pub trust: String,
+}
+
+impl Federation {
+    /// The testkit's issuer emulator, trusted through discovery over plain HTTP.
+    pub fn emulated(kube: &KubeIssuer) -> Federation {
+        Federation {
+            issuer: kube.issuer.clone(),
+            subject: "system:serviceaccount:agents:blog-agent".into(),
+            trust: format!(
+                "{{issuer: '{}', discovery: true, allowHttp: true}}",
+                kube.issuer
+            ),
+        }
+    }
+}
+
 /// The demo tenant, plus: a second agent, consent for plain OBO by the blueprint, and (with a
 /// cluster) a blueprint federated with the emulated service-account issuer.
 pub fn tenant(kube: Option<&KubeIssuer>) -> String {
+    tenant_federated(kube.map(Federation::emulated).as_ref())
+}
+
+/// [`tenant`] with any federation: the blueprint `FIC_BP` (agent `FIC_AGENT`) trusts
+/// `federation.subject` from `federation.issuer`.
+pub fn tenant_federated(federation: Option<&Federation>) -> String {
     let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(DEMO).unwrap();
     let bp = doc["blueprints"][0].as_mapping_mut().unwrap();
     let agents = bp.get_mut("agents").unwrap().as_sequence_mut().unwrap();
@@ -61,15 +90,16 @@ pub fn tenant(kube: Option<&KubeIssuer>) -> String {
         "grants",
         "{client: agent-b, resource: graph, scopes: [User.Read]}",
     );
-    if let Some(kube) = kube {
+    if let Some(f) = federation {
         add(
             &mut doc,
             "blueprints",
             &format!(
                 "{{name: k8s-bp, displayName: Kubernetes blueprint, appId: {FIC_BP}, identifierUris: ['api://{{appId}}'], scopes: [access_as_user], \
-                 federatedCredentials: [{{name: agents-blog-agent, issuer: '{iss}', subject: 'system:serviceaccount:agents:blog-agent'}}], \
+                 federatedCredentials: [{{name: agents-blog-agent, issuer: '{iss}', subject: '{sub}'}}], \
                  agents: [{{name: k8s-agent, displayName: Kubernetes agent, id: {FIC_AGENT}}}]}}",
-                iss = kube.issuer
+                iss = f.issuer,
+                sub = f.subject,
             ),
         );
         add(
@@ -82,14 +112,7 @@ pub fn tenant(kube: Option<&KubeIssuer>) -> String {
             "grants",
             "{client: k8s-agent, resource: graph, scopes: [User.Read]}",
         );
-        add(
-            &mut doc,
-            "trustedIssuers",
-            &format!(
-                "{{issuer: '{}', discovery: true, allowHttp: true}}",
-                kube.issuer
-            ),
-        );
+        add(&mut doc, "trustedIssuers", &f.trust);
     }
     serde_yaml_ng::to_string(&doc).unwrap()
 }

@@ -235,6 +235,11 @@ impl Relay {
         self.state.script.lock().unwrap().extend(steps);
     }
 
+    /// Scripted steps not taken yet (a token request takes its step when it arrives).
+    pub fn scripted(&self) -> usize {
+        self.state.script.lock().unwrap().len()
+    }
+
     /// While down, every unscripted token request gets 503.
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
