@@ -2,6 +2,7 @@
 //! Each module is one former test file; shared helpers are in the support module.
 
 mod deploy_support;
+mod process_support;
 
 mod admin;
 mod agent_chat;
@@ -9,4 +10,7 @@ mod cli;
 mod deploy_applied;
 mod deploy_manifests;
 mod deploy_types;
+mod dockerfile;
+mod drain;
+mod replicas;
 mod up;

@@ -3,9 +3,8 @@
 //! sidecar's drain is tested in-process in crates/sidecar/tests/drain.rs; all three share the
 //! accept loop and drain of `agentid-listener`.)
 
-mod process_support;
 
-use process_support::{Proc, eventually, free_port, refuses_connections};
+use crate::process_support::{Proc, eventually, free_port, refuses_connections};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -106,7 +105,7 @@ fn sts_serve_drains_on_sigterm_and_exits_zero() {
 async fn sts_readyz_answers_503_while_draining() {
     let sts = agentid_testkit::TestSts::start(
         agentid_testkit::Db::Sqlite,
-        include_str!("../../../examples/demo-tenant.yaml"),
+        include_str!("../../../../examples/demo-tenant.yaml"),
     )
     .await;
     let state = sts.running.state.clone();

@@ -9,12 +9,11 @@
 //!
 //! The rotation test restarts the API server with a new signing key (a bed of its own).
 
-mod support;
 
 use agentid_testkit::{Db, KubeCluster, TestSts};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use support::*;
+use crate::support::*;
 
 const AUDIENCE: &str = "api://AzureADTokenExchange";
 const SERVICE_ACCOUNT: &str = "blog-agent";

@@ -12,9 +12,8 @@
 
 // Shared with the deploy tests, which use the rest of it.
 #[allow(dead_code)]
-mod deploy_support;
 
-use deploy_support::{repo_root, yaml_docs};
+use crate::deploy_support::{repo_root, yaml_docs};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
