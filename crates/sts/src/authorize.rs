@@ -1,14 +1,17 @@
 //! `/{tenant}/oauth2/v2.0/authorize` (sts.md §11.3): authorization code with PKCE for public
 //! and confidential clients. Validation errors before the redirect URI is trusted are shown on a
 //! page; after that, errors go back to the client as a redirect. Sign-in and consent are the
-//! same pages as the device-code flow.
+//! same pages as the device-code flow (`devicelogin`), which hands the request back here to
+//! issue the code.
 
-use crate::devicelogin;
+use crate::signin::consent::consented;
+use crate::signin::page::{self, internal};
+use crate::signin::{flow, session};
 use crate::state::{Sts, StsState};
 use crate::token::client_auth::{self, ClientKind};
 use crate::token::scope;
 use agentid_directory::applications::{RedirectPlatform, RedirectUri};
-use agentid_directory::device::{AuthCode, BrowserFlow};
+use agentid_directory::device::AuthCode;
 use agentid_directory::model::User;
 use agentid_directory::secrets::{random_token, sha256_hex};
 use axum::body::Bytes;
@@ -50,14 +53,6 @@ pub fn redirect_matches(registered: &str, requested: &str) -> bool {
         && r.query() == q.query()
 }
 
-fn error_page(code: u32, message: &str) -> Response {
-    devicelogin::page(
-        StatusCode::BAD_REQUEST,
-        "Sign-in error",
-        &format!("<p>AADSTS{code}: {}</p>", devicelogin::escape(message)),
-    )
-}
-
 fn with_params(uri: &str, params: &[(&str, &str)]) -> Option<String> {
     let mut u = url::Url::parse(uri).ok()?;
     {
@@ -76,31 +71,14 @@ fn deliver(req: &AuthorizeRequest, params: Vec<(&str, String)>) -> Response {
         all.push(("state", s.clone()));
     }
     if req.form_post {
-        let fields: String = all
-            .iter()
-            .map(|(k, v)| {
-                format!(
-                    "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
-                    devicelogin::escape(k),
-                    devicelogin::escape(v)
-                )
-            })
-            .collect();
-        return devicelogin::page(
-            StatusCode::OK,
-            "Continue",
-            &format!(
-                "<form method=\"post\" action=\"{}\">{fields}<p>Sign-in is complete.</p><button type=\"submit\">Continue</button></form>",
-                devicelogin::escape(&req.redirect_uri)
-            ),
-        );
+        return page::form_post(&req.redirect_uri, &all);
     }
     let refs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // A registered URI that is not a URL cannot be redirected to: say so instead of panicking.
     let Some(location) =
         with_params(&req.redirect_uri, &refs).and_then(|l| HeaderValue::from_str(&l).ok())
     else {
-        return error_page(
+        return page::error(
             50011,
             "The application's registered redirect URI is not a valid absolute URI.",
         );
@@ -169,21 +147,21 @@ pub async fn authorize(
     // Before the redirect URI is validated, every error is a page.
     let tenant = match sts.store.tenant_by_segment(&segment).await {
         Ok(Some(t)) => t,
-        Ok(None) => return error_page(90002, &format!("Tenant '{segment}' not found.")),
-        Err(e) => return devicelogin::internal(e),
+        Ok(None) => return page::error(90002, &format!("Tenant '{segment}' not found.")),
+        Err(e) => return internal(e),
     };
     let Some(client_id) = get("client_id") else {
-        return error_page(
+        return page::error(
             900144,
             "The request must contain the parameter 'client_id'.",
         );
     };
     let client = match client_auth::lookup(&sts.store, &tenant, client_id).await {
         Ok(c) => c,
-        Err(e) => return error_page(e.code, &e.description),
+        Err(e) => return page::error(e.code, &e.description),
     };
     if matches!(client.kind, ClientKind::Agent | ClientKind::Blueprint) {
-        return error_page(
+        return page::error(
             82001,
             "Agent identities and blueprints cannot sign users in.",
         );
@@ -196,7 +174,7 @@ pub async fn authorize(
             .collect(),
     };
     let Some(redirect_uri) = get("redirect_uri") else {
-        return error_page(
+        return page::error(
             900144,
             "The request must contain the parameter 'redirect_uri'.",
         );
@@ -209,7 +187,7 @@ pub async fn authorize(
     if !registered.iter().any(|r| redirect_matches(r, redirect_uri))
         || RedirectUri::parse(redirect_uri, platform).is_err()
     {
-        return error_page(
+        return page::error(
             50011,
             &format!(
                 "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{}'.",
@@ -261,15 +239,14 @@ pub async fn authorize(
     }
     if get("prompt") == Some("none") {
         // Silent: only with a live browser session and nothing left to consent to.
-        let Some((user, auth_time)) = devicelogin::session_user(&sts, &headers, &tenant).await
-        else {
+        let Some((user, auth_time)) = session::user(&sts, &headers, &tenant).await else {
             return redirect_error(
                 &req,
                 "login_required",
                 "AADSTS50058: A silent sign-in request was sent but no user is signed in.",
             );
         };
-        if !devicelogin::consented(&sts, &tenant, &client, &user, &req.scope).await {
+        if !consented(&sts, &tenant, &client, &user, &req.scope).await {
             return redirect_error(
                 &req,
                 "consent_required",
@@ -278,24 +255,15 @@ pub async fn authorize(
         }
         return match issue_code(&sts, &req, &user, auth_time).await {
             Ok(r) => r,
-            Err(e) => devicelogin::internal(e),
+            Err(e) => internal(e),
         };
     }
-    let id = random_token();
-    let flow = BrowserFlow {
-        id_sha256: sha256_hex(&id),
-        csrf: random_token(),
-        device_code_sha256: None,
-        user_id: None,
-        failures: 0,
-        expires_at: chrono::Utc::now().timestamp() + 600,
-        authorize_request: Some(serde_json::to_string(&req).expect("serialisable")),
+    let request = serde_json::to_string(&req).expect("serialisable");
+    let cookie = match flow::start(&sts, Some(request)).await {
+        Ok((_, cookie)) => cookie,
+        Err(e) => return internal(e),
     };
-    if let Err(e) = sts.store.insert_browser_flow(&flow).await {
-        return devicelogin::internal(e);
-    }
-    let mut r = devicelogin::redirect("/devicelogin/signin");
-    r.headers_mut()
-        .insert(header::SET_COOKIE, devicelogin::flow_cookie(&sts, &id));
+    let mut r = page::redirect("/devicelogin/signin");
+    r.headers_mut().insert(header::SET_COOKIE, cookie);
     r
 }

@@ -108,7 +108,7 @@ pub fn router(state: Sts) -> Router {
         )
         .route("/{tenant}/oauth2/v2.0/token", any(token_or_405))
         .route("/{tenant}/oauth2/v2.0/devicecode", any(devicecode_or_405))
-        .route("/{tenant}/oauth2/v2.0/logout", get(devicelogin::logout))
+        .route("/{tenant}/oauth2/v2.0/logout", get(crate::logout::logout))
         .route(
             "/{tenant}/oauth2/v2.0/authorize",
             get(crate::authorize::authorize).post(crate::authorize::authorize),

@@ -28,6 +28,25 @@ impl Page {
     }
 }
 
+/// `html` with the references an HTML escaper writes (`&lt;` or `&#60;`, and so on) turned back
+/// into the characters, to compare a page with the text it shows.
+pub fn unescape(html: &str) -> String {
+    let mut out = html.to_string();
+    for (refs, c) in [
+        (["&lt;", "&#60;", "&#x3c;"], "<"),
+        (["&gt;", "&#62;", "&#x3e;"], ">"),
+        (["&quot;", "&#34;", "&#x22;"], "\""),
+        (["&apos;", "&#39;", "&#x27;"], "'"),
+        // Last: an escaped reference must not be decoded twice.
+        (["&amp;", "&#38;", "&#x26;"], "&"),
+    ] {
+        for r in refs {
+            out = out.replace(r, c);
+        }
+    }
+    out
+}
+
 impl Browser {
     pub fn new(base: &str, ca_pem: Option<&str>) -> Browser {
         let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());

@@ -559,7 +559,7 @@ pub async fn password(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
         return Err(OAuthError::unsupported_grant("password"));
     }
     let store = &req.sts.store;
-    let user = match crate::signin::check_password(
+    let user = match crate::password::check_password(
         req.sts,
         req.tenant,
         username,
@@ -570,7 +570,7 @@ pub async fn password(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     {
         Ok(user) => user,
         Err(e) => {
-            use crate::signin::SignInError as S;
+            use crate::password::SignInError as S;
             return Err(match e {
                 S::BadCredentials { user } => {
                     if let Some(u) = &user {

@@ -1,9 +1,10 @@
 //! Attacks on password sign-in (issue 10, defect 3): bursts of wrong passwords, lost failure
-//! counts under concurrency, CSRF tokens that outlive a failed attempt.
+//! counts under concurrency, CSRF tokens that outlive a failed attempt; and markup in directory
+//! and request text, which every sign-in page must show as text.
 
 use agentid_directory::tokens::LockoutPolicy;
 use agentid_sts::settings::PasswordLimits;
-use agentid_testkit::browser::Browser;
+use agentid_testkit::browser::{Browser, unescape};
 use agentid_testkit::sts::Options;
 use agentid_testkit::{Db, TestSts, both_backends};
 use std::time::Duration;
@@ -377,5 +378,193 @@ both_backends!(
             assert_eq!(failures(&sts, &tid, "ip:203.0.113.7").await, None);
             sts.stop().await;
         }
+    }
+);
+
+/// Application names an attacker chose (any user may register an application): markup, both
+/// quotes, an entity.
+const HOSTILE_CLIENT: &str = r#"<script>alert("client")</script> O'Brien &amp; Co"#;
+const HOSTILE_API: &str = r#"<img src=x onerror="alert('api')"> API"#;
+const HOSTILE_CLIENT_ID: &str = "3f0c7a52-4f4e-4d8c-9b1e-6a9d3c2b1a01";
+const HOSTILE_API_ID: &str = "9b6f2e1d-8c7a-4b3e-a2d1-0f9e8d7c6b5a";
+const HOSTILE_REDIRECT: &str = "http://localhost:53124";
+
+fn hostile_tenant() -> String {
+    format!(
+        r#"
+tenant:
+  id: 6a1c3f0e-2b4d-4e8f-9a7c-5d3b1e0f2a4c
+  domain: hostile.test
+users:
+  - name: admin
+    upn: admin@hostile.test
+    password: admin-password-1
+    roles: [Global Administrator]
+  - name: user
+    upn: user@hostile.test
+    password: user-password-1
+applications:
+  - name: client
+    displayName: '{client}'
+    appId: {HOSTILE_CLIENT_ID}
+    publicClient: true
+    redirectUris: ["{HOSTILE_REDIRECT}"]
+  - name: api
+    displayName: '{api}'
+    appId: {HOSTILE_API_ID}
+    identifierUris: ["api://{{appId}}"]
+    scopes: [access_as_user]
+"#,
+        client = HOSTILE_CLIENT.replace('\'', "''"),
+        api = HOSTILE_API.replace('\'', "''"),
+    )
+}
+
+/// `page` shows `text` (so the check means something), but only as text: none of the markup,
+/// quotes or entities of the hostile names is in the page unescaped.
+fn shows_escaped(page: &str, html: &str, text: &str) {
+    for raw in [
+        "<script",
+        "<img",
+        "onerror=\"",
+        "O'Brien",
+        "alert('api')",
+        "alert(\"client\")",
+        " &amp;",
+    ] {
+        assert!(!html.contains(raw), "{page} has {raw:?} unescaped: {html}");
+    }
+    assert!(
+        unescape(html).contains(text),
+        "{page} does not show {text:?}: {html}"
+    );
+}
+
+both_backends!(
+    directory_and_request_text_is_escaped_on_every_page,
+    |db: Db| async move {
+        let sts = TestSts::start(db, &hostile_tenant()).await;
+        let dc_url = format!("{}/oauth2/v2.0/devicecode", sts.authority());
+        let device_code = |scope: String| {
+            let (sts, url) = (&sts, &dc_url);
+            async move {
+                let (st, dc) = sts
+                    .post_form(url, &[("client_id", HOSTILE_CLIENT_ID), ("scope", &scope)])
+                    .await;
+                assert_eq!(st, 200, "{dc}");
+                dc["user_code"].as_str().unwrap().to_string()
+            }
+        };
+        let browser = || Browser::new(sts.base(), sts.running.ca_pem.as_deref());
+        let api_scope = format!("api://{HOSTILE_API_ID}/access_as_user");
+
+        // Sign-in and consent name the client and the API; done names the client.
+        let code = device_code(api_scope.clone()).await;
+        let web = browser();
+        let p = web.get("/devicelogin").await;
+        let p = web
+            .post("/devicelogin", &[("csrf", &p.csrf()), ("user_code", &code)])
+            .await;
+        assert!(p.url.ends_with("/devicelogin/signin"), "{}", p.html);
+        shows_escaped("sign-in", &p.html, HOSTILE_CLIENT);
+        let p = web
+            .post(
+                "/devicelogin/signin",
+                &[
+                    ("csrf", &p.csrf()),
+                    ("username", "user@hostile.test"),
+                    ("password", "user-password-1"),
+                ],
+            )
+            .await;
+        assert!(p.url.ends_with("/devicelogin/consent"), "{}", p.html);
+        shows_escaped("consent", &p.html, HOSTILE_CLIENT);
+        shows_escaped("consent", &p.html, HOSTILE_API);
+        let p = web
+            .post(
+                "/devicelogin/consent",
+                &[("csrf", &p.csrf()), ("action", "accept")],
+            )
+            .await;
+        assert!(p.url.ends_with("/devicelogin/done"), "{}", p.html);
+        shows_escaped("done", &p.html, HOSTILE_CLIENT);
+
+        // An admin-only scope asked for by a user: "Need admin approval" names the client.
+        let code = device_code("https://graph.microsoft.com/User.Read.All".into()).await;
+        let p = browser()
+            .complete_device_login(&code, "user@hostile.test", "user-password-1", true)
+            .await;
+        assert!(p.html.contains("AADSTS90094"), "{}", p.html);
+        shows_escaped("admin approval", &p.html, HOSTILE_CLIENT);
+
+        // `.default` with nothing configured or granted for the admin: the AADSTS65001 message
+        // quotes the client.
+        let code = device_code(format!("api://{HOSTILE_API_ID}/.default")).await;
+        let p = browser()
+            .complete_device_login(&code, "admin@hostile.test", "admin-password-1", true)
+            .await;
+        assert!(p.html.contains("AADSTS65001"), "{}", p.html);
+        shows_escaped("sign-in canceled", &p.html, HOSTILE_CLIENT);
+
+        // Request text: an unregistered redirect URI is quoted on the error page, and `state`
+        // goes back in the form_post page's hidden field.
+        let hostile_uri = format!("{HOSTILE_REDIRECT}/{HOSTILE_API}");
+        let authorize = |params: &[(&str, &str)]| {
+            let mut u =
+                url::Url::parse(&format!("{}/oauth2/v2.0/authorize", sts.authority())).unwrap();
+            u.query_pairs_mut().extend_pairs(params);
+            u.to_string()
+        };
+        let web = browser();
+        let (st, _, html) = web
+            .get_url_no_follow(&authorize(&[
+                ("client_id", HOSTILE_CLIENT_ID),
+                ("response_type", "code"),
+                ("redirect_uri", &hostile_uri),
+            ]))
+            .await;
+        assert!(st == 400 && html.contains("AADSTS50011"), "{html}");
+        shows_escaped("authorize error", &html, HOSTILE_API);
+        let p = web
+            .get_url(&authorize(&[
+                ("client_id", HOSTILE_CLIENT_ID),
+                ("response_type", "code"),
+                ("redirect_uri", HOSTILE_REDIRECT),
+                ("scope", &api_scope),
+                ("state", HOSTILE_CLIENT),
+                ("response_mode", "form_post"),
+                (
+                    "code_challenge",
+                    "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+                ),
+                ("code_challenge_method", "S256"),
+            ]))
+            .await;
+        shows_escaped("authorize sign-in", &p.html, HOSTILE_CLIENT);
+        let p = web
+            .post(
+                "/devicelogin/signin",
+                &[
+                    ("csrf", &p.csrf()),
+                    ("username", "admin@hostile.test"),
+                    ("password", "admin-password-1"),
+                ],
+            )
+            .await;
+        assert!(p.url.ends_with("/devicelogin/consent"), "{}", p.html);
+        let p = web
+            .post(
+                "/devicelogin/consent",
+                &[("csrf", &p.csrf()), ("action", "accept")],
+            )
+            .await;
+        assert!(p.html.contains("Sign-in is complete."), "{}", p.html);
+        shows_escaped("form_post", &p.html, HOSTILE_CLIENT);
+        assert!(
+            p.html.contains(&format!("action=\"{HOSTILE_REDIRECT}\"")),
+            "{}",
+            p.html
+        );
+        sts.stop().await;
     }
 );
