@@ -12,7 +12,6 @@
 
 // Shared with the deploy tests, which use the rest of it.
 #[allow(dead_code)]
-
 use crate::deploy_support::{repo_root, yaml_docs};
 use serde_json::Value;
 use std::collections::BTreeSet;

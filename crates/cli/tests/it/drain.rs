@@ -3,7 +3,6 @@
 //! sidecar's drain is tested in-process in crates/sidecar/tests/drain.rs; all three share the
 //! accept loop and drain of `agentid-listener`.)
 
-
 use crate::process_support::{Proc, eventually, free_port, refuses_connections};
 use std::io::{Read, Write};
 use std::net::TcpStream;

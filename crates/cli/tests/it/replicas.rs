@@ -8,11 +8,10 @@
 //! there (see [`Proxy`]) sends new connections to the replica the test chooses. Clients that
 //! must reach a particular replica connect to it directly (its certificate names 127.0.0.1).
 
-
+use crate::process_support::{BIN, Proc, eventually, free_port};
 use agentid_testkit::Db;
 use agentid_testkit::browser::Browser;
 use agentid_testkit::db::TestDb;
-use crate::process_support::{BIN, Proc, eventually, free_port};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

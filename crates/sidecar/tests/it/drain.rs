@@ -3,10 +3,9 @@
 //! stops accepting, `/healthz` on the health listener answers 503 while the in-flight request
 //! finishes, then everything stops.
 
-
+use crate::support::*;
 use agentid_listener::Drained;
 use std::time::{Duration, Instant};
-use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_finishes_the_in_flight_request_and_fails_health_meanwhile() {

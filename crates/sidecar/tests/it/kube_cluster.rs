@@ -9,11 +9,10 @@
 //!
 //! The rotation test restarts the API server with a new signing key (a bed of its own).
 
-
+use crate::support::*;
 use agentid_testkit::{Db, KubeCluster, TestSts};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use crate::support::*;
 
 const AUDIENCE: &str = "api://AzureADTokenExchange";
 const SERVICE_ACCOUNT: &str = "blog-agent";
