@@ -265,6 +265,16 @@ pub fn bind_target(url: &str) -> Option<(String, uuid::Uuid)> {
     .then_some((kind, id))
 }
 
+/// A segment with any Graph type-cast prefix removed and lowercased
+/// (`Microsoft.Graph.AgentIdentity` → `agentidentity`).
+pub fn cast(seg: &str) -> String {
+    let l = seg.to_ascii_lowercase();
+    l.strip_prefix("microsoft.graph.")
+        .or_else(|| l.strip_prefix("graph."))
+        .map(str::to_string)
+        .unwrap_or(l)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,14 +300,4 @@ mod tests {
         );
         assert_eq!(bind_target("https://x/v1.0/groups/1"), None);
     }
-}
-
-/// A segment with any Graph type-cast prefix removed and lowercased
-/// (`Microsoft.Graph.AgentIdentity` → `agentidentity`).
-pub fn cast(seg: &str) -> String {
-    let l = seg.to_ascii_lowercase();
-    l.strip_prefix("microsoft.graph.")
-        .or_else(|| l.strip_prefix("graph."))
-        .map(str::to_string)
-        .unwrap_or(l)
 }
