@@ -6,9 +6,11 @@ mod check;
 mod objects;
 mod spec;
 mod tenant;
+mod tx;
 
-pub use apply::{ApplyReport, apply};
+pub use apply::apply;
 pub use spec::TenantFile;
+pub use tx::ApplyReport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TenantFileError {

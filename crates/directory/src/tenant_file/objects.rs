@@ -3,9 +3,9 @@
 //! is unchanged is left alone, so a second apply writes nothing.
 
 use super::TenantFileError as E;
-use super::apply::{GeneratedSecret, Tx, hash_of};
 use super::check::{roles_of, scopes_of};
 use super::spec::*;
+use super::tx::{GeneratedSecret, Tx, hash_of};
 use crate::applications::{
     self, ApplicationError, ApplicationPatch, IdentifierUri, NewApplication, RedirectPlatform,
     RedirectUri, UriOwner,
