@@ -3,6 +3,7 @@
 mod admin;
 mod agent_cmd;
 mod bench;
+mod bench_tools;
 mod decode;
 mod demo_cmd;
 mod gateway_bench;
@@ -11,6 +12,7 @@ mod init;
 mod sidecar_bench;
 mod sidecar_cmd;
 mod sts_cmd;
+mod sts_peers;
 mod up;
 
 use clap::{Parser, Subcommand};
