@@ -192,16 +192,23 @@ pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
     });
     let script = dir.path().join("token.lua");
     let peer_script = dir.path().join("peer-token.lua");
-    std::fs::write(&script, bench_tools::post_script(sts_peers::FORM, &form, &[], &[]))?;
+    std::fs::write(
+        &script,
+        bench_tools::post_script(sts_peers::FORM, &form, &[], &[]),
+    )?;
     if let (Some(wrk), Some(p)) = (&wrk, &peer) {
-        std::fs::write(&peer_script, bench_tools::post_script(sts_peers::FORM, p.form(), &[], &[]))?;
+        std::fs::write(
+            &peer_script,
+            bench_tools::post_script(sts_peers::FORM, p.form(), &[], &[]),
+        )?;
         // Node compiles its hot paths as they run: one second of warm-up, not measured.
         bench_tools::wrk(wrk, &p.token_url(), &peer_script, 2, a.concurrency, 1).await?;
     }
     for _ in 0..rounds {
         match &wrk {
             Some(wrk) => {
-                let run = bench_tools::wrk(wrk, &url, &script, 2, a.concurrency, a.duration).await?;
+                let run =
+                    bench_tools::wrk(wrk, &url, &script, 2, a.concurrency, a.duration).await?;
                 ours.push(run.rps);
                 if let Some(p) = &peer {
                     let run = bench_tools::wrk(
@@ -338,11 +345,17 @@ pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
         best.0
     );
     println!("client_credentials throughput:");
-    println!("  {:<36} {throughput:>8.0} tokens/s", "agentid STS (HTTPS, audited)");
+    println!(
+        "  {:<36} {throughput:>8.0} tokens/s",
+        "agentid STS (HTTPS, audited)"
+    );
     match peer_rate {
         Some(p) => println!(
             "  {:<36} {p:>8.0} tokens/s (agentid ÷ oidc-provider {:.2}, target ≥ 1.5)",
-            format!("oidc-provider {} (HTTP, memory)", sts_peers::OIDC_PROVIDER_VERSION),
+            format!(
+                "oidc-provider {} (HTTP, memory)",
+                sts_peers::OIDC_PROVIDER_VERSION
+            ),
             throughput / p
         ),
         None if wrk.is_some() => {}

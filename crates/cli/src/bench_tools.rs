@@ -21,23 +21,33 @@ pub fn skipped(peer: &str, package: &str) {
     println!("peer skipped: {peer} is not installed ({package})");
 }
 
-/// Raises the soft open-file limit to `want` (or the hard limit, if lower); returns the limit
-/// now in force. Children (the gateway, nginx, wrk) inherit it.
+/// Raises the open-file limit to `want` (the hard limit too when allowed, as root; else the soft
+/// limit up to the hard one); returns the limit now in force. Children (the gateway, nginx, wrk)
+/// inherit it.
 pub fn raise_nofile(want: u64) -> u64 {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let now = getrlimit(Resource::Nofile);
-    let hard = now.maximum.unwrap_or(u64::MAX);
-    let target = want.min(hard);
-    if now.current.is_some_and(|c| c >= target) {
-        return now.current.unwrap_or(target);
+    let (soft, hard) = (
+        now.current.unwrap_or(u64::MAX),
+        now.maximum.unwrap_or(u64::MAX),
+    );
+    if soft >= want {
+        return soft;
     }
-    let raised = Rlimit {
-        current: Some(target),
+    let both = Rlimit {
+        current: Some(want),
+        maximum: Some(hard.max(want)),
+    };
+    if setrlimit(Resource::Nofile, both).is_ok() {
+        return want;
+    }
+    let soft_only = Rlimit {
+        current: Some(want.min(hard)),
         maximum: now.maximum,
     };
-    match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => target,
-        Err(_) => now.current.unwrap_or(0),
+    match setrlimit(Resource::Nofile, soft_only) {
+        Ok(()) => want.min(hard),
+        Err(_) => soft,
     }
 }
 
@@ -55,8 +65,8 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// Resident memory of a process and its direct children (nginx: master and workers), KiB.
 pub fn tree_rss_kib(pid: u32) -> u64 {
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     rss_kib(pid)
         + children
             .split_whitespace()
@@ -135,7 +145,9 @@ pub fn post_script(
 ) -> String {
     let mut s = String::from("wrk.method = \"POST\"\n");
     s.push_str(&format!("wrk.body = [==[{body}]==]\n"));
-    s.push_str(&format!("wrk.headers[\"Content-Type\"] = \"{content_type}\"\n"));
+    s.push_str(&format!(
+        "wrk.headers[\"Content-Type\"] = \"{content_type}\"\n"
+    ));
     s.push_str("wrk.headers[\"Accept\"] = \"application/json, text/event-stream\"\n");
     for (k, v) in headers {
         s.push_str(&format!("wrk.headers[\"{k}\"] = [==[{v}]==]\n"));
@@ -194,7 +206,8 @@ fn parse_wrk(text: &str) -> anyhow::Result<WrkRun> {
             p50 = wrk_duration_us(v.trim());
         } else if let Some(v) = line.strip_prefix("99%") {
             p99 = wrk_duration_us(v.trim());
-        } else if line.starts_with("Non-2xx or 3xx responses:") || line.starts_with("Socket errors:")
+        } else if line.starts_with("Non-2xx or 3xx responses:")
+            || line.starts_with("Socket errors:")
         {
             anyhow::bail!("errors during the run: {line}");
         }

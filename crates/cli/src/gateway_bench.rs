@@ -48,7 +48,8 @@ const AGENT: &str = "65027832-f56f-4d8e-93aa-a09113ba2d47";
 const AUD: &str = "api://ec791040-80f8-4129-bf34-96a0e0672c96";
 const ISS: &str = "https://sts.windows.net/5e7d8166-7876-4755-a1a4-b476d4a344f6/";
 /// The seed configuration's rule (crates/gateway/tests/fixtures/seed-agentgateway.yaml).
-const SEED_RULE: &str = "jwt.appid == '65027832-f56f-4d8e-93aa-a09113ba2d47' && '11' in jwt.xms_act_fct.split(' ')";
+const SEED_RULE: &str =
+    "jwt.appid == '65027832-f56f-4d8e-93aa-a09113ba2d47' && '11' in jwt.xms_act_fct.split(' ')";
 
 /// The upstream: a stateful-looking MCP server on `/mcp`, a chat completion on every other path.
 async fn upstream() -> anyhow::Result<SocketAddr> {
@@ -115,9 +116,8 @@ fn token_and_jwks() -> anyhow::Result<(String, String)> {
 
 fn gateway_config(upstream: SocketAddr, port: u16, admin: u16, jwks: &str, dir: &Path) -> String {
     let jwks = jwks.replace('\'', "''");
-    let jwt = format!(
-        "jwtAuth: {{mode: strict, issuer: '{ISS}', audiences: ['{AUD}'], jwks: '{jwks}'}}"
-    );
+    let jwt =
+        format!("jwtAuth: {{mode: strict, issuer: '{ISS}', audiences: ['{AUD}'], jwks: '{jwks}'}}");
     let audit = dir.join("audit.jsonl");
     format!(
         r#"
@@ -195,6 +195,19 @@ http {{
     )
 }
 
+/// nginx's master process: stopped with SIGTERM, so that it stops its workers (a SIGKILL would
+/// leave them running).
+struct Nginx(std::process::Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// One keep-alive HTTP/1.1 connection for set-up and the memory figure (wrk does the load).
 struct Conn {
     stream: tokio::net::TcpStream,
@@ -265,9 +278,7 @@ impl Conn {
     /// `initialize` on the MCP route: the new session's id.
     async fn mcp_session(&mut self, auth: &str) -> anyhow::Result<String> {
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}).to_string();
-        let (status, sid) = self
-            .post("/mcp", &[("authorization", auth)], &init)
-            .await?;
+        let (status, sid) = self.post("/mcp", &[("authorization", auth)], &init).await?;
         anyhow::ensure!(status == 200, "initialize answered {status}");
         sid.context("no session id")
     }
@@ -369,21 +380,30 @@ pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
     let gw_pid = gateway.id().context("gateway pid")?;
     let mut nginx = None;
     let mut nginx_addr = None;
+    let mut nginx_version = String::from("skipped");
     match bench_tools::find_program("nginx") {
         None => bench_tools::skipped("nginx", "Debian: apt install nginx"),
         Some(bin) => {
             let port = bench_tools::free_port()?;
             let conf = dir.path().join("nginx.conf");
             std::fs::write(&conf, nginx_config(up, port, dir.path()))?;
-            let child = tokio::process::Command::new(bin)
+            let v = std::process::Command::new(&bin).arg("-v").output()?;
+            nginx_version = String::from_utf8_lossy(&v.stderr)
+                .split_once("nginx/")
+                .map_or("", |(_, v)| v.trim())
+                .to_string();
+            let child = std::process::Command::new(&bin)
                 .arg("-p")
                 .arg(dir.path())
                 .arg("-e")
                 .arg(dir.path().join("nginx-error.log"))
                 .arg("-c")
                 .arg(&conf)
-                .kill_on_drop(true)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
                 .spawn()?;
+            let child = Nginx(child);
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
             bench_tools::wait_listening(addr, Duration::from_secs(10)).await?;
             nginx = Some(child);
@@ -408,15 +428,19 @@ pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
     );
     println!(
         "gateway: jwtAuth RS256 with an inline JWKS; every request audited (memory ring and a file); nginx {}: plain proxy_pass, upstream keepalive, 2 workers\n",
-        if nginx_addr.is_some() {
-            "1.x"
-        } else {
-            "skipped"
-        }
+        nginx_version
     );
 
     // Memory first, on a fresh gateway: the load below would leave its own high-water mark.
-    let memory = memory_figures(&a.memory_connections, nofile, &targets, &auth, gw_pid, nginx.as_ref()).await?;
+    let memory = memory_figures(
+        &a.memory_connections,
+        nofile,
+        &targets,
+        &auth,
+        gw_pid,
+        nginx.as_ref(),
+    )
+    .await?;
 
     // One MCP session per wrk thread: a session belongs to its caller, as in production.
     let threads = 2;
@@ -428,7 +452,14 @@ pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
     let mut details = Vec::new();
     println!(
         "{:<34} {:>10} {:>10} {:>10} {:>8} {:>8} {:>13} {:>13}",
-        "case", "direct/s", "nginx/s", "agentid/s", "÷nginx", "÷direct", "+p50 µs ngx/ag", "+p99 µs ngx/ag"
+        "case",
+        "direct/s",
+        "nginx/s",
+        "agentid/s",
+        "÷nginx",
+        "÷direct",
+        "+p50 µs ngx/ag",
+        "+p99 µs ngx/ag"
     );
     for case in cases() {
         let mut runs: Vec<(Via, Measured)> = Vec::new();
@@ -442,9 +473,19 @@ pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
                     continue;
                 };
                 let (path, sids) = if via == Via::Gateway {
-                    (case.gateway_path, if case.mcp { sessions.clone() } else { vec![] })
+                    (
+                        case.gateway_path,
+                        if case.mcp { sessions.clone() } else { vec![] },
+                    )
                 } else {
-                    (case.peer_path, if case.mcp { vec!["bench-session".to_string()] } else { vec![] })
+                    (
+                        case.peer_path,
+                        if case.mcp {
+                            vec!["bench-session".to_string()]
+                        } else {
+                            vec![]
+                        },
+                    )
                 };
                 let headers: Vec<(&str, &str)> = if case.token {
                     vec![("Authorization", auth.as_str())]
@@ -452,15 +493,29 @@ pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
                     vec![]
                 };
                 let script = dir.path().join("case.lua");
-                std::fs::write(&script, bench_tools::post_script("application/json", &case.body, &headers, &sids))?;
+                std::fs::write(
+                    &script,
+                    bench_tools::post_script("application/json", &case.body, &headers, &sids),
+                )?;
                 let url = format!("http://{addr}{path}");
-                let t = bench_tools::wrk(&wrk, &url, &script, threads, a.connections, a.seconds).await?;
+                let t = bench_tools::wrk(&wrk, &url, &script, threads, a.connections, a.seconds)
+                    .await?;
                 let l = bench_tools::wrk(&wrk, &url, &script, 1, 1, a.latency_seconds).await?;
-                runs.push((via, Measured { throughput: t.rps, latency: l }));
+                runs.push((
+                    via,
+                    Measured {
+                        throughput: t.rps,
+                        latency: l,
+                    },
+                ));
             }
         }
         let of = |via: Via| -> Option<(f64, f64, f64)> {
-            let m: Vec<&Measured> = runs.iter().filter(|(v, _)| *v == via).map(|(_, m)| m).collect();
+            let m: Vec<&Measured> = runs
+                .iter()
+                .filter(|(v, _)| *v == via)
+                .map(|(_, m)| m)
+                .collect();
             (!m.is_empty()).then(|| {
                 (
                     bench_tools::median(m.iter().map(|m| m.throughput).collect()),
@@ -472,7 +527,8 @@ pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
         let d = of(Via::Direct).context("direct runs")?;
         let g = of(Via::Gateway).context("gateway runs")?;
         let n = of(Via::Nginx);
-        let fmt = |v: Option<f64>, prec: usize| v.map_or("–".to_string(), |v| format!("{v:.prec$}"));
+        let fmt =
+            |v: Option<f64>, prec: usize| v.map_or("–".to_string(), |v| format!("{v:.prec$}"));
         println!(
             "{:<34} {:>10.0} {:>10} {:>10.0} {:>8} {:>8.2} {:>13} {:>13}",
             case.name,
@@ -506,10 +562,15 @@ pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
             },
         }));
     }
-    println!("(÷nginx, ÷direct: agentid's throughput over theirs; +p50/+p99: latency added to direct, 1 connection)");
+    println!(
+        "(÷nginx, ÷direct: agentid's throughput over theirs; +p50/+p99: latency added to direct, 1 connection)"
+    );
     for m in &memory {
         rows.push(bench_tools::row(
-            &format!("gateway: RSS MiB at {} connections (lower is better)", m["connections"]),
+            &format!(
+                "gateway: RSS MiB at {} connections (lower is better)",
+                m["connections"]
+            ),
             "MiB",
             m["gatewayMiB"].as_f64().unwrap_or(0.0),
             "nginx",
@@ -528,9 +589,7 @@ pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
             }),
         )?;
     }
-    if let Some(mut n) = nginx {
-        let _ = n.kill().await;
-    }
+    drop(nginx);
     let _ = gateway.kill().await;
     Ok(())
 }
@@ -544,15 +603,16 @@ async fn memory_figures(
     t: &Targets,
     auth: &str,
     gw_pid: u32,
-    nginx: Option<&tokio::process::Child>,
+    nginx: Option<&Nginx>,
 ) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     let idle = bench_tools::rss_kib(gw_pid);
     println!("memory: gateway idle {:.1} MiB", idle as f64 / 1024.0);
     let call = call_body();
     for &n in sizes {
-        // Our sockets, the gateway's and the upstream's: keep clear of the descriptor limit.
-        if (n as u64) * 2 + 200 > nofile {
+        // This process holds the client sockets (and the upstream's few), the gateway its own:
+        // keep clear of the descriptor limit both share.
+        if n as u64 + 1000 > nofile {
             println!("memory at {n} connections skipped: open-file limit {nofile} is too low");
             continue;
         }
@@ -561,7 +621,11 @@ async fn memory_figures(
             let mut c = Conn::open(t.gateway).await?;
             let sid = c.mcp_session(auth).await?;
             let (st, _) = c
-                .post("/mcp", &[("authorization", auth), ("mcp-session-id", &sid)], &call)
+                .post(
+                    "/mcp",
+                    &[("authorization", auth), ("mcp-session-id", &sid)],
+                    &call,
+                )
                 .await?;
             anyhow::ensure!(st == 200, "tools/call answered {st}");
             conns.push(c);
@@ -570,7 +634,7 @@ async fn memory_figures(
         drop(conns);
         let mut nginx_kib = None;
         if let (Some(addr), Some(child)) = (t.nginx, nginx) {
-            let pid = child.id().context("nginx pid")?;
+            let pid = child.0.id();
             let mut conns = Vec::with_capacity(n);
             for _ in 0..n {
                 let mut c = Conn::open(addr).await?;
@@ -584,10 +648,15 @@ async fn memory_figures(
         println!(
             "memory at {n} open connections: gateway {:.1} MiB (each with an MCP session; target < 50 at 1,000), nginx {}",
             mib(gateway),
-            nginx_kib.map_or("–".into(), |k| format!("{:.1} MiB (master + workers)", mib(k)))
+            nginx_kib.map_or("–".into(), |k| format!(
+                "{:.1} MiB (master + workers)",
+                mib(k)
+            ))
         );
-        out.push(json!({"connections": n, "gatewayIdleMiB": mib(idle), "gatewayMiB": mib(gateway),
-            "nginxMiB": nginx_kib.map(mib)}));
+        out.push(
+            json!({"connections": n, "gatewayIdleMiB": mib(idle), "gatewayMiB": mib(gateway),
+            "nginxMiB": nginx_kib.map(mib)}),
+        );
         // Let the gateway notice the closed connections before the next size.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

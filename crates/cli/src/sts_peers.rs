@@ -123,14 +123,18 @@ impl OidcProvider {
             return Ok(None);
         };
         let dir = peers_dir();
-        let installed = std::fs::read_to_string(dir.join("node_modules/oidc-provider/package.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| v["version"].as_str().map(str::to_string));
+        let installed =
+            std::fs::read_to_string(dir.join("node_modules/oidc-provider/package.json"))
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v["version"].as_str().map(str::to_string));
         if installed.as_deref() != Some(OIDC_PROVIDER_VERSION) {
             bench_tools::skipped(
                 &format!("oidc-provider {OIDC_PROVIDER_VERSION}"),
-                &format!("run scripts/bench-deps.sh, which installs it into {}", dir.display()),
+                &format!(
+                    "run scripts/bench-deps.sh, which installs it into {}",
+                    dir.display()
+                ),
             );
             return Ok(None);
         }

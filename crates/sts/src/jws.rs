@@ -20,7 +20,10 @@ pub enum TokenSigningKey {
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
     #[error("the header names {header:?} but the key signs {key}")]
-    AlgorithmMismatch { header: Algorithm, key: &'static str },
+    AlgorithmMismatch {
+        header: Algorithm,
+        key: &'static str,
+    },
     #[error("cannot serialise the token: {0}")]
     Json(#[from] serde_json::Error),
     #[error("RSA signing failed")]
@@ -87,8 +90,8 @@ mod tests {
     #[test]
     fn rs256_tokens_are_byte_identical_to_jsonwebtoken() {
         let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-        let ours = TokenSigningKey::rs256_from_pkcs8(private.to_pkcs8_der().unwrap().as_bytes())
-            .unwrap();
+        let ours =
+            TokenSigningKey::rs256_from_pkcs8(private.to_pkcs8_der().unwrap().as_bytes()).unwrap();
         let theirs = EncodingKey::from_rsa_der(private.to_pkcs1_der().unwrap().as_bytes());
         let mut header = Header::new(Algorithm::RS256);
         header.typ = Some("JWT".into());
@@ -104,8 +107,8 @@ mod tests {
     #[test]
     fn a_header_naming_another_algorithm_is_refused() {
         let private = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
-        let key = TokenSigningKey::rs256_from_pkcs8(private.to_pkcs8_der().unwrap().as_bytes())
-            .unwrap();
+        let key =
+            TokenSigningKey::rs256_from_pkcs8(private.to_pkcs8_der().unwrap().as_bytes()).unwrap();
         let header = Header::new(Algorithm::ES256);
         assert!(matches!(
             key.sign(&header, &json!({})),

@@ -2,13 +2,13 @@
 //! encrypted, published in the JWKS before they sign, kept published after they stop signing
 //! until every token they signed has expired.
 
+use crate::jws::TokenSigningKey;
 use agentid_claims::jwk::Jwk;
 use agentid_directory::keys::SigningKeyRow;
 use agentid_directory::secrets::MasterKey;
 use agentid_directory::{DirectoryError, Store};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use crate::jws::TokenSigningKey;
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use moka::Expiry;
 use moka::future::Cache;
