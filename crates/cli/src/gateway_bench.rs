@@ -1,41 +1,57 @@
-//! `agentid gateway bench`: what the gateway costs (gateway.md §14). An MCP `tools/call` and a
-//! non-streaming chat completion, each through the gateway (jwtAuth RS256 + one CEL rule) and
-//! straight to the same in-process upstream: throughput ratio, added latency p50/p99, and the
-//! gateway's resident memory with 1,000 concurrent connections, each with its own MCP session.
-//! The gateway runs as a child process (this binary), so its RSS is its own.
+//! `agentid gateway bench`: what the gateway costs next to a plain reverse proxy
+//! (docs/performance.md §2). In the same run and against the same in-process upstream: the
+//! upstream directly, nginx (Debian's, when installed) as a plain `proxy_pass` with upstream
+//! keep-alive and two workers, and the gateway (this binary, a child process). wrk, in its own
+//! process, drives four cases — no policy, jwtAuth, jwtAuth with the seed's CEL rule and audit,
+//! and an MCP `tools/call` through a two-target (multiplexed) MCP route — alternating the three
+//! targets round by round so the machine's noise falls on all of them. Then the resident memory
+//! of the gateway (and of nginx) with 1,000 and 10,000 open connections, each gateway connection
+//! with its own MCP session.
 
+use crate::bench_tools::{self, WrkRun};
 use anyhow::Context;
 use base64::Engine;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Seconds per throughput run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 5)]
     seconds: u64,
+    /// Rounds per case; each round runs direct, nginx and the gateway once (median reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Concurrent keep-alive connections for throughput.
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// Sequential requests per latency run.
-    #[arg(long, default_value_t = 3000)]
-    latency_requests: usize,
-    /// Connections held open for the memory figure.
-    #[arg(long, default_value_t = 1000)]
-    memory_connections: usize,
+    /// Seconds per latency run (one connection).
+    #[arg(long, default_value_t = 3)]
+    latency_seconds: u64,
+    /// Open connections for the memory figures (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000])]
+    memory_connections: Vec<usize>,
+    /// Short runs (1 round, 2 s, 1 s latency), for CI and scripts/bench.
+    #[arg(long)]
+    quick: bool,
+    /// Write the results into this JSON report (its `gateway` section).
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 const AGENT: &str = "65027832-f56f-4d8e-93aa-a09113ba2d47";
 const AUD: &str = "api://ec791040-80f8-4129-bf34-96a0e0672c96";
 const ISS: &str = "https://sts.windows.net/5e7d8166-7876-4755-a1a4-b476d4a344f6/";
+/// The seed configuration's rule (crates/gateway/tests/fixtures/seed-agentgateway.yaml).
+const SEED_RULE: &str =
+    "jwt.appid == '65027832-f56f-4d8e-93aa-a09113ba2d47' && '11' in jwt.xms_act_fct.split(' ')";
 
-/// The upstream: a stateful-looking MCP server answering JSON, and a chat-completions server.
+/// The upstream: a stateful-looking MCP server on `/mcp`, a chat completion on every other path.
 async fn upstream() -> anyhow::Result<SocketAddr> {
     async fn mcp(body: axum::body::Bytes) -> axum::response::Response {
         use axum::response::IntoResponse;
@@ -69,7 +85,7 @@ async fn upstream() -> anyhow::Result<SocketAddr> {
     }
     let app = axum::Router::new()
         .route("/mcp", axum::routing::post(mcp))
-        .route("/v1/chat/completions", axum::routing::post(chat));
+        .fallback(axum::routing::post(chat));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -78,12 +94,8 @@ async fn upstream() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-struct Signer {
-    key: jsonwebtoken::EncodingKey,
-    jwks: String,
-}
-
-fn signer() -> anyhow::Result<Signer> {
+/// A fresh RS256 key: the token the cases present, and the inline JWKS the gateway trusts.
+fn token_and_jwks() -> anyhow::Result<(String, String)> {
     let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048)?;
     let b64 = |b: Vec<u8>| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let public = key.to_public_key();
@@ -91,25 +103,22 @@ fn signer() -> anyhow::Result<Signer> {
         "n": b64(public.n().to_bytes_be()), "e": b64(public.e().to_bytes_be())}]})
     .to_string();
     let der = key.to_pkcs1_der()?;
-    Ok(Signer {
-        key: jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes()),
-        jwks,
-    })
-}
-
-fn token(s: &Signer, aud: &str) -> anyhow::Result<String> {
+    let encoding = jsonwebtoken::EncodingKey::from_rsa_der(der.as_bytes());
     let now = chrono::Utc::now().timestamp();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some("bench".into());
-    let claims = json!({"aud": aud, "iss": ISS, "iat": now, "nbf": now, "exp": now + 3600,
+    let claims = json!({"aud": AUD, "iss": ISS, "iat": now, "nbf": now, "exp": now + 3600,
         "appid": AGENT, "idtyp": "user", "scp": "access_as_user", "sub": "bench-user",
         "oid": "0501a526-79e4-46ff-bd07-6605a752287b", "upn": "alice@contoso.test",
         "xms_act_fct": "11 9 3", "xms_sub_fct": "2 3", "uti": "bench"});
-    Ok(jsonwebtoken::encode(&header, &claims, &s.key)?)
+    Ok((jsonwebtoken::encode(&header, &claims, &encoding)?, jwks))
 }
 
-fn config(upstream: SocketAddr, port: u16, admin: u16, jwks: &str) -> String {
+fn gateway_config(upstream: SocketAddr, port: u16, admin: u16, jwks: &str, dir: &Path) -> String {
     let jwks = jwks.replace('\'', "''");
+    let jwt =
+        format!("jwtAuth: {{mode: strict, issuer: '{ISS}', audiences: ['{AUD}'], jwks: '{jwks}'}}");
+    let audit = dir.join("audit.jsonl");
     format!(
         r#"
 config:
@@ -118,49 +127,90 @@ config:
   readinessAddr: "off"
 agentid:
   bindAddress: 127.0.0.1
-  audit: {{stdout: false, retain: 1000}}
+  audit: {{stdout: false, retain: 1000, file: {{path: '{audit}', maxSizeBytes: 67108864, maxFiles: 1}}}}
+  limits: {{maxConnections: 30000, maxMcpSessions: 30000, maxMcpSessionsPerPrincipal: 30000}}
 binds:
 - port: {port}
   listeners:
   - routes:
-    - matches: [{{path: {{exact: /mcp}}}}]
+    - name: mcp
+      matches: [{{path: {{exact: /mcp}}}}]
       backends:
       - mcp:
           targets:
-          - name: bench
-            mcp: {{host: "http://{upstream}/mcp"}}
+          - {{name: bench, mcp: {{host: "http://{upstream}/mcp"}}}}
+          - {{name: second, mcp: {{host: "http://{upstream}/mcp"}}}}
       policies:
-        jwtAuth:
-          mode: strict
-          issuer: {ISS}
-          audiences: [{AUD}]
-          jwks: '{jwks}'
-        mcpAuthorization:
-          rules:
-          - "jwt.appid == '{AGENT}' && '11' in jwt.xms_act_fct.split(' ')"
-    - matches: [{{path: {{pathPrefix: /llm}}}}]
-      backends:
-      - ai:
-          name: bench-llm
-          hostOverride: "{upstream}"
-          provider: {{openAI: {{model: bench-model}}}}
+        {jwt}
+        mcpAuthorization: {{rules: ["{SEED_RULE}"]}}
+    - name: plain
+      matches: [{{path: {{pathPrefix: /plain}}}}]
+      backends: [{{host: "{upstream}"}}]
+    - name: jwt
+      matches: [{{path: {{pathPrefix: /jwt}}}}]
+      backends: [{{host: "{upstream}"}}]
       policies:
-        urlRewrite: {{path: {{prefix: ""}}}}
-        backendAuth: {{passthrough: {{}}}}
-        jwtAuth:
-          mode: strict
-          issuer: {ISS}
-          audiences: [https://cognitiveservices.azure.com]
-          jwks: '{jwks}'
-        authorization: {{rules: ["jwt.sub != null"]}}
+        {jwt}
+    - name: rule
+      matches: [{{path: {{pathPrefix: /rule}}}}]
+      backends: [{{host: "{upstream}"}}]
+      policies:
+        {jwt}
+        authorization: {{rules: ["{SEED_RULE}"]}}
+"#,
+        audit = audit.display()
+    )
+}
+
+/// nginx as a plain reverse proxy: two workers, upstream keep-alive, no access log, everything
+/// (pid, logs, temp files) inside `dir`.
+fn nginx_config(upstream: SocketAddr, port: u16, dir: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"worker_processes 2;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+worker_rlimit_nofile 30000;
+events {{ worker_connections 15000; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  keepalive_requests 1000000;
+  upstream bench {{ server {upstream}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://bench;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
 "#
     )
 }
 
-/// One keep-alive HTTP/1.1 connection, hand-rolled so the load generator stays small.
+/// nginx's master process: stopped with SIGTERM, so that it stops its workers (a SIGKILL would
+/// leave them running).
+struct Nginx(std::process::Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(pid) = rustix::process::Pid::from_raw(self.0.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection for set-up and the memory figure (wrk does the load).
 struct Conn {
     stream: tokio::net::TcpStream,
-    host: String,
     buf: Vec<u8>,
 }
 
@@ -170,21 +220,20 @@ impl Conn {
         stream.set_nodelay(true)?;
         Ok(Conn {
             stream,
-            host: addr.to_string(),
-            buf: Vec::with_capacity(4096),
+            buf: Vec::with_capacity(1024),
         })
     }
 
-    /// POSTs JSON; returns status, the mcp-session-id header and the body.
+    /// POSTs JSON; returns the status and the `mcp-session-id` header. Reads the whole answer
+    /// (content-length bodies only: both upstream and gateway answer JSON).
     async fn post(
         &mut self,
         path: &str,
         headers: &[(&str, &str)],
         body: &str,
-    ) -> anyhow::Result<(u16, Option<String>, Vec<u8>)> {
+    ) -> anyhow::Result<(u16, Option<String>)> {
         let mut req = format!(
-            "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\n",
-            self.host,
+            "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\ncontent-length: {}\r\n",
             body.len()
         );
         for (k, v) in headers {
@@ -194,7 +243,7 @@ impl Conn {
         req.push_str(body);
         self.stream.write_all(req.as_bytes()).await?;
         self.buf.clear();
-        let mut chunk = [0u8; 8192];
+        let mut chunk = [0u8; 4096];
         let header_end = loop {
             let n = self.stream.read(&mut chunk).await?;
             anyhow::ensure!(n > 0, "connection closed");
@@ -204,199 +253,122 @@ impl Conn {
             }
         };
         let head = String::from_utf8_lossy(&self.buf[..header_end]).to_string();
-        let status: u16 = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let mut length = None;
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok());
+        let mut length = 0;
         let mut session = None;
-        let mut chunked = false;
         for line in head.lines() {
-            let lower = line.to_ascii_lowercase();
-            if let Some(v) = lower.strip_prefix("content-length:") {
-                length = v.trim().parse::<usize>().ok();
-            }
-            if lower.starts_with("mcp-session-id:") {
-                session = line.split_once(':').map(|(_, v)| v.trim().to_string());
-            }
-            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
-                chunked = true;
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            } else if k.eq_ignore_ascii_case("mcp-session-id") {
+                session = Some(v.trim().to_string());
             }
         }
-        let mut body = self.buf[header_end..].to_vec();
-        if chunked {
-            while !body.windows(5).any(|w| w == b"0\r\n\r\n") {
-                let n = self.stream.read(&mut chunk).await?;
-                anyhow::ensure!(n > 0, "connection closed");
-                body.extend_from_slice(&chunk[..n]);
-            }
-        } else {
-            let want = length.unwrap_or(0);
-            while body.len() < want {
-                let n = self.stream.read(&mut chunk).await?;
-                anyhow::ensure!(n > 0, "connection closed");
-                body.extend_from_slice(&chunk[..n]);
-            }
+        let mut have = self.buf.len() - header_end;
+        while have < length {
+            let n = self.stream.read(&mut chunk).await?;
+            anyhow::ensure!(n > 0, "connection closed");
+            have += n;
         }
-        Ok((status, session, body))
+        Ok((status.unwrap_or(0), session))
+    }
+
+    /// `initialize` on the MCP route: the new session's id.
+    async fn mcp_session(&mut self, auth: &str) -> anyhow::Result<String> {
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}).to_string();
+        let (status, sid) = self.post("/mcp", &[("authorization", auth)], &init).await?;
+        anyhow::ensure!(status == 200, "initialize answered {status}");
+        sid.context("no session id")
     }
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Mcp,
-    Chat,
-}
-
-struct Target {
-    addr: SocketAddr,
-    mcp_path: &'static str,
-    chat_path: &'static str,
-}
-
-fn call_body(i: u64) -> String {
+fn call_body() -> String {
     let text = "x".repeat(1000);
-    json!({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": text}}}).to_string()
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "bench_echo", "arguments": {"text": text}}}).to_string()
 }
 
 const CHAT: &str =
     r#"{"model":"m","messages":[{"role":"user","content":"hello there, how are you today?"}]}"#;
 
-async fn session(c: &mut Conn, path: &str, auth: &str) -> anyhow::Result<String> {
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "1"}}}).to_string();
-    let (st, sid, body) = c.post(path, &[("authorization", auth)], &init).await?;
-    anyhow::ensure!(
-        st == 200,
-        "initialize answered {st}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    sid.context("no session id")
+/// A case: the gateway route's path, the same request's path for direct and nginx, the body,
+/// whether it carries the token, and whether it needs MCP sessions.
+struct Case {
+    name: &'static str,
+    gateway_path: &'static str,
+    peer_path: &'static str,
+    body: String,
+    token: bool,
+    mcp: bool,
 }
 
-async fn one(
-    c: &mut Conn,
-    t: &Target,
-    kind: Kind,
-    auth: &str,
-    sid: &str,
-    i: u64,
-) -> anyhow::Result<()> {
-    let (st, _, body) = match kind {
-        Kind::Mcp => {
-            c.post(
-                t.mcp_path,
-                &[("authorization", auth), ("mcp-session-id", sid)],
-                &call_body(i),
-            )
-            .await?
-        }
-        Kind::Chat => {
-            c.post(t.chat_path, &[("authorization", auth)], CHAT)
-                .await?
-        }
+fn cases() -> Vec<Case> {
+    let http = |name, gateway_path, token| Case {
+        name,
+        gateway_path,
+        peer_path: "/v1/chat/completions",
+        body: CHAT.into(),
+        token,
+        mcp: false,
     };
-    anyhow::ensure!(
-        st == 200,
-        "answered {st}: {}",
-        String::from_utf8_lossy(&body)
-    );
-    Ok(())
+    vec![
+        http("no policy", "/plain/v1/chat/completions", false),
+        http("jwtAuth", "/jwt/v1/chat/completions", true),
+        http(
+            "jwtAuth + seed CEL rule + audit",
+            "/rule/v1/chat/completions",
+            true,
+        ),
+        Case {
+            name: "MCP tools/call, 2 targets",
+            gateway_path: "/mcp",
+            peer_path: "/mcp",
+            body: call_body(),
+            token: true,
+            mcp: true,
+        },
+    ]
 }
 
-fn auth_for(kind: Kind, mcp: &str, chat: &str) -> String {
-    format!(
-        "Bearer {}",
-        match kind {
-            Kind::Mcp => mcp,
-            Kind::Chat => chat,
-        }
-    )
+/// Who answers: the upstream itself, nginx, or the gateway.
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    Direct,
+    Nginx,
+    Gateway,
 }
 
-async fn latency(t: &Target, kind: Kind, auth: &str, n: usize) -> anyhow::Result<Vec<f64>> {
-    let mut c = Conn::open(t.addr).await?;
-    let sid = session(&mut c, t.mcp_path, auth).await.unwrap_or_default();
-    for i in 0..200 {
-        one(&mut c, t, kind, auth, &sid, i).await?;
+struct Targets {
+    upstream: SocketAddr,
+    nginx: Option<SocketAddr>,
+    gateway: SocketAddr,
+}
+
+/// The same case through one target: throughput with `connections`, then latency with one.
+struct Measured {
+    throughput: f64,
+    latency: WrkRun,
+}
+
+pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
+    if a.quick {
+        a.rounds = 1;
+        a.seconds = a.seconds.min(2);
+        a.latency_seconds = 1;
     }
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n as u64 {
-        let start = Instant::now();
-        one(&mut c, t, kind, auth, &sid, i).await?;
-        out.push(start.elapsed().as_secs_f64() * 1e6);
-    }
-    out.sort_by(|a, b| a.total_cmp(b));
-    Ok(out)
-}
-
-async fn throughput(
-    t: Arc<Target>,
-    kind: Kind,
-    auth: String,
-    conns: usize,
-    secs: u64,
-) -> anyhow::Result<f64> {
-    let done = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let (t, auth, done, stop) = (t.clone(), auth.clone(), done.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut c = Conn::open(t.addr).await?;
-            let sid = session(&mut c, t.mcp_path, &auth).await.unwrap_or_default();
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                one(&mut c, &t, kind, &auth, &sid, i).await?;
-                done.fetch_add(1, Ordering::Relaxed);
-                i += 1;
-            }
-            anyhow::Ok(())
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let start_count = done.load(Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let count = done.load(Ordering::Relaxed) - start_count;
-    let rate = count as f64 / start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await??;
-    }
-    Ok(rate)
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
-    let up = upstream().await?;
-    let s = signer()?;
-    let mcp_token = token(&s, AUD)?;
-    let chat_token = token(&s, "https://cognitiveservices.azure.com")?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let wrk = bench_tools::find_program("wrk")
+        .context("the load generator wrk is not installed (Debian: apt install wrk)")?;
+    let nofile = bench_tools::raise_nofile(65_536);
     let dir = tempfile::tempdir()?;
+    let up = upstream().await?;
+    let (token, jwks) = token_and_jwks()?;
+    let auth = format!("Bearer {token}");
+    let port = bench_tools::free_port()?;
+    let admin = bench_tools::free_port()?;
     let cfg = dir.path().join("gateway.yaml");
-    std::fs::write(&cfg, config(up, port, admin, &s.jwks))?;
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+    std::fs::write(&cfg, gateway_config(up, port, admin, &jwks, dir.path()))?;
+    let mut gateway = tokio::process::Command::new(std::env::current_exe()?)
         .args(["gateway", "-f"])
         .arg(&cfg)
         .env("AGENTID_LOG", "warn")
@@ -404,99 +376,290 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()?;
     let gw_addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(gw_addr).await.is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "the gateway did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let pid = child.id().context("gateway pid")?;
-    let idle_rss = rss_kib(pid);
-    let direct = Arc::new(Target {
-        addr: up,
-        mcp_path: "/mcp",
-        chat_path: "/v1/chat/completions",
-    });
-    let via = Arc::new(Target {
-        addr: gw_addr,
-        mcp_path: "/mcp",
-        chat_path: "/llm/v1/chat/completions",
-    });
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    println!(
-        "agentid gateway bench — {} cores ({cpu}); gateway in its own process, upstream and load generator in this one",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    );
-    println!("jwtAuth RS256 (inline JWKS) + one CEL rule on each route; keep-alive HTTP/1.1\n");
-    let mut report = serde_json::Map::new();
-    // Memory first, on a fresh gateway: the runs below would leave their own high-water mark.
-    // Memory: N connections, each with its own MCP session, one call each per second.
-    let auth = auth_for(Kind::Mcp, &mcp_token, &chat_token);
-    let mut conns = Vec::with_capacity(a.memory_connections);
-    for _ in 0..a.memory_connections {
-        let mut c = Conn::open(gw_addr).await?;
-        let sid = session(&mut c, "/mcp", &auth).await?;
-        conns.push((c, sid));
-    }
-    let mut peak = 0;
-    for round in 0..5u64 {
-        for (c, sid) in conns.iter_mut() {
-            one(c, &via, Kind::Mcp, &auth, sid, round).await?;
+    bench_tools::wait_listening(gw_addr, Duration::from_secs(20)).await?;
+    let gw_pid = gateway.id().context("gateway pid")?;
+    let mut nginx = None;
+    let mut nginx_addr = None;
+    let mut nginx_version = String::from("skipped");
+    match bench_tools::find_program("nginx") {
+        None => bench_tools::skipped("nginx", "Debian: apt install nginx"),
+        Some(bin) => {
+            let port = bench_tools::free_port()?;
+            let conf = dir.path().join("nginx.conf");
+            std::fs::write(&conf, nginx_config(up, port, dir.path()))?;
+            let v = std::process::Command::new(&bin).arg("-v").output()?;
+            nginx_version = String::from_utf8_lossy(&v.stderr)
+                .split_once("nginx/")
+                .map_or("", |(_, v)| v.trim())
+                .to_string();
+            let child = std::process::Command::new(&bin)
+                .arg("-p")
+                .arg(dir.path())
+                .arg("-e")
+                .arg(dir.path().join("nginx-error.log"))
+                .arg("-c")
+                .arg(&conf)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()?;
+            let child = Nginx(child);
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            bench_tools::wait_listening(addr, Duration::from_secs(10)).await?;
+            nginx = Some(child);
+            nginx_addr = Some(addr);
         }
-        peak = peak.max(rss_kib(pid));
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let targets = Targets {
+        upstream: up,
+        nginx: nginx_addr,
+        gateway: gw_addr,
+    };
+    let cores = bench_tools::conditions();
+    println!(
+        "agentid gateway bench — {} cores ({}), load average {}; wrk in its own process, {} connections, {} s × {} round(s) per target, latency on 1 connection for {} s",
+        cores["cores"],
+        cores["cpu"].as_str().unwrap_or(""),
+        cores["loadAverage1m"],
+        a.connections,
+        a.seconds,
+        a.rounds,
+        a.latency_seconds
+    );
+    println!(
+        "gateway: jwtAuth RS256 with an inline JWKS; every request audited (memory ring and a file); nginx {}: plain proxy_pass, upstream keepalive, 2 workers\n",
+        nginx_version
+    );
+
+    // Memory first, on a fresh gateway: the load below would leave its own high-water mark.
+    let memory = memory_figures(
+        &a.memory_connections,
+        nofile,
+        &targets,
+        &auth,
+        gw_pid,
+        nginx.as_ref(),
+    )
+    .await?;
+
+    // One MCP session per wrk thread: a session belongs to its caller, as in production.
+    let threads = 2;
+    let mut sessions = Vec::new();
+    for _ in 0..threads {
+        sessions.push(Conn::open(gw_addr).await?.mcp_session(&auth).await?);
+    }
+    let mut rows = Vec::new();
+    let mut details = Vec::new();
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>8} {:>8} {:>13} {:>13}",
+        "case",
+        "direct/s",
+        "nginx/s",
+        "agentid/s",
+        "÷nginx",
+        "÷direct",
+        "+p50 µs ngx/ag",
+        "+p99 µs ngx/ag"
+    );
+    for case in cases() {
+        let mut runs: Vec<(Via, Measured)> = Vec::new();
+        for _ in 0..a.rounds {
+            for via in [Via::Direct, Via::Nginx, Via::Gateway] {
+                let Some(addr) = (match via {
+                    Via::Direct => Some(targets.upstream),
+                    Via::Nginx => targets.nginx,
+                    Via::Gateway => Some(targets.gateway),
+                }) else {
+                    continue;
+                };
+                let (path, sids) = if via == Via::Gateway {
+                    (
+                        case.gateway_path,
+                        if case.mcp { sessions.clone() } else { vec![] },
+                    )
+                } else {
+                    (
+                        case.peer_path,
+                        if case.mcp {
+                            vec!["bench-session".to_string()]
+                        } else {
+                            vec![]
+                        },
+                    )
+                };
+                let headers: Vec<(&str, &str)> = if case.token {
+                    vec![("Authorization", auth.as_str())]
+                } else {
+                    vec![]
+                };
+                let script = dir.path().join("case.lua");
+                std::fs::write(
+                    &script,
+                    bench_tools::post_script("application/json", &case.body, &headers, &sids),
+                )?;
+                let url = format!("http://{addr}{path}");
+                let t = bench_tools::wrk(&wrk, &url, &script, threads, a.connections, a.seconds)
+                    .await?;
+                let l = bench_tools::wrk(&wrk, &url, &script, 1, 1, a.latency_seconds).await?;
+                runs.push((
+                    via,
+                    Measured {
+                        throughput: t.rps,
+                        latency: l,
+                    },
+                ));
+            }
+        }
+        let of = |via: Via| -> Option<(f64, f64, f64)> {
+            let m: Vec<&Measured> = runs
+                .iter()
+                .filter(|(v, _)| *v == via)
+                .map(|(_, m)| m)
+                .collect();
+            (!m.is_empty()).then(|| {
+                (
+                    bench_tools::median(m.iter().map(|m| m.throughput).collect()),
+                    bench_tools::median(m.iter().map(|m| m.latency.p50_us).collect()),
+                    bench_tools::median(m.iter().map(|m| m.latency.p99_us).collect()),
+                )
+            })
+        };
+        let d = of(Via::Direct).context("direct runs")?;
+        let g = of(Via::Gateway).context("gateway runs")?;
+        let n = of(Via::Nginx);
+        let fmt =
+            |v: Option<f64>, prec: usize| v.map_or("–".to_string(), |v| format!("{v:.prec$}"));
+        println!(
+            "{:<34} {:>10.0} {:>10} {:>10.0} {:>8} {:>8.2} {:>13} {:>13}",
+            case.name,
+            d.0,
+            fmt(n.map(|n| n.0), 0),
+            g.0,
+            fmt(n.map(|n| g.0 / n.0), 2),
+            g.0 / d.0,
+            format!("{}/{:.0}", fmt(n.map(|n| n.1 - d.1), 0), g.1 - d.1),
+            format!("{}/{:.0}", fmt(n.map(|n| n.2 - d.2), 0), g.2 - d.2),
+        );
+        rows.push(bench_tools::row(
+            &format!("gateway: {}", case.name),
+            "req/s",
+            g.0,
+            "nginx",
+            n.map(|n| n.0),
+        ));
+        details.push(json!({
+            "case": case.name,
+            "directRps": d.0, "nginxRps": n.map(|n| n.0), "gatewayRps": g.0,
+            "ratioToNginx": n.map(|n| g.0 / n.0), "ratioToDirect": g.0 / d.0,
+            "latencyUs": {
+                "direct": {"p50": d.1, "p99": d.2},
+                "nginx": n.map(|n| json!({"p50": n.1, "p99": n.2})),
+                "gateway": {"p50": g.1, "p99": g.2},
+            },
+            "addedUs": {
+                "nginx": n.map(|n| json!({"p50": n.1 - d.1, "p99": n.2 - d.2})),
+                "gateway": {"p50": g.1 - d.1, "p99": g.2 - d.2},
+            },
+        }));
     }
     println!(
-        "memory: gateway RSS idle {:.1} MiB; with {} open connections and MCP sessions {:.1} MiB (target < 50)",
-        idle_rss as f64 / 1024.0,
-        a.memory_connections,
-        peak as f64 / 1024.0
+        "(÷nginx, ÷direct: agentid's throughput over theirs; +p50/+p99: latency added to direct, 1 connection)"
     );
-    report.insert("memory".into(), json!({"idleMiB": idle_rss as f64 / 1024.0, "connections": a.memory_connections, "peakMiB": peak as f64 / 1024.0}));
-    for (name, kind) in [
-        ("mcp tools/call (1 KiB echo)", Kind::Mcp),
-        ("chat completion (non-streaming)", Kind::Chat),
-    ] {
-        let auth = auth_for(kind, &mcp_token, &chat_token);
-        let d = latency(&direct, kind, &auth, a.latency_requests).await?;
-        let g = latency(&via, kind, &auth, a.latency_requests).await?;
-        let td = throughput(direct.clone(), kind, auth.clone(), a.connections, a.seconds).await?;
-        let tg = throughput(via.clone(), kind, auth.clone(), a.connections, a.seconds).await?;
-        let added50 = pct(&g, 0.5) - pct(&d, 0.5);
-        let added99 = pct(&g, 0.99) - pct(&d, 0.99);
-        println!("{name}");
-        println!(
-            "  latency, 1 connection: direct p50 {:.0} µs p99 {:.0} µs; via gateway p50 {:.0} µs p99 {:.0} µs",
-            pct(&d, 0.5),
-            pct(&d, 0.99),
-            pct(&g, 0.5),
-            pct(&g, 0.99)
-        );
-        println!(
-            "  added latency: p50 {added50:.0} µs (target < 300), p99 {added99:.0} µs (target < 2000)"
-        );
-        println!(
-            "  throughput, {} connections: direct {td:.0}/s, via gateway {tg:.0}/s, ratio {:.2} (target ≥ 0.70)\n",
-            a.connections,
-            tg / td
-        );
-        report.insert(name.to_string(), json!({"addedP50Us": added50, "addedP99Us": added99, "directRps": td, "gatewayRps": tg, "ratio": tg / td}));
+    for m in &memory {
+        rows.push(bench_tools::row(
+            &format!(
+                "gateway: RSS MiB at {} connections (lower is better)",
+                m["connections"]
+            ),
+            "MiB",
+            m["gatewayMiB"].as_f64().unwrap_or(0.0),
+            "nginx",
+            m["nginxMiB"].as_f64(),
+        ));
     }
-
-    drop(conns);
-    std::fs::write(
-        "bench-report.json",
-        serde_json::to_string_pretty(&Value::Object(report))?,
-    )?;
-    println!("\nwrote bench-report.json");
-    let _ = child.kill().await;
+    if let Some(path) = &a.report {
+        bench_tools::write_report(
+            path,
+            "gateway",
+            json!({
+                "conditions": cores,
+                "settings": {"connections": a.connections, "seconds": a.seconds, "rounds": a.rounds,
+                    "latencySeconds": a.latency_seconds, "quick": a.quick, "loadGenerator": "wrk"},
+                "rows": rows, "cases": details, "memory": memory,
+            }),
+        )?;
+    }
+    drop(nginx);
+    let _ = gateway.kill().await;
     Ok(())
+}
+
+/// Resident memory with N open connections: each to the gateway with its own MCP session and
+/// one `tools/call`; each to nginx with one proxied request. Connections are closed between
+/// sizes.
+async fn memory_figures(
+    sizes: &[usize],
+    nofile: u64,
+    t: &Targets,
+    auth: &str,
+    gw_pid: u32,
+    nginx: Option<&Nginx>,
+) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    let idle = bench_tools::rss_kib(gw_pid);
+    println!("memory: gateway idle {:.1} MiB", idle as f64 / 1024.0);
+    let call = call_body();
+    for &n in sizes {
+        // This process holds the client sockets (and the upstream's few), the gateway its own:
+        // keep clear of the descriptor limit both share.
+        if n as u64 + 1000 > nofile {
+            println!("memory at {n} connections skipped: open-file limit {nofile} is too low");
+            continue;
+        }
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut c = Conn::open(t.gateway).await?;
+            let sid = c.mcp_session(auth).await?;
+            let (st, _) = c
+                .post(
+                    "/mcp",
+                    &[("authorization", auth), ("mcp-session-id", &sid)],
+                    &call,
+                )
+                .await?;
+            anyhow::ensure!(st == 200, "tools/call answered {st}");
+            conns.push(c);
+        }
+        let gateway = bench_tools::rss_kib(gw_pid);
+        drop(conns);
+        let mut nginx_kib = None;
+        if let (Some(addr), Some(child)) = (t.nginx, nginx) {
+            let pid = child.0.id();
+            let mut conns = Vec::with_capacity(n);
+            for _ in 0..n {
+                let mut c = Conn::open(addr).await?;
+                let (st, _) = c.post("/v1/chat/completions", &[], CHAT).await?;
+                anyhow::ensure!(st == 200, "nginx answered {st}");
+                conns.push(c);
+            }
+            nginx_kib = Some(bench_tools::tree_rss_kib(pid));
+        }
+        let mib = |k: u64| k as f64 / 1024.0;
+        println!(
+            "memory at {n} open connections: gateway {:.1} MiB (each with an MCP session; target < 50 at 1,000), nginx {}",
+            mib(gateway),
+            nginx_kib.map_or("–".into(), |k| format!(
+                "{:.1} MiB (master + workers)",
+                mib(k)
+            ))
+        );
+        out.push(
+            json!({"connections": n, "gatewayIdleMiB": mib(idle), "gatewayMiB": mib(gateway),
+            "nginxMiB": nginx_kib.map(mib)}),
+        );
+        // Let the gateway notice the closed connections before the next size.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    println!();
+    Ok(out)
 }

@@ -27,7 +27,7 @@ pub struct GatewayArgs {
 
 #[derive(clap::Subcommand)]
 enum GatewayCommand {
-    /// Measure what the gateway adds: throughput ratio, added latency, memory (gateway.md §14).
+    /// Measure what the gateway adds: throughput ratio, added latency, memory (gateway.md §14, performance.md §2).
     Bench(crate::gateway_bench::BenchArgs),
 }
 

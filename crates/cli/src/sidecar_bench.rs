@@ -37,6 +37,13 @@ pub struct BenchArgs {
     /// Entries for the full-cache memory figure (0 skips it).
     #[arg(long, default_value_t = 4096)]
     cache_entries: usize,
+    /// Short runs (2,000 sequential, 500 per connection, 256 cache entries), for CI and
+    /// scripts/bench.
+    #[arg(long)]
+    quick: bool,
+    /// Write the results into this JSON report (its `sidecar` section).
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
 }
 
 /// A minimal HTTP/1.1 keep-alive client: the measured latency is the sidecar's, not a client
@@ -201,7 +208,12 @@ fn concurrent(
     Ok((all, wall, peak))
 }
 
-pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
+    if a.quick {
+        a.requests = a.requests.min(2000);
+        a.per_connection = a.per_connection.min(500);
+        a.cache_entries = a.cache_entries.min(256);
+    }
     let dir = tempfile::tempdir()?;
     let mut s = agentid_sts::Settings::new(dir.path(), "127.0.0.1:0".parse()?);
     s.access_lifetime = agentid_sts::settings::AccessLifetime::Fixed(3600);
@@ -298,7 +310,7 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(1));
     };
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(if a.quick { 1 } else { 5 })).await;
     let idle_rss = rss_kib(pid);
 
     let authn = get(
@@ -408,5 +420,48 @@ pub async fn run(a: BenchArgs) -> anyhow::Result<()> {
             ))
             .unwrap_or_default()
     );
+    if let Some(path) = &a.report {
+        let mib = |k: u64| k as f64 / 1024.0;
+        // No peer runs the sidecar's contract; the rows hold its own figures against targets.
+        let rows = vec![
+            crate::bench_tools::row(
+                "sidecar: cached /AuthorizationHeader p50 µs (lower is better)",
+                "µs",
+                pct(&seq_auth, 0.5),
+                "target (sidecar.md §15)",
+                Some(200.0),
+            ),
+            crate::bench_tools::row(
+                "sidecar: cached /AuthorizationHeader p99 µs (lower is better)",
+                "µs",
+                pct(&seq_auth, 0.99),
+                "target (sidecar.md §15)",
+                Some(1000.0),
+            ),
+            crate::bench_tools::row(
+                "sidecar: idle RSS MiB (lower is better)",
+                "MiB",
+                mib(idle_rss),
+                "target (sidecar.md §15)",
+                Some(20.0),
+            ),
+        ];
+        crate::bench_tools::write_report(
+            path,
+            "sidecar",
+            serde_json::json!({
+                "conditions": crate::bench_tools::conditions(),
+                "settings": {"requests": a.requests, "connections": a.concurrency,
+                    "perConnection": a.per_connection, "cacheEntries": a.cache_entries, "quick": a.quick},
+                "rows": rows,
+                "startupMs": startup.as_secs_f64() * 1000.0,
+                "authorizationHeaderUs": {"p50": pct(&seq_auth, 0.5), "p99": pct(&seq_auth, 0.99)},
+                "unauthenticatedUs": {"p50": pct(&seq_unauth, 0.5), "p99": pct(&seq_unauth, 0.99)},
+                "concurrentUs": {"p50": pct(&conc_lat, 0.5), "p99": pct(&conc_lat, 0.99)},
+                "requestsPerSecond": throughput,
+                "rssMiB": {"idle": mib(idle_rss), "peak": mib(peak_rss), "fullCache": full_rss.map(mib)},
+            }),
+        )?;
+    }
     Ok(())
 }

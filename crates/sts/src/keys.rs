@@ -2,6 +2,7 @@
 //! encrypted, published in the JWKS before they sign, kept published after they stop signing
 //! until every token they signed has expired.
 
+use crate::jws::TokenSigningKey;
 use agentid_claims::jwk::Jwk;
 use agentid_directory::keys::SigningKeyRow;
 use agentid_directory::secrets::MasterKey;
@@ -11,7 +12,6 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use moka::Expiry;
 use moka::future::Cache;
-use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rsa::traits::PublicKeyParts;
 use sha1::{Digest, Sha1};
@@ -104,7 +104,8 @@ impl SigningAlg {
 pub struct LoadedKey {
     pub kid: String,
     pub alg: SigningAlg,
-    pub encoding: EncodingKey,
+    /// Signs with this key: [`LoadedKey::sign`].
+    signing: TokenSigningKey,
     pub decoding: DecodingKey,
     pub jwk: Jwk,
     pub publish_at: i64,
@@ -112,6 +113,17 @@ pub struct LoadedKey {
     pub retired_at: Option<i64>,
     pub remove_after: Option<i64>,
     last_signed_flushed: AtomicI64,
+}
+
+impl LoadedKey {
+    /// A compact JWS of `claims` under `header` (whose `alg` must be this key's).
+    pub fn sign(
+        &self,
+        header: &jsonwebtoken::Header,
+        claims: &impl serde::Serialize,
+    ) -> Result<String, crate::jws::SignError> {
+        self.signing.sign(header, claims)
+    }
 }
 
 struct TenantKeys {
@@ -323,18 +335,20 @@ fn load_row(master: &MasterKey, row: &SigningKeyRow) -> Result<LoadedKey, KeyErr
     };
     let pem = master.decrypt(&row.private_key_enc)?;
     let pem = String::from_utf8(pem).map_err(|e| corrupt(e.to_string()))?;
-    let (alg, encoding) = match row.alg.as_str() {
+    let (alg, signing) = match row.alg.as_str() {
         "ES256" => (
             SigningAlg::ES256,
-            EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| corrupt(e.to_string()))?,
+            TokenSigningKey::Es256(
+                EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| corrupt(e.to_string()))?,
+            ),
         ),
         _ => {
             let private =
                 rsa::RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|e| corrupt(e.to_string()))?;
-            let pkcs1 = private.to_pkcs1_der().map_err(|e| corrupt(e.to_string()))?;
+            let pkcs8 = private.to_pkcs8_der().map_err(|e| corrupt(e.to_string()))?;
             (
                 SigningAlg::RS256,
-                EncodingKey::from_rsa_der(pkcs1.as_bytes()),
+                TokenSigningKey::rs256_from_pkcs8(pkcs8.as_bytes()).map_err(corrupt)?,
             )
         }
     };
@@ -345,7 +359,7 @@ fn load_row(master: &MasterKey, row: &SigningKeyRow) -> Result<LoadedKey, KeyErr
     Ok(LoadedKey {
         kid: row.kid.clone(),
         alg,
-        encoding,
+        signing,
         decoding,
         jwk,
         publish_at: row.publish_at,

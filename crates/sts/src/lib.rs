@@ -9,6 +9,7 @@ pub mod error;
 pub mod federation;
 pub mod form;
 pub mod graph;
+pub mod jws;
 pub mod keys;
 pub mod logout;
 pub mod own_tokens;

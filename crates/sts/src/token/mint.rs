@@ -44,7 +44,7 @@ pub enum MintError {
     #[error(transparent)]
     Keys(#[from] crate::keys::KeyError),
     #[error("signing failed: {0}")]
-    Sign(#[from] jsonwebtoken::errors::Error),
+    Sign(#[from] crate::jws::SignError),
 }
 
 pub fn new_uti() -> String {
@@ -83,7 +83,7 @@ async fn sign(
     header.typ = Some("JWT".into());
     header.x5t = Some(key.kid.clone());
     header.kid = Some(key.kid.clone());
-    Ok(jsonwebtoken::encode(&header, claims, &key.encoding)?)
+    Ok(key.sign(&header, claims)?)
 }
 
 pub async fn access_token(

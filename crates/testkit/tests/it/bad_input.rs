@@ -785,7 +785,7 @@ both_backends!(on_behalf_of_refusals, |db: Db| async move {
         .unwrap();
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     h.kid = Some(key.kid.clone());
-    let expired = jsonwebtoken::encode(&h, &c, &key.encoding).unwrap();
+    let expired = key.sign(&h, &c).unwrap();
     let mut tampered = tc.clone();
     tampered.pop();
     tampered.push(if tc.ends_with('A') { 'B' } else { 'A' });

@@ -388,7 +388,7 @@ pub async fn sign_as_sts(sts: &TestSts, claims: &Value) -> String {
         .expect("signing key");
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some(key.kid.clone());
-    jsonwebtoken::encode(&header, claims, &key.encoding).expect("sign")
+    key.sign(&header, claims).expect("sign")
 }
 
 /// A JWT with an arbitrary header and an empty or fake signature.
