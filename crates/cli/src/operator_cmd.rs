@@ -7,7 +7,7 @@ use std::time::Duration;
 #[derive(clap::Subcommand)]
 pub enum OperatorCommand {
     /// Run the operator: controllers (on the Lease holder) and admission webhooks (every replica).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions (YAML) to apply before the operator starts.
     Crds,
 }
@@ -54,6 +54,7 @@ pub async fn run(cmd: OperatorCommand) -> anyhow::Result<()> {
             Ok(())
         }
         OperatorCommand::Run(a) => {
+            let a = *a;
             let kube = kube::Client::try_default()
                 .await
                 .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;

@@ -299,7 +299,12 @@ async fn blueprint(conn: &Conn, cmd: BlueprintCommand, json_out: bool) -> anyhow
         } => {
             let me = conn.me(&token).await?;
             let bp = conn
-                .create_blueprint(&token, &name, std::slice::from_ref(&me), &[me])
+                .create_blueprint(
+                    &token,
+                    &name,
+                    std::slice::from_ref(&me),
+                    std::slice::from_ref(&me),
+                )
                 .await?;
             let secret_text = if secret {
                 Some(
