@@ -327,3 +327,94 @@ pub async fn admit(state: &State, req: &AdmissionRequest<DynamicObject>) -> Admi
         Err(e) => AdmissionResponse::from(req).deny(format!("cannot encode the injection: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::DownstreamApi;
+
+    fn binding() -> Binding {
+        Binding {
+            agent_id: "a1".into(),
+            blueprint_app_id: "b1".into(),
+            conn: model::Connection {
+                authority: "https://sts.example/t1".into(),
+                tenant: "t1".into(),
+                graph: None,
+                ca: Some(crate::crd::KeyRef {
+                    name: "ca".into(),
+                    key: "ca.crt".into(),
+                }),
+                credential: model::Credential::Password { secret: "s".into() },
+                issuer_registration: Default::default(),
+            },
+            agent: model::Agent {
+                blueprint: "bp".into(),
+                display_name: "A".into(),
+                sponsors: vec![],
+                admin_consents: vec![],
+                downstream_apis: vec![(
+                    "graph".into(),
+                    DownstreamApi {
+                        base_url: None,
+                        scopes: vec!["https://graph.microsoft.com/.default".into()],
+                        request_app_token: true,
+                    },
+                )],
+                deletion: Default::default(),
+            },
+        }
+    }
+
+    fn pod() -> Value {
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": "x",
+            "env": [{"name": "AZURE_CLIENT_ID", "value": "stale"}, {"name": "KEEP", "value": "1"}]}]}})
+    }
+
+    #[test]
+    fn injecting_twice_changes_nothing() {
+        for native in [false, true] {
+            let once = inject(&pod(), &binding(), "img", native);
+            let twice = inject(&once, &binding(), "img", native);
+            assert_eq!(once, twice, "native={native}");
+            assert!(json_patch::diff(&once, &twice).is_empty());
+        }
+    }
+
+    #[test]
+    fn native_sidecars_are_restartable_init_containers() {
+        let p = inject(&pod(), &binding(), "img", true);
+        assert_eq!(p["spec"]["initContainers"][0]["name"], SIDECAR_NAME);
+        assert_eq!(p["spec"]["initContainers"][0]["restartPolicy"], "Always");
+        assert_eq!(p["spec"]["containers"].as_array().unwrap().len(), 1);
+        let p = inject(&pod(), &binding(), "img", false);
+        assert_eq!(p["spec"]["containers"][0]["name"], SIDECAR_NAME);
+        assert!(p["spec"]["initContainers"].is_null());
+    }
+
+    #[test]
+    fn the_app_keeps_its_env_and_gets_the_identity() {
+        let p = inject(&pod(), &binding(), "img", false);
+        let env = p["spec"]["containers"][1]["env"].as_array().unwrap();
+        let get = |k: &str| {
+            env.iter()
+                .filter(|e| e["name"] == k)
+                .map(|e| e["value"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            get("AZURE_CLIENT_ID"),
+            ["b1"],
+            "the stale value is replaced, once"
+        );
+        assert_eq!(get("KEEP"), ["1"]);
+        assert_eq!(get("AZURE_AUTHORITY_HOST"), ["https://sts.example/"]);
+        let sidecar_env = p["spec"]["containers"][0]["env"].as_array().unwrap();
+        assert!(
+            sidecar_env
+                .iter()
+                .any(|e| e["name"] == "Sidecar__ExtraCaBundlePath"
+                    && e["value"] == "/etc/agentid/directory-ca/ca.crt")
+        );
+    }
+}
