@@ -5,21 +5,7 @@ use anyhow::Context;
 use std::path::Path;
 
 /// Graph permissions the administrator's sign-in client is consented for (the guide's scripts use these).
-pub const ADMIN_GRAPH_SCOPES: &[&str] = &[
-    "User.Read",
-    "openid",
-    "profile",
-    "offline_access",
-    "Directory.Read.All",
-    "Application.ReadWrite.All",
-    "AgentIdentityBlueprint.Create",
-    "AgentIdentityBlueprint.ReadWrite.All",
-    "AgentIdentityBlueprint.AddRemoveCreds.All",
-    "AgentIdentityBlueprintPrincipal.Create",
-    "DelegatedPermissionGrant.ReadWrite.All",
-    "AppRoleAssignment.ReadWrite.All",
-    "AgentIdUser.ReadWrite.All",
-];
+pub use agentid_graphclient::ADMIN_GRAPH_SCOPES;
 
 /// Application permissions of the admin client (automation; app-only cannot create blueprints).
 const ADMIN_CLIENT_ROLES: &[&str] = &[

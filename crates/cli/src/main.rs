@@ -10,6 +10,7 @@ mod examples;
 mod gateway_bench;
 mod gateway_cmd;
 mod init;
+mod operator_cmd;
 mod sidecar_bench;
 mod sidecar_cmd;
 mod signal;
@@ -52,6 +53,11 @@ enum Command {
     Demo {
         #[command(subcommand)]
         command: demo_cmd::DemoCommand,
+    },
+    /// The Kubernetes operator: blueprints and agents as resources, the sidecar injected.
+    Operator {
+        #[command(subcommand)]
+        command: operator_cmd::OperatorCommand,
     },
     /// Work with tokens.
     Token {
@@ -97,6 +103,10 @@ fn main() -> anyhow::Result<()> {
             command: TokenCommand::Decode(args),
         } => decode::run(args),
         Command::Admin(args) => runtime()?.block_on(admin::run(args)),
+        Command::Operator { command } => {
+            init_tracing("info,kube=warn");
+            runtime()?.block_on(operator_cmd::run(command))
+        }
         Command::Gateway(args) => {
             init_tracing("info");
             std::process::exit(gateway_cmd::run(args))

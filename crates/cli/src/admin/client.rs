@@ -1,16 +1,23 @@
-//! The admin CLI's connection: where the authority and Graph are, the HTTP client, and the
+//! The admin CLI's connection: the shared Graph client (agentid-graphclient) plus the
 //! signed-in administrator's token cache (0600).
 
+use agentid_graphclient::GraphClient;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
 pub struct Conn {
-    pub authority: String,
-    pub graph: String,
-    pub http: reqwest::Client,
+    pub client: GraphClient,
     pub cache: PathBuf,
     pub client_id: String,
+}
+
+/// The Graph client's calls (`conn.graph(…)`, `conn.token(…)`) and fields read through.
+impl std::ops::Deref for Conn {
+    type Target = GraphClient;
+    fn deref(&self) -> &GraphClient {
+        &self.client
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -48,67 +55,25 @@ impl Conn {
             .or_else(|| std::env::var("AGENTID_AUTHORITY").ok())
             .or_else(|| state.as_ref().and_then(|s| s["authority"].as_str().map(str::to_string)))
             .or_else(|| state.as_ref().and_then(|s| s["tenantId"].as_str()).map(|t| format!("https://localhost:8443/{t}")))
-            .context("no authority: pass --authority https://HOST:PORT/TENANT (or run `agentid up` / `agentid sts init` here)")?
-            .trim_end_matches('/')
-            .to_string();
-        let url = url::Url::parse(&authority)
+            .context("no authority: pass --authority https://HOST:PORT/TENANT (or run `agentid up` / `agentid sts init` here)")?;
+        let url = url::Url::parse(authority.trim_end_matches('/'))
             .with_context(|| format!("--authority {authority} is not a URL"))?;
-        let entra = url
-            .host_str()
-            .is_some_and(|h| h.ends_with("login.microsoftonline.com"));
-        let graph = a.graph.clone().unwrap_or_else(|| {
-            if entra {
-                "https://graph.microsoft.com".into()
-            } else {
-                format!("{}://{}", url.scheme(), url.authority())
-            }
-        });
-        let mut b = reqwest::Client::builder().use_rustls_tls();
+        let entra = agentid_graphclient::is_entra(&url);
         let ca = a
             .ca_file
             .clone()
             .or_else(|| Some(home().join("ca.pem")).filter(|p| p.exists() && !entra));
-        if let Some(ca) = ca {
-            let pem =
-                std::fs::read(&ca).with_context(|| format!("reading CA file {}", ca.display()))?;
-            b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
-        }
+        let pem = match ca {
+            Some(ca) => Some(
+                std::fs::read(&ca).with_context(|| format!("reading CA file {}", ca.display()))?,
+            ),
+            None => None,
+        };
         Ok(Conn {
-            authority,
-            graph: graph.trim_end_matches('/').into(),
-            http: b.build()?,
+            client: GraphClient::new(&authority, a.graph.as_deref(), pem.as_deref())?,
             cache: home().join("admin-token.json"),
             client_id: a.client_id.clone(),
         })
-    }
-
-    pub fn token_url(&self) -> String {
-        format!("{}/oauth2/v2.0/token", self.authority)
-    }
-
-    /// POSTs to the token endpoint; OAuth errors become readable messages with their AADSTS code.
-    pub async fn token(&self, form: &[(&str, &str)]) -> anyhow::Result<Value> {
-        let r = self
-            .http
-            .post(self.token_url())
-            .form(form)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.token_url()))?;
-        let body: Value = r
-            .json()
-            .await
-            .context("the token endpoint did not answer JSON")?;
-        if let Some(e) = body["error"].as_str() {
-            let desc = body["error_description"]
-                .as_str()
-                .unwrap_or("")
-                .split(" Trace ID:")
-                .next()
-                .unwrap_or("");
-            bail!("{e}: {desc}");
-        }
-        Ok(body)
     }
 
     /// The administrator's Graph token: cached, refreshed with its refresh token when expired.
@@ -156,49 +121,5 @@ impl Conn {
             serde_json::to_string(&v)?.as_bytes(),
         )?;
         Ok(())
-    }
-
-    /// A Graph call; Graph errors become messages with their code and what to do.
-    pub async fn graph(
-        &self,
-        token: &str,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.graph);
-        let mut r = self
-            .http
-            .request(method.parse()?, &url)
-            .bearer_auth(token)
-            .header("OData-Version", "4.0");
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if !status.is_success() {
-            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let code = v["error"]["code"].as_str().unwrap_or("error");
-            let msg = v["error"]["message"].as_str().unwrap_or(&text);
-            let hint = match code {
-                "Authorization_RequestDenied" => {
-                    " (sign in as an administrator, or check the client's consented permissions)"
-                }
-                "InvalidAuthenticationToken" => " (run `agentid admin login`)",
-                "Request_ResourceNotFound" => " (check the id)",
-                _ => "",
-            };
-            bail!("{method} {path}: {} {code}: {msg}{hint}", status.as_u16());
-        }
-        Ok(if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text)?
-        })
     }
 }

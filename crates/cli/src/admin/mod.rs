@@ -3,22 +3,14 @@
 
 mod client;
 
-use anyhow::{Context, bail};
+use agentid_graphclient::ops::{fic_name, subject_of};
+use agentid_graphclient::s;
+use anyhow::bail;
 use client::{Conn, ConnArgs};
 use serde_json::{Value, json};
 
 pub fn admin_scope() -> String {
-    crate::init::ADMIN_GRAPH_SCOPES
-        .iter()
-        .map(|s| {
-            if matches!(*s, "openid" | "profile" | "offline_access") {
-                s.to_string()
-            } else {
-                format!("https://graph.microsoft.com/{s}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    agentid_graphclient::admin_scope(&[])
 }
 
 #[derive(clap::Args)]
@@ -296,61 +288,6 @@ fn table(rows: &[Vec<String>], headers: &[&str]) {
     }
 }
 
-fn s(v: &Value, k: &str) -> String {
-    v[k].as_str().unwrap_or("").to_string()
-}
-
-async fn app_by_app_id(conn: &Conn, token: &str, app_id: &str) -> anyhow::Result<Value> {
-    let r = conn
-        .graph(
-            token,
-            "GET",
-            &format!("/beta/applications?$filter=appId eq '{app_id}'"),
-            None,
-        )
-        .await?;
-    r["value"]
-        .get(0)
-        .cloned()
-        .with_context(|| format!("no application with appId {app_id}"))
-}
-
-async fn sp_by_app_id(conn: &Conn, token: &str, app_id: &str) -> anyhow::Result<Value> {
-    let r = conn
-        .graph(
-            token,
-            "GET",
-            &format!("/v1.0/servicePrincipals?$filter=appId eq '{app_id}'"),
-            None,
-        )
-        .await?;
-    r["value"]
-        .get(0)
-        .cloned()
-        .with_context(|| format!("no service principal with appId {app_id}"))
-}
-
-fn subject_of(service_account: &str) -> anyhow::Result<String> {
-    let (ns, name) = service_account
-        .split_once('/')
-        .context("--service-account is NAMESPACE/NAME")?;
-    Ok(format!("system:serviceaccount:{ns}:{name}"))
-}
-
-fn fic_name(subject: &str) -> String {
-    subject
-        .trim_start_matches("system:serviceaccount:")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
-}
-
 async fn blueprint(conn: &Conn, cmd: BlueprintCommand, json_out: bool) -> anyhow::Result<()> {
     let token = conn.admin_token().await?;
     match cmd {
@@ -360,52 +297,43 @@ async fn blueprint(conn: &Conn, cmd: BlueprintCommand, json_out: bool) -> anyhow
             service_account,
             issuer,
         } => {
-            let me = conn.graph(&token, "GET", "/v1.0/me", None).await?;
-            let user = format!("{}/v1.0/users/{}", conn.graph, s(&me, "id"));
+            let me = conn.me(&token).await?;
             let bp = conn
-                .graph(&token, "POST", "/beta/applications", Some(json!({"@odata.type": "Microsoft.Graph.AgentIdentityBlueprint", "displayName": name, "sponsors@odata.bind": [user], "owners@odata.bind": [user]})))
-                .await?;
-            let (obj, app_id) = (s(&bp, "id"), s(&bp, "appId"));
-            let sp = conn
-                .graph(
+                .create_blueprint(
                     &token,
-                    "POST",
-                    "/beta/serviceprincipals/graph.agentIdentityBlueprintPrincipal",
-                    Some(json!({"appId": app_id})),
+                    &name,
+                    std::slice::from_ref(&me),
+                    std::slice::from_ref(&me),
                 )
                 .await?;
-            conn.graph(
-                &token,
-                "PATCH",
-                &format!("/beta/applications/{obj}"),
-                Some(json!({"identifierUris": [format!("api://{app_id}")], "api": {"oauth2PermissionScopes": [{"id": uuid::Uuid::new_v4(), "value": "access_as_user", "type": "User", "isEnabled": true,
-                    "adminConsentDisplayName": format!("Access {name}"), "adminConsentDescription": format!("Lets agents of {name} act for the signed-in user."),
-                    "userConsentDisplayName": format!("Access {name}"), "userConsentDescription": format!("Lets agents of {name} act for you.")}]}})),
-            )
-            .await?;
             let secret_text = if secret {
-                let p = conn
-                    .graph(
-                        &token,
-                        "POST",
-                        &format!("/beta/applications/{obj}/addPassword"),
-                        Some(json!({"passwordCredential": {"displayName": "agentid admin"}})),
-                    )
-                    .await?;
-                Some(s(&p, "secretText"))
+                Some(
+                    conn.add_password(&token, &bp.object_id, "agentid admin")
+                        .await?,
+                )
             } else {
                 None
             };
             if let (Some(sa), Some(iss)) = (service_account, issuer) {
                 let subject = subject_of(&sa)?;
-                conn.graph(&token, "POST", &format!("/beta/applications/{obj}/federatedIdentityCredentials"), Some(json!({"name": fic_name(&subject), "issuer": iss, "subject": subject, "audiences": ["api://AzureADTokenExchange"]}))).await?;
+                conn.add_fic(
+                    &token,
+                    &bp.object_id,
+                    &fic_name(&subject),
+                    &iss,
+                    &subject,
+                    agentid_graphclient::ops::TOKEN_EXCHANGE_AUDIENCE,
+                )
+                .await?;
             }
-            let out = json!({"appId": app_id, "objectId": obj, "principalId": s(&sp, "id"), "identifierUri": format!("api://{app_id}"), "secret": secret_text});
+            let (app_id, obj) = (bp.app_id, bp.object_id);
+            let sp_id = bp.principal_id;
+            let out = json!({"appId": app_id, "objectId": obj, "principalId": sp_id, "identifierUri": format!("api://{app_id}"), "secret": secret_text});
             if json_out {
                 println!("{out}");
             } else {
                 table(
-                    &[vec![name, app_id, obj, s(&sp, "id")]],
+                    &[vec![name, app_id, obj, sp_id]],
                     &["NAME", "APP ID", "OBJECT ID", "PRINCIPAL ID"],
                 );
                 if let Some(sec) = out["secret"].as_str() {
@@ -444,10 +372,10 @@ async fn blueprint(conn: &Conn, cmd: BlueprintCommand, json_out: bool) -> anyhow
         }
         BlueprintCommand::Show { app_id } => println!(
             "{}",
-            serde_json::to_string_pretty(&app_by_app_id(conn, &token, &app_id).await?)?
+            serde_json::to_string_pretty(&conn.application_by_app_id(&token, &app_id).await?)?
         ),
         BlueprintCommand::Delete { app_id } => {
-            let app = app_by_app_id(conn, &token, &app_id).await?;
+            let app = conn.application_by_app_id(&token, &app_id).await?;
             conn.graph(
                 &token,
                 "DELETE",
@@ -461,18 +389,6 @@ async fn blueprint(conn: &Conn, cmd: BlueprintCommand, json_out: bool) -> anyhow
     Ok(())
 }
 
-async fn blueprint_token(conn: &Conn, blueprint: &str, secret: &str) -> anyhow::Result<String> {
-    let t = conn
-        .token(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", blueprint),
-            ("client_secret", secret),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ])
-        .await?;
-    Ok(t["access_token"].as_str().unwrap_or_default().to_string())
-}
-
 async fn agent(conn: &Conn, cmd: AgentCommand, json_out: bool) -> anyhow::Result<()> {
     match cmd {
         AgentCommand::Create {
@@ -484,29 +400,16 @@ async fn agent(conn: &Conn, cmd: AgentCommand, json_out: bool) -> anyhow::Result
         } => {
             let admin = conn.admin_token().await?;
             let sponsor_id = match sponsor {
-                Some(upn) => s(
-                    &conn
-                        .graph(&admin, "GET", &format!("/v1.0/users/{upn}"), None)
-                        .await?,
-                    "id",
-                ),
-                None => s(&conn.graph(&admin, "GET", "/v1.0/me", None).await?, "id"),
+                Some(upn) => conn.user_id(&admin, &upn).await?,
+                None => conn.me(&admin).await?,
             };
-            let bp_token = blueprint_token(conn, &blueprint, &blueprint_secret).await?;
+            let bp_token = conn.blueprint_token(&blueprint, &blueprint_secret).await?;
             let agent = conn
-                .graph(
-                    &bp_token,
-                    "POST",
-                    "/beta/serviceprincipals/Microsoft.Graph.AgentIdentity",
-                    Some(
-                        json!({"displayName": name, "agentIdentityBlueprintId": blueprint,
-                    "sponsors@odata.bind": [format!("{}/v1.0/users/{sponsor_id}", conn.graph)]}),
-                    ),
-                )
+                .create_agent(&bp_token, &name, &blueprint, &[sponsor_id])
                 .await?;
             let id = s(&agent, "id");
             if let Some(c) = consent {
-                grant(conn, &admin, &id, &c).await?;
+                conn.grant(&admin, &id, &c).await?;
             }
             if json_out {
                 println!(
@@ -555,7 +458,7 @@ async fn agent(conn: &Conn, cmd: AgentCommand, json_out: bool) -> anyhow::Result
             blueprint,
             blueprint_secret,
         } => {
-            let bp_token = blueprint_token(conn, &blueprint, &blueprint_secret).await?;
+            let bp_token = conn.blueprint_token(&blueprint, &blueprint_secret).await?;
             conn.graph(
                 &bp_token,
                 "DELETE",
@@ -567,81 +470,6 @@ async fn agent(conn: &Conn, cmd: AgentCommand, json_out: bool) -> anyhow::Result
         }
     }
     Ok(())
-}
-
-/// `RESOURCE/scope1 scope2 …` or bare Graph scopes: grants (merging into an existing grant) for all users.
-async fn grant(conn: &Conn, admin: &str, client_app_id: &str, spec: &str) -> anyhow::Result<Value> {
-    let mut resource = "https://graph.microsoft.com".to_string();
-    let mut scopes = Vec::new();
-    for t in spec.split_whitespace() {
-        match t.rfind('/') {
-            Some(i) if t.contains("://") => {
-                resource = t[..i].to_string();
-                scopes.push(t[i + 1..].to_string());
-            }
-            _ => scopes.push(t.to_string()),
-        }
-    }
-    consent_grant(conn, admin, client_app_id, &resource, &scopes.join(" ")).await
-}
-
-async fn resource_sp(conn: &Conn, token: &str, resource: &str) -> anyhow::Result<Value> {
-    if uuid::Uuid::parse_str(resource).is_ok() {
-        return sp_by_app_id(conn, token, resource).await;
-    }
-    let well_known = match resource.trim_end_matches('/') {
-        "https://graph.microsoft.com" => Some(agentid_claims::wellknown::GRAPH_APP_ID),
-        "https://cognitiveservices.azure.com" => {
-            Some(agentid_claims::wellknown::COGNITIVE_SERVICES_APP_ID)
-        }
-        _ => None,
-    };
-    if let Some(id) = well_known {
-        return sp_by_app_id(conn, token, id).await;
-    }
-    let app_id = resource
-        .strip_prefix("api://")
-        .filter(|r| uuid::Uuid::parse_str(r).is_ok())
-        .context("--resource is an appId, api://APPID or a well-known URI")?;
-    sp_by_app_id(conn, token, app_id).await
-}
-
-async fn consent_grant(
-    conn: &Conn,
-    admin: &str,
-    client: &str,
-    resource: &str,
-    scopes: &str,
-) -> anyhow::Result<Value> {
-    let client_sp = sp_by_app_id(conn, admin, client).await?;
-    let res = resource_sp(conn, admin, resource).await?;
-    let existing = conn
-        .graph(admin, "GET", &format!("/v1.0/oauth2PermissionGrants?$filter=clientId eq '{}' and resourceId eq '{}' and consentType eq 'AllPrincipals'", s(&client_sp, "id"), s(&res, "id")), None)
-        .await?;
-    if let Some(g) = existing["value"].get(0) {
-        let mut all: Vec<String> = s(g, "scope")
-            .split(' ')
-            .filter(|x| !x.is_empty())
-            .map(str::to_string)
-            .collect();
-        for sc in scopes.split(' ').filter(|x| !x.is_empty()) {
-            if !all.iter().any(|x| x.eq_ignore_ascii_case(sc)) {
-                all.push(sc.to_string());
-            }
-        }
-        conn.graph(
-            admin,
-            "PATCH",
-            &format!("/v1.0/oauth2PermissionGrants/{}", s(g, "id")),
-            Some(json!({"scope": all.join(" ")})),
-        )
-        .await?;
-        return Ok(json!({"id": s(g, "id"), "scope": all.join(" "), "merged": true}));
-    }
-    let g = conn
-        .graph(admin, "POST", "/v1.0/oauth2PermissionGrants", Some(json!({"clientId": s(&client_sp, "id"), "consentType": "AllPrincipals", "resourceId": s(&res, "id"), "scope": scopes})))
-        .await?;
-    Ok(json!({"id": s(&g, "id"), "scope": s(&g, "scope"), "merged": false}))
 }
 
 async fn fic(conn: &Conn, cmd: FicCommand, json_out: bool) -> anyhow::Result<()> {
@@ -660,7 +488,7 @@ async fn fic(conn: &Conn, cmd: FicCommand, json_out: bool) -> anyhow::Result<()>
                 (None, Some(sa)) => subject_of(&sa)?,
                 _ => bail!("give --subject or --service-account NS/NAME"),
             };
-            let app = app_by_app_id(conn, &token, &app_id).await?;
+            let app = conn.application_by_app_id(&token, &app_id).await?;
             let name = name.unwrap_or_else(|| fic_name(&subject));
             let f = conn
                 .graph(&token, "POST", &format!("/beta/applications/{}/federatedIdentityCredentials", s(&app, "id")), Some(json!({"name": name, "issuer": issuer, "subject": subject, "audiences": [audience]})))
@@ -675,7 +503,7 @@ async fn fic(conn: &Conn, cmd: FicCommand, json_out: bool) -> anyhow::Result<()>
             }
         }
         FicCommand::List { app_id } => {
-            let app = app_by_app_id(conn, &token, &app_id).await?;
+            let app = conn.application_by_app_id(&token, &app_id).await?;
             let r = conn
                 .graph(
                     &token,
@@ -708,7 +536,7 @@ async fn fic(conn: &Conn, cmd: FicCommand, json_out: bool) -> anyhow::Result<()>
             }
         }
         FicCommand::Delete { app_id, name } => {
-            let app = app_by_app_id(conn, &token, &app_id).await?;
+            let app = conn.application_by_app_id(&token, &app_id).await?;
             conn.graph(
                 &token,
                 "DELETE",
@@ -733,7 +561,9 @@ async fn consent(conn: &Conn, cmd: ConsentCommand, json_out: bool) -> anyhow::Re
             resource,
             scopes,
         } => {
-            let g = consent_grant(conn, &token, &client, &resource, &scopes).await?;
+            let g = conn
+                .consent_grant(&token, &client, &resource, &scopes)
+                .await?;
             if json_out {
                 println!("{g}")
             } else {
@@ -753,7 +583,7 @@ async fn consent(conn: &Conn, cmd: ConsentCommand, json_out: bool) -> anyhow::Re
             let path = match client {
                 Some(c) => format!(
                     "/v1.0/oauth2PermissionGrants?$filter=clientId eq '{}'",
-                    s(&sp_by_app_id(conn, &token, &c).await?, "id")
+                    s(&conn.service_principal_by_app_id(&token, &c).await?, "id")
                 ),
                 None => "/v1.0/oauth2PermissionGrants".to_string(),
             };
@@ -824,9 +654,10 @@ async fn app(conn: &Conn, cmd: AppCommand, json_out: bool) -> anyhow::Result<()>
                 )
                 .await?;
             let grant = match &agent {
-                Some(agent) => {
-                    Some(consent_grant(conn, &token, agent, &app_id, "access_as_user").await?)
-                }
+                Some(agent) => Some(
+                    conn.consent_grant(&token, agent, &app_id, "access_as_user")
+                        .await?,
+                ),
                 None => None,
             };
             let out = json!({"appId": app_id, "objectId": obj, "principalId": s(&sp, "id"), "scope": format!("api://{app_id}/access_as_user"), "grant": grant});
