@@ -1,4 +1,4 @@
-//! The kinds of token agentid issues and the facet claims each carries (sts.md §8.3).
+//! The kinds of token agentid issues and the facet claims each carries (docs/sts.md §8.3).
 //!
 //! Consumers must treat facet claims as unordered sets of integers and rely only on the
 //! documented values ([`AGENT_IDENTITY`], [`AGENT_ID_USER`]); the rest is emitted for realism.

@@ -1,4 +1,4 @@
-//! `agentid gateway`: the identity-aware LLM/MCP gateway (gateway.md §1).
+//! `agentid gateway`: the identity-aware LLM/MCP gateway (docs/gateway.md §1).
 
 use clap::Args;
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ pub struct GatewayArgs {
 
 #[derive(clap::Subcommand)]
 enum GatewayCommand {
-    /// Measure what the gateway adds: throughput ratio, added latency, memory (gateway.md §14, performance.md §2).
+    /// Measure what the gateway adds: throughput ratio, added latency, memory (docs/gateway.md §14, docs/performance.md §2).
     Bench(crate::gateway_bench::BenchArgs),
 }
 

@@ -97,7 +97,7 @@ fn init_tracing(default: &str) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        // Exit codes matter here: 2 is a configuration error (sidecar.md §12.5).
+        // Exit codes matter here: 2 is a configuration error (docs/sidecar.md §12.5).
         Command::Sidecar(args) => std::process::exit(sidecar_cmd::run(args)),
         Command::Token {
             command: TokenCommand::Decode(args),

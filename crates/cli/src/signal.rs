@@ -1,5 +1,5 @@
 //! The one shutdown signal of every long-running command: SIGTERM (what Kubernetes sends a
-//! pod's containers) or Ctrl-C. What follows it is the part's drain (architecture.md §7).
+//! pod's containers) or Ctrl-C. What follows it is the part's drain (docs/architecture.md §7).
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).
 pub async fn terminate() {

@@ -1,4 +1,4 @@
-//! App role assignments (directory.md §2.6): the only code that writes the
+//! App role assignments (docs/directory.md §2.6): the only code that writes the
 //! `app_role_assignments` table, for the Graph API and tenant files.
 
 use crate::error::Result;
@@ -16,7 +16,7 @@ pub enum AssignmentError {
     /// No enabled role with that id (or value) that this kind of principal may hold.
     #[error("Permission being assigned was not found on application.")]
     RoleNotFound,
-    /// Blueprints hold `AgentIdentity.CreateAsManager` implicitly (directory.md §2.6).
+    /// Blueprints hold `AgentIdentity.CreateAsManager` implicitly (docs/directory.md §2.6).
     #[error("AgentIdentity.CreateAsManager is implicit for blueprints and cannot be assigned.")]
     ImplicitRole,
     #[error(transparent)]

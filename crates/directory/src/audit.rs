@@ -1,4 +1,4 @@
-//! Audit events: one per issued token and per refusal (sts.md §12). Events are written in the
+//! Audit events: one per issued token and per refusal (docs/sts.md §12). Events are written in the
 //! transaction of the state change they describe, or alone for refusals.
 
 use crate::error::Result;

@@ -1,4 +1,4 @@
-//! Principals present in every tenant with Microsoft's real ids (directory.md §3).
+//! Principals present in every tenant with Microsoft's real ids (docs/directory.md §3).
 
 use crate::model::{AppRole, PermissionScope, Resource};
 use agentid_claims::wellknown::*;

@@ -1,4 +1,4 @@
-//! Application credentials (directory.md §2.4): client secrets, certificates and federated
+//! Application credentials (docs/directory.md §2.4): client secrets, certificates and federated
 //! identity credentials. What a credential may hold is checked here, with Entra's wording,
 //! for the Graph API and tenant files alike; this is the only code that writes the
 //! `password_credentials`, `key_credentials` and `federated_credentials` tables.
@@ -15,7 +15,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-/// Federated identity credentials an application may have (directory.md §2.1).
+/// Federated identity credentials an application may have (docs/directory.md §2.1).
 pub const MAX_FICS_PER_APPLICATION: usize = 20;
 /// The audience of a federated credential that names none.
 pub const DEFAULT_FIC_AUDIENCE: &str = "api://AzureADTokenExchange";
@@ -206,7 +206,7 @@ impl std::fmt::Debug for SecretText {
     }
 }
 
-/// Stores a client secret as its SHA-256 (sts.md §6.3); the clear value is never written.
+/// Stores a client secret as its SHA-256 (docs/sts.md §6.3); the clear value is never written.
 pub async fn insert_password(
     conn: &mut AnyConnection,
     tenant: &Uuid,

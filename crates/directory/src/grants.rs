@@ -1,4 +1,4 @@
-//! Delegated permission grants (`oauth2PermissionGrants`, directory.md §2.6): the only code
+//! Delegated permission grants (`oauth2PermissionGrants`, docs/directory.md §2.6): the only code
 //! that writes the `oauth2_permission_grants` table. Graph, tenant files and the consent page
 //! all go through [`insert`] and [`set_scope`].
 

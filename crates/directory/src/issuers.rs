@@ -1,4 +1,4 @@
-//! Trusted issuers of federated assertions (directory.md §2.7): what a record may hold,
+//! Trusted issuers of federated assertions (docs/directory.md §2.7): what a record may hold,
 //! checked the same way for tenant files and the Graph extension API, and the only code that
 //! writes the `trusted_issuers` table.
 

@@ -1,4 +1,4 @@
-//! The directory's object model (directory.md §2), as the STS reads it.
+//! The directory's object model (docs/directory.md §2), as the STS reads it.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

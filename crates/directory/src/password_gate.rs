@@ -1,5 +1,5 @@
 //! The one way to run Argon2 on request input. Each check holds ~19 MiB on a blocking thread
-//! (sts.md §13: m = 19456 KiB), so a burst of wrong passwords would otherwise grow memory
+//! (docs/sts.md §13: m = 19456 KiB), so a burst of wrong passwords would otherwise grow memory
 //! without bound. The gate admits a fixed number of checks at once (sized from the memory
 //! the process may use), lets a bounded number wait briefly, and refuses the rest: the caller
 //! answers 429 with `Retry-After`.

@@ -1,6 +1,6 @@
 //! Service principals, blueprint principals, agent identities and the built-in principals
-//! (directory.md §2.5): the only code that writes the `service_principals` table, and the
-//! cascade that removes a principal with everything naming it (directory.md §2.8).
+//! (docs/directory.md §2.5): the only code that writes the `service_principals` table, and the
+//! cascade that removes a principal with everything naming it (docs/directory.md §2.8).
 
 use crate::error::{DirectoryError, Result, is_unique_violation};
 use crate::model::{AppKind, Application, ServicePrincipal, SpKind};
@@ -9,7 +9,7 @@ use crate::store::{AnyConnection, Changes, Store};
 use sqlx::FromRow;
 use uuid::Uuid;
 
-/// Agent identities a blueprint may have (directory.md §2.1).
+/// Agent identities a blueprint may have (docs/directory.md §2.1).
 pub const MAX_AGENTS_PER_BLUEPRINT: i64 = 250;
 
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +136,7 @@ pub async fn update_of_app(
     Ok(())
 }
 
-/// Removes a principal and everything that names it (directory.md §2.8).
+/// Removes a principal and everything that names it (docs/directory.md §2.8).
 pub(crate) async fn delete_rows(conn: &mut AnyConnection, tenant: &str, sp_id: &str) -> Result<()> {
     let app_id: Option<(String,)> =
         sqlx::query_as("SELECT app_id FROM service_principals WHERE id = $1")

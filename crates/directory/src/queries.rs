@@ -43,7 +43,7 @@ impl TenantRow {
 
 const TENANT_COLS: &str = "id, display_name, domains, allow_password_grant, user_consent_allowed, pairwise_secret, user_code_secret";
 
-/// What a `client_id` names in a tenant (sts.md §6.3 lookup order).
+/// What a `client_id` names in a tenant (docs/sts.md §6.3 lookup order).
 #[derive(Debug, Clone)]
 pub enum ClientRecord {
     /// An application (ordinary or blueprint), with its service principal if it has one.
@@ -99,7 +99,7 @@ impl Store {
     }
 
     /// Looks up a client by `client_id`: application appId, then agent identity id, then
-    /// built-in (sts.md §6.3). Two queries whatever the kind: this is on every token request.
+    /// built-in (docs/sts.md §6.3). Two queries whatever the kind: this is on every token request.
     pub async fn client(&self, tenant: &Uuid, client_id: &Uuid) -> Result<Option<ClientRecord>> {
         match self.service_principal_by_app_id(tenant, client_id).await? {
             Some(agent) if agent.kind == SpKind::AgentIdentity => {

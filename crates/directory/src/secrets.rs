@@ -122,7 +122,7 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// sts.md §13: Argon2id, m = 19456 KiB, t = 2, p = 1.
+/// docs/sts.md §13: Argon2id, m = 19456 KiB, t = 2, p = 1.
 fn argon2_params() -> Params {
     Params::new(19456, 2, 1, None).expect("valid params")
 }

@@ -25,7 +25,7 @@ pub enum Backend {
 }
 
 /// PostgreSQL advisory locks that serialize work across replicas sharing one database
-/// (sts.md §13). SQLite has one process per file: nothing to serialize.
+/// (docs/sts.md §13). SQLite has one process per file: nothing to serialize.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicaLock {
     /// Housekeeping: one replica at a time, the others skip their turn.
@@ -79,7 +79,7 @@ impl Store {
     /// Opens the database and applies the embedded migrations.
     ///
     /// SQLite runs in WAL mode with `synchronous=NORMAL`, foreign keys on and a 5 s busy
-    /// timeout (sts.md §13); the file is created if missing.
+    /// timeout (docs/sts.md §13); the file is created if missing.
     pub async fn connect(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {

@@ -41,7 +41,7 @@ impl RefreshRecord {
     }
 }
 
-/// When repeated failures lock a subject (sts.md §11.2 step 4).
+/// When repeated failures lock a subject (docs/sts.md §11.2 step 4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutPolicy {
     /// Failures that lock (and every further multiple).

@@ -1,4 +1,4 @@
-//! Users and agent users (directory.md §2.2): the only code that writes the `users` table.
+//! Users and agent users (docs/directory.md §2.2): the only code that writes the `users` table.
 //! The Graph API and tenant files both go through [`insert`] and [`update`]; the Graph-facing
 //! [`Store`] methods wrap them in one transaction each (`Store::begin_write`).
 
@@ -21,7 +21,7 @@ pub enum UserError {
     UpnDomain,
     #[error("The password must be at least 8 characters.")]
     PasswordTooShort,
-    /// One agent user per agent identity (directory.md §2.2).
+    /// One agent user per agent identity (docs/directory.md §2.2).
     #[error("The agent identity already has an agent user.")]
     AgentUserExists,
     #[error(transparent)]
@@ -293,7 +293,7 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes a user with its grants, assignments and refresh tokens (directory.md §2.8).
+    /// Deletes a user with its grants, assignments and refresh tokens (docs/directory.md §2.8).
     pub async fn delete_user(&self, user: &User) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let id = user.id.to_string();

@@ -1,4 +1,4 @@
-//! Audit events (gateway.md §11): one JSON event per request and per MCP operation, answering
+//! Audit events (docs/gateway.md §11): one JSON event per request and per MCP operation, answering
 //! "which agent did this, and who authorized it". Written through a bounded queue to stdout and an
 //! optional rotating file; the newest events are kept in memory for `GET /audit/events`.
 

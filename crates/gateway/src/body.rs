@@ -1,4 +1,4 @@
-//! Response bodies and the gateway's own error responses (OpenAI-compatible JSON, gateway.md §3).
+//! Response bodies and the gateway's own error responses (OpenAI-compatible JSON, docs/gateway.md §3).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};

@@ -110,7 +110,7 @@ pub fn request_headers(
     headers
 }
 
-/// Applies `urlRewrite.path` (gateway.md §5.2) to the canonical target; the query is kept.
+/// Applies `urlRewrite.path` (docs/gateway.md §5.2) to the canonical target; the query is kept.
 /// The result is canonical too: the config's rewrite values were normalised at load.
 pub fn rewrite_path(ctx: &RouteCtx<'_>) -> Result<RequestTarget, PathError> {
     let target = &ctx.target;
@@ -130,7 +130,7 @@ pub fn rewrite_path(ctx: &RouteCtx<'_>) -> Result<RequestTarget, PathError> {
     Ok(target.with_path(path))
 }
 
-/// Host header per `urlRewrite.authority` (gateway.md §5.2): the dialed address never changes.
+/// Host header per `urlRewrite.authority` (docs/gateway.md §5.2): the dialed address never changes.
 fn set_host(ctx: &RouteCtx<'_>, client: &HeaderMap, host: &str, port: u16, out: &mut HeaderMap) {
     let client_host = client
         .get(header::HOST)

@@ -1,4 +1,4 @@
-//! LLM routes (gateway.md §10): OpenAI and Azure OpenAI chat completions, model override,
+//! LLM routes (docs/gateway.md §10): OpenAI and Azure OpenAI chat completions, model override,
 //! streaming relayed event by event (never buffered), usage accounted per agent, user and model.
 
 use crate::audit::{LlmPart, UpstreamPart, Usage};
@@ -55,7 +55,7 @@ async fn relay(
     let is_chat = parts.method == http::Method::POST && path_only.ends_with("/chat/completions");
     let deployment = deployment_of(&path_only);
 
-    // Upstream address and path (gateway.md §10.1).
+    // Upstream address and path (docs/gateway.md §10.1).
     let (host, port, default_tls) = match (&ai.host_override, &ai.provider) {
         (Some((h, p)), _) => (h.clone(), *p, false),
         (None, AiProvider::OpenAi { .. }) => ("api.openai.com".to_string(), 443, true),

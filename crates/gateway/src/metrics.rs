@@ -1,4 +1,4 @@
-//! Prometheus metrics (gateway.md §12.1), served on `statsAddr` at `/metrics`: families the
+//! Prometheus metrics (docs/gateway.md §12.1), served on `statsAddr` at `/metrics`: families the
 //! request path updates, and a collector that reads the JWKS caches' figures at each scrape.
 
 use crate::jwt::JwksRegistry;

@@ -1,4 +1,4 @@
-//! `backendAuth.onBehalfOf` (gateway.md §8.3, agentid extension): the caller's validated token
+//! `backendAuth.onBehalfOf` (docs/gateway.md §8.3, agentid extension): the caller's validated token
 //! is exchanged — through the token sidecar or directly at the STS — for a token with the
 //! backend's own audience, cached per inbound token and target.
 

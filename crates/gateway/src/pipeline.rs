@@ -1,4 +1,4 @@
-//! The request pipeline in AgentGateway's order (gateway.md §3): route selection, CORS, jwtAuth,
+//! The request pipeline in AgentGateway's order (docs/gateway.md §3): route selection, CORS, jwtAuth,
 //! authorization, header modifiers and rewrite, then the backend (plain HTTP, LLM or MCP).
 //! Every request's audit event is written here (`write_audit`), once the backend has answered
 //! or, for a streamed LLM response, once the stream has ended.

@@ -1,4 +1,4 @@
-//! Listener and route selection, identical to AgentGateway's (gateway.md §5.1).
+//! Listener and route selection, identical to AgentGateway's (docs/gateway.md §5.1).
 
 use crate::config::model::{Bind, Listener, PathMatch, Route, RouteMatch};
 use std::sync::Arc;

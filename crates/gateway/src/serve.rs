@@ -61,7 +61,7 @@ impl RunningGateway {
         self.binds[&port]
     }
 
-    /// The SIGTERM drain (architecture.md §7): readiness turns 503, the binds stop accepting,
+    /// The SIGTERM drain (docs/architecture.md §7): readiness turns 503, the binds stop accepting,
     /// in-flight requests finish for up to `deadline`; then the admin servers stop.
     pub async fn shutdown(self, deadline: Duration) -> agentid_listener::Drained {
         self.gateway.ready.store(false, Ordering::SeqCst);

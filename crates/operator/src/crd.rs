@@ -208,7 +208,7 @@ pub struct AgentIdentitySpec {
     pub deletion_policy: DeletionPolicy,
 }
 
-/// One downstream API of the sidecar (sidecar.md: `DownstreamApis__NAME__…`).
+/// One downstream API of the sidecar (docs/sidecar.md: `DownstreamApis__NAME__…`).
 #[derive(Deserialize, Serialize, Clone, Debug, JsonSchema, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct DownstreamApi {

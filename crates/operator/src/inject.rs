@@ -190,7 +190,7 @@ fn identity_env(b: &Binding) -> Vec<Value> {
     ]
 }
 
-/// The sidecar's configuration (sidecar.md: Azure workload identity variables, the allow-list,
+/// The sidecar's configuration (docs/sidecar.md: Azure workload identity variables, the allow-list,
 /// the downstream APIs).
 pub fn sidecar_env(b: &Binding) -> Vec<Value> {
     let mut e = identity_env(b);

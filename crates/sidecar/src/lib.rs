@@ -1,6 +1,6 @@
 //! agentid's token sidecar: the HTTP contract of Microsoft's Entra SDK sidecar
 //! (`/AuthorizationHeader/{api}`, `/DownstreamApi/{api}`, …) with safer defaults, a token
-//! cache, and every agent flow (sidecar.md). Start it with [`start`]; the `agentid sidecar`
+//! cache, and every agent flow (docs/sidecar.md). Start it with [`start`]; the `agentid sidecar`
 //! command is a thin wrapper.
 
 pub mod clock;

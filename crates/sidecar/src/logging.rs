@@ -1,4 +1,4 @@
-//! Structured logs (sidecar.md §13.2): one JSON object per line (or text), on stderr. Nothing
+//! Structured logs (docs/sidecar.md §13.2): one JSON object per line (or text), on stderr. Nothing
 //! secret is ever passed to a log macro; tokens appear only as `uti` or an 8-hex fingerprint.
 
 use crate::config::{Config, LogFormat};

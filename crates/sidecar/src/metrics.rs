@@ -1,4 +1,4 @@
-//! `/metrics` (sidecar.md §13.1): Prometheus text format 0.0.4. Labels carry only bounded
+//! `/metrics` (docs/sidecar.md §13.1): Prometheus text format 0.0.4. Labels carry only bounded
 //! values: never agent ids, UPNs, tenants or unconfigured API names.
 
 use prometheus_client::encoding::EncodeLabelSet;

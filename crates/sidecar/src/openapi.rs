@@ -1,4 +1,4 @@
-//! `/openapi/v1.json` (sidecar.md §2): the contract file embedded at build time, with the
+//! `/openapi/v1.json` (docs/sidecar.md §2): the contract file embedded at build time, with the
 //! DownstreamApi path items extended to the verbs agentid accepts.
 
 use serde_json::Value;

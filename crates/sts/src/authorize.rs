@@ -1,4 +1,4 @@
-//! `/{tenant}/oauth2/v2.0/authorize` (sts.md §11.3): authorization code with PKCE for public
+//! `/{tenant}/oauth2/v2.0/authorize` (docs/sts.md §11.3): authorization code with PKCE for public
 //! and confidential clients. Validation errors before the redirect URI is trusted are shown on a
 //! page; after that, errors go back to the client as a redirect. Sign-in and consent are the
 //! same pages as the device-code flow (`devicelogin`), which hands the request back here to

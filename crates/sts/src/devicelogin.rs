@@ -1,4 +1,4 @@
-//! The `/devicelogin` pages (sts.md §11.1, §11.2): enter the code, sign in, consent, done.
+//! The `/devicelogin` pages (docs/sts.md §11.1, §11.2): enter the code, sign in, consent, done.
 //! Server-rendered HTML that works without JavaScript (forms and 303 redirects). An `/authorize`
 //! request signs in and consents on the same pages, then ends in a redirect to its client.
 //! Pages, cookies, the flow, the session and consent come from the sign-in kit (`signin`).

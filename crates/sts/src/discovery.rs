@@ -1,4 +1,4 @@
-//! Metadata documents (sts.md §4): v2 and v1 discovery, JWKS, MSAL instance discovery, user
+//! Metadata documents (docs/sts.md §4): v2 and v1 discovery, JWKS, MSAL instance discovery, user
 //! realm discovery, probes and the error page.
 
 use crate::context::RequestContext;
@@ -44,7 +44,7 @@ fn hostport(base: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The v2 discovery document, exactly the members of sts.md §4.1.
+/// The v2 discovery document, exactly the members of docs/sts.md §4.1.
 pub fn v2_document(base: &str, tid: &str) -> Value {
     let hp = hostport(base);
     json!({

@@ -1,4 +1,4 @@
-//! Errors as Entra shapes them (sts.md §10): `error`, `error_description` starting
+//! Errors as Entra shapes them (docs/sts.md §10): `error`, `error_description` starting
 //! `AADSTSnnnnn: `, `error_codes`, `timestamp`, `trace_id`, `correlation_id`, `error_uri`.
 
 use axum::http::StatusCode;
@@ -47,7 +47,7 @@ impl OAuthError {
         }
     }
 
-    // ---- constructors, one per AADSTS code (sts.md §10.2) ----
+    // ---- constructors, one per AADSTS code (docs/sts.md §10.2) ----
 
     pub fn server_error() -> Self {
         Self::new(

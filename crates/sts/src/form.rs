@@ -1,4 +1,4 @@
-//! The token endpoint's form body: parsed once, with Entra's tolerance rules (sts.md §6.1).
+//! The token endpoint's form body: parsed once, with Entra's tolerance rules (docs/sts.md §6.1).
 
 use crate::error::OAuthError;
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! Compact JWS signing of the tokens the STS issues (sts.md §5). RS256 goes straight to
+//! Compact JWS signing of the tokens the STS issues (docs/sts.md §5). RS256 goes straight to
 //! aws-lc-rs: on this project's reference machine it signs about 2.2× as fast as ring (which is
 //! what jsonwebtoken uses), at the rate of `openssl speed rsa2048`, and the signature is the
 //! whole cost of a token (docs/performance.md §2). ES256 (opt-in per resource) stays on
@@ -33,7 +33,7 @@ pub enum SignError {
 }
 
 impl TokenSigningKey {
-    /// An RSA key from its PKCS#8 DER form (how keys are stored, sts.md §13).
+    /// An RSA key from its PKCS#8 DER form (how keys are stored, docs/sts.md §13).
     pub fn rs256_from_pkcs8(der: &[u8]) -> Result<Self, String> {
         aws_lc_rs::signature::RsaKeyPair::from_pkcs8(der)
             .map(TokenSigningKey::Rs256)

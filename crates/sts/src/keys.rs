@@ -1,4 +1,4 @@
-//! Token signing keys (sts.md §5): per tenant, stored in the database with the private key
+//! Token signing keys (docs/sts.md §5): per tenant, stored in the database with the private key
 //! encrypted, published in the JWKS before they sign, kept published after they stop signing
 //! until every token they signed has expired.
 
@@ -34,7 +34,7 @@ pub struct KeyCacheLimits {
     /// A key id not in the cache reloads the tenant's keys at most this often.
     pub unknown_kid_reload_floor: Duration,
     /// Loaded keys are reloaded from the database after this long: how soon a rotation made
-    /// through another replica (or `sts keys rotate`) is used and published here (sts.md §13).
+    /// through another replica (or `sts keys rotate`) is used and published here (docs/sts.md §13).
     pub reload_every: Duration,
 }
 
@@ -71,7 +71,7 @@ pub struct CacheEntries {
     pub tenant_lookups: u64,
 }
 
-/// Token signature algorithms: RS256 for everything, ES256 for resources that opt in (sts.md §5).
+/// Token signature algorithms: RS256 for everything, ES256 for resources that opt in (docs/sts.md §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SigningAlg {
     RS256,

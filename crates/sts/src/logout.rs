@@ -1,4 +1,4 @@
-//! `GET /{tenant}/oauth2/v2.0/logout` (sts.md §11.4): ends the browser's SSO session and
+//! `GET /{tenant}/oauth2/v2.0/logout` (docs/sts.md §11.4): ends the browser's SSO session and
 //! redirects only to a URI registered on an application of the tenant.
 
 use crate::authorize::redirect_matches;

@@ -1,5 +1,5 @@
 //! Password checks, the one path for the sign-in pages and the password grant
-//! (sts.md §7.9, §11.2): lockout checks per user and per client address, a bounded Argon2
+//! (docs/sts.md §7.9, §11.2): lockout checks per user and per client address, a bounded Argon2
 //! check, and failures counted atomically in the database.
 
 use crate::state::StsState;

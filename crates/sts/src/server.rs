@@ -58,7 +58,7 @@ impl RunningSts {
         self.state.drain.begin();
     }
 
-    /// The SIGTERM drain (architecture.md §7): stops accepting, `/readyz` answers 503, and
+    /// The SIGTERM drain (docs/architecture.md §7): stops accepting, `/readyz` answers 503, and
     /// in-flight requests finish within `deadline`.
     pub async fn drain(&self, deadline: Duration) -> Drained {
         self.state.drain.run("sts", deadline).await
@@ -211,7 +211,7 @@ pub async fn start(
     }
     let (store, master) = open_store(&settings).await?;
     // Replicas starting together provision one after the other: the tenant files, the local
-    // CA and the first signing keys are created once (sts.md §13).
+    // CA and the first signing keys are created once (docs/sts.md §13).
     let startup = store
         .lock_session(agentid_directory::ReplicaLock::Startup)
         .await?;

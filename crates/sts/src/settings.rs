@@ -1,4 +1,4 @@
-//! STS settings (sts.md §2.3): a config file, overridden by `AGENTID_<SECTION>__<KEY>`
+//! STS settings (docs/sts.md §2.3): a config file, overridden by `AGENTID_<SECTION>__<KEY>`
 //! environment variables, overridden by command-line flags. The file shape is parsed once into
 //! [`Settings`]; unknown keys are errors naming their path.
 
@@ -63,12 +63,12 @@ pub struct Settings {
     pub password_checks: PasswordLimits,
     /// Bounds of the signing-key cache.
     pub key_cache: KeyCacheLimits,
-    /// How long SIGTERM waits for in-flight requests (architecture.md §7).
+    /// How long SIGTERM waits for in-flight requests (docs/architecture.md §7).
     pub drain_timeout: Duration,
 }
 
 impl Settings {
-    /// Defaults for a data directory and listen address (sts.md §2.3).
+    /// Defaults for a data directory and listen address (docs/sts.md §2.3).
     pub fn new(data_dir: &Path, listen: SocketAddr) -> Self {
         Self {
             data_dir: data_dir.to_path_buf(),

@@ -20,7 +20,7 @@ pub struct StsState {
     pub federation: Federation,
     /// `{base}`: public base URL without a trailing slash.
     pub base: String,
-    /// Begun on shutdown: `/readyz` reports draining (architecture.md §7).
+    /// Begun on shutdown: `/readyz` reports draining (docs/architecture.md §7).
     pub drain: agentid_listener::Drain,
 }
 

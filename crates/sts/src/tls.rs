@@ -1,4 +1,4 @@
-//! HTTPS material (sts.md §2.1): a configured certificate, or a local CA and server
+//! HTTPS material (docs/sts.md §2.1): a configured certificate, or a local CA and server
 //! certificate generated on first start and kept in the database so every replica serves the
 //! same one. The CA certificate is written out for clients to trust.
 

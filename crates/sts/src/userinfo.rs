@@ -1,4 +1,4 @@
-//! OIDC userinfo (sts.md §4.5): the profile of the user in a Graph token with `openid`.
+//! OIDC userinfo (docs/sts.md §4.5): the profile of the user in a Graph token with `openid`.
 
 use crate::state::Sts;
 use axum::extract::State;

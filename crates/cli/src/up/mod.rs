@@ -1,4 +1,4 @@
-//! `agentid up`: the whole system on one machine (agent.md, "How agentid up is wired"): the STS
+//! `agentid up`: the whole system on one machine (docs/agent.md, "How agentid up is wired"): the STS
 //! with the demo tenant, the local workload issuer, the token sidecar authenticating with it,
 //! the demo MCP server, the offline model and the gateway — all on loopback, all in this process.
 

@@ -1,4 +1,4 @@
-//! SIGTERM drains (architecture.md §7), on real `agentid` processes: the STS and the gateway
+//! SIGTERM drains (docs/architecture.md §7), on real `agentid` processes: the STS and the gateway
 //! stop accepting, answer the request in flight, fail readiness meanwhile, and exit 0. (The
 //! sidecar's drain is tested in-process in crates/sidecar/tests/drain.rs; all three share the
 //! accept loop and drain of `agentid-listener`.)

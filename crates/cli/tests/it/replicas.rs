@@ -1,4 +1,4 @@
-//! STS replicas on one PostgreSQL database (sts.md §13; issue 12 items 4 and 5), as real
+//! STS replicas on one PostgreSQL database (docs/sts.md §13; issue 12 items 4 and 5), as real
 //! `agentid sts serve` processes: they start together safely (the tenant file, the local CA
 //! and the first signing keys are created once), every flow can continue on another replica,
 //! a key rotation reaches every replica within its reload period, and one replica killed with

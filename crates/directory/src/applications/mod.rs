@@ -1,4 +1,4 @@
-//! Applications and agent identity blueprints (directory.md §2.3): what they may hold
+//! Applications and agent identity blueprints (docs/directory.md §2.3): what they may hold
 //! ([`uris`], [`check_permission_value`]) and the only code that writes the `applications`
 //! and `identifier_uris` tables. Graph and tenant files call [`insert`], [`update`] and
 //! [`claim_identifier_uris`]; the [`Store`] methods wrap them in one transaction each.
@@ -18,7 +18,7 @@ use crate::store::{json, uuid};
 use sqlx::FromRow;
 use uuid::Uuid;
 
-/// Blueprints a tenant may hold (directory.md §2.1).
+/// Blueprints a tenant may hold (docs/directory.md §2.1).
 pub const MAX_BLUEPRINTS_PER_TENANT: i64 = 250;
 
 #[derive(Debug, thiserror::Error)]

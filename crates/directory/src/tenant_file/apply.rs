@@ -21,7 +21,7 @@ use uuid::Uuid;
 pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
     let checked = check(file)?;
     let mut db = store.begin_write().await?;
-    // Replicas starting together apply the same file one after the other (sts.md §13).
+    // Replicas starting together apply the same file one after the other (docs/sts.md §13).
     store
         .lock_transaction(&mut db, crate::ReplicaLock::TenantFile)
         .await?;

@@ -1,4 +1,4 @@
-//! The tenant file (tenant-file.md): a whole directory declared in one YAML document, applied
+//! The tenant file (docs/tenant-file.md): a whole directory declared in one YAML document, applied
 //! idempotently in one transaction.
 
 mod apply;

@@ -146,7 +146,7 @@ fn render_path(path: &serde_path_to_error::Path) -> String {
 }
 
 /// Turns serde's "unknown field `x`, expected one of `a`, `b`" into the two errors of
-/// gateway.md §2.1, and keeps every other message with its path.
+/// docs/gateway.md §2.1, and keeps every other message with its path.
 fn describe_serde_error(path: &str, msg: &str) -> ConfigError {
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         let name = rest.split('`').next().unwrap_or_default();

@@ -2,7 +2,7 @@
 //!
 //! `backendTLS` may be set on the route, on the route's backend (`backends[].policies`) and on
 //! each MCP target (`targets[].policies`), as in AgentGateway's schema. The most specific level
-//! present wins as a whole (target > backend > route, gateway.md §5.6): `backendTLS: {}` on the
+//! present wins as a whole (target > backend > route, docs/gateway.md §5.6): `backendTLS: {}` on the
 //! route — the guide's MCP route — puts every target of that route on TLS with the system roots
 //! (plus `--ca-file`). A target given as an `https://` URL uses TLS with the system roots when
 //! no level sets `backendTLS`. Nothing else turns TLS on or off: there is no guess from the host

@@ -1,5 +1,5 @@
 //! The JSON-RPC envelope of an MCP client's POST body, parsed once into a typed message
-//! (gateway.md §9.1, error codes of §9.7). Everything after this reads the typed value: a
+//! (docs/gateway.md §9.1, error codes of §9.7). Everything after this reads the typed value: a
 //! request's `params` is always an object, its `id` a string or an integer that fits `i64`/`u64`.
 //!
 //! | input | code | HTTP |

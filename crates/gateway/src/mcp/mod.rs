@@ -1,4 +1,4 @@
-//! MCP routes (gateway.md §9): the gateway terminates the client's streamable-HTTP session,
+//! MCP routes (docs/gateway.md §9): the gateway terminates the client's streamable-HTTP session,
 //! opens one upstream session per target, multiplexes tools/prompts/resources under prefixed
 //! names, filters every list per caller with `mcpAuthorization`, and refuses denied calls with
 //! "Unknown tool" (existence is not revealed).

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-/// Headers for an upstream request to one target (gateway.md §5.3: never the client's).
+/// Headers for an upstream request to one target (docs/gateway.md §5.3: never the client's).
 pub(super) async fn target_headers(
     cx: &Ctx<'_>,
     ex: &Exchange,

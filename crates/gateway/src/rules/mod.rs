@@ -1,4 +1,4 @@
-//! CEL rules: `authorization`, `mcpAuthorization`, log fields (gateway.md §7).
+//! CEL rules: `authorization`, `mcpAuthorization`, log fields (docs/gateway.md §7).
 //!
 //! API used by the rest of the gateway:
 //! - [`RuleSet::compile`] turns the config's rules into compiled programs (a compile error is a

@@ -1,4 +1,4 @@
-//! gateway.md §17 behaviours beyond the guide's routes: config loading and its errors, MCP bad
+//! docs/gateway.md §17 behaviours beyond the guide's routes: config loading and its errors, MCP bad
 //! input, a target that is down, hot reload, JWT refusals seen end to end, and upstream timeouts.
 
 use crate::support::*;

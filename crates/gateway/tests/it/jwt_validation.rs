@@ -1,4 +1,4 @@
-//! J1–J3 (gateway.md §17): inbound JWT validation against a test issuer whose JWKS is served
+//! J1–J3 (docs/gateway.md §17): inbound JWT validation against a test issuer whose JWKS is served
 //! over real HTTPS on 127.0.0.1 with a test CA, with keys the tests rotate.
 
 use std::net::SocketAddr;

@@ -1,4 +1,4 @@
-//! Streaming is relayed unbuffered (gateway.md §10.3, L2): the upstream sends its second chunk
+//! Streaming is relayed unbuffered (docs/gateway.md §10.3, L2): the upstream sends its second chunk
 //! only after the client has received the first through the gateway — a gateway that buffered
 //! would deadlock, and the test would fail at its deadline.
 

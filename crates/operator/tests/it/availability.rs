@@ -3,7 +3,7 @@
 //! Secret gone makes a new one and patches the `caBundle`, and the API server then reaches the
 //! webhook with it.
 
-
+use crate::support::*;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -11,7 +11,6 @@ use kube::Api;
 use kube::api::DeleteParams;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use crate::support::*;
 
 async fn holder(bed: &Bed, name: &str) -> Option<String> {
     bed.api::<Lease>()

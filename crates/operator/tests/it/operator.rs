@@ -1,13 +1,12 @@
 //! The operator against the real kube-apiserver (docs/operator.md §7): blueprint, agent, an
 //! injected Pod whose sidecar gets T2, refusals, drift repair and deletion.
 
-
+use crate::support::*;
 use agentid_operator::inject::{AGENT_KEY, AUDIENCE, SIDECAR_NAME, TOKEN_VOLUME};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::DeleteParams;
 use serde_json::{Value, json};
 use std::time::Duration;
-use crate::support::*;
 
 const BLUEPRINT: &str = r#"
 apiVersion: agentid.dev/v1alpha1

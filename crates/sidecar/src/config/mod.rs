@@ -1,7 +1,7 @@
 //! Configuration: read once at startup from the same keys as Microsoft's sidecar
 //! (`AzureAd__*`, `DownstreamApis__*`, plus agentid's `Sidecar__*`), validated into the typed,
 //! immutable [`Config`] that every request reads through an `Arc`. Nothing here changes after
-//! startup (sidecar.md §5.1, §12).
+//! startup (docs/sidecar.md §5.1, §12).
 
 mod build;
 mod de;
@@ -66,7 +66,7 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// One blueprint credential (sidecar.md §9.3), in index order.
+/// One blueprint credential (docs/sidecar.md §9.3), in index order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CredentialConfig {
     ClientSecret {
@@ -96,7 +96,7 @@ impl CredentialConfig {
     }
 }
 
-/// `AcquireTokenOptions` of a configured API or of an override (sidecar.md §3.2).
+/// `AcquireTokenOptions` of a configured API or of an override (docs/sidecar.md §3.2).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AcquireTokenOptions {
     pub tenant: Option<String>,
@@ -109,7 +109,7 @@ pub struct AcquireTokenOptions {
     pub managed_identity_client_id: Option<String>,
 }
 
-/// One `DownstreamApis:<name>` entry (sidecar.md §4). An unconfigured name resolves to
+/// One `DownstreamApis:<name>` entry (docs/sidecar.md §4). An unconfigured name resolves to
 /// `ApiOptions::default()`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiOptions {
@@ -166,7 +166,7 @@ impl Apis {
     }
 }
 
-/// `Sidecar__AllowOverrides__*` (sidecar.md §2, §5).
+/// `Sidecar__AllowOverrides__*` (docs/sidecar.md §2, §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AllowOverrides {
     pub get_authorization_header: bool,
@@ -192,7 +192,7 @@ pub enum LogFormat {
     Text,
 }
 
-/// The `Sidecar` section and process settings (sidecar.md §12.5).
+/// The `Sidecar` section and process settings (docs/sidecar.md §12.5).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SidecarSettings {
     pub listen: Vec<ListenAddr>,
@@ -211,7 +211,7 @@ pub struct SidecarSettings {
     pub max_request_body_bytes: u64,
     pub max_response_body_bytes: u64,
     pub authority_timeout: Duration,
-    /// How long SIGTERM waits for in-flight requests (architecture.md §7).
+    /// How long SIGTERM waits for in-flight requests (docs/architecture.md §7).
     pub drain_timeout: Duration,
     pub cache_max_entries: usize,
     pub extra_ca_bundle: Option<PathBuf>,

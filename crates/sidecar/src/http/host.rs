@@ -1,4 +1,4 @@
-//! Which names the sidecar answers to: the DNS-rebinding defence (sidecar.md §11).
+//! Which names the sidecar answers to: the DNS-rebinding defence (docs/sidecar.md §11).
 //!
 //! A web page can rebind its own DNS name to 127.0.0.1 and then read the sidecar's answers
 //! from the browser, because the peer address is loopback; only the `Host` header still

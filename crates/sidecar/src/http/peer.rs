@@ -1,4 +1,4 @@
-//! Who is calling: the caller check of sidecar.md §11 (S2), by peer address. The peer address
+//! Who is calling: the caller check of docs/sidecar.md §11 (S2), by peer address. The peer address
 //! alone cannot tell a local agent from a browser page whose DNS name was rebound to loopback;
 //! the `Host` check of [`super::host`] covers that.
 

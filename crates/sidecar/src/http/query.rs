@@ -1,4 +1,4 @@
-//! Query binding (sidecar.md §3). It never fails: values that cannot be parsed are dropped.
+//! Query binding (docs/sidecar.md §3). It never fails: values that cannot be parsed are dropped.
 //! Names are matched ASCII case-insensitively; the last occurrence wins, except for the
 //! repeatable `optionsOverride.Scopes`.
 

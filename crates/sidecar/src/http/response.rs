@@ -1,4 +1,4 @@
-//! Responses: JSON bodies, problem+json errors in the shape of sidecar.md §8.3, empty-body
+//! Responses: JSON bodies, problem+json errors in the shape of docs/sidecar.md §8.3, empty-body
 //! refusals, and the headers every response carries (§8.2).
 
 use bytes::Bytes;
@@ -226,7 +226,7 @@ impl Failure {
     }
 }
 
-/// The headers of every response (sidecar.md §8.2).
+/// The headers of every response (docs/sidecar.md §8.2).
 pub fn finish(mut r: Response<Body>, cid: &str) -> Response<Body> {
     let h = r.headers_mut();
     h.insert(

@@ -1,4 +1,4 @@
-//! Route matching (sidecar.md §2): path literals are ASCII case-insensitive, `{apiName}` is one
+//! Route matching (docs/sidecar.md §2): path literals are ASCII case-insensitive, `{apiName}` is one
 //! percent-decoded segment of 1–256 characters, a wrong method is 405 with `Allow`, anything else
 //! is 404. The health listener knows only `/healthz` and `/metrics`.
 

@@ -1,6 +1,6 @@
 //! Listeners: the main listener (loopback by default; TCP or a Unix socket) and the health
 //! listener, each the shared accept loop of `agentid-listener` serving HTTP/1.1 and h2c with
-//! hyper. On SIGTERM the main listener drains (architecture.md §7) while the health listener
+//! hyper. On SIGTERM the main listener drains (docs/architecture.md §7) while the health listener
 //! answers `/healthz` with 503; it stops once the drain is over.
 
 use super::host::HostPolicy;

@@ -1,4 +1,4 @@
-//! Inbound bearer tokens (sidecar.md §7): the sidecar's parameters over the shared
+//! Inbound bearer tokens (docs/sidecar.md §7): the sidecar's parameters over the shared
 //! verifier and key cache.
 
 pub mod validate;

@@ -39,7 +39,7 @@ struct Recent {
 pub enum InboundError {
     #[error("no bearer token")]
     Missing,
-    /// The reason is one of the fixed phrases of sidecar.md §7.3.
+    /// The reason is one of the fixed phrases of docs/sidecar.md §7.3.
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]

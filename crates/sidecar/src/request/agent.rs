@@ -1,4 +1,4 @@
-//! Agent parameters (sidecar.md §6): the documented validation (400s, in order), then the
+//! Agent parameters (docs/sidecar.md §6): the documented validation (400s, in order), then the
 //! authorization gate: the allow-list when one is configured, else the route's flag.
 
 use crate::http::query::AgentParams;

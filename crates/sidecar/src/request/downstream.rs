@@ -1,4 +1,4 @@
-//! DownstreamApi proxying (sidecar.md §10): the outbound URL and its confinement under
+//! DownstreamApi proxying (docs/sidecar.md §10): the outbound URL and its confinement under
 //! BaseUrl, the outbound request, and the mapping of the response into `DownstreamApiResult`.
 
 use base64::Engine;

@@ -1,4 +1,4 @@
-//! One request, in the processing order of sidecar.md §2.1: caller check, route, inbound
+//! One request, in the processing order of docs/sidecar.md §2.1: caller check, route, inbound
 //! authentication, query binding, agent parameters, effective options, option checks, token
 //! acquisition, response.
 

@@ -1,4 +1,4 @@
-//! Effective options of one request (sidecar.md §5): a clone of the configured API, merged
+//! Effective options of one request (docs/sidecar.md §5): a clone of the configured API, merged
 //! with the request's overrides when the route allows it, plus the RequestAppToken exemption
 //! of the unauthenticated routes. The result is owned by the request; nothing is shared.
 

@@ -1,4 +1,4 @@
-//! The federated token file (sidecar.md §9.4). Kubelet rewrites the projected service-account
+//! The federated token file (docs/sidecar.md §9.4). Kubelet rewrites the projected service-account
 //! token at about 80 % of its lifetime; the content is reused while it has more than 5 min to
 //! `exp` and was read less than 5 min ago, and read again otherwise. A failed re-read keeps the
 //! cached token while it has more than 60 s left.

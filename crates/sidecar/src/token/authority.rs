@@ -1,5 +1,5 @@
 //! One token-endpoint leg over HTTPS: `POST {Instance}{tenant}/oauth2/v2.0/token`, with the
-//! retry, backoff and `Retry-After` rules of sidecar.md §9.6, and the response mapping of §9.2.
+//! retry, backoff and `Retry-After` rules of docs/sidecar.md §9.6, and the response mapping of §9.2.
 
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;

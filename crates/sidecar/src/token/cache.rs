@@ -1,4 +1,4 @@
-//! The token cache (sidecar.md §9.5): in memory, keyed by every identity field, bounded with
+//! The token cache (docs/sidecar.md §9.5): in memory, keyed by every identity field, bounded with
 //! least-recently-used eviction. Expiry math lives here; single flight lives in the engine.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! private_key_jwt with a certificate from PEM files (sidecar.md §9.3, SourceType `Path`):
+//! private_key_jwt with a certificate from PEM files (docs/sidecar.md §9.3, SourceType `Path`):
 //! a fresh assertion per request, signed RS256 (or ES256 for a P-256 key), with `x5t` and
 //! `x5t#S256` (and `x5c` when `AzureAd__SendX5C=true`). The files are re-read when their
 //! modification time changes, checked at most every 60 s, so cert-manager rotation is seen.

@@ -1,4 +1,4 @@
-//! The blueprint's credentials, tried in index order (sidecar.md §9.3). A credential that fails
+//! The blueprint's credentials, tried in index order (docs/sidecar.md §9.3). A credential that fails
 //! to load is skipped; one the authority rejects is demoted for 5 min.
 
 use super::assertion_file::AssertionFile;

@@ -1,4 +1,4 @@
-//! Token acquisition (sidecar.md §9): the legs of each flow, the cache in front of each leg,
+//! Token acquisition (docs/sidecar.md §9): the legs of each flow, the cache in front of each leg,
 //! single flight for concurrent misses, stale tokens during an outage, and the mapping of
 //! authority outcomes to what the caller sees.
 

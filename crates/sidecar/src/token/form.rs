@@ -1,4 +1,4 @@
-//! The token-request bodies of sidecar.md §9.2, URL-encoded in exactly the order shown there.
+//! The token-request bodies of docs/sidecar.md §9.2, URL-encoded in exactly the order shown there.
 
 use agentid_claims::wellknown::JWT_BEARER_ASSERTION_TYPE as JB;
 

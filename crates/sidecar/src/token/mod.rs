@@ -1,4 +1,4 @@
-//! Outbound token acquisition against an Entra-compatible authority (sidecar.md §9).
+//! Outbound token acquisition against an Entra-compatible authority (docs/sidecar.md §9).
 
 pub mod assertion_file;
 pub mod authority;

@@ -1,4 +1,4 @@
-//! What the sidecar sends to the authority and how it treats the answers (sidecar.md §9,
+//! What the sidecar sends to the authority and how it treats the answers (docs/sidecar.md §9,
 //! §16.B, §16.J): the form bodies byte for byte, headers, tenant override, the cache (reuse
 //! across scopes, refresh before expiry, single flight, LRU bound, key isolation), credential
 //! fallback, retries, stale tokens during an outage. The authority is the real STS behind a

@@ -1,4 +1,4 @@
-//! Who may call (sidecar.md §11 S2/S14, §16.H): only loopback and Unix-socket peers reach the
+//! Who may call (docs/sidecar.md §11 S2/S14, §16.H): only loopback and Unix-socket peers reach the
 //! main listener (except `/healthz`), whatever the Host header or ASPNETCORE_ENVIRONMENT; the
 //! health listener serves nothing but `/healthz` and `/metrics`.
 

@@ -1,4 +1,4 @@
-//! Unmodified clients (sidecar.md §1.1, §16.P6): Microsoft's Python sidecar client from PyPI,
+//! Unmodified clients (docs/sidecar.md §1.1, §16.P6): Microsoft's Python sidecar client from PyPI,
 //! run from the pinned venv that `scripts/conformance-venv.sh` builds, and the guide's curl
 //! smoke checks with `Host: localhost`.
 

@@ -1,4 +1,4 @@
-//! `/DownstreamApi*` (sidecar.md §10, §16.C, D5, I): the outbound request, the response
+//! `/DownstreamApi*` (docs/sidecar.md §10, §16.C, D5, I): the outbound request, the response
 //! mapping, confinement under BaseUrl, reserved headers, redirects, timeouts and the claims
 //! challenge, against a mock API with tokens from the real STS.
 

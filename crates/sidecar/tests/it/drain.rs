@@ -1,4 +1,4 @@
-//! The sidecar's drain (architecture.md §7; what `agentid sidecar` does on SIGTERM, whose
+//! The sidecar's drain (docs/architecture.md §7; what `agentid sidecar` does on SIGTERM, whose
 //! signal path is tested on a real process in crates/cli/tests/drain.rs): the main listener
 //! stops accepting, `/healthz` on the health listener answers 503 while the in-flight request
 //! finishes, then everything stops.

@@ -1,4 +1,4 @@
-//! Every flow of sidecar.md §9.1 against agentid's real STS over HTTPS, with the claims of the
+//! Every flow of docs/sidecar.md §9.1 against agentid's real STS over HTTPS, with the claims of the
 //! returned token checked (the STS's CA is trusted through Sidecar__ExtraCaBundlePath).
 
 use crate::support::*;

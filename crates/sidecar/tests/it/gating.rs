@@ -1,4 +1,4 @@
-//! Routes, overrides and agent parameters (sidecar.md §2–§6, §16.B2/B7, D, E, F, G): what each
+//! Routes, overrides and agent parameters (docs/sidecar.md §2–§6, §16.B2/B7, D, E, F, G): what each
 //! route accepts, which overrides are honoured where, the documented 400s, the allow-list, and
 //! that nothing one request sets leaks into another.
 

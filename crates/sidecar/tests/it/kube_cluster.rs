@@ -1,5 +1,5 @@
-//! Real service-account tokens through the whole chain (issue 12 item 2; sidecar.md §9.3–§9.4,
-//! sts.md §6.3.3): the testkit's real kube-apiserver v1.20.2 (no emulation here) mints a
+//! Real service-account tokens through the whole chain (issue 12 item 2; docs/sidecar.md §9.3–§9.4,
+//! docs/sts.md §6.3.3): the testkit's real kube-apiserver v1.20.2 (no emulation here) mints a
 //! TokenRequest token for a ServiceAccount with audience `api://AzureADTokenExchange`, written
 //! where a projected volume puts it; the real sidecar (in-process) reads it and gets its T1 and
 //! T2 from an in-process STS that trusts the cluster's issuer in one of two ways:
@@ -209,7 +209,7 @@ async fn a_token_request_token_gets_t1_and_t2_through_in_cluster_discovery() {
 /// still publishing the old one). Discovery picks the new key up by itself (an unknown `kid`
 /// refetches the JWKS, at most every 30 s); a stored JWKS does not know the new key, and
 /// tokens signed with it are refused with AADSTS7000272 until the JWKS is exported again
-/// (README, "Stored JWKS"; sts.md §6.3.3 step 9).
+/// (README, "Stored JWKS"; docs/sts.md §6.3.3 step 9).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_signing_key_rotation_discovery_follows_and_a_stored_jwks_refuses() {
     let mut cluster = KubeCluster::start().await.expect("a bed of its own");

@@ -1,4 +1,4 @@
-//! Metrics, logs and configuration sources (sidecar.md §12, §13, §16.P1, P2, P4).
+//! Metrics, logs and configuration sources (docs/sidecar.md §12, §13, §16.P1, P2, P4).
 
 use crate::support::*;
 use agentid_testkit::certs::ClientCert;

@@ -1,4 +1,4 @@
-//! `/Validate` and inbound bearer validation (sidecar.md §7, §16.A), against tokens the real
+//! `/Validate` and inbound bearer validation (docs/sidecar.md §7, §16.A), against tokens the real
 //! STS issues and tokens signed with its key.
 
 use crate::support::*;

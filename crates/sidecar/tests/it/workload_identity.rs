@@ -1,4 +1,4 @@
-//! Workload identity (sidecar.md §9.3–§9.4, §12.4, §14; issue: "configured only with the
+//! Workload identity (docs/sidecar.md §9.3–§9.4, §12.4, §14; issue: "configured only with the
 //! environment variables of a ConfigMap written for Microsoft's sidecar"): the blueprint
 //! authenticates with a projected Kubernetes service-account token, written by the testkit's
 //! issuer emulator, that the STS trusts through a federated credential.

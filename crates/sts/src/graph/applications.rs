@@ -1,4 +1,4 @@
-//! Applications and agent identity blueprints (directory.md §5.2): list, read, create, update
+//! Applications and agent identity blueprints (docs/directory.md §5.2): list, read, create, update
 //! and delete. Validation and writes are the directory's (`agentid_directory::applications`).
 
 use super::caller::Caller;

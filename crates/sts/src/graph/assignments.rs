@@ -1,4 +1,4 @@
-//! App role assignments: `appRoleAssignments` and `appRoleAssignedTo` (directory.md §5.5).
+//! App role assignments: `appRoleAssignments` and `appRoleAssignedTo` (docs/directory.md §5.5).
 
 use super::caller::Caller;
 use super::odata::GraphError;

@@ -1,5 +1,5 @@
 //! A blueprint's inheritable permissions: which delegated scopes its agent
-//! identities inherit (directory.md §5.2).
+//! identities inherit (docs/directory.md §5.2).
 
 use super::applications::{find_app, owners_of};
 use super::caller::Caller;

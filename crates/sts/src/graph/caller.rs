@@ -1,4 +1,4 @@
-//! Who is calling the Graph API (directory.md §4.1, §6): the verified token, its live
+//! Who is calling the Graph API (docs/directory.md §4.1, §6): the verified token, its live
 //! principals, and the permission checks.
 
 use super::odata::GraphError;
@@ -149,7 +149,7 @@ impl Caller {
             .any(|o| Some(o) == me.as_ref() || *o == self.client_sp_id.to_string())
     }
 
-    // ---- permission sets of directory.md §6 ----
+    // ---- permission sets of docs/directory.md §6 ----
 
     pub fn read_apps(&self) -> bool {
         self.has(

@@ -1,5 +1,5 @@
 //! Client secrets and federated identity credentials of applications and blueprints
-//! (directory.md §5.3). What a credential may hold is checked by `agentid_directory::credentials`.
+//! (docs/directory.md §5.3). What a credential may hold is checked by `agentid_directory::credentials`.
 
 use super::applications::{find_app, owners_of};
 use super::caller::Caller;

@@ -1,4 +1,4 @@
-//! agentid's own additions under `/agentid/v1` (directory.md §5.6): trusted issuers of federated
+//! agentid's own additions under `/agentid/v1` (docs/directory.md §5.6): trusted issuers of federated
 //! assertions, and the audit log.
 
 use super::caller::Caller;

@@ -1,4 +1,4 @@
-//! Delegated permission grants, `oauth2PermissionGrants` (directory.md §5.5).
+//! Delegated permission grants, `oauth2PermissionGrants` (docs/directory.md §5.5).
 
 use super::caller::Caller;
 use super::odata::{GraphError, matches};

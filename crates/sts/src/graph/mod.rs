@@ -1,4 +1,4 @@
-//! The Graph-compatible directory API (directory.md), under `/v1.0` and `/beta` with identical
+//! The Graph-compatible directory API (docs/directory.md), under `/v1.0` and `/beta` with identical
 //! behaviour, and agentid's extensions under `/agentid/v1`. This module takes the request,
 //! authenticates the caller, routes it (`routes`) to one module per resource and writes the
 //! audit event; each resource module is a thin adapter over the directory's entity module of
@@ -113,7 +113,7 @@ async fn handle(
     }
 }
 
-/// One directory audit event per write (directory.md §5.8); secrets are never in it, only ids.
+/// One directory audit event per write (docs/directory.md §5.8); secrets are never in it, only ids.
 async fn audit_write(req: &Req<'_>, c: &Caller, segs: &[String], result: &GResult<Out>) {
     let ctx = crate::context::RequestContext::new(req.headers, None, None);
     let mut e = req.sts.audit_event(&ctx, "graph");

@@ -1,4 +1,4 @@
-//! Owners and sponsors (directory.md §5.2, §5.4): list, add with `$ref`, remove with `$ref`.
+//! Owners and sponsors (docs/directory.md §5.2, §5.4): list, add with `$ref`, remove with `$ref`.
 
 use super::applications::{find_app, owners_of};
 use super::caller::Caller;

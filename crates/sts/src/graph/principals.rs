@@ -1,4 +1,4 @@
-//! Service principals, blueprint principals and agent identities (directory.md §5.4).
+//! Service principals, blueprint principals and agent identities (docs/directory.md §5.4).
 
 use super::applications::{binds, owners_of};
 use super::caller::Caller;

@@ -1,4 +1,4 @@
-//! Users and agent users (directory.md §5.1): `/me`, list, read, create, update, delete,
+//! Users and agent users (docs/directory.md §5.1): `/me`, list, read, create, update, delete,
 //! revoke sessions. Validation and writes are the directory's (`agentid_directory::users`).
 
 use super::caller::Caller;

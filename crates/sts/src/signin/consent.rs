@@ -1,4 +1,4 @@
-//! Consent on the sign-in pages (sts.md §6.5, §11.2 step 3): what a user still has to consent
+//! Consent on the sign-in pages (docs/sts.md §6.5, §11.2 step 3): what a user still has to consent
 //! to for a request, and recording the consent given on the page.
 
 use crate::state::StsState;

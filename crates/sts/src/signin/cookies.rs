@@ -1,4 +1,4 @@
-//! The two cookies of the browser flows (sts.md §11.1): `agentid_flow` names a flow,
+//! The two cookies of the browser flows (docs/sts.md §11.1): `agentid_flow` names a flow,
 //! `agentid_session` an SSO session. Both hold only a random id; the database holds the rest.
 
 use crate::state::StsState;

@@ -1,4 +1,4 @@
-//! Cross-site request checks of the sign-in forms (sts.md §11.1).
+//! Cross-site request checks of the sign-in forms (docs/sts.md §11.1).
 
 use crate::state::StsState;
 use agentid_directory::device::BrowserFlow;

@@ -1,4 +1,4 @@
-//! The browser flow (sts.md §11.1): one device login or one authorize request, kept in the
+//! The browser flow (docs/sts.md §11.1): one device login or one authorize request, kept in the
 //! database (any replica continues it) under the SHA-256 of the random id in the `agentid_flow`
 //! cookie, with the CSRF token its forms carry.
 

@@ -1,4 +1,4 @@
-//! The sign-in pages (sts.md §11): each is an askama template under `templates/signin/`,
+//! The sign-in pages (docs/sts.md §11): each is an askama template under `templates/signin/`,
 //! checked when the crate compiles and HTML-escaped wherever it prints a value, so directory text
 //! (application and API names, scope names, UPNs) and request text (redirect URIs, `state`) can
 //! never become markup. Every page goes out with the same security headers.

@@ -1,4 +1,4 @@
-//! The SSO session (sts.md §11.1): after a password sign-in the browser holds
+//! The SSO session (docs/sts.md §11.1): after a password sign-in the browser holds
 //! `agentid_session`, naming a database session (tenant, user, `auth_time`) for 8 hours. It
 //! offers "Continue as" on the sign-in page and lets `prompt=none` succeed.
 

@@ -1,4 +1,4 @@
-//! Client identification and authentication (sts.md §6.3): who is calling, and with which
+//! Client identification and authentication (docs/sts.md §6.3): who is calling, and with which
 //! credential — a secret, a registered certificate, a federated assertion, or (agents) a T1.
 
 use super::TokenRequest;
@@ -206,7 +206,7 @@ pub async fn lookup(
     })
 }
 
-/// Steps 4–7 of sts.md §6.2: identify the client, authenticate it, check it is usable.
+/// Steps 4–7 of docs/sts.md §6.2: identify the client, authenticate it, check it is usable.
 pub async fn authenticate(req: &TokenRequest<'_>) -> OAuthResult<Client> {
     let (client_id, basic_secret) = client_id_and_basic(req)?;
     let mut client = lookup(&req.sts.store, req.tenant, &client_id).await?;

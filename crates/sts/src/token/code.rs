@@ -1,4 +1,4 @@
-//! `grant_type=authorization_code` (sts.md §7.8): redeem a code from `/authorize` with PKCE.
+//! `grant_type=authorization_code` (docs/sts.md §7.8): redeem a code from `/authorize` with PKCE.
 
 use super::client_auth::{self, ClientKind};
 use super::grants::{UserGrant, issue_user, live_user};

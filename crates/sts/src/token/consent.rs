@@ -1,4 +1,4 @@
-//! Delegated and application permissions (sts.md §6.5, §6.6).
+//! Delegated and application permissions (docs/sts.md §6.5, §6.6).
 
 use super::client_auth::{Client, ClientKind};
 use crate::error::OAuthResult;

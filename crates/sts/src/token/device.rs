@@ -1,6 +1,6 @@
-//! Device authorization (sts.md §7.5): the devicecode endpoint, user codes, and redemption of
+//! Device authorization (docs/sts.md §7.5): the devicecode endpoint, user codes, and redemption of
 //! approved device codes at the token endpoint. The browser side is the `/devicelogin` pages
-//! (sts.md §11.2).
+//! (docs/sts.md §11.2).
 
 use super::client_auth::{self, ClientKind};
 use super::grants::{UserGrant, issue_user, live_user};

@@ -1,4 +1,4 @@
-//! The grants of the token endpoint (sts.md §7): client credentials (app, blueprint, T1, T2),
+//! The grants of the token endpoint (docs/sts.md §7): client credentials (app, blueprint, T1, T2),
 //! on-behalf-of, refresh and resource-owner password. Each takes a parsed request and returns
 //! what to issue; the endpoint commits it together with its audit event.
 

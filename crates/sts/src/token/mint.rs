@@ -1,4 +1,4 @@
-//! Token contents (sts.md §8): one function builds the claims of every access-token kind from
+//! Token contents (docs/sts.md §8): one function builds the claims of every access-token kind from
 //! the table in §8.2, another the ID token.
 
 use super::client_auth::Client;
@@ -193,7 +193,7 @@ pub async fn access_token(
     Ok(Minted { jwt, uti, exp })
 }
 
-/// T1: the blueprint's exchange token for one agent (sts.md §7.2, §8.5).
+/// T1: the blueprint's exchange token for one agent (docs/sts.md §7.2, §8.5).
 pub async fn t1(
     sts: &StsState,
     tenant: &Tenant,
@@ -242,7 +242,7 @@ pub struct IdExtras {
     pub email: bool,
 }
 
-/// ID token (sts.md §8.4): always v2 and RS256.
+/// ID token (docs/sts.md §8.4): always v2 and RS256.
 pub async fn id_token(
     sts: &StsState,
     tenant: &Tenant,

@@ -1,4 +1,4 @@
-//! Scope resolution (sts.md §6.4): which resource a request names, which values it asks for,
+//! Scope resolution (docs/sts.md §6.4): which resource a request names, which values it asks for,
 //! and what the token's audience will be.
 
 use crate::error::{OAuthError, OAuthResult};

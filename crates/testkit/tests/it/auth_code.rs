@@ -1,4 +1,4 @@
-//! Authorization code with PKCE (sts.md §7.8, §11.3) through the same sign-in pages.
+//! Authorization code with PKCE (docs/sts.md §7.8, §11.3) through the same sign-in pages.
 
 use agentid_testkit::browser::Browser;
 use agentid_testkit::{Db, TestSts, both_backends, claims};

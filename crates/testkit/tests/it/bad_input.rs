@@ -1,4 +1,4 @@
-//! Every refusal of sts.md's bad-input list: the right AADSTS code and status, an audit event,
+//! Every refusal of docs/sts.md's bad-input list: the right AADSTS code and status, an audit event,
 //! and no other change to the database. Each group is a table of named cases; `refuse_all` runs
 //! a table and names the case that failed.
 

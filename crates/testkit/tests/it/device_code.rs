@@ -1,4 +1,4 @@
-//! Device code (sts.md §7.5, §11.2): the devicecode endpoint, polling, and the /devicelogin pages.
+//! Device code (docs/sts.md §7.5, §11.2): the devicecode endpoint, polling, and the /devicelogin pages.
 
 use agentid_testkit::browser::Browser;
 use agentid_testkit::{Db, TestSts, both_backends, claims};

@@ -1,5 +1,5 @@
 //! The agent token chain end to end over HTTPS: blueprint token, T1, T2, user token, OBO,
-//! refresh — with the claims of sts.md §8 checked on each.
+//! refresh — with the claims of docs/sts.md §8 checked on each.
 
 use agentid_testkit::{Db, TestSts, both_backends, claims, header};
 use serde_json::Value;

@@ -212,7 +212,7 @@ fn check(
     };
     prop_assert_eq!(status, expected_status, "{}", v);
     prop_assert!(
-        // The OAuth error codes Entra answers with (sts.md §10.2); never server_error.
+        // The OAuth error codes Entra answers with (docs/sts.md §10.2); never server_error.
         [
             "invalid_request",
             "invalid_client",

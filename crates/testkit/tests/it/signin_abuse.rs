@@ -12,7 +12,7 @@ use std::time::Duration;
 use agentid_testkit::demo::DEMO_TENANT as DEMO;
 const GRAPH_CLI: &str = "14d82eec-204b-4c2f-b7e8-296a70dab67e";
 const ALICE: &str = "0501a526-79e4-46ff-bd07-6605a752287b";
-/// Per-user lockout threshold (sts.md §11.2 step 4).
+/// Per-user lockout threshold (docs/sts.md §11.2 step 4).
 const USER_THRESHOLD: i64 = 10;
 
 async fn failures(sts: &TestSts, tenant: &str, subject: &str) -> Option<i64> {

@@ -34,7 +34,7 @@ pub(super) fn dur(path: &str, value: &Option<String>, default: Duration) -> Resu
 }
 
 pub(super) fn regex(path: &str, pattern: &str) -> Result<regex::Regex> {
-    // The whole value must match (gateway.md §5.1).
+    // The whole value must match (docs/gateway.md §5.1).
     regex::Regex::new(&format!("^(?:{pattern})$"))
         .map_err(|e| ConfigError::at(path, format!("regex does not compile: {e}")))
 }

@@ -1,5 +1,5 @@
 //! raw → model: every one-of shape, duration, regex, CEL rule, path and cross-field rule of
-//! gateway.md §2.2–2.4 is checked here, each error carrying the JSON path of its key. One
+//! docs/gateway.md §2.2–2.4 is checked here, each error carrying the JSON path of its key. One
 //! module per config section: `settings` (top-level `config` and `agentid`), `routes`
 //! (listeners, routes, matches and HTTP policies), `auth` (`jwtAuth` and `backendAuth`),
 //! `backends` (backends, TLS and MCP targets); `common` holds what they share.

@@ -1,4 +1,4 @@
-//! The downstream APIs (sidecar.md §4, §12.3): `DownstreamApis__{name}__*`, each validated into
+//! The downstream APIs (docs/sidecar.md §4, §12.3): `DownstreamApis__{name}__*`, each validated into
 //! [`ApiOptions`]. `AcquireTokenOptions` keys that do not apply are warned about and ignored.
 
 use super::{Warnings, invalid, non_empty};

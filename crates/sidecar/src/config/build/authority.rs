@@ -1,4 +1,4 @@
-//! The authority the sidecar asks for tokens (sidecar.md §12.2): `AzureAd__Instance` and
+//! The authority the sidecar asks for tokens (docs/sidecar.md §12.2): `AzureAd__Instance` and
 //! `AzureAd__TenantId`, or the combined `AzureAd__Authority`. https only, except plain http to a
 //! loopback host when `Sidecar__AllowInsecureAuthority` is set (a local test STS).
 

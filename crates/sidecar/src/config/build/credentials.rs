@@ -1,4 +1,4 @@
-//! The blueprint's client credentials (sidecar.md §9.3, §12.4): `AzureAd__ClientCredentials__N__*`,
+//! The blueprint's client credentials (docs/sidecar.md §9.3, §12.4): `AzureAd__ClientCredentials__N__*`,
 //! or the federated token file of Azure workload identity when none is configured.
 
 use super::{Warnings, non_empty};

@@ -1,5 +1,5 @@
 //! From sources to a validated [`Config`]: precedence, defaults, and every startup error of
-//! sidecar.md §12 (each naming its key). One file per part of the configuration; this one
+//! docs/sidecar.md §12 (each naming its key). One file per part of the configuration; this one
 //! reads the sources and puts the parts together, in the order their errors are reported.
 
 mod apis;

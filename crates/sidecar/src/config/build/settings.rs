@@ -1,4 +1,4 @@
-//! The sidecar's own settings (sidecar.md §12.5): listeners, who may call, overrides, limits,
+//! The sidecar's own settings (docs/sidecar.md §12.5): listeners, who may call, overrides, limits,
 //! extra CA certificates, logging and the token cache (`Sidecar__*`, `Kestrel__*`, `Logging__*`).
 
 use super::{Warnings, invalid, non_empty};

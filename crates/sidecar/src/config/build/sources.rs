@@ -1,4 +1,4 @@
-//! Where settings come from and which wins (sidecar.md §12.1, §12.4): Azure workload-identity
+//! Where settings come from and which wins (docs/sidecar.md §12.1, §12.4): Azure workload-identity
 //! variables, then the JSON file, then environment variables, then command-line flags, merged
 //! into one key tree and read into the raw serde types.
 
@@ -17,7 +17,7 @@ const RANK_FLAGS: u8 = 3;
 /// Every source merged, higher ranks winning.
 pub(super) fn tree(sources: &ConfigSources) -> Result<Tree, ConfigError> {
     let mut tree = Tree::new();
-    // Azure workload-identity variables are defaults (sidecar.md §12.4).
+    // Azure workload-identity variables are defaults (docs/sidecar.md §12.4).
     for (var, key) in [
         ("AZURE_CLIENT_ID", "ClientId"),
         ("AZURE_TENANT_ID", "TenantId"),

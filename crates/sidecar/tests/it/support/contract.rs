@@ -1,5 +1,5 @@
 //! The contract file (upstream's OpenAPI document): every JSON 200, 400 and 401 body a test
-//! receives from a token route is validated against the schema declared for it (sidecar.md
+//! receives from a token route is validated against the schema declared for it (docs/sidecar.md
 //! §1.1, §16.P7). Also a small Prometheus text-format parser (§16.P1).
 
 use serde_json::Value;
