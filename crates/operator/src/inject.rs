@@ -5,10 +5,10 @@
 //! of Azure workload identity. Injection is computed from the Pod with any earlier injection
 //! removed, so running it twice (reinvocation) changes nothing.
 
+use crate::AdmissionContext as State;
 use crate::crd::{AgentBlueprint, AgentIdentity, DirectoryConnection, is_true};
 use crate::directory::{AZURE_TOKEN_DIR, AZURE_TOKEN_FILE};
 use crate::model;
-use crate::webhook::State;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 use kube::core::DynamicObject;

@@ -18,6 +18,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// What the admission handlers need (the webhook server and the Pod injection both read it):
+/// the API client, the operator's configuration, and whether the cluster runs native sidecars.
+pub struct AdmissionContext {
+    pub kube: kube::Client,
+    pub cfg: Arc<Config>,
+    pub native_sidecars: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the Kubernetes API: {0}")]
@@ -111,7 +119,7 @@ pub async fn start(kube: kube::Client, cfg: Config) -> Result<Running, Error> {
     let serving = certs::ensure(&kube, &cfg, addr).await?;
     webhook::apply_configurations(&kube, &cfg, &serving.ca_pem, addr).await?;
     let native_sidecars = inject::supports_native_sidecars(&kube).await;
-    let state = Arc::new(webhook::State {
+    let state = Arc::new(AdmissionContext {
         kube: kube.clone(),
         cfg: cfg.clone(),
         native_sidecars,

@@ -4,7 +4,7 @@
 
 use crate::certs::Serving;
 use crate::crd::{AgentBlueprint, AgentIdentity, DirectoryConnection, GROUP};
-use crate::{Config, Error, WebhookEndpoint, model};
+use crate::{AdmissionContext as State, Config, Error, WebhookEndpoint, model};
 use axum::Json;
 use axum::extract::State as AxState;
 use axum::routing::{get, post};
@@ -20,12 +20,6 @@ pub const MUTATE_PATH: &str = "/mutate-pods";
 pub const VALIDATE_PATH: &str = "/validate";
 /// Largest admission review accepted (a Pod with a big spec is well under this).
 const MAX_BODY: usize = 3 * 1024 * 1024;
-
-pub struct State {
-    pub kube: kube::Client,
-    pub cfg: Arc<Config>,
-    pub native_sidecars: bool,
-}
 
 fn client_config(cfg: &Config, ca_pem: &str, addr: SocketAddr, path: &str) -> Value {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
