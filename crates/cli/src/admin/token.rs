@@ -3,7 +3,7 @@
 
 use super::client::Conn;
 use anyhow::bail;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[derive(clap::Args)]
 pub(super) struct AgentCredential {
