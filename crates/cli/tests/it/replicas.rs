@@ -579,8 +579,9 @@ async fn a_replica_killed_under_load_costs_only_its_own_connections() {
     )
     .await;
     let before_kill = client.tally.lock().unwrap().answered.len();
-    a.proc.signal("KILL");
+    // Taken before the signal: failures recorded while `kill` is still returning are the kill's.
     let killed = Instant::now();
+    a.proc.signal("KILL");
     assert!(!a.proc.wait_exit(Duration::from_secs(10)).success());
     // Keep the load on B for a while after the kill.
     eventually("load to continue on B", Duration::from_secs(60), || async {

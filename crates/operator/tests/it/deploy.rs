@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_apply_of_deploy_operator_is_accepted() {
-    let kube = KubeCluster::shared().await;
+    // Its own control plane: the webhook configurations this applies are cluster-scoped and
+    // would intercept the other operator tests' resources.
+    let kube = KubeCluster::start().await.expect("a Kubernetes test bed");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/operator");
     let output = kube
         .kubectl()

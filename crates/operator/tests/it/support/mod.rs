@@ -74,7 +74,7 @@ pub async fn install_crds(client: &kube::Client) {
 }
 
 pub struct Bed {
-    pub kube: &'static KubeCluster,
+    pub kube: KubeCluster,
     pub client: kube::Client,
     pub sts: TestSts,
     pub ns: String,
@@ -85,7 +85,9 @@ impl Bed {
     /// A namespace of the test's own with a DirectoryConnection `directory` to a fresh STS.
     pub async fn start(prefix: &str) -> Bed {
         logs();
-        let kube = KubeCluster::shared().await;
+        // A control plane of the test's own: the operator's webhook configurations are
+        // cluster-scoped, so two tests that register them must not share a cluster.
+        let kube = KubeCluster::start().await.expect("a Kubernetes test bed");
         let client = kube.client().await;
         // The operator registers the cluster issuer: a policy change its sign-in client must be
         // consented for (docs/operator.md §2.1).
