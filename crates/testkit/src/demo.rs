@@ -24,9 +24,13 @@ pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-
 /// The demo tenant plus the grant the guide's LLM leg needs (the agent calls Azure OpenAI for
 /// the user).
 pub fn demo_tenant_with_llm_grant() -> String {
+    assert!(
+        DEMO_TENANT.contains("\nappRoleAssignments:"),
+        "the demo tenant's grants no longer end where appRoleAssignments start"
+    );
     DEMO_TENANT.replace(
-        "appRoleAssignments:",
-        "  - client: blog-agent\n    resource: cognitive-services\n    scopes: [user_impersonation]\n\nappRoleAssignments:",
+        "\nappRoleAssignments:",
+        "\n  - client: blog-agent\n    resource: cognitive-services\n    scopes: [user_impersonation]\n\nappRoleAssignments:",
     )
 }
 

@@ -18,19 +18,12 @@ use std::time::{Duration, Instant};
 
 const AUDIENCE: &str = "api://AzureADTokenExchange";
 
-async fn poll<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+async fn poll<T, F, Fut>(what: &str, timeout: Duration, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    agentid_testkit::poll::eventually(timeout, what, f).await
 }
 
 async fn service_account(cluster: &KubeCluster, ns: &str, name: &str) {

@@ -13,6 +13,9 @@ pub struct Proc {
     pub name: String,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The threads copying stdout and stderr into `lines`; they end when the process's pipes
+    /// close, so joining them after exit means every line is in.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Proc {
@@ -32,6 +35,7 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("start {name}: {e}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         for stream in [
             child
                 .stdout
@@ -46,16 +50,17 @@ impl Proc {
         .flatten()
         {
             let lines = lines.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     lines.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
         Proc {
             name: name.to_string(),
             child,
             lines,
+            readers,
         }
     }
 
@@ -116,8 +121,9 @@ impl Proc {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Let the reader threads catch up with the last lines.
-                std::thread::sleep(Duration::from_millis(50));
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(
