@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod device;
 pub mod error;
 pub mod grants;
+pub mod hot;
 pub mod issuers;
 pub mod keys;
 pub mod model;

@@ -18,6 +18,18 @@ pub(crate) fn json<T: serde::de::DeserializeOwned>(s: &str, what: &'static str) 
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The tables the token path's cached reads come from (`hot`, docs/performance.md §3.1): a
+/// write to any bumps the directory generation.
+const WATCHED_TABLES: [&str; 7] = [
+    "tenants",
+    "tenant_domains",
+    "applications",
+    "identifier_uris",
+    "service_principals",
+    "password_credentials",
+    "app_role_assignments",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -124,7 +136,59 @@ impl Store {
             }
         };
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool, backend })
+        let store = Self { pool, backend };
+        store.install_generation_triggers().await?;
+        Ok(store)
+    }
+
+    /// Installs the triggers that bump the generation (idempotent). Trigger syntax differs
+    /// between SQLite and PostgreSQL, so they are created here rather than in a migration.
+    async fn install_generation_triggers(&self) -> Result<()> {
+        match self.backend() {
+            Backend::Sqlite => {
+                for table in WATCHED_TABLES {
+                    for op in ["INSERT", "UPDATE", "DELETE"] {
+                        let sql = format!(
+                            "CREATE TRIGGER IF NOT EXISTS dirgen_{table}_{op} AFTER {op} ON {table} \
+                             BEGIN UPDATE directory_generation SET n = n + 1 WHERE id = 1; END"
+                        );
+                        sqlx::query(&sql).execute(self.pool()).await?;
+                    }
+                }
+            }
+            Backend::Postgres => {
+                // Already there (the usual start): no DDL, which would lock the tables.
+                let (present,): (i64,) = sqlx::query_as(
+                    "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'dirgen\\_%'",
+                )
+                .fetch_one(self.pool())
+                .await?;
+                if present as usize == WATCHED_TABLES.len() {
+                    return Ok(());
+                }
+                let mut tx = self.pool().begin().await?;
+                // Replicas starting together: one creates, the others wait and replace.
+                sqlx::query("SELECT pg_advisory_xact_lock(7022227661066609256)")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "CREATE OR REPLACE FUNCTION agentid_bump_generation() RETURNS trigger \
+                     LANGUAGE plpgsql AS $$ BEGIN \
+                     UPDATE directory_generation SET n = n + 1 WHERE id = 1; RETURN NULL; END $$",
+                )
+                .execute(&mut *tx)
+                .await?;
+                for table in WATCHED_TABLES {
+                    let sql = format!(
+                        "CREATE OR REPLACE TRIGGER dirgen_{table} AFTER INSERT OR UPDATE OR DELETE \
+                         ON {table} FOR EACH STATEMENT EXECUTE FUNCTION agentid_bump_generation()"
+                    );
+                    sqlx::query(&sql).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(())
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -78,9 +78,17 @@ fn parse_traceparent(v: &str) -> Option<(String, bool)> {
 
 pub fn random_hex(bytes: usize) -> String {
     use rand::RngCore;
-    let mut buf = vec![0u8; bytes];
-    rand::thread_rng().fill_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // One allocation: this runs twice per request (trace and span ids).
+    let mut buf = [0u8; 32];
+    let buf = &mut buf[..bytes.min(32)];
+    rand::thread_rng().fill_bytes(buf);
+    let mut out = String::with_capacity(buf.len() * 2);
+    for b in buf.iter() {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// The first valid `x-correlation-id` / `x-request-id`, else a new UUIDv4.

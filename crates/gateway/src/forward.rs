@@ -44,7 +44,9 @@ pub async fn http(
         .clients
         .get(ctx.policy.tls.as_deref())
         .map_err(GatewayError::UpstreamClient)?;
-    let body = reqwest::Body::wrap_stream(http_body_util::BodyDataStream::new(incoming));
+    // Streamed as it arrives, with its size: a body of known length goes upstream with
+    // `Content-Length` (not re-chunked), an empty one as none.
+    let body = reqwest::Body::wrap(incoming);
     let upstream_start = Instant::now();
     let send = client
         .request(parts.method.clone(), url)

@@ -119,51 +119,61 @@ impl Gateway {
         } else {
             true
         };
-        let route = event.route.clone().unwrap_or_default();
-        let mut labels = vec![
-            ("bind".to_string(), event.bind.to_string()),
-            ("route".to_string(), route.clone()),
-            ("kind".to_string(), event.kind.to_string()),
-            ("decision".to_string(), event.decision.result.to_string()),
-            ("status".to_string(), event.status.to_string()),
-        ];
-        for (name, expr) in &snap.metric_fields {
-            let value = match expr.eval(&ctx) {
-                Ok(serde_json::Value::String(s)) => s,
-                Ok(serde_json::Value::Null) | Err(_) => String::new(),
-                Ok(other) => other.to_string(),
-            };
-            labels.push((name.clone(), value));
-        }
-        self.metrics.requests.get_or_create(&labels).inc();
         let seconds = ex.start.elapsed().as_secs_f64();
-        let short = vec![
-            ("route".to_string(), route),
-            ("kind".to_string(), event.kind.to_string()),
-        ];
-        self.metrics
-            .request_duration
-            .get_or_create(&short)
-            .observe(seconds);
         let upstream_s = event
             .upstream
             .as_ref()
             .and_then(|u| u.duration_ms)
             .unwrap_or(0.0)
             / 1000.0;
-        self.metrics
-            .overhead
-            .get_or_create(&short)
-            .observe((seconds - upstream_s).max(0.0));
+        let route = event.route.as_deref().unwrap_or_default();
+        if snap.metric_fields.is_empty() {
+            // The common case: handles looked up without building label sets.
+            let h = self.metrics.request_handles(
+                event.bind,
+                route,
+                event.kind,
+                event.decision.result,
+                event.status,
+            );
+            h.requests.inc();
+            h.duration.observe(seconds);
+            h.overhead.observe((seconds - upstream_s).max(0.0));
+        } else {
+            let mut labels = vec![
+                ("bind".to_string(), event.bind.to_string()),
+                ("route".to_string(), route.to_string()),
+                ("kind".to_string(), event.kind.to_string()),
+                ("decision".to_string(), event.decision.result.to_string()),
+                ("status".to_string(), event.status.to_string()),
+            ];
+            for (name, expr) in &snap.metric_fields {
+                let value = match expr.eval(&ctx) {
+                    Ok(serde_json::Value::String(s)) => s,
+                    Ok(serde_json::Value::Null) | Err(_) => String::new(),
+                    Ok(other) => other.to_string(),
+                };
+                labels.push((name.clone(), value));
+            }
+            self.metrics.requests.get_or_create(&labels).inc();
+            let short = vec![
+                ("route".to_string(), route.to_string()),
+                ("kind".to_string(), event.kind.to_string()),
+            ];
+            self.metrics
+                .request_duration
+                .get_or_create(&short)
+                .observe(seconds);
+            self.metrics
+                .overhead
+                .get_or_create(&short)
+                .observe((seconds - upstream_s).max(0.0));
+        }
         if let Some(u) = &event.upstream
             && let Some(ms) = u.duration_ms
         {
             self.metrics
-                .upstream_duration
-                .get_or_create(&vec![
-                    ("route".to_string(), event.route.clone().unwrap_or_default()),
-                    ("backend".to_string(), u.target.clone().unwrap_or_default()),
-                ])
+                .upstream_handle(route, u.target.as_deref().unwrap_or_default())
                 .observe(ms / 1000.0);
         }
         event.latency_ms = seconds * 1000.0;

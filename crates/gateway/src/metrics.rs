@@ -15,6 +15,27 @@ use std::sync::Arc;
 
 pub type Labels = Vec<(String, String)>;
 
+/// Cached handle sets before the cache is emptied.
+const MAX_HANDLES: usize = 4096;
+
+/// One request's label set's handles (clones share the family's metric).
+#[derive(Clone)]
+pub struct RequestHandles {
+    pub requests: Counter,
+    pub duration: Histogram,
+    pub overhead: Histogram,
+}
+
+/// (bind, status, kind, decision) → per-route handles.
+type HandleKey = (u16, u16, &'static str, &'static str);
+
+#[derive(Default)]
+struct HandleCache {
+    map: std::sync::RwLock<std::collections::HashMap<HandleKey, Vec<(String, RequestHandles)>>>,
+    /// (route, backend) → `upstream_duration` handle.
+    upstream: std::sync::RwLock<Vec<(String, String, Histogram)>>,
+}
+
 const BUCKETS: [f64; 20] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -42,6 +63,7 @@ pub struct Metrics {
     pub connections: Family<Labels, Gauge>,
     pub audit_dropped: Counter,
     pub panics: Counter,
+    handles: HandleCache,
 }
 
 impl Metrics {
@@ -65,6 +87,7 @@ impl Metrics {
             connections: Family::default(),
             audit_dropped: Counter::default(),
             panics: Counter::default(),
+            handles: HandleCache::default(),
             registry: Registry::default(),
         };
         let keep = |name: &str| {
@@ -133,6 +156,86 @@ impl Metrics {
         reg!("panics", "Requests that panicked", m.panics);
         registry.register_collector(Box::new(JwksFigures(jwks)));
         Metrics { registry, ..m }
+    }
+
+    /// The `requests`, `request_duration` and `overhead` handles of one request's labels,
+    /// without building label sets once they were seen (docs/performance.md §6). For the
+    /// labels without the config's `metricFields`.
+    pub fn request_handles(
+        &self,
+        bind: u16,
+        route: &str,
+        kind: &'static str,
+        decision: &'static str,
+        status: u16,
+    ) -> RequestHandles {
+        let key = (bind, status, kind, decision);
+        {
+            let map = self.handles.map.read().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, h)) = map
+                .get(&key)
+                .and_then(|routes| routes.iter().find(|(r, _)| r == route))
+            {
+                return h.clone();
+            }
+        }
+        let labels = vec![
+            ("bind".to_string(), bind.to_string()),
+            ("route".to_string(), route.to_string()),
+            ("kind".to_string(), kind.to_string()),
+            ("decision".to_string(), decision.to_string()),
+            ("status".to_string(), status.to_string()),
+        ];
+        let short = vec![
+            ("route".to_string(), route.to_string()),
+            ("kind".to_string(), kind.to_string()),
+        ];
+        let h = RequestHandles {
+            requests: self.requests.get_or_create(&labels).clone(),
+            duration: self.request_duration.get_or_create(&short).clone(),
+            overhead: self.overhead.get_or_create(&short).clone(),
+        };
+        let mut map = self.handles.map.write().unwrap_or_else(|e| e.into_inner());
+        // Bounded: routes and statuses are few, but a client can vary the status upstream.
+        let entries: usize = map.values().map(Vec::len).sum();
+        if entries >= MAX_HANDLES {
+            map.clear();
+        }
+        map.entry(key)
+            .or_default()
+            .push((route.to_string(), h.clone()));
+        h
+    }
+
+    /// The `upstream_duration` handle of a route and backend, cached like [`Self::request_handles`].
+    pub fn upstream_handle(&self, route: &str, backend: &str) -> Histogram {
+        {
+            let list = self
+                .handles
+                .upstream
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some((_, _, h)) = list.iter().find(|(r, b, _)| r == route && b == backend) {
+                return h.clone();
+            }
+        }
+        let h = self
+            .upstream_duration
+            .get_or_create(&vec![
+                ("route".to_string(), route.to_string()),
+                ("backend".to_string(), backend.to_string()),
+            ])
+            .clone();
+        let mut list = self
+            .handles
+            .upstream
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if list.len() >= MAX_HANDLES {
+            list.clear();
+        }
+        list.push((route.to_string(), backend.to_string(), h.clone()));
+        h
     }
 
     /// The Prometheus text of every metric.

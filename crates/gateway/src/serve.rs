@@ -237,25 +237,25 @@ async fn accept_loop(
             drop(snap);
             let svc_gw = gw.clone();
             let scheme = if tls.is_some() { "https" } else { "http" };
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let gw = svc_gw.clone();
-                async move {
-                    let handled = std::panic::AssertUnwindSafe(crate::pipeline::handle(
-                        gw.clone(),
-                        port,
-                        req,
-                        peer,
-                        scheme,
-                    ));
-                    match futures_util::FutureExt::catch_unwind(handled).await {
-                        Ok(resp) => Ok::<_, std::convert::Infallible>(resp),
-                        Err(_) => {
-                            gw.metrics.panics.inc();
-                            Ok(GatewayError::Internal.into_response(""))
+            let service =
+                hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let gw = svc_gw.clone();
+                    async move {
+                        // Boxed: hyper keeps a slot the size of this future for the whole life
+                        // of each connection, and the pipeline's state machine is large; boxed, an
+                        // idle connection holds a pointer (docs/performance.md §6).
+                        let handled = std::panic::AssertUnwindSafe(Box::pin(
+                            crate::pipeline::handle(gw.clone(), port, req, peer, scheme),
+                        ));
+                        match futures_util::FutureExt::catch_unwind(handled).await {
+                            Ok(resp) => Ok::<_, std::convert::Infallible>(resp),
+                            Err(_) => {
+                                gw.metrics.panics.inc();
+                                Ok(GatewayError::Internal.into_response(""))
+                            }
                         }
                     }
-                }
-            });
+                });
             let tls = tls.map(tokio_rustls::TlsAcceptor::from);
             let ended =
                 agentid_listener::serve_connection(stream, tls, service, limits, stop_conn).await;
@@ -370,8 +370,24 @@ async fn watch_file(
     use notify::Watcher;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
     let watcher_tx = tx.clone();
-    let mut watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        let _ = watcher_tx.try_send(());
+    let config_name = path.file_name().map(|n| n.to_os_string());
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Only events about the config file or a ConfigMap's `..data` swap: the directory may
+        // also hold a file written per request (the audit log), whose events would otherwise
+        // wake this task and re-hash the config on every request (docs/performance.md §6).
+        let relevant = match &res {
+            Ok(event) => {
+                event.paths.is_empty()
+                    || event
+                        .paths
+                        .iter()
+                        .any(|p| concerns_config(p, config_name.as_deref()))
+            }
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = watcher_tx.try_send(());
+        }
     })
     .ok();
     if let Some(w) = watcher.as_mut() {
@@ -480,9 +496,43 @@ async fn watch_file(
     drop(watcher);
 }
 
+/// Whether a watched directory's event path may change the config: the file itself, or a
+/// Kubernetes ConfigMap's `..data` / `..<timestamp>` entries behind its symlink.
+fn concerns_config(p: &std::path::Path, config_name: Option<&std::ffi::OsStr>) -> bool {
+    match p.file_name() {
+        None => true,
+        Some(n) => Some(n) == config_name || n.to_string_lossy().starts_with(".."),
+    }
+}
+
 fn hash_file(path: &std::path::Path) -> Option<[u8; 32]> {
     use sha2::Digest;
     std::fs::read(path)
         .ok()
         .map(|b| sha2::Sha256::digest(&b).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::concerns_config;
+    use std::ffi::OsStr;
+    use std::path::Path;
+
+    #[test]
+    fn only_the_config_and_configmap_swaps_wake_the_reload() {
+        let name = Some(OsStr::new("gateway.yaml"));
+        assert!(concerns_config(Path::new("/etc/gw/gateway.yaml"), name));
+        assert!(concerns_config(Path::new("/etc/gw/..data"), name));
+        assert!(concerns_config(Path::new("/etc/gw/..data_tmp"), name));
+        assert!(concerns_config(
+            Path::new("/etc/gw/..2026_12_05_04_00_00.123"),
+            name
+        ));
+        assert!(!concerns_config(Path::new("/etc/gw/audit.jsonl"), name));
+        assert!(!concerns_config(Path::new("/etc/gw/audit.jsonl.1"), name));
+        assert!(!concerns_config(
+            Path::new("/etc/gw/gateway.yaml.swp"),
+            name
+        ));
+    }
 }

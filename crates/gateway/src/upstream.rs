@@ -36,7 +36,7 @@ pub fn end_to_end_headers(src: &HeaderMap) -> HeaderMap {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
         .collect();
-    let mut out = HeaderMap::new();
+    let mut out = HeaderMap::with_capacity(src.keys_len());
     for (k, v) in src {
         let dropped = HOP_BY_HOP.contains(k)
             || k == header::CONTENT_LENGTH
@@ -88,6 +88,8 @@ pub struct Clients {
     pool_idle_timeout: Duration,
     pool_max_size: Option<usize>,
     by_policy: Mutex<HashMap<Option<TlsPolicy>, reqwest::Client>>,
+    /// The client of routes without a TLS policy, the common case: no lock per request.
+    default: std::sync::OnceLock<reqwest::Client>,
 }
 
 impl Clients {
@@ -99,6 +101,7 @@ impl Clients {
             pool_idle_timeout: settings.pool_idle_timeout,
             pool_max_size: settings.pool_max_size,
             by_policy: Mutex::new(HashMap::new()),
+            default: std::sync::OnceLock::new(),
         }
     }
 
@@ -107,6 +110,19 @@ impl Clients {
     }
 
     pub fn get(&self, policy: Option<&TlsPolicy>) -> Result<reqwest::Client, String> {
+        if policy.is_none()
+            && let Some(c) = self.default.get()
+        {
+            return Ok(c.clone());
+        }
+        let client = self.get_slow(policy)?;
+        if policy.is_none() {
+            let _ = self.default.set(client.clone());
+        }
+        Ok(client)
+    }
+
+    fn get_slow(&self, policy: Option<&TlsPolicy>) -> Result<reqwest::Client, String> {
         let key = policy.cloned();
         let mut map = self.by_policy.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get(&key) {
@@ -119,6 +135,8 @@ impl Clients {
             .connect_timeout(self.connect_timeout)
             .pool_idle_timeout(self.pool_idle_timeout)
             .tcp_keepalive(Duration::from_secs(180))
+            // Requests and responses go out whole at once: no Nagle delay on pooled connections.
+            .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy();
         if let Some(max) = self.pool_max_size {

@@ -156,7 +156,7 @@ pub async fn authorize(
             "The request must contain the parameter 'client_id'.",
         );
     };
-    let client = match client_auth::lookup(&sts.store, &tenant, client_id).await {
+    let client = match client_auth::lookup(&sts.store.direct(), &tenant, client_id).await {
         Ok(c) => c,
         Err(e) => return page::error(e.code, &e.description),
     };

@@ -193,7 +193,7 @@ async fn flow_context(sts: &StsState, flow: &BrowserFlow) -> Option<(Target, Ten
             .tenant_by_id(&req.tenant_id.parse().ok()?)
             .await
             .ok()??;
-        let client = client_auth::lookup(&sts.store, &tenant, &req.client_id)
+        let client = client_auth::lookup(&sts.store.direct(), &tenant, &req.client_id)
             .await
             .ok()?;
         return Some((Target::Authorize(req), tenant, client));
@@ -208,7 +208,7 @@ async fn flow_context(sts: &StsState, flow: &BrowserFlow) -> Option<(Target, Ten
         .tenant_by_id(&dc.tenant_id.parse().ok()?)
         .await
         .ok()??;
-    let client = client_auth::lookup(&sts.store, &tenant, &dc.client_id)
+    let client = client_auth::lookup(&sts.store.direct(), &tenant, &dc.client_id)
         .await
         .ok()?;
     (dc.status == "pending" && dc.expires_at > chrono::Utc::now().timestamp()).then_some((
@@ -509,7 +509,7 @@ pub async fn done(State(sts): State<Sts>, headers: HeaderMap) -> Response {
         .ok()
         .flatten()
     {
-        Some(t) => client_auth::lookup(&sts.store, &t, &dc.client_id)
+        Some(t) => client_auth::lookup(&sts.store.direct(), &t, &dc.client_id)
             .await
             .map(|c| c.display_name)
             .unwrap_or_default(),

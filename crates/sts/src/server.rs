@@ -250,6 +250,7 @@ pub async fn start(
     };
     let ca_pem = tls_config.as_ref().and_then(|(_, ca)| ca.clone());
     let state = Arc::new(StsState {
+        hot: agentid_directory::hot::HotReads::new(),
         passwords: PasswordGate::new(settings.password_checks),
         keys: KeyRing::with_limits(store.clone(), master, settings.key_cache),
         federation: Federation::new(Duration::from_secs(settings.metadata_cache_ttl)),

@@ -13,6 +13,8 @@ use uuid::Uuid;
 
 pub struct StsState {
     pub store: Store,
+    /// The token path's cached directory reads (docs/performance.md §3.1).
+    pub hot: agentid_directory::hot::HotReads,
     pub settings: Settings,
     pub keys: KeyRing,
     /// Every Argon2 check and hash of request input goes through this bound.

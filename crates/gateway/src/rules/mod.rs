@@ -510,47 +510,67 @@ pub struct Activation<'a> {
 
 impl<'a> Activation<'a> {
     pub fn new(c: &EvalContext<'a>) -> Activation<'a> {
+        Activation::with(c, |_| true)
+    }
+
+    /// Binds only the variables `wanted` names: the programs to run reference no others, and
+    /// binding one (the token's claims, the headers) costs allocations per request.
+    pub fn with(c: &EvalContext<'a>, wanted: impl Fn(&str) -> bool) -> Activation<'a> {
         let mut ctx = cel::Context::with_env(ENV.clone());
         let r = c.request;
-        let headers: HashMap<CelMapKey<'a>, Boxed<'a>> = r
-            .headers
-            .iter()
-            .map(|(k, v)| (CelMapKey::from(k.as_str()), s(v)))
-            .collect();
-        ctx.add_variable_as_val(
-            "request",
-            object(vec![
-                ("method", s(&r.method)),
-                ("uri", s(&r.uri)),
-                ("host", s(&r.host)),
-                ("scheme", s(&r.scheme)),
-                ("path", s(&r.path)),
-                ("pathAndQuery", s(&r.path_and_query)),
-                ("version", s(&r.version)),
-                ("headers", Box::new(CelMap::from(headers))),
-                ("startTime", s(&r.start_time)),
-            ]),
-        );
-        ctx.add_variable_as_val(
-            "source",
-            object(vec![
-                ("address", s(&c.source.address)),
-                ("port", int(i64::from(c.source.port))),
-            ]),
-        );
-        if let Some(claims) = c.jwt {
+        if wanted("request") {
+            let headers: HashMap<CelMapKey<'a>, Boxed<'a>> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (CelMapKey::from(k.as_str()), s(v)))
+                .collect();
+            ctx.add_variable_as_val(
+                "request",
+                object(vec![
+                    ("method", s(&r.method)),
+                    ("uri", s(&r.uri)),
+                    ("host", s(&r.host)),
+                    ("scheme", s(&r.scheme)),
+                    ("path", s(&r.path)),
+                    ("pathAndQuery", s(&r.path_and_query)),
+                    ("version", s(&r.version)),
+                    ("headers", Box::new(CelMap::from(headers))),
+                    ("startTime", s(&r.start_time)),
+                ]),
+            );
+        }
+        if wanted("source") {
+            ctx.add_variable_as_val(
+                "source",
+                object(vec![
+                    ("address", s(&c.source.address)),
+                    ("port", int(i64::from(c.source.port))),
+                ]),
+            );
+        }
+        if let Some(claims) = c.jwt
+            && wanted("jwt")
+        {
             ctx.add_variable_as_val("jwt", json_object(claims));
         }
-        let (agent, user) = identity_vals(c.identity);
-        ctx.add_variable_as_val("agent", agent);
-        ctx.add_variable_as_val("user", user);
-        if let Some(m) = c.mcp {
+        if wanted("agent") || wanted("user") {
+            let (agent, user) = identity_vals(c.identity);
+            ctx.add_variable_as_val("agent", agent);
+            ctx.add_variable_as_val("user", user);
+        }
+        if let Some(m) = c.mcp
+            && wanted("mcp")
+        {
             ctx.add_variable_as_val("mcp", mcp_val(m));
         }
-        if let Some(code) = c.response_code {
+        if let Some(code) = c.response_code
+            && wanted("response")
+        {
             ctx.add_variable_as_val("response", object(vec![("code", int(i64::from(code)))]));
         }
-        if let Some(l) = c.llm {
+        if let Some(l) = c.llm
+            && wanted("llm")
+        {
             ctx.add_variable_as_val(
                 "llm",
                 object(vec![
@@ -564,7 +584,9 @@ impl<'a> Activation<'a> {
                 ]),
             );
         }
-        if let Some(be) = c.backend {
+        if let Some(be) = c.backend
+            && wanted("backend")
+        {
             ctx.add_variable_as_val(
                 "backend",
                 object(vec![("name", s(&be.name)), ("type", s(&be.kind))]),
@@ -651,7 +673,8 @@ pub fn evaluate(levels: &[(Level, &RuleSet)], ctx: &EvalContext) -> Decision {
         let first = levels.first().map(|(l, _)| *l).unwrap_or(Level::Route);
         return Decision::plain(true, first, "no_rules");
     }
-    Activation::new(ctx).decide(levels, None)
+    let wanted = |v: &str| levels.iter().any(|(_, set)| set.references(v));
+    Activation::with(ctx, wanted).decide(levels, None)
 }
 
 /// A single compiled expression for log and metric fields.
@@ -694,7 +717,7 @@ impl Expr {
     }
 
     pub fn eval(&self, ctx: &EvalContext) -> Result<Json, RuleError> {
-        self.eval_in(&Activation::new(ctx))
+        self.eval_in(&Activation::with(ctx, |v| self.references(v)))
     }
 
     pub fn eval_in(&self, act: &Activation) -> Result<Json, RuleError> {

@@ -46,9 +46,14 @@ pub async fn missing(
     scope_str: &str,
 ) -> Result<Missing, String> {
     let param = scope::parse(scope_str).map_err(|e| e.to_string())?;
-    let resolved = scope::resolve(&sts.store, tenant, param, &client.app_id.to_string())
-        .await
-        .map_err(|e| e.to_string())?;
+    let resolved = scope::resolve(
+        &sts.store.direct(),
+        tenant,
+        param,
+        &client.app_id.to_string(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let granted = consent::granted(&sts.store, client, &resolved.resource, &user.id)
         .await
         .map_err(|e| e.to_string())?;

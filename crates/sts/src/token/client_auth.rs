@@ -147,7 +147,7 @@ fn client_id_and_basic(req: &TokenRequest<'_>) -> OAuthResult<(String, Option<St
 
 /// Finds a client by `client_id` in a tenant, without authenticating it.
 pub async fn lookup(
-    store: &agentid_directory::Store,
+    store: &agentid_directory::hot::View<'_>,
     tenant: &agentid_directory::model::Tenant,
     client_id: &str,
 ) -> OAuthResult<Client> {
@@ -209,7 +209,7 @@ pub async fn lookup(
 /// Steps 4–7 of docs/sts.md §6.2: identify the client, authenticate it, check it is usable.
 pub async fn authenticate(req: &TokenRequest<'_>) -> OAuthResult<Client> {
     let (client_id, basic_secret) = client_id_and_basic(req)?;
-    let mut client = lookup(&req.sts.store, req.tenant, &client_id).await?;
+    let mut client = lookup(req.view, req.tenant, &client_id).await?;
     req.audit_client(&client);
 
     // Credential precedence (§6.3 table).
@@ -283,8 +283,7 @@ async fn verify_secret(
 ) -> OAuthResult<Credential> {
     let app = client.app.as_ref().ok_or_else(OAuthError::server_error)?;
     let creds = req
-        .sts
-        .store
+        .view
         .password_credentials(&app.id)
         .await
         .map_err(super::internal)?;

@@ -55,7 +55,7 @@ pub async fn redeem(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     let user_id = agentid_claims::guid::parse(&rec.user_id).ok_or_else(OAuthError::server_error)?;
     let user = live_user(req, &user_id, None).await?;
     let resolved = scope::resolve(
-        store,
+        req.view,
         req.tenant,
         scope::parse(&rec.scope)?,
         &client.app_id.to_string(),

@@ -5,6 +5,7 @@ use crate::error::OAuthResult;
 use agentid_claims::wellknown::GRAPH_APP_ID;
 use agentid_directory::Store;
 use agentid_directory::builtin;
+use agentid_directory::hot::View;
 use agentid_directory::model::{InheritableScopes, Resource};
 use uuid::Uuid;
 
@@ -101,7 +102,7 @@ pub async fn offline_access_granted(
 /// App role values of R assigned to `principal` (enabled roles only); blueprints implicitly
 /// hold `AgentIdentity.CreateAsManager` on Graph when acting as themselves.
 pub async fn roles(
-    store: &Store,
+    store: &View<'_>,
     resource: &Resource,
     principal: &Uuid,
     implicit_blueprint: bool,

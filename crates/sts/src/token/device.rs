@@ -44,7 +44,7 @@ pub fn user_code_hmac(tenant: &Tenant, code: &str) -> String {
 /// `POST /{tenant}/oauth2/v2.0/devicecode`.
 pub async fn authorize(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     let client_id = req.form.require("client_id")?;
-    let client = client_auth::lookup(&req.sts.store, req.tenant, client_id).await?;
+    let client = client_auth::lookup(req.view, req.tenant, client_id).await?;
     req.audit_client(&client);
     if matches!(client.kind, ClientKind::Agent | ClientKind::Blueprint) {
         return Err(OAuthError::agent_protocol(
@@ -52,8 +52,7 @@ pub async fn authorize(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
         ));
     }
     let scope = req.form.require("scope")?;
-    let resolved =
-        scope::resolve(&req.sts.store, req.tenant, scope::parse(scope)?, client_id).await?;
+    let resolved = scope::resolve(req.view, req.tenant, scope::parse(scope)?, client_id).await?;
     if resolved.resource.is_token_exchange() {
         return Err(OAuthError::agent_protocol(
             "The token-exchange resource cannot be requested for a user.",
@@ -162,7 +161,7 @@ pub async fn redeem(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
         .ok_or_else(OAuthError::server_error)?;
     let user = live_user(req, &user_id, None).await?;
     let resolved = scope::resolve(
-        store,
+        req.view,
         req.tenant,
         scope::parse(&rec.scope)?,
         &client.app_id.to_string(),

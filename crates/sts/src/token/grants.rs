@@ -43,26 +43,14 @@ pub async fn client_credentials(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     if !param.is_default() || !param.oidc.is_empty() {
         return Err(OAuthError::scope_needs_default(scope));
     }
-    let resolved = scope::resolve(
-        &req.sts.store,
-        req.tenant,
-        param,
-        &client.app_id.to_string(),
-    )
-    .await?;
+    let resolved = scope::resolve(req.view, req.tenant, param, &client.app_id.to_string()).await?;
     if resolved.resource.is_token_exchange() {
         return Err(OAuthError::agent_protocol(
             "The token-exchange resource can only be requested by a blueprint with 'fmi_path' or by an agent identity.",
         ));
     }
     let blueprint = client.kind == ClientKind::Blueprint;
-    let roles = consent::roles(
-        &req.sts.store,
-        &resolved.resource,
-        &client.sp_id(),
-        blueprint,
-    )
-    .await?;
+    let roles = consent::roles(req.view, &resolved.resource, &client.sp_id(), blueprint).await?;
     let kind = if blueprint {
         TokenKind::Blueprint
     } else {
@@ -169,14 +157,8 @@ async fn agent_app(req: &TokenRequest<'_>, client: &Client, scope: &str) -> OAut
     if !param.is_default() || !param.oidc.is_empty() {
         return Err(OAuthError::scope_needs_default(scope));
     }
-    let resolved = scope::resolve(
-        &req.sts.store,
-        req.tenant,
-        param,
-        &client.app_id.to_string(),
-    )
-    .await?;
-    let roles = consent::roles(&req.sts.store, &resolved.resource, &client.sp_id(), false).await?;
+    let resolved = scope::resolve(req.view, req.tenant, param, &client.app_id.to_string()).await?;
+    let roles = consent::roles(req.view, &resolved.resource, &client.sp_id(), false).await?;
     issue_app_only(req, client, &resolved, TokenKind::AgentApp, roles).await
 }
 
@@ -226,7 +208,7 @@ pub(super) async fn issue_user(
         .filter(|s| !s.eq_ignore_ascii_case("offline_access"))
         .filter(|s| keep_oidc || !scope::OIDC_SCOPES.iter().any(|o| o.eq_ignore_ascii_case(s)))
         .collect();
-    let roles = consent::roles(store, &resolved.resource, &g.user.id, false).await?;
+    let roles = consent::roles(req.view, &resolved.resource, &g.user.id, false).await?;
     let now = req.ctx.now;
     let spec = AccessTokenSpec {
         kind: g.kind,
@@ -438,7 +420,7 @@ pub async fn on_behalf_of(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
         ));
     }
     let resolved = scope::resolve(
-        &req.sts.store,
+        req.view,
         req.tenant,
         scope::parse(scope)?,
         &client.app_id.to_string(),
@@ -513,7 +495,7 @@ pub async fn refresh_token(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     let user = live_user(req, &user_id, Some(rec.issued_at)).await?;
     let scope = req.form.get("scope").unwrap_or(&rec.scope).to_string();
     let resolved = scope::resolve(
-        &req.sts.store,
+        req.view,
         req.tenant,
         scope::parse(&scope)?,
         &client.app_id.to_string(),
@@ -558,7 +540,6 @@ pub async fn password(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     if !req.tenant.allow_password_grant {
         return Err(OAuthError::unsupported_grant("password"));
     }
-    let store = &req.sts.store;
     let user = match crate::password::check_password(
         req.sts,
         req.tenant,
@@ -595,7 +576,7 @@ pub async fn password(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
         return Err(OAuthError::user_disabled());
     }
     let resolved = scope::resolve(
-        store,
+        req.view,
         req.tenant,
         scope::parse(scope)?,
         &client.app_id.to_string(),
@@ -691,7 +672,7 @@ pub async fn user_fic(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     if !user.account_enabled {
         return Err(OAuthError::user_disabled());
     }
-    let resolved = scope::resolve(&req.sts.store, req.tenant, scope::parse(scope)?, &agent).await?;
+    let resolved = scope::resolve(req.view, req.tenant, scope::parse(scope)?, &agent).await?;
     if resolved.resource.is_token_exchange() {
         return Err(OAuthError::agent_protocol(
             "The token-exchange resource cannot be requested for an agent user.",

@@ -34,6 +34,8 @@ pub struct TokenRequest<'a> {
     pub tenant: &'a Tenant,
     pub form: &'a Form,
     pub headers: &'a HeaderMap,
+    /// The directory as of this request (docs/performance.md §3.1): cached reads.
+    pub view: &'a agentid_directory::hot::View<'a>,
     audit: &'a Mutex<AuditEvent>,
 }
 
@@ -186,8 +188,10 @@ async fn form_endpoint(
                 )
             })?;
         let form = Form::parse(&bytes)?;
-        let tenant = sts
-            .store
+        // One round trip: the directory generation; the reads below come from the cache
+        // unless the directory changed since they were made.
+        let view = sts.hot.view(&sts.store).await.map_err(internal)?;
+        let tenant = view
             .tenant_by_segment(&segment)
             .await
             .map_err(internal)?
@@ -202,6 +206,7 @@ async fn form_endpoint(
             tenant: &tenant,
             form: &form,
             headers: &parts.headers,
+            view: &view,
             audit: &audit,
         };
         if endpoint == Endpoint::DeviceCode {

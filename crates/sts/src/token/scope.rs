@@ -3,7 +3,7 @@
 
 use crate::error::{OAuthError, OAuthResult};
 use agentid_claims::wellknown::GRAPH_APP_ID;
-use agentid_directory::Store;
+use agentid_directory::hot::View;
 use agentid_directory::model::{Resource, Tenant, normalize_uri};
 
 pub const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
@@ -128,7 +128,7 @@ impl ResolvedScope {
 
 /// Steps 4–6 of §6.4.
 pub async fn resolve(
-    store: &Store,
+    store: &View<'_>,
     tenant: &Tenant,
     param: ScopeParam,
     client_app_id: &str,

@@ -17,3 +17,4 @@ mod lifecycle;
 mod signin_abuse;
 mod sts_listener;
 mod tenant_file_props;
+mod token_cache;
