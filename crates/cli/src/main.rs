@@ -20,8 +20,8 @@ mod up;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc, not the system allocator: the gateway and the STS allocate per request, and
-/// mimalloc's thread-local free lists make that cheaper (docs/performance.md §6).
+/// With the `mimalloc` feature, mimalloc instead of the system allocator: cheaper per-request
+/// allocation, more resident memory (docs/performance.md §6).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
