@@ -29,9 +29,12 @@ pub struct RequestHandles {
 /// (bind, status, kind, decision) → per-route handles.
 type HandleKey = (u16, u16, &'static str, &'static str);
 
+/// Per key, each route's handles.
+type RouteHandles = Vec<(String, RequestHandles)>;
+
 #[derive(Default)]
 struct HandleCache {
-    map: std::sync::RwLock<std::collections::HashMap<HandleKey, Vec<(String, RequestHandles)>>>,
+    map: std::sync::RwLock<std::collections::HashMap<HandleKey, RouteHandles>>,
     /// (route, backend) → `upstream_duration` handle.
     upstream: std::sync::RwLock<Vec<(String, String, Histogram)>>,
 }
