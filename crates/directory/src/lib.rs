@@ -12,6 +12,7 @@ pub mod error;
 pub mod grants;
 pub mod issuers;
 pub mod keys;
+pub mod mcp_clients;
 pub mod model;
 pub mod password_gate;
 pub mod principals;
