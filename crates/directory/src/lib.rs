@@ -13,6 +13,7 @@ pub mod grants;
 pub mod hot;
 pub mod issuers;
 pub mod keys;
+pub mod mcp_clients;
 pub mod model;
 pub mod password_gate;
 pub mod principals;

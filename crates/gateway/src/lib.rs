@@ -27,6 +27,7 @@ pub use agentid_claims::identity;
 pub mod jwt;
 pub mod llm;
 pub mod mcp;
+pub mod mcp_auth;
 pub mod metrics;
 pub mod obo;
 pub mod pipeline;

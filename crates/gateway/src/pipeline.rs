@@ -15,7 +15,7 @@ use crate::jwt::AuthOutcome;
 use crate::reply::{self, Audit, Failure, Reply};
 use crate::request_path::RequestTarget;
 use crate::rules::{self, EvalContext, Level, RequestInfo, SourceInfo};
-use crate::{forward, llm, mcp, router};
+use crate::{forward, llm, mcp, mcp_auth, router};
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
@@ -96,6 +96,17 @@ pub async fn handle(
         let reply = reply::failed(&mut ex, GatewayError::HostMismatch);
         return write_audit(&gw, &ex, reply);
     }
+    // RFC 9728 metadata of the listener's `mcpAuthentication` routes (docs/gateway.md §18).
+    if let Some(suffix) = target.path.as_str().strip_prefix(mcp_auth::WELL_KNOWN)
+        && (suffix.is_empty() || suffix.starts_with('/'))
+        && let Some(auth) = metadata_route(&snap, bind_port, &host, suffix)
+    {
+        let o = mcp_auth::Origin {
+            scheme,
+            host: &host_header,
+        };
+        return mcp_auth::metadata_response(&auth, o, req.method());
+    }
     let (route, matched_prefix) = match select(&snap, &mut ex, bind_port, &host, &target, &req) {
         Ok(selected) => selected,
         Err(e) => {
@@ -143,10 +154,39 @@ pub async fn handle(
     if let (Some(cors), Some(origin)) = (&route.policies.cors, origin) {
         cors::apply(cors, &origin, resp.headers_mut());
     }
+    if let Some(auth) = &route.policies.mcp_auth {
+        let o = mcp_auth::Origin {
+            scheme,
+            host: &host_header,
+        };
+        mcp_auth::decorate(auth, o, &mut resp);
+    }
     if let Ok(v) = HeaderValue::from_str(&correlation) {
         resp.headers_mut().insert("x-correlation-id", v);
     }
     resp
+}
+
+/// The `mcpAuthentication` whose resource the well-known `suffix` names on the request's
+/// listener; the root form (no suffix) names the listener's only one.
+fn metadata_route(
+    snap: &Snapshot,
+    bind_port: u16,
+    host: &str,
+    suffix: &str,
+) -> Option<Arc<mcp_auth::McpAuth>> {
+    let bind = snap.binds.iter().find(|b| b.port == bind_port)?;
+    let listener = router::listener(bind, host)?;
+    let all: Vec<_> = listener
+        .routes
+        .iter()
+        .filter(|r| r.hostnames.is_empty() || r.hostnames.iter().any(|h| h.matches(host)))
+        .filter_map(|r| r.policies.mcp_auth.clone())
+        .collect();
+    if let Some(a) = all.iter().find(|a| a.serves(suffix)) {
+        return Some(a.clone());
+    }
+    (suffix.trim_end_matches('/').is_empty() && all.len() == 1).then(|| all[0].clone())
 }
 
 /// Writes the reply's audit event (now, or when its stream ends) and returns its response.

@@ -230,6 +230,13 @@ pub async fn authorize(
             "AADSTS50149: PKCE is required: send code_challenge with code_challenge_method=S256.",
         );
     }
+    // RFC 8707: the resource names the token's audience (docs/sts.md §16.2).
+    if let Some(resource) = get("resource") {
+        match crate::mcp::resource::scope_for(&sts.store, &tenant, resource, get("scope")).await {
+            Ok(s) => req.scope = s,
+            Err(e) => return redirect_error(&req, e.error, &e.description),
+        }
+    }
     if let Err(e) = scope::parse(&req.scope) {
         return redirect_error(
             &req,

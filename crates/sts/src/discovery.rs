@@ -11,7 +11,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-fn cacheable(ctx: &RequestContext, body: Value) -> Response {
+pub(crate) fn cacheable(ctx: &RequestContext, body: Value) -> Response {
     let mut resp = axum::Json(body).into_response();
     ctx.decorate(&mut resp, false);
     let h = resp.headers_mut();
@@ -26,7 +26,7 @@ fn cacheable(ctx: &RequestContext, body: Value) -> Response {
     resp
 }
 
-async fn tenant_or_error(
+pub(crate) async fn tenant_or_error(
     sts: &Sts,
     ctx: &RequestContext,
     segment: &str,

@@ -12,6 +12,7 @@ pub mod graph;
 pub mod jws;
 pub mod keys;
 pub mod logout;
+pub mod mcp;
 pub mod own_tokens;
 pub mod password;
 pub mod server;

@@ -134,6 +134,19 @@ pub fn router(state: Sts) -> Router {
             "/{tenant}/.well-known/openid-configuration",
             get(discovery::openid_v1),
         )
+        // MCP clients (docs/sts.md §16).
+        .route(
+            "/.well-known/oauth-authorization-server/{tenant}/v2.0",
+            get(crate::mcp::metadata::oauth_v2),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server/{tenant}",
+            get(crate::mcp::metadata::oauth_v1),
+        )
+        .route(
+            "/{tenant}/oauth2/v2.0/register",
+            axum::routing::post(crate::mcp::register::register),
+        )
         .route("/{tenant}/discovery/v2.0/keys", get(discovery::jwks))
         .route("/{tenant}/discovery/keys", get(discovery::jwks))
         .layer(axum::middleware::map_response(ensure_request_id))

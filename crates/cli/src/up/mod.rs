@@ -229,6 +229,21 @@ pub async fn start(a: &UpArgs) -> anyhow::Result<Parts> {
         .map(|a| format!("http://{a}"))
         .unwrap_or_default();
 
+    // MCP clients on this machine (docs/sts.md §16): the gateway's /mcp is a resource of the
+    // demo MCP app, and clients register themselves (rate limited) when they first connect.
+    {
+        let store = &sts.state.store;
+        let tid: uuid::Uuid = TENANT_ID.parse().expect("constant");
+        let app: uuid::Uuid = MCP_APP.parse().expect("constant");
+        for host in ["127.0.0.1", "localhost"] {
+            let resource = format!("http://{host}:{}/mcp", a.gateway_port);
+            store.set_protected_resource(&tid, &resource, &app).await?;
+        }
+        let mode = agentid_directory::mcp_clients::RegistrationMode::Open;
+        let now = chrono::Utc::now().timestamp();
+        store.set_registration_policy(&tid, mode, None, now).await?;
+    }
+
     // 6. The agent's configuration, so `agentid agent chat` just works.
     let agent_yaml = format!(
         "# Written by `agentid up`; `agentid agent` reads it when given no other configuration.\n\
@@ -297,6 +312,9 @@ impl Parts {
              Demo user: {DEMO_USER} / {DEMO_PASSWORD}\n\n\
              Next, in another terminal in this directory:\n\
              \x20 AGENTID_AGENT_PASSWORD={DEMO_PASSWORD} agentid agent chat     (or: agentid agent login)\n\
+             Or connect any MCP client (MCP Inspector, an IDE, …) to {gateway}/mcp: it registers\n\
+             \x20 itself and opens the STS sign-in in the browser (trust {ca} first); sign in as\n\
+             \x20 the demo user and call the tools as yourself (docs/gateway.md §18).\n\
              \x20 (`agentid up --demo`, instead of `up`, tells the scripted story and stops)\n\n\
              Ctrl-C stops everything.\n",
             dir = self.dir.display(),

@@ -194,6 +194,8 @@ impl ValueMatch {
 #[derive(Default)]
 pub struct RoutePolicies {
     pub jwt: Option<Arc<JwtAuth>>,
+    /// `mcpAuthentication`'s metadata and challenges; its validator is `jwt`.
+    pub mcp_auth: Option<Arc<crate::mcp_auth::McpAuth>>,
     pub authorization: Option<RuleSet>,
     pub mcp_authorization: Option<RuleSet>,
     pub cors: Option<Cors>,

@@ -197,6 +197,7 @@ pub struct StringMatch {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RoutePolicies {
     pub jwt_auth: Option<JwtAuth>,
+    pub mcp_authentication: Option<McpAuthentication>,
     pub authorization: Option<Rules>,
     pub mcp_authorization: Option<Rules>,
     pub cors: Option<Cors>,
@@ -219,6 +220,21 @@ pub struct JwtAuth {
     pub jwt_validation_options: Option<JwtValidationOptions>,
     pub providers: Option<Vec<JwtProvider>>,
     pub location: Option<Location>,
+}
+
+/// AgentGateway's `mcpAuthentication` (docs/gateway.md §18): `jwtAuth` plus what MCP clients
+/// discover from the 401. `clientId`/`clientSecret`/`authorizationLocation` are AgentGateway's
+/// and refused as unsupported (agentid's STS needs no token-endpoint proxy).
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct McpAuthentication {
+    pub issuer: Option<String>,
+    pub audiences: Option<Vec<String>>,
+    pub jwks: Option<Value>,
+    pub mode: Option<String>,
+    pub provider: Option<Value>,
+    pub resource_metadata: Option<serde_json::Map<String, Value>>,
+    pub jwt_validation_options: Option<JwtValidationOptions>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

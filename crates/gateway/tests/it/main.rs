@@ -9,6 +9,7 @@ mod guide;
 mod jwt_validation;
 mod listener;
 mod llm_stream;
+mod mcp_auth;
 mod mcp_limits;
 mod mcp_sessions;
 mod mcp_tls;

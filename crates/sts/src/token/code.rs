@@ -49,6 +49,9 @@ pub async fn redeem(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     if !ct_eq(&challenge, &rec.code_challenge) {
         return Err(OAuthError::pkce_mismatch());
     }
+    if let Some(resource) = req.form.get("resource") {
+        crate::mcp::resource::check_scope(store, req.tenant, resource, &rec.scope).await?;
+    }
     if !store.redeem_auth_code(&hash).await.map_err(internal)? {
         return Err(OAuthError::code_redeemed());
     }

@@ -493,7 +493,22 @@ pub async fn refresh_token(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     }
     let user_id = uuid::Uuid::parse_str(&rec.user_id).map_err(internal)?;
     let user = live_user(req, &user_id, Some(rec.issued_at)).await?;
-    let scope = req.form.get("scope").unwrap_or(&rec.scope).to_string();
+    let scope = match req.form.get("resource") {
+        // RFC 8707: a refresh for a resource stays with that resource (docs/sts.md §16.2).
+        Some(resource) => {
+            let s = crate::mcp::resource::scope_for(
+                &req.sts.store,
+                req.tenant,
+                resource,
+                Some(req.form.get("scope").unwrap_or(&rec.scope)),
+            )
+            .await?;
+            crate::mcp::resource::check_scope(&req.sts.store, req.tenant, resource, &rec.scope)
+                .await?;
+            s
+        }
+        None => req.form.get("scope").unwrap_or(&rec.scope).to_string(),
+    };
     let resolved = scope::resolve(
         req.view,
         req.tenant,

@@ -7,6 +7,7 @@
 mod auth;
 mod backends;
 mod common;
+mod mcp_auth;
 mod routes;
 mod settings;
 

@@ -219,9 +219,26 @@ impl V<'_> {
         path: &str,
         matches: &[RouteMatch],
     ) -> Result<RoutePolicies> {
-        let jwt = match &p.jwt_auth {
-            Some(j) => Some(Arc::new(self.jwt(j, &format!("{path}.jwtAuth"))?)),
-            None => None,
+        let (jwt, mcp_auth) = match (&p.jwt_auth, &p.mcp_authentication) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::at(
+                    format!("{path}.mcpAuthentication"),
+                    "mcpAuthentication validates tokens itself: remove jwtAuth from this route",
+                ));
+            }
+            (Some(j), None) => (
+                Some(Arc::new(self.jwt(j, &format!("{path}.jwtAuth"))?)),
+                None,
+            ),
+            (None, Some(m)) => {
+                let (jwt, auth) = self.mcp_authentication(
+                    m,
+                    &format!("{path}.mcpAuthentication"),
+                    matches.first().map(|m| &m.path),
+                )?;
+                (Some(Arc::new(jwt)), Some(Arc::new(auth)))
+            }
+            (None, None) => (None, None),
         };
         let authorization = match &p.authorization {
             Some(r) => {
@@ -287,6 +304,7 @@ impl V<'_> {
         };
         Ok(RoutePolicies {
             jwt,
+            mcp_auth,
             authorization,
             mcp_authorization,
             cors,
