@@ -125,7 +125,27 @@ pub const BUILT_INS: &[BuiltIn] = &[
         public_client: true,
         handle: "graph-cli",
     },
+    BuiltIn {
+        app_id: CONSOLE_APP_ID,
+        display_name: "agentid console",
+        identifier_uris: &[],
+        token_version: 2,
+        user_scopes: &[],
+        admin_scopes: &[],
+        app_roles: &[],
+        public_client: true,
+        handle: "console",
+    },
 ];
+
+/// The web console's public client (docs/console.md §2): it signs administrators in with the
+/// STS's own authorization code + PKCE flow; its one redirect URI is `{sts}/console/callback`.
+pub const CONSOLE_APP_ID: &str = "a9e1c0de-7c0d-4a6e-9b1e-c0de5ecc0de1";
+
+/// The console's redirect URI on the STS served at `base`.
+pub fn console_redirect_uri(base: &str) -> String {
+    format!("{}/console/callback", base.trim_end_matches('/'))
+}
 
 /// Redirect URIs of the built-in public client.
 pub const GRAPH_CLI_REDIRECT_URIS: &[&str] = &[
@@ -234,6 +254,43 @@ impl BuiltIn {
             token_version: self.token_version,
             signing_alg: "RS256".into(),
         }
+    }
+}
+
+impl crate::Store {
+    /// Adds the principal of each built-in a tenant lacks: tenants created before a built-in
+    /// existed (the console's client, docs/console.md §2) get it on the next start.
+    pub async fn ensure_builtin_principals(&self) -> crate::error::Result<()> {
+        for t in self.tenants().await? {
+            for b in BUILT_INS {
+                let app_id = Uuid::parse_str(b.app_id).expect("built-in appId");
+                if self
+                    .service_principal_by_app_id(&t.id, &app_id)
+                    .await?
+                    .is_some()
+                {
+                    continue;
+                }
+                let sp = crate::principals::NewPrincipal {
+                    id: sp_id(&t.id, b.app_id),
+                    app_id,
+                    kind: crate::model::SpKind::BuiltIn,
+                    display_name: b.display_name,
+                    enabled: true,
+                    blueprint_app_id: None,
+                    sponsors: &[],
+                };
+                let mut tx = self.begin_write().await?;
+                crate::principals::insert(&mut tx, &t.id, &sp)
+                    .await
+                    .map_err(|e| match e {
+                        crate::principals::PrincipalError::Directory(d) => d,
+                        other => crate::DirectoryError::Conflict(other.to_string()),
+                    })?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ pub mod applications;
 pub mod assignments;
 pub mod audit;
 pub mod builtin;
+pub mod console_sessions;
 pub mod credentials;
 pub mod device;
 pub mod error;

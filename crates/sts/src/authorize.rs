@@ -168,6 +168,9 @@ pub async fn authorize(
     }
     let registered: Vec<String> = match &client.app {
         Some(app) => app.redirect_uris.clone(),
+        None if client.app_id.to_string() == agentid_directory::builtin::CONSOLE_APP_ID => {
+            vec![agentid_directory::builtin::console_redirect_uri(&sts.base)]
+        }
         None => agentid_directory::builtin::GRAPH_CLI_REDIRECT_URIS
             .iter()
             .map(|s| s.to_string())

@@ -44,7 +44,7 @@ fn field<'a>(form: &'a Form, name: &str) -> Option<&'a str> {
 
 /// Rejects a post that did not come from our own form for `flow`.
 fn forged(sts: &StsState, headers: &HeaderMap, flow: &BrowserFlow, form: &Form) -> bool {
-    csrf::forged(sts, headers, flow, field(form, "csrf"))
+    csrf::forged(sts, headers, &flow.csrf, field(form, "csrf"))
 }
 
 /// Starts a new flow and renders the code form with its cookie.

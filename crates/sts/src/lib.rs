@@ -2,6 +2,7 @@
 
 pub mod authorize;
 pub mod client_ip;
+pub mod console;
 pub mod context;
 pub mod devicelogin;
 pub mod discovery;

@@ -149,6 +149,8 @@ pub fn router(state: Sts) -> Router {
         )
         .route("/{tenant}/discovery/v2.0/keys", get(discovery::jwks))
         .route("/{tenant}/discovery/keys", get(discovery::jwks))
+        // The web console (docs/console.md).
+        .merge(crate::console::router())
         .layer(axum::middleware::map_response(ensure_request_id))
         .with_state(state)
 }
@@ -232,6 +234,8 @@ pub async fn start(
     for f in tenant_files {
         reports.push(agentid_directory::tenant_file::apply(&store, f).await?);
     }
+    // Built-ins added since a tenant was created (the console's client, docs/console.md §2).
+    store.ensure_builtin_principals().await?;
     let tls_config = if settings.insecure_http {
         tracing::warn!(
             "serving plain HTTP (--insecure-http): Microsoft clients will refuse this authority; use only for tests"
@@ -409,5 +413,8 @@ async fn housekeeping_once(state: &Sts) {
         .await
     {
         tracing::warn!(error = %e, "audit purge failed");
+    }
+    if let Err(e) = state.store.purge_console_sessions(now).await {
+        tracing::warn!(error = %e, "console session purge failed");
     }
 }

@@ -46,5 +46,8 @@ pub mod up {
     pub const USER: &str = "demo@agentid.local";
     pub const USER_OID: &str = "f43b2553-e5af-4a55-990c-68f4e4865d2b";
     pub const PASSWORD: &str = "agentid-demo-password";
+    /// The console's administrator (role Agent ID Administrator).
+    pub const ADMIN: &str = "admin@agentid.local";
+    pub const ADMIN_PASSWORD: &str = "agentid-admin-password";
     pub const WORKLOAD_ISSUER: &str = "https://workload.agentid.local";
 }

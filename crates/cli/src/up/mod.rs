@@ -22,6 +22,9 @@ pub const MCP_APP: &str = "1bc7902d-ee63-4134-84d4-e2b04e0c42a0";
 pub const MCP_SECRET: &str = "demo-mcp-secret-change-me";
 pub const DEMO_USER: &str = "demo@agentid.local";
 pub const DEMO_PASSWORD: &str = "agentid-demo-password";
+/// The console's demo administrator (examples/up-tenant.yaml, docs/console.md §2).
+pub const DEMO_ADMIN: &str = "admin@agentid.local";
+pub const DEMO_ADMIN_PASSWORD: &str = "agentid-admin-password";
 
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -308,8 +311,10 @@ impl Parts {
              \x20 gateway audit            {admin}/audit/events\n\
              \x20 demo MCP server          http://{mcp}/mcp\n\
              \x20 offline model            http://{model}/v1\n\
-             \x20 CA certificate           {ca}\n\n\
-             Demo user: {DEMO_USER} / {DEMO_PASSWORD}\n\n\
+             \x20 CA certificate           {ca}\n\
+             \x20 web console              {console}/console\n\n\
+             Demo user: {DEMO_USER} / {DEMO_PASSWORD}\n\
+             Console administrator: {DEMO_ADMIN} / {DEMO_ADMIN_PASSWORD}\n\n\
              Next, in another terminal in this directory:\n\
              \x20 AGENTID_AGENT_PASSWORD={DEMO_PASSWORD} agentid agent chat     (or: agentid agent login)\n\
              Or connect any MCP client (MCP Inspector, an IDE, …) to {gateway}/mcp: it registers\n\
@@ -325,6 +330,10 @@ impl Parts {
             mcp = self.mcp.addr,
             model = self.model.addr,
             ca = self.ca_file.display(),
+            console = self
+                .authority
+                .trim_end_matches(TENANT_ID)
+                .trim_end_matches('/'),
         )
     }
 }

@@ -7,6 +7,7 @@ mod process_support;
 mod admin;
 mod agent_chat;
 mod cli;
+mod console_browser;
 mod deploy_applied;
 mod deploy_manifests;
 mod deploy_types;

@@ -11,6 +11,16 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 use uuid::Uuid;
 
+/// The delegated scopes of the console's calls: what its pages read and its actions write.
+const CONSOLE_SCOPES: [&str; 6] = [
+    "Application.ReadWrite.All",
+    "AgentIdentityBlueprint.ReadWrite.All",
+    "AgentIdentityBlueprintPrincipal.Create",
+    "DelegatedPermissionGrant.ReadWrite.All",
+    "User.ReadWrite.All",
+    "Directory.AccessAsUser.All",
+];
+
 pub struct Caller {
     pub tenant: Tenant,
     /// The signed-in user of a delegated token.
@@ -107,6 +117,41 @@ impl Caller {
             scp,
             roles,
         })
+    }
+
+    /// The web console acting for a signed-in administrator (docs/console.md §4): a delegated
+    /// caller with the console's first-party scopes; every handler still checks the user's
+    /// directory role, so the scopes alone grant nothing.
+    pub fn console_admin(tenant: Tenant, user: User) -> Caller {
+        let app = agentid_directory::builtin::CONSOLE_APP_ID;
+        Caller {
+            client_app_id: Uuid::parse_str(app).expect("literal GUID"),
+            client_sp_id: agentid_directory::builtin::sp_id(&tenant.id, app),
+            client_kind: SpKind::BuiltIn,
+            scp: CONSOLE_SCOPES.iter().map(|s| s.to_string()).collect(),
+            roles: Vec::new(),
+            user: Some(user),
+            tenant,
+        }
+    }
+
+    /// The console creating an agent identity for an administrator: Graph lets only the parent
+    /// blueprint do that (app-only, `AgentIdentity.CreateAsManager`), as `agentid admin agent
+    /// create` does with the blueprint's secret.
+    pub fn console_blueprint(
+        tenant: Tenant,
+        blueprint_app_id: Uuid,
+        blueprint_sp_id: Uuid,
+    ) -> Caller {
+        Caller {
+            client_app_id: blueprint_app_id,
+            client_sp_id: blueprint_sp_id,
+            client_kind: SpKind::BlueprintPrincipal,
+            scp: Vec::new(),
+            roles: vec!["AgentIdentity.CreateAsManager".into()],
+            user: None,
+            tenant,
+        }
     }
 
     pub fn delegated(&self) -> bool {

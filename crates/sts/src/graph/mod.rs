@@ -8,6 +8,7 @@ mod applications;
 mod assignments;
 mod blueprints;
 mod caller;
+pub(crate) mod console;
 mod credentials;
 mod extensions;
 mod grants;

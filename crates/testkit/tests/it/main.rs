@@ -7,6 +7,7 @@ mod auth_code;
 mod bad_input;
 mod browser;
 mod conformance;
+mod console;
 mod device_code;
 mod flows;
 mod form_props;
