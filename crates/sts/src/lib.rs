@@ -14,6 +14,7 @@ pub mod keys;
 pub mod logout;
 pub mod own_tokens;
 pub mod password;
+pub mod revocation;
 pub mod server;
 pub mod settings;
 pub mod signin;

@@ -136,6 +136,15 @@ pub fn router(state: Sts) -> Router {
         )
         .route("/{tenant}/discovery/v2.0/keys", get(discovery::jwks))
         .route("/{tenant}/discovery/keys", get(discovery::jwks))
+        // The revocation feed (docs/sts.md §16).
+        .route(
+            "/{tenant}/agentid/v1/revocations",
+            get(crate::revocation::feed_v1),
+        )
+        .route(
+            "/{tenant}/v2.0/agentid/v1/revocations",
+            get(crate::revocation::feed_v2),
+        )
         .layer(axum::middleware::map_response(ensure_request_id))
         .with_state(state)
 }
@@ -257,6 +266,7 @@ pub async fn start(
         store,
         settings,
         drain: Drain::new(),
+        revocations: Default::default(),
     });
     // Every tenant gets its signing key before the first request.
     let now = chrono::Utc::now().timestamp();
@@ -395,5 +405,8 @@ async fn housekeeping_once(state: &Sts) {
         .await
     {
         tracing::warn!(error = %e, "audit purge failed");
+    }
+    if let Err(e) = state.store.purge_revoked_tokens(now).await {
+        tracing::warn!(error = %e, "revoked-token purge failed");
     }
 }

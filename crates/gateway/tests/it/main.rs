@@ -15,4 +15,5 @@ mod mcp_tls;
 mod paths;
 mod policies;
 mod properties;
+mod revocation;
 mod rules_sts_tokens;

@@ -14,6 +14,7 @@ mod graph;
 mod key_cache;
 mod kube_bed;
 mod lifecycle;
+mod revocation_feed;
 mod signin_abuse;
 mod sts_listener;
 mod tenant_file_props;

@@ -7,6 +7,7 @@
 mod auth;
 mod backends;
 mod common;
+mod revocation;
 mod routes;
 mod settings;
 
@@ -117,6 +118,7 @@ pub fn validate(file: raw::File, value: &Value, base: &Path, ctx: &Context) -> R
             listeners,
         });
     }
+    revocation::check_routes(&settings, &binds)?;
     for w in &v.warnings {
         tracing::warn!("{w}");
     }
