@@ -50,9 +50,18 @@ fn decode_part(part: &str) -> Result<Map<String, Value>, JwtError> {
 
 impl UnverifiedJwt {
     pub fn parse(raw: &str) -> Result<Self, JwtError> {
-        let raw = raw.trim();
-        if raw.len() > MAX_TOKEN_BYTES {
+        if raw.trim().len() > MAX_TOKEN_BYTES {
             return Err(JwtError::Malformed("longer than 64 KiB"));
+        }
+        Self::parse_document(raw, MAX_TOKEN_BYTES)
+    }
+
+    /// [`Self::parse`] for signed documents larger than a token (the revocation feed), at most
+    /// `max_bytes`.
+    pub fn parse_document(raw: &str, max_bytes: usize) -> Result<Self, JwtError> {
+        let raw = raw.trim();
+        if raw.len() > max_bytes {
+            return Err(JwtError::Malformed("longer than the limit"));
         }
         let mut parts = raw.split('.');
         let (Some(h), Some(c), Some(_s), None) =

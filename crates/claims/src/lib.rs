@@ -9,6 +9,8 @@ pub mod identity;
 pub mod jwk;
 pub mod jwt;
 #[cfg(feature = "verify")]
+pub mod revocation;
+#[cfg(feature = "verify")]
 pub mod verify;
 pub mod wellknown;
 

@@ -184,11 +184,23 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes a grant and bumps the tenant's revocation version in the same transaction
+    /// (docs/sts.md §17): consumers re-read the feed.
     pub async fn delete_grant(&self, id: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let tenant: Option<(String,)> =
+            sqlx::query_as("SELECT tenant_id FROM oauth2_permission_grants WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query("DELETE FROM oauth2_permission_grants WHERE id = $1")
             .bind(id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        if let Some((tenant,)) = tenant {
+            crate::revocations::bump(&mut tx, &tenant).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

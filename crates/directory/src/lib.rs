@@ -19,6 +19,7 @@ pub mod model;
 pub mod password_gate;
 pub mod principals;
 pub mod queries;
+pub mod revocations;
 pub mod secrets;
 pub mod store;
 pub mod tenant_file;

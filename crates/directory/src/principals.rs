@@ -109,7 +109,12 @@ fn changes(p: &PrincipalPatch) -> Changes {
     c
 }
 
+/// Applies a patch; disabling or re-enabling an agent identity or blueprint bumps the
+/// tenant's revocation version in the same transaction (docs/sts.md §17).
 pub async fn update(conn: &mut AnyConnection, id: &Uuid, p: &PrincipalPatch) -> Result<()> {
+    if let Some(enabled) = p.account_enabled {
+        crate::revocations::on_principal_enabled(conn, &id.to_string(), enabled).await?;
+    }
     changes(p)
         .apply(conn, "service_principals", &id.to_string())
         .await?;
@@ -123,6 +128,18 @@ pub async fn update_of_app(
     app_id: &Uuid,
     p: &PrincipalPatch,
 ) -> Result<()> {
+    if let Some(enabled) = p.account_enabled {
+        let sp: Option<(String,)> = sqlx::query_as(
+            "SELECT id FROM service_principals WHERE tenant_id = $1 AND app_id = $2",
+        )
+        .bind(tenant.to_string())
+        .bind(app_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((sp,)) = sp {
+            crate::revocations::on_principal_enabled(conn, &sp, enabled).await?;
+        }
+    }
     changes(p)
         .apply_where(
             conn,

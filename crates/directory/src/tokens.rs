@@ -70,12 +70,25 @@ impl Store {
         .await?)
     }
 
-    /// Revokes every token of a family (reuse detected, or an explicit revocation).
+    /// Revokes every token of a family (reuse detected, or an explicit revocation); the
+    /// family joins the revocation feed's `revokedTokens` (docs/sts.md §17) in the same
+    /// transaction.
     pub async fn revoke_refresh_family(&self, family_id: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let tenant: Option<(String,)> =
+            sqlx::query_as("SELECT tenant_id FROM refresh_tokens WHERE family_id = $1 LIMIT 1")
+                .bind(family_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE family_id = $1")
             .bind(family_id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        if let Some((tenant,)) = tenant {
+            let until = crate::now() + crate::revocations::USER_REVOCATION_WINDOW;
+            crate::revocations::revoke_token_in(&mut tx, &tenant, family_id, until).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

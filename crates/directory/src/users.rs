@@ -159,8 +159,10 @@ pub async fn update(conn: &mut AnyConnection, id: &Uuid, p: &UserPatch) -> Resul
     Ok(())
 }
 
-/// Ends the user's sessions: refresh tokens issued before now stop working.
+/// Ends the user's sessions: refresh tokens issued before now stop working, and the
+/// revocation feed lists the user (docs/sts.md §17) so access tokens stop working too.
 pub async fn revoke_sessions_in(conn: &mut AnyConnection, id: &Uuid) -> Result<()> {
+    crate::revocations::on_user_sessions_revoked(conn, &id.to_string()).await?;
     sqlx::query("UPDATE users SET sessions_revoked_at = $1 WHERE id = $2")
         .bind(crate::now())
         .bind(id.to_string())

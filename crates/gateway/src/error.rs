@@ -26,6 +26,10 @@ pub enum GatewayError {
     /// `jwtAuth` refused the credential (docs/gateway.md §6.4).
     #[error("{}", .0.message)]
     Unauthenticated(AuthFailure),
+    /// The revocation feed revokes the token, or is unavailable on a route that fails closed
+    /// (docs/gateway.md §19).
+    #[error("{0}")]
+    Revocation(crate::revocation::RevocationRefusal),
     /// The route's `authorization` rules denied the request.
     #[error("{}", denied_message(.rule, .reason))]
     Denied {
@@ -90,6 +94,10 @@ impl GatewayError {
             Unauthenticated(f) => {
                 StatusCode::from_u16(f.status).unwrap_or(StatusCode::UNAUTHORIZED)
             }
+            Revocation(crate::revocation::RevocationRefusal::Revoked(_)) => {
+                StatusCode::UNAUTHORIZED
+            }
+            Revocation(_) => StatusCode::SERVICE_UNAVAILABLE,
             HostMismatch => StatusCode::BAD_REQUEST,
             NoListener | NoRoute => StatusCode::NOT_FOUND,
             Denied { .. } | DnsRebinding => StatusCode::FORBIDDEN,
@@ -113,6 +121,7 @@ impl GatewayError {
             Body(e) => e.code(),
             TokenExchange(e) => e.code(),
             Unauthenticated(f) => f.reason.as_str(),
+            Revocation(r) => r.code(),
             HostMismatch => "invalid_host",
             NoListener | NoRoute => "route_not_found",
             Denied { .. } => "authorization_denied",
@@ -136,6 +145,7 @@ impl GatewayError {
         match self {
             GatewayError::Unauthenticated(_) => Some("jwtAuth"),
             GatewayError::TokenExchange(_) => Some("tokenExchange"),
+            GatewayError::Revocation(_) => Some("revocation"),
             _ => None,
         }
     }
@@ -150,6 +160,14 @@ impl GatewayError {
                 if let Ok(v) = HeaderValue::from_str(&f.www_authenticate()) {
                     resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
                 }
+            }
+            GatewayError::Revocation(_) if status == StatusCode::UNAUTHORIZED => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        r#"Bearer error="invalid_token", error_description="token revoked""#,
+                    ),
+                );
             }
             GatewayError::MethodNotAllowed(_) => {
                 resp.headers_mut()

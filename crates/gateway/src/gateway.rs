@@ -26,6 +26,8 @@ pub struct Gateway {
     pub obo: OboCache,
     pub ready: AtomicBool,
     pub reload: Mutex<ReloadStatus>,
+    /// Revocation-feed pollers (docs/gateway.md §19).
+    pub revocations: Arc<crate::revocation::Feeds>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -44,7 +46,9 @@ impl Gateway {
         extra_roots: Vec<PathBuf>,
     ) -> Arc<Gateway> {
         let audit = AuditLog::new(&snapshot.settings.audit);
-        let metrics = Metrics::new(&snapshot.removed_metrics, jwks.clone());
+        let revocations = Arc::new(crate::revocation::Feeds::new(jwks.fetcher()));
+        revocations.sync(&snapshot);
+        let metrics = Metrics::new(&snapshot.removed_metrics, jwks.clone(), revocations.clone());
         let clients = Clients::new(extra_roots, &snapshot.settings);
         Arc::new(Gateway {
             current: ArcSwap::from_pointee(snapshot),
@@ -54,6 +58,7 @@ impl Gateway {
             clients,
             sessions: Sessions::default(),
             obo: OboCache::new(),
+            revocations,
             ready: AtomicBool::new(false),
             reload: Mutex::new(ReloadStatus {
                 ok: true,
@@ -68,6 +73,7 @@ impl Gateway {
     }
 
     pub fn swap(&self, snapshot: Snapshot) {
+        self.revocations.sync(&snapshot);
         self.current.store(Arc::new(snapshot));
     }
 

@@ -349,6 +349,11 @@ impl JwksRegistry {
         &self.settings
     }
 
+    /// The fetcher the key caches use (the revocation feed's pollers share it).
+    pub fn fetcher(&self) -> Arc<Fetcher> {
+        self.fetcher.clone()
+    }
+
     fn refresh_policy(&self) -> RefreshPolicy {
         RefreshPolicy {
             max_age: self.settings.jwks_refresh_interval,
@@ -482,6 +487,12 @@ impl std::fmt::Debug for JwtAuth {
 }
 
 impl JwtAuth {
+    /// Each provider's issuer and key cache: the revocation feed of an issuer is verified
+    /// with the keys that verify its tokens (docs/gateway.md §19).
+    pub fn provider_keys(&self) -> impl Iterator<Item = (&str, &KeyCache)> {
+        self.providers.iter().map(|p| (p.issuer.as_str(), &p.keys))
+    }
+
     pub fn compile(
         spec: JwtAuthSpec,
         registry: &Arc<JwksRegistry>,

@@ -9,7 +9,7 @@
 //!
 //! Dependencies point one way: `pipeline` → backends (`forward`, `llm`, `mcp`) → shared
 //! helpers (`backend_auth`, `upstream`, `cors`, `host`, `reply`, `error`) → state (`gateway`,
-//! `obo`, `jwt`, `metrics`) and `config`; no module imports one that imports it.
+//! `obo`, `jwt`, `metrics`, `revocation`) and `config`; no module imports one that imports it.
 
 pub mod audit;
 pub mod backend_auth;
@@ -33,6 +33,7 @@ pub mod obo;
 pub mod pipeline;
 pub mod reply;
 pub mod request_path;
+pub mod revocation;
 pub mod router;
 pub mod rules;
 pub mod serve;

@@ -71,7 +71,11 @@ pub struct Metrics {
 
 impl Metrics {
     /// `removed`: names the config drops (`removedMetrics`); the JWKS figures are always kept.
-    pub fn new(removed: &[String], jwks: Arc<JwksRegistry>) -> Metrics {
+    pub fn new(
+        removed: &[String],
+        jwks: Arc<JwksRegistry>,
+        revocations: Arc<crate::revocation::Feeds>,
+    ) -> Metrics {
         let mut registry = Registry::default();
         let m = Metrics {
             requests: Family::default(),
@@ -158,6 +162,9 @@ impl Metrics {
         );
         reg!("panics", "Requests that panicked", m.panics);
         registry.register_collector(Box::new(JwksFigures(jwks)));
+        registry.register_collector(Box::new(crate::revocation::metrics::FeedFigures(
+            revocations,
+        )));
         Metrics { registry, ..m }
     }
 

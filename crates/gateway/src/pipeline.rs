@@ -264,7 +264,11 @@ async fn authenticated(
         match jwt.authenticate(req.headers()).await {
             AuthOutcome::Authenticated(v) => {
                 ex.identity = v.identity.clone();
-                ex.verified = Some(v);
+                ex.verified = Some(v.clone());
+                // The kill switch (docs/gateway.md §19).
+                gw.revocations
+                    .check(&snap.settings, route, &v)
+                    .map_err(GatewayError::Revocation)?;
             }
             AuthOutcome::Anonymous(_) => {}
             AuthOutcome::Rejected(f) => {

@@ -76,12 +76,27 @@ impl Sidecar {
             },
         )?;
         let validator = inbound::Validator::new(&config, authority_http.clone(), clock.clone());
-        let engine = Arc::new(token::TokenEngine::new(
+        let mut engine = token::TokenEngine::new(
             &config,
-            authority_http,
+            authority_http.clone(),
             clock.clone(),
             metrics.clone(),
-        ));
+        );
+        // The kill switch (docs/sidecar.md §18): the tenant's feed, verified with the keys
+        // inbound validation uses.
+        if let Some(r) = &config.sidecar.revocation
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let issuer = format!("{}{}/v2.0", config.instance, config.tenant_id);
+            engine = engine.with_revocation(token::revocation::RevocationGate::start(
+                &issuer,
+                validator.keys().clone(),
+                authority_http,
+                r.clone(),
+                &config.client_id,
+            ));
+        }
+        let engine = Arc::new(engine);
         let downstream = request::downstream::Downstream::new(
             downstream_http,
             config.sidecar.downstream_timeout,

@@ -16,6 +16,7 @@ pub mod logout;
 pub mod mcp;
 pub mod own_tokens;
 pub mod password;
+pub mod revocation;
 pub mod server;
 pub mod settings;
 pub mod signin;

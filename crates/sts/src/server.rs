@@ -151,6 +151,15 @@ pub fn router(state: Sts) -> Router {
         .route("/{tenant}/discovery/keys", get(discovery::jwks))
         // The web console (docs/console.md).
         .merge(crate::console::router())
+        // The revocation feed (docs/sts.md §17).
+        .route(
+            "/{tenant}/agentid/v1/revocations",
+            get(crate::revocation::feed_v1),
+        )
+        .route(
+            "/{tenant}/v2.0/agentid/v1/revocations",
+            get(crate::revocation::feed_v2),
+        )
         .layer(axum::middleware::map_response(ensure_request_id))
         .with_state(state)
 }
@@ -275,6 +284,7 @@ pub async fn start(
         store,
         settings,
         drain: Drain::new(),
+        revocations: Default::default(),
     });
     // Every tenant gets its signing key before the first request.
     let now = chrono::Utc::now().timestamp();
@@ -416,5 +426,8 @@ async fn housekeeping_once(state: &Sts) {
     }
     if let Err(e) = state.store.purge_console_sessions(now).await {
         tracing::warn!(error = %e, "console session purge failed");
+    }
+    if let Err(e) = state.store.purge_revoked_tokens(now).await {
+        tracing::warn!(error = %e, "revoked-token purge failed");
     }
 }

@@ -24,6 +24,8 @@ pub struct StsState {
     pub base: String,
     /// Begun on shutdown: `/readyz` reports draining (docs/architecture.md §7).
     pub drain: agentid_listener::Drain,
+    /// Long polls of the revocation feed (docs/sts.md §17.3).
+    pub revocations: crate::revocation::watch::Watchers,
 }
 
 pub type Sts = Arc<StsState>;

@@ -59,6 +59,8 @@ pub enum Document {
     Metadata,
     /// A JSON Web Key Set.
     KeySet,
+    /// A compact JWS (the revocation feed, docs/sts.md §17).
+    SignedDocument,
 }
 
 impl Document {
@@ -66,6 +68,7 @@ impl Document {
         match self {
             Document::Metadata => "application/json",
             Document::KeySet => "application/jwk-set+json, application/json;q=0.9",
+            Document::SignedDocument => "application/jwt",
         }
     }
 }

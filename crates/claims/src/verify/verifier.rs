@@ -123,6 +123,9 @@ pub enum Typ {
     AccessToken,
     /// `JWT` and `client-authentication+jwt` (client assertions, RFC 7523).
     Assertion,
+    /// `agentid-revocations+jwt` only (the revocation feed, docs/sts.md §17; the feed's
+    /// reader also refuses an absent `typ`).
+    RevocationFeed,
 }
 
 impl Typ {
@@ -132,6 +135,7 @@ impl Typ {
         match self {
             Typ::AccessToken => t == "jwt" || t == "at+jwt",
             Typ::Assertion => t == "jwt" || t == "client-authentication+jwt",
+            Typ::RevocationFeed => t == crate::revocation::FEED_TYP,
         }
     }
 }

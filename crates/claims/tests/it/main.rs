@@ -2,4 +2,5 @@
 //! Each module is one former test file; shared helpers are in the support module.
 
 mod fetch;
+mod revocation;
 mod verifier;

@@ -54,6 +54,35 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_size: Option<usize>,
+    /// `agentid.revocation`; `None` checks no revocation feed.
+    pub revocation: Option<RevocationSettings>,
+}
+
+/// The revocation feed (docs/gateway.md §19).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationSettings {
+    /// Issuers whose feed is polled; `None`: every `jwtAuth` provider's issuer.
+    pub issuers: Option<Vec<String>>,
+    pub poll: agentid_claims::revocation::PollSettings,
+    /// For routes not named in `routes`.
+    pub default: FailurePolicy,
+    /// By route id (its name).
+    pub routes: std::collections::HashMap<String, FailurePolicy>,
+}
+
+/// What a route does when its issuer's feed has not been refreshed for `grace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailurePolicy {
+    pub mode: FailureMode,
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Tokens are accepted (still refused when the last state held revokes them).
+    Open,
+    /// Every token of the issuer is refused with 503.
+    Closed,
 }
 
 #[derive(Debug, Clone)]

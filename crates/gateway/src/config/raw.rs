@@ -500,6 +500,7 @@ pub struct Agentid {
     pub timeouts: Option<AgentidTimeouts>,
     pub llm: Option<AgentidLlm>,
     pub metrics: Option<AgentidMetrics>,
+    pub revocation: Option<AgentidRevocation>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -567,4 +568,25 @@ pub struct AgentidLlm {
 pub struct AgentidMetrics {
     pub user_label: Option<String>,
     pub max_series_per_family: Option<usize>,
+}
+
+/// `agentid.revocation` (docs/gateway.md §19).
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentidRevocation {
+    pub issuers: Option<Vec<String>>,
+    pub poll_interval: Option<String>,
+    pub long_poll_wait: Option<String>,
+    pub grace_period: Option<String>,
+    pub failure_mode: Option<String>,
+    #[serde(default)]
+    pub routes: Vec<AgentidRevocationRoute>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentidRevocationRoute {
+    pub route: String,
+    pub failure_mode: Option<String>,
+    pub grace_period: Option<String>,
 }

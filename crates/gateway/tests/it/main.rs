@@ -16,4 +16,5 @@ mod mcp_tls;
 mod paths;
 mod policies;
 mod properties;
+mod revocation;
 mod rules_sts_tokens;

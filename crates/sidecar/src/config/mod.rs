@@ -214,6 +214,8 @@ pub struct SidecarSettings {
     /// How long SIGTERM waits for in-flight requests (docs/architecture.md §7).
     pub drain_timeout: Duration,
     pub cache_max_entries: usize,
+    /// `Sidecar:Revocation`; `None` when disabled (docs/sidecar.md §18).
+    pub revocation: Option<RevocationSettings>,
     pub extra_ca_bundle: Option<PathBuf>,
     /// PEM certificates to trust in addition to the built-in roots (bundle and `SSL_CERT_FILE`).
     pub extra_ca_pem: Vec<Vec<u8>>,
@@ -222,6 +224,16 @@ pub struct SidecarSettings {
     pub log_format: LogFormat,
     /// A `tracing` filter directive (from `Logging__LogLevel__Default` or `RUST_LOG`).
     pub log_filter: String,
+}
+
+/// The revocation feed of the authority's tenant (docs/sidecar.md §18).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationSettings {
+    pub poll: agentid_claims::revocation::PollSettings,
+    /// How long the feed may go unrefreshed before `fail_open` decides.
+    pub grace: Duration,
+    /// After the grace period: `true` keeps handing out tokens, `false` refuses (503).
+    pub fail_open: bool,
 }
 
 /// Required inbound scopes (`AzureAd__Scopes`, any-of).
@@ -376,6 +388,13 @@ impl Config {
                 "AuthorityTimeoutSeconds": s.authority_timeout.as_secs(),
                 "DrainTimeoutSeconds": s.drain_timeout.as_secs(),
                 "TokenCache": {"MaxEntries": s.cache_max_entries},
+                "Revocation": s.revocation.as_ref().map(|r| serde_json::json!({
+                    "Enabled": true,
+                    "PollIntervalSeconds": r.poll.interval.as_secs(),
+                    "LongPollWaitSeconds": r.poll.wait.as_secs(),
+                    "GracePeriodSeconds": r.grace.as_secs(),
+                    "FailureMode": if r.fail_open { "open" } else { "closed" },
+                })),
                 "ExtraCaBundlePath": s.extra_ca_bundle,
                 "AllowInsecureAuthority": s.allow_insecure_authority,
                 "EnableOpenApi": s.enable_openapi,

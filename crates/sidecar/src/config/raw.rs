@@ -130,6 +130,7 @@ pub struct RawSidecar {
     pub authority_timeout_seconds: Option<u64>,
     pub drain_timeout_seconds: Option<u64>,
     pub token_cache: RawTokenCache,
+    pub revocation: RawRevocation,
     pub extra_ca_bundle_path: Option<String>,
     pub allow_insecure_authority: Option<bool>,
     pub enable_open_api: Option<bool>,
@@ -213,4 +214,15 @@ impl<'de> Deserialize<'de> for ScopeList {
         }
         d.deserialize_any(V)
     }
+}
+
+/// `Sidecar:Revocation` (docs/sidecar.md §18).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase", deny_unknown_fields)]
+pub struct RawRevocation {
+    pub enabled: Option<bool>,
+    pub poll_interval_seconds: Option<u64>,
+    pub long_poll_wait_seconds: Option<u64>,
+    pub grace_period_seconds: Option<u64>,
+    pub failure_mode: Option<String>,
 }

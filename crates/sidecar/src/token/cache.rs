@@ -148,6 +148,14 @@ impl TokenCache {
         inner.map.len()
     }
 
+    /// Keeps the entries whose token `keep` accepts; returns the number dropped.
+    pub fn retain(&self, keep: impl Fn(&CachedToken) -> bool) -> usize {
+        let mut inner = self.lock();
+        let before = inner.map.len();
+        inner.map.retain(|_, s| keep(&s.token));
+        before - inner.map.len()
+    }
+
     /// Drops expired entries; returns the number left.
     pub fn sweep(&self, now: i64) -> usize {
         let mut inner = self.lock();

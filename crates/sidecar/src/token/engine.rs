@@ -104,6 +104,19 @@ pub enum AcquireError {
     Unexpected(String),
 }
 
+/// The kill switch's refusals as the caller sees them: 401, or 503 while the feed is stale
+/// on a sidecar that fails closed (docs/sidecar.md §18).
+fn refusal(r: super::revocation::Refusal) -> AcquireError {
+    match r {
+        super::revocation::Refusal::Revoked(detail) => AcquireError::Refused(detail),
+        super::revocation::Refusal::Unavailable { url } => AcquireError::Unavailable {
+            host: url,
+            reason: "the revocation feed has not been refreshed within its grace period".into(),
+            retry_after: DEFAULT_RETRY_AFTER,
+        },
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Leg {
     T1,
@@ -131,7 +144,9 @@ pub struct TokenEngine {
     authority_key: Arc<str>,
     authority: Authority,
     credentials: Credentials,
-    cache: TokenCache,
+    cache: Arc<TokenCache>,
+    /// The kill switch (docs/sidecar.md §18), when `Sidecar:Revocation` is enabled.
+    revocation: Option<super::revocation::RevocationGate>,
     inflight: Mutex<HashMap<FlightKey, watch::Receiver<FlightResult>>>,
     clock: SharedClock,
     metrics: Arc<Metrics>,
@@ -155,7 +170,8 @@ impl TokenEngine {
                 metrics.clone(),
             ),
             credentials: Credentials::new(config, clock.clone(), metrics.clone()),
-            cache: TokenCache::new(config.sidecar.cache_max_entries),
+            cache: Arc::new(TokenCache::new(config.sidecar.cache_max_entries)),
+            revocation: None,
             inflight: Mutex::new(HashMap::new()),
             clock,
             metrics,
@@ -164,6 +180,17 @@ impl TokenEngine {
 
     pub fn cache(&self) -> &TokenCache {
         &self.cache
+    }
+
+    /// Checks every token against the revocation feed and drops cached tokens it revokes.
+    pub fn with_revocation(mut self, gate: super::revocation::RevocationGate) -> Self {
+        gate.purge_on_change(Arc::downgrade(&self.cache));
+        self.revocation = Some(gate);
+        self
+    }
+
+    pub fn revocation(&self) -> Option<&super::revocation::RevocationGate> {
+        self.revocation.as_ref()
     }
 
     pub fn credentials(&self) -> &Credentials {
@@ -182,9 +209,20 @@ impl TokenEngine {
         req: TokenRequest,
     ) -> Result<(CachedToken, Source), AcquireError> {
         let deadline = Instant::now() + ACQUISITION_DEADLINE;
+        if let Some(gate) = &self.revocation {
+            gate.before(req.agent.as_deref(), req.tc.as_deref())
+                .map_err(refusal)?;
+        }
         let req = Arc::new(req);
         let bypass = req.force_refresh || req.claims.is_some();
-        self.leg(&req, Leg::Final, bypass, deadline).await
+        let (token, source) = self.leg(&req, Leg::Final, bypass, deadline).await?;
+        if let Some(gate) = &self.revocation
+            && let Some(e) = gate.revokes(&token)
+        {
+            self.cache.remove(&self.key(&req, Leg::Final));
+            return Err(refusal(e));
+        }
+        Ok((token, source))
     }
 
     fn key(&self, req: &TokenRequest, leg: Leg) -> CacheKey {

@@ -7,6 +7,7 @@ pub mod certificate;
 pub mod credentials;
 pub mod engine;
 pub mod form;
+pub mod revocation;
 
 pub use engine::{AcquireError, Flow, Source, TokenEngine, TokenRequest};
 pub use form::UserRef;

@@ -13,5 +13,6 @@ mod gating;
 mod host;
 mod kube_cluster;
 mod observability;
+mod revocation;
 mod validate;
 mod workload_identity;

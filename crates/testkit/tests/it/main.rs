@@ -16,6 +16,7 @@ mod key_cache;
 mod kube_bed;
 mod lifecycle;
 mod mcp_clients;
+mod revocation_feed;
 mod signin_abuse;
 mod sts_listener;
 mod tenant_file_props;

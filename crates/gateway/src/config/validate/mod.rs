@@ -8,6 +8,7 @@ mod auth;
 mod backends;
 mod common;
 mod mcp_auth;
+mod revocation;
 mod routes;
 mod settings;
 
@@ -118,6 +119,7 @@ pub fn validate(file: raw::File, value: &Value, base: &Path, ctx: &Context) -> R
             listeners,
         });
     }
+    revocation::check_routes(&settings, &binds)?;
     for w in &v.warnings {
         tracing::warn!("{w}");
     }

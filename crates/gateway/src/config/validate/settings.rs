@@ -60,6 +60,7 @@ impl V<'_> {
             })?,
         };
         let jwt = jwt_settings(&a.jwt.clone().unwrap_or_default())?;
+        let revocation = super::revocation::revocation(a.revocation.as_ref(), jwt.clock_skew)?;
         let au = a.audit.unwrap_or_default();
         let audit = AuditSettings {
             stdout: au.stdout.unwrap_or(true),
@@ -205,6 +206,7 @@ impl V<'_> {
                 Duration::from_secs(90),
             )?,
             pool_max_size: backend.pool_max_size,
+            revocation,
         })
     }
 }

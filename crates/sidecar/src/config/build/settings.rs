@@ -197,6 +197,7 @@ pub(super) fn settings(
             "Sidecar__DrainTimeoutSeconds",
         )?),
         cache_max_entries: max_entries as usize,
+        revocation: revocation(sc.revocation)?,
         extra_ca_bundle,
         extra_ca_pem,
         allow_insecure_authority,
@@ -258,4 +259,58 @@ fn listen_setting(
         }
     }
     Ok(parse_listen("http://localhost:5000").expect("valid default"))
+}
+
+/// `Sidecar:Revocation` (docs/sidecar.md §18): off unless `Enabled`.
+fn revocation(
+    r: crate::config::raw::RawRevocation,
+) -> Result<Option<crate::config::RevocationSettings>, ConfigError> {
+    if r.enabled != Some(true) {
+        return Ok(None);
+    }
+    let interval = r.poll_interval_seconds.unwrap_or(2);
+    if !(1..=300).contains(&interval) {
+        return Err(invalid(
+            "Sidecar__Revocation__PollIntervalSeconds",
+            "must be between 1 and 300",
+        ));
+    }
+    let wait = r.long_poll_wait_seconds.unwrap_or(20);
+    if wait > 25 {
+        return Err(invalid(
+            "Sidecar__Revocation__LongPollWaitSeconds",
+            "must be at most 25 (0 polls without waiting)",
+        ));
+    }
+    let grace = r.grace_period_seconds.unwrap_or(60);
+    if grace > 86_400 || (wait > 0 && grace <= wait) {
+        return Err(invalid(
+            "Sidecar__Revocation__GracePeriodSeconds",
+            "must be longer than LongPollWaitSeconds and at most 86400",
+        ));
+    }
+    let fail_open = match non_empty(r.failure_mode)
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("closed") => false,
+        Some("open") => true,
+        Some(other) => {
+            return Err(invalid(
+                "Sidecar__Revocation__FailureMode",
+                format!("'{other}' is not open or closed"),
+            ));
+        }
+    };
+    Ok(Some(crate::config::RevocationSettings {
+        poll: agentid_claims::revocation::PollSettings {
+            interval: Duration::from_secs(interval),
+            wait: Duration::from_secs(wait),
+            fetch_timeout: Duration::from_secs(5),
+            skew: Duration::from_secs(300),
+        },
+        grace: Duration::from_secs(grace),
+        fail_open,
+    }))
 }
