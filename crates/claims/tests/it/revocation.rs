@@ -90,6 +90,9 @@ fn signed(claims: &Value) -> String {
     sign_with(&keys().0, header(), claims)
 }
 
+/// What a hostile case must be refused with.
+type Expect = fn(&FeedError) -> bool;
+
 async fn read(doc: &str) -> Result<feed::RevocationState, FeedError> {
     feed::verify(doc, ISS, &key_set(), now(), 60).await
 }
@@ -121,7 +124,7 @@ async fn hostile_feeds_are_refused() {
     };
     let big = "x".repeat(agentid_claims::revocation::MAX_FEED_BYTES + 1);
     let too_many: Vec<String> = (0..5001).map(|i| format!("a{i}")).collect();
-    let cases: Vec<(&str, String, fn(&FeedError) -> bool)> = vec![
+    let cases: Vec<(&str, String, Expect)> = vec![
         (
             "signed with another key under the same kid",
             sign_with(&keys().1, header(), &payload(7, json!({}))),

@@ -238,7 +238,7 @@ async fn the_revocation_block_is_checked() {
             "named twice",
         ),
         ("{issuers: [not-a-url]}", "absolute URL"),
-        ("{pollIntervall: 2s}", "unknown field"),
+        ("{pollIntervall: 2s}", "unknown key"),
     ];
     for (block, expected) in cases {
         let yaml = format!(
