@@ -17,3 +17,5 @@ mod lifecycle;
 mod signin_abuse;
 mod sts_listener;
 mod tenant_file_props;
+mod trail;
+mod trail_api;
