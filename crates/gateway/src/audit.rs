@@ -1,15 +1,30 @@
 //! Audit events (docs/gateway.md §11): one JSON event per request and per MCP operation, answering
-//! "which agent did this, and who authorized it". Written through a bounded queue to stdout and an
-//! optional rotating file; the newest events are kept in memory for `GET /audit/events`.
+//! "which agent did this, and who authorized it". Each event is serialised once; the same line goes
+//! through a bounded queue to stdout, an optional rotating file and the spool shipped to the STS
+//! (docs/audit.md §6), and the newest lines are kept in memory for `GET /audit/events`.
+
+pub mod ship;
+pub mod spool;
 
 use crate::config::model::AuditSettings;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::io::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
+
+/// One serialised event, shared by every sink.
+pub type Line = Arc<String>;
+
+/// What the writer thread receives: a line, and whether stdout and the file take it (the spool
+/// takes every line: the trail keeps allow events the log filter hides); or a flush request,
+/// answered once everything queued before it is written.
+enum Queued {
+    Line { line: Line, write: bool },
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -136,22 +151,43 @@ pub struct UpstreamPart {
     pub credential: &'static str,
 }
 
-/// Where events go. Cloning is cheap; writes never block a request.
+/// Where events go. Writes never block a request.
 pub struct AuditLog {
-    ring: Mutex<VecDeque<Event>>,
+    ring: Mutex<VecDeque<Line>>,
     retain: usize,
-    queue: Option<mpsc::Sender<String>>,
+    queue: Option<mpsc::Sender<Queued>>,
+    ships: bool,
     dropped: AtomicU64,
     last_drop_warning: Mutex<Option<std::time::Instant>>,
+    shipper: Option<ship::Shipper>,
 }
 
 impl AuditLog {
-    pub fn new(settings: &AuditSettings) -> AuditLog {
-        let queue = if settings.stdout || settings.file.is_some() {
-            let (tx, rx) = mpsc::channel::<String>(settings.queue_size);
-            let file = settings.file.clone();
-            let stdout = settings.stdout;
-            tokio::spawn(write_loop(rx, stdout, file));
+    pub fn new(settings: &AuditSettings, clients: &crate::upstream::Clients) -> AuditLog {
+        let shipper = settings.ship.as_ref().and_then(|cfg| {
+            match ship::Shipper::start(cfg.clone(), clients) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!("audit shipping is off: {e}");
+                    None
+                }
+            }
+        });
+        let ships = shipper.is_some();
+        let queue = if settings.stdout || settings.file.is_some() || ships {
+            let (tx, rx) = mpsc::channel::<Queued>(settings.queue_size);
+            let sinks = Sinks {
+                stdout: settings.stdout,
+                file: settings.file.clone().map(RotatingFile::new),
+                spool: shipper.as_ref().map(|s| s.spool()),
+            };
+            // A thread of its own: file writes and the spool's fsync never hold a runtime worker.
+            let spawned = std::thread::Builder::new()
+                .name("agentid-audit".into())
+                .spawn(move || write_loop(rx, sinks));
+            if let Err(e) = spawned {
+                tracing::error!("cannot start the audit writer: {e}");
+            }
             Some(tx)
         } else {
             None
@@ -160,8 +196,10 @@ impl AuditLog {
             ring: Mutex::new(VecDeque::new()),
             retain: settings.retain,
             queue,
+            ships,
             dropped: AtomicU64::new(0),
             last_drop_warning: Mutex::new(None),
+            shipper,
         }
     }
 
@@ -169,25 +207,41 @@ impl AuditLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// The shipper, when `agentid.audit.ship` is configured.
+    pub fn shipper(&self) -> Option<&ship::Shipper> {
+        self.shipper.as_ref()
+    }
+
     /// Records an event. `write` is false for allow events the log filter suppresses (they
-    /// still go to the in-memory ring).
+    /// still go to the in-memory ring and the spool).
     pub fn record(&self, event: Event, write: bool) {
-        if write && let Some(queue) = &self.queue {
-            match serde_json::to_string(&event) {
-                Ok(line) => {
-                    if queue.try_send(line).is_err() {
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
-                        let mut last = self
-                            .last_drop_warning
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner());
-                        if last.is_none_or(|t| t.elapsed().as_secs() >= 60) {
-                            *last = Some(std::time::Instant::now());
-                            tracing::warn!("audit queue full: events are being dropped");
-                        }
-                    }
+        let queued = (write || self.ships) && self.queue.is_some();
+        if !queued && self.retain == 0 {
+            return;
+        }
+        let line: Line = match serde_json::to_string(&event) {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                tracing::error!("audit event not serializable: {e}");
+                return;
+            }
+        };
+        drop(event);
+        if queued && let Some(queue) = &self.queue {
+            let item = Queued::Line {
+                line: line.clone(),
+                write,
+            };
+            if queue.try_send(item).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                let mut last = self
+                    .last_drop_warning
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if last.is_none_or(|t| t.elapsed().as_secs() >= 60) {
+                    *last = Some(std::time::Instant::now());
+                    tracing::warn!("audit queue full: events are being dropped");
                 }
-                Err(e) => tracing::error!("audit event not serializable: {e}"),
             }
         }
         if self.retain > 0 {
@@ -195,46 +249,149 @@ impl AuditLog {
             if ring.len() >= self.retain {
                 ring.pop_front();
             }
-            ring.push_back(event);
+            ring.push_back(line);
         }
     }
 
-    /// Newest first, filtered.
-    pub fn query(&self, q: &Query) -> (Vec<Event>, bool) {
+    /// Waits (at most `limit`) until every event recorded so far is written to its sinks and,
+    /// with shipping, fsynced in the spool: a graceful stop loses nothing (docs/audit.md §6.3).
+    pub async fn flush(&self, limit: std::time::Duration) {
+        let Some(queue) = &self.queue else { return };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sent = tokio::time::timeout(limit, queue.send(Queued::Flush(tx))).await;
+        if matches!(sent, Ok(Ok(()))) {
+            let _ = tokio::time::timeout(limit, rx).await;
+        }
+    }
+
+    /// Newest first, filtered: the matching lines as they were written.
+    pub fn query(&self, q: &Query) -> (Vec<Line>, bool) {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         let mut truncated = false;
-        for e in ring.iter().rev() {
-            if !q.matches(e) {
+        for line in ring.iter().rev() {
+            let Ok(view) = serde_json::from_str::<View>(line) else {
+                continue;
+            };
+            if !q.matches(&view) {
                 continue;
             }
             if out.len() == q.limit {
                 truncated = true;
                 break;
             }
-            out.push(e.clone());
+            out.push(line.clone());
         }
         (out, truncated)
     }
+
+    /// `{"events": [...], "truncated": bool}` from the lines, without parsing them again.
+    pub fn query_json(&self, q: &Query) -> Vec<u8> {
+        let (lines, truncated) = self.query(q);
+        let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 32);
+        out.extend_from_slice(b"{\"events\":[");
+        for (i, l) in lines.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(l.as_bytes());
+        }
+        out.extend_from_slice(format!("],\"truncated\":{truncated}}}").as_bytes());
+        out
+    }
 }
 
-async fn write_loop(
-    mut rx: mpsc::Receiver<String>,
+struct Sinks {
     stdout: bool,
-    file: Option<crate::config::model::AuditFile>,
-) {
-    let mut sink = file.map(RotatingFile::new);
-    while let Some(line) = rx.recv().await {
-        if stdout {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
+    file: Option<RotatingFile>,
+    spool: Option<Arc<spool::Spool>>,
+}
+
+/// Lines taken from the queue per write: stdout and the file are written per line, the spool
+/// appends (and fsyncs) once per batch.
+const WRITE_BATCH: usize = 512;
+
+fn write_loop(mut rx: mpsc::Receiver<Queued>, mut sinks: Sinks) {
+    let mut batch: Vec<(Line, bool)> = Vec::with_capacity(WRITE_BATCH);
+    let mut flushes = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(q) = next.take() {
+            match q {
+                Queued::Line { line, write } => batch.push((line, write)),
+                Queued::Flush(ack) => flushes.push(ack),
+            }
+            if batch.len() < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
         }
-        if let Some(f) = sink.as_mut()
-            && let Err(e) = f.write_line(&line)
+        if sinks.stdout {
+            let mut out = std::io::stdout().lock();
+            for (line, _) in batch.iter().filter(|(_, w)| *w) {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        if let Some(f) = sinks.file.as_mut() {
+            for (line, _) in batch.iter().filter(|(_, w)| *w) {
+                if let Err(e) = f.write_line(line) {
+                    tracing::error!("audit file write failed: {e}");
+                }
+            }
+        }
+        if let Some(spool) = &sinks.spool
+            && let Err(e) = spool.append(batch.iter().map(|(l, _)| l.as_str()))
         {
-            tracing::error!("audit file write failed: {e}");
+            tracing::error!("audit spool write failed: {e}");
+        }
+        batch.clear();
+        for ack in flushes.drain(..) {
+            let _ = ack.send(());
         }
     }
+}
+
+/// The fields of a written event `GET /audit/events` filters on, read back from its line.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct View<'a> {
+    #[serde(borrow)]
+    time: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    correlation_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    route: Option<String>,
+    identity: ViewIdentity,
+    mcp: Option<ViewMcp>,
+    llm: Option<ViewLlm>,
+    decision: ViewDecision,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ViewIdentity {
+    agent_id: Option<String>,
+    user_oid: Option<String>,
+    user_upn: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ViewMcp {
+    tool: Option<String>,
+    exposed_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ViewLlm {
+    request_model: Option<String>,
+    response_model: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ViewDecision {
+    result: String,
 }
 
 /// `audit.jsonl` → `audit.jsonl.1` … `.{maxFiles}` by size.
@@ -370,7 +527,7 @@ impl Query {
         Ok(q)
     }
 
-    fn matches(&self, e: &Event) -> bool {
+    fn matches(&self, e: &View) -> bool {
         let time = chrono::DateTime::parse_from_rfc3339(&e.time)
             .map(|t| t.with_timezone(&chrono::Utc))
             .ok();
@@ -410,12 +567,12 @@ impl Query {
             return false;
         }
         if let Some(k) = &self.kind
-            && e.kind != k
+            && e.kind != k.as_str()
         {
             return false;
         }
         if let Some(d) = &self.decision
-            && e.decision.result != d
+            && e.decision.result != *d
         {
             return false;
         }
@@ -436,7 +593,7 @@ impl Query {
             }
         }
         if let Some(c) = &self.correlation_id
-            && &e.correlation_id != c
+            && e.correlation_id != c.as_str()
         {
             return false;
         }

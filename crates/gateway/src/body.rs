@@ -32,6 +32,17 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
     resp
 }
 
+/// A JSON body already serialised.
+pub fn raw_json_response(status: StatusCode, json: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(full(json));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 /// `{"error":{"type":"agentid_gateway_error","code":…,"message":…,"correlationId":…}}`
 pub fn gateway_error(
     status: StatusCode,

@@ -45,11 +45,11 @@ impl Gateway {
         jwks: Arc<JwksRegistry>,
         extra_roots: Vec<PathBuf>,
     ) -> Arc<Gateway> {
-        let audit = AuditLog::new(&snapshot.settings.audit);
         let revocations = Arc::new(crate::revocation::Feeds::new(jwks.fetcher()));
         revocations.sync(&snapshot);
         let metrics = Metrics::new(&snapshot.removed_metrics, jwks.clone(), revocations.clone());
         let clients = Clients::new(extra_roots, &snapshot.settings);
+        let audit = AuditLog::new(&snapshot.settings.audit, &clients);
         Arc::new(Gateway {
             current: ArcSwap::from_pointee(snapshot),
             jwks,

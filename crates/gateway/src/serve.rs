@@ -66,6 +66,8 @@ impl RunningGateway {
     pub async fn shutdown(self, deadline: Duration) -> agentid_listener::Drained {
         self.gateway.ready.store(false, Ordering::SeqCst);
         let drained = self.drain.run("gateway", deadline).await;
+        // Every decision of the drained requests is written (and spooled) before the process ends.
+        self.gateway.audit.flush(Duration::from_secs(5)).await;
         let _ = self.shutdown.send(true);
         let all = futures_util::future::join_all(self.tasks);
         let _ = tokio::time::timeout(Duration::from_secs(5), all).await;
@@ -338,13 +340,7 @@ fn admin(gw: Arc<Gateway>, kind: AdminKind, req: Request<Incoming>) -> Response<
         }
         (AdminKind::Admin, "/audit/events") => {
             match crate::audit::Query::parse(req.uri().query().unwrap_or("")) {
-                Ok(q) => {
-                    let (events, truncated) = gw.audit.query(&q);
-                    body::json_response(
-                        StatusCode::OK,
-                        &serde_json::json!({"events": events, "truncated": truncated}),
-                    )
-                }
+                Ok(q) => body::raw_json_response(StatusCode::OK, gw.audit.query_json(&q)),
                 Err(e) => body::json_response(
                     StatusCode::BAD_REQUEST,
                     &serde_json::json!({"error": e.to_string()}),

@@ -193,9 +193,47 @@ pub async fn run(p: &Parts) -> anyhow::Result<()> {
     for l in lines {
         println!("{l}");
     }
+    step(
+        7,
+        "The delegation chain of the allowed tool call, as the STS stores it (docs/audit.md §3)",
+    );
+    let uti = s(&claims(&t2), "uti").to_string();
+    print_chain(p, &uti).await?;
     println!(
         "\nThe story is told. `agentid up` (without --demo) keeps everything running for `agentid agent chat`."
     );
+    Ok(())
+}
+
+/// Waits for the gateway's shipped decisions to reach the STS, then prints the chain of `uti`
+/// and the console's link to it.
+async fn print_chain(p: &Parts, uti: &str) -> anyhow::Result<()> {
+    let store = &p.sts.state.store;
+    let tenant: uuid::Uuid = TENANT_ID.parse()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let chain = loop {
+        let chain = agentid_directory::trail::chain(store, &tenant, uti).await?;
+        let shipped = chain.as_ref().is_some_and(|c| {
+            c.hops.iter().any(|h| {
+                h.kind == agentid_directory::trail::HopKind::Decision && h.title.contains("whoami")
+            })
+        });
+        if shipped || std::time::Instant::now() > deadline {
+            break chain;
+        }
+        // The gateway ships its audit in batches about once a second.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    match chain {
+        Some(c) => {
+            for line in c.to_text().lines() {
+                println!("   {line}");
+            }
+        }
+        None => println!("   (the STS has no record of token {uti})"),
+    }
+    println!("   console: {}/console/chains/{uti}", p.sts.base);
+    println!("   or: agentid sts audit --chain {uti}");
     Ok(())
 }
 

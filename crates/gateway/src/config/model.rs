@@ -91,6 +91,23 @@ pub struct AuditSettings {
     pub retain: usize,
     pub queue_size: usize,
     pub file: Option<AuditFile>,
+    /// Shipping to the STS through a spool (docs/audit.md §6).
+    pub ship: Option<ShipSettings>,
+}
+
+/// `agentid.audit.ship` (docs/audit.md §6.1).
+#[derive(Debug, Clone)]
+pub struct ShipSettings {
+    pub token_endpoint: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scope: String,
+    pub url: String,
+    pub root: Option<PathBuf>,
+    pub spool_dir: PathBuf,
+    pub max_spool_bytes: u64,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
 }
 
 #[derive(Debug, Clone)]

@@ -520,6 +520,23 @@ pub struct AgentidAudit {
     pub retain: Option<usize>,
     pub queue_size: Option<usize>,
     pub file: Option<AuditFile>,
+    pub ship: Option<AuditShip>,
+}
+
+/// `agentid.audit.ship`: the STS that stores the events (docs/audit.md §6.1).
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuditShip {
+    pub token_endpoint: String,
+    pub client_id: String,
+    pub client_secret: Value,
+    pub scope: Option<String>,
+    pub url: String,
+    pub root: Option<String>,
+    pub spool_dir: String,
+    pub max_spool_bytes: Option<u64>,
+    pub batch_size: Option<usize>,
+    pub flush_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

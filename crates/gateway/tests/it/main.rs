@@ -3,6 +3,7 @@
 
 mod support;
 
+mod audit_ship;
 mod behaviour;
 mod conformance;
 mod guide;

@@ -21,3 +21,5 @@ mod signin_abuse;
 mod sts_listener;
 mod tenant_file_props;
 mod token_cache;
+mod trail;
+mod trail_api;

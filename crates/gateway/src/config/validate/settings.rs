@@ -71,6 +71,7 @@ impl V<'_> {
                 max_size_bytes: f.max_size_bytes.unwrap_or(104_857_600),
                 max_files: f.max_files.unwrap_or(5),
             }),
+            ship: au.ship.as_ref().map(|s| self.audit_ship(s)).transpose()?,
         };
         let l = a.limits.unwrap_or_default();
         let limits = Limits {
@@ -240,4 +241,71 @@ pub(crate) fn jwt_settings(j: &raw::AgentidJwt) -> Result<JwtSettings> {
         )?,
         verified_token_cache_size: j.verified_token_cache_size.unwrap_or(10_000),
     })
+}
+
+impl V<'_> {
+    /// `agentid.audit.ship` (docs/audit.md §6.1).
+    fn audit_ship(&self, s: &raw::AuditShip) -> Result<ShipSettings> {
+        let p = "agentid.audit.ship";
+        for (key, url) in [("tokenEndpoint", &s.token_endpoint), ("url", &s.url)] {
+            let ok = url::Url::parse(url).is_ok_and(|u| {
+                (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some()
+            });
+            if !ok {
+                return Err(ConfigError::at(
+                    format!("{p}.{key}"),
+                    format!("{url:?} is not an http(s) URL"),
+                ));
+            }
+        }
+        if agentid_claims::guid::parse(&s.client_id).is_none() {
+            return Err(ConfigError::at(
+                format!("{p}.clientId"),
+                "must be the gateway application's appId (a GUID)",
+            ));
+        }
+        let batch_size = s.batch_size.unwrap_or(500);
+        if !(1..=1000).contains(&batch_size) {
+            return Err(ConfigError::at(
+                format!("{p}.batchSize"),
+                "must be 1 to 1000",
+            ));
+        }
+        let max_spool_bytes = s.max_spool_bytes.unwrap_or(64 * 1024 * 1024);
+        if max_spool_bytes < 1024 * 1024 {
+            return Err(ConfigError::at(
+                format!("{p}.maxSpoolBytes"),
+                "must be at least 1048576",
+            ));
+        }
+        if s.spool_dir.is_empty() {
+            return Err(ConfigError::at(
+                format!("{p}.spoolDir"),
+                "must not be empty",
+            ));
+        }
+        Ok(ShipSettings {
+            token_endpoint: s.token_endpoint.clone(),
+            client_id: s.client_id.clone(),
+            client_secret: self.secret(&s.client_secret, &format!("{p}.clientSecret"))?,
+            scope: s
+                .scope
+                .clone()
+                .unwrap_or_else(|| "https://graph.microsoft.com/.default".into()),
+            url: s.url.clone(),
+            root: s
+                .root
+                .as_deref()
+                .map(|r| self.readable(&format!("{p}.root"), r))
+                .transpose()?,
+            spool_dir: self.resolve(&s.spool_dir),
+            max_spool_bytes,
+            batch_size,
+            flush_interval: dur(
+                &format!("{p}.flushInterval"),
+                &s.flush_interval,
+                Duration::from_secs(1),
+            )?,
+        })
+    }
 }
