@@ -127,6 +127,10 @@ pub struct AuditArgs {
     /// JSON lines instead of a table.
     #[arg(long)]
     json: bool,
+    /// Print the delegation chain of this token (its `uti`) instead: sign-in, consent, workload
+    /// credential, T1, T2/OBO and the gateway decisions made with it (docs/audit.md §7).
+    #[arg(long, value_name = "UTI")]
+    chain: Option<String>,
 }
 
 fn settings_for(common: &CommonArgs, listen: Option<SocketAddr>) -> anyhow::Result<Settings> {
@@ -366,6 +370,29 @@ fn parse_when(s: &str) -> anyhow::Result<i64> {
     Ok(chrono::Utc::now().timestamp() - secs)
 }
 
+async fn print_chain(
+    store: &agentid_directory::Store,
+    tenant: Option<&str>,
+    uti: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let tenant = match tenant {
+        Some(t) => uuid::Uuid::parse_str(t)?,
+        None => agentid_directory::trail::tenant_of(store, uti)
+            .await?
+            .with_context(|| format!("no token or gateway decision has the uti '{uti}'"))?,
+    };
+    let chain = agentid_directory::trail::chain(store, &tenant, uti)
+        .await?
+        .with_context(|| format!("tenant {tenant} has no token '{uti}'"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&chain)?);
+    } else {
+        print!("{}", chain.to_text());
+    }
+    Ok(())
+}
+
 async fn audit(a: AuditArgs) -> anyhow::Result<()> {
     let (_, store, _) = open(&a.common).await?;
     let tenant_id = match &a.tenant {
@@ -379,6 +406,9 @@ async fn audit(a: AuditArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    if let Some(uti) = &a.chain {
+        return print_chain(&store, tenant_id.as_deref(), uti, a.json).await;
+    }
     let q = AuditQuery {
         tenant_id,
         since: a.since.as_deref().map(parse_when).transpose()?,
@@ -390,6 +420,7 @@ async fn audit(a: AuditArgs) -> anyhow::Result<()> {
         error_code: a.code,
         category: a.category,
         limit: a.limit,
+        ..Default::default()
     };
     let events = store.audit_events(&q).await?;
     if a.json {

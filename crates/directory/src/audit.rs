@@ -46,12 +46,19 @@ pub struct AuditEvent {
     pub operation: Option<String>,
     /// For directory events: the target object id.
     pub target: Option<String>,
+    /// The token this one was exchanged from (docs/audit.md §2): T1 for T2, the user's token for
+    /// on-behalf-of, T2′ for `user_fic`.
+    pub parent_uti: Option<String>,
+    /// What the parent is: `t1`, `user_assertion`, `t2_prime`, `refresh_family`, or for tokens
+    /// proven by a credential its kind (`secret`, `private_key_jwt`, `federated`) or the user
+    /// sign-in grant (`password`, `authorization_code`, `device_code`).
+    pub parent_kind: Option<String>,
 }
 
-const COLS: &str = "id, time, tenant_id, replica, endpoint, grant_type, client_id, client_kind, agent_id, blueprint_id, \
+pub(crate) const COLS: &str = "id, time, tenant_id, replica, endpoint, grant_type, client_id, client_kind, agent_id, blueprint_id, \
 user_id, user_principal_name, credential_type, credential_id, federated_issuer, federated_subject, resource, audience, \
 scopes_requested, scopes_granted, roles, result, error, error_code, token_id, token_expires_at, refresh_family_id, \
-source_ip, user_agent, correlation_id, trace_id, category, operation, target";
+source_ip, user_agent, correlation_id, trace_id, category, operation, target, parent_uti, parent_kind";
 
 /// Filters of `agentid sts audit` and `GET /agentid/v1/auditEvents`.
 #[derive(Debug, Clone, Default)]
@@ -66,12 +73,17 @@ pub struct AuditQuery {
     pub error_code: Option<i64>,
     /// `token` (events without a category) or `directory`.
     pub category: Option<String>,
+    pub blueprint_id: Option<String>,
+    /// `Some(true)`: issued or succeeded; `Some(false)`: refused.
+    pub allowed: Option<bool>,
+    /// Paging: events strictly older than this (time, id) position.
+    pub before: Option<(i64, String)>,
     pub limit: i64,
 }
 
 impl AuditEvent {
     pub async fn insert(&self, conn: &mut AnyConnection) -> Result<()> {
-        let placeholders: Vec<String> = (1..=34).map(|i| format!("${i}")).collect();
+        let placeholders: Vec<String> = (1..=36).map(|i| format!("${i}")).collect();
         sqlx::query(&format!(
             "INSERT INTO audit_events ({COLS}) VALUES ({})",
             placeholders.join(", ")
@@ -110,6 +122,8 @@ impl AuditEvent {
         .bind(&self.category)
         .bind(&self.operation)
         .bind(&self.target)
+        .bind(&self.parent_uti)
+        .bind(&self.parent_kind)
         .execute(conn)
         .await?;
         Ok(())
@@ -124,60 +138,63 @@ impl Store {
 
     /// Newest first.
     pub async fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        enum Bind {
+            Text(String),
+            Int(i64),
+        }
         let mut sql = format!("SELECT {COLS} FROM audit_events WHERE 1 = 1");
-        let mut binds: Vec<String> = Vec::new();
-        let mut ints: Vec<(usize, i64)> = Vec::new();
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            n
+        let mut binds: Vec<Bind> = Vec::new();
+        // `?` in `cond` stands for the next placeholder; every `?` of one condition is the same value.
+        let mut push = |sql: &mut String, cond: &str, b: Bind| {
+            binds.push(b);
+            sql.push_str(&cond.replace('?', &format!("${}", binds.len())));
         };
-        let mut push_text = |sql: &mut String, cond: &str, v: &str, binds: &mut Vec<String>| {
-            let i = next();
-            sql.push_str(&cond.replace("?", &format!("${i}")));
-            binds.push(v.to_string());
-            i
-        };
-        // Text filters first, then integer filters: placeholders must be bound in order.
+        let text = |v: &str| Bind::Text(v.to_string());
         if let Some(t) = &q.tenant_id {
-            push_text(&mut sql, " AND tenant_id = ?", t, &mut binds);
+            push(&mut sql, " AND tenant_id = ?", text(t));
         }
         if let Some(c) = &q.client_id {
-            push_text(&mut sql, " AND client_id = ?", c, &mut binds);
+            push(&mut sql, " AND client_id = ?", text(c));
         }
         if let Some(a) = &q.agent_id {
-            push_text(&mut sql, " AND agent_id = ?", a, &mut binds);
+            push(&mut sql, " AND agent_id = ?", text(a));
+        }
+        if let Some(b) = &q.blueprint_id {
+            push(&mut sql, " AND blueprint_id = ?", text(b));
         }
         if let Some(u) = &q.user {
-            let i = push_text(
+            push(
                 &mut sql,
-                " AND (lower(user_principal_name) = lower(?)",
-                u,
-                &mut binds,
+                " AND (lower(user_principal_name) = lower(?) OR user_id = ?)",
+                text(u),
             );
-            sql.push_str(&format!(" OR user_id = ${i})"));
         }
         match q.category.as_deref() {
             Some("token") => sql.push_str(" AND category IS NULL"),
-            Some(c) => {
-                push_text(&mut sql, " AND category = ?", c, &mut binds);
-            }
+            Some(c) => push(&mut sql, " AND category = ?", text(c)),
             None => {}
         }
         if let Some(r) = &q.result {
-            push_text(&mut sql, " AND result = ?", r, &mut binds);
+            push(&mut sql, " AND result = ?", text(r));
         }
-        let base = binds.len();
-        for (cond, v) in [
-            (" AND time >= ", q.since),
-            (" AND time <= ", q.until),
-            (" AND error_code = ", q.error_code),
-        ] {
-            if let Some(v) = v {
-                let i = base + ints.len() + 1;
-                sql.push_str(&format!("{cond}${i}"));
-                ints.push((i, v));
-            }
+        match q.allowed {
+            Some(true) => sql.push_str(" AND result IN ('issued', 'succeeded')"),
+            Some(false) => sql.push_str(" AND result = 'refused'"),
+            None => {}
+        }
+        if let Some(s) = q.since {
+            push(&mut sql, " AND time >= ?", Bind::Int(s));
+        }
+        if let Some(u) = q.until {
+            push(&mut sql, " AND time <= ?", Bind::Int(u));
+        }
+        if let Some(c) = q.error_code {
+            push(&mut sql, " AND error_code = ?", Bind::Int(c));
+        }
+        if let Some((t, id)) = &q.before {
+            push(&mut sql, " AND (time < ?", Bind::Int(*t));
+            push(&mut sql, " OR (time = ?", Bind::Int(*t));
+            push(&mut sql, " AND id < ?))", text(id));
         }
         sql.push_str(&format!(
             " ORDER BY time DESC, id DESC LIMIT {}",
@@ -185,10 +202,10 @@ impl Store {
         ));
         let mut query = sqlx::query_as::<_, AuditEvent>(&sql);
         for b in binds {
-            query = query.bind(b);
-        }
-        for (_, v) in ints {
-            query = query.bind(v);
+            query = match b {
+                Bind::Text(t) => query.bind(t),
+                Bind::Int(i) => query.bind(i),
+            };
         }
         Ok(query.fetch_all(self.pool()).await?)
     }

@@ -64,6 +64,8 @@ const GRAPH_ROLES: &[&str] = &[
     "AgentIdUser.ReadWrite.IdentityParentedBy",
     "Policy.ReadWrite.ApplicationConfiguration",
     "AuditLog.Read.All",
+    // agentid's: a gateway shipping its decision events (docs/audit.md §4.1).
+    "AuditEvents.Write",
 ];
 
 pub const BUILT_INS: &[BuiltIn] = &[

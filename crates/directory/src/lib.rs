@@ -21,6 +21,7 @@ pub mod secrets;
 pub mod store;
 pub mod tenant_file;
 pub mod tokens;
+pub mod trail;
 pub mod users;
 
 pub use error::DirectoryError;

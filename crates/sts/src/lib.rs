@@ -21,6 +21,7 @@ pub mod signin;
 pub mod state;
 pub mod tls;
 pub mod token;
+pub mod trail;
 pub mod userinfo;
 
 pub use server::{RunningSts, start};

@@ -1,12 +1,11 @@
 //! agentid's own additions under `/agentid/v1` (docs/directory.md §5.6): trusted issuers of federated
-//! assertions, and the audit log.
+//! assertions, and the audit log and chains (routed to `crate::trail`).
 
 use super::caller::Caller;
 use super::odata::GraphError;
 use super::reply::{GResult, Out, created, method_not_allowed, ok};
 use super::request::Req;
 use agentid_claims::jwk::JwkSet;
-use agentid_directory::audit::AuditQuery;
 use agentid_directory::issuers::TrustedIssuerRow;
 use agentid_directory::issuers::{check_ca_bundle, check_issuer, check_jwks};
 use axum::http::{Method, StatusCode};
@@ -16,7 +15,10 @@ pub(super) async fn route(req: &Req<'_>, c: &Caller, segs: &[String]) -> GResult
     let lower: Vec<String> = segs.iter().map(|s| s.to_ascii_lowercase()).collect();
     let l: Vec<&str> = lower.iter().map(String::as_str).collect();
     match (req.method.clone(), l.as_slice()) {
-        (Method::GET, ["auditevents"]) => audit_events(req, c).await,
+        // The trail (docs/audit.md §4).
+        (Method::GET, ["auditevents"]) => crate::trail::api::query(req, c).await,
+        (Method::POST, ["auditevents"]) => crate::trail::api::ingest(req, c).await,
+        (Method::GET, ["chains", _]) => crate::trail::api::chain(req, c, &segs[1]).await,
         (Method::GET, ["trustedissuers"]) => {
             policy(c)?;
             let items: Vec<Value> = req
@@ -155,44 +157,4 @@ async fn issuer_item(req: &Req<'_>, c: &Caller, m: Method, id: &str) -> GResult<
         }
         _ => Err(method_not_allowed()),
     }
-}
-
-async fn audit_events(req: &Req<'_>, c: &Caller) -> GResult<Out> {
-    if !c.read_audit() {
-        return Err(GraphError::denied());
-    }
-    let q = &req.query;
-    let time = |k: &str| -> GResult<Option<i64>> {
-        q.get(k)
-            .map(|v| {
-                chrono::DateTime::parse_from_rfc3339(v)
-                    .map(|d| d.timestamp())
-                    .map_err(|_| GraphError::bad_request(format!("{k} must be an ISO 8601 time.")))
-            })
-            .transpose()
-    };
-    let query = AuditQuery {
-        tenant_id: Some(c.tenant.id.to_string()),
-        since: time("since")?,
-        until: time("until")?,
-        client_id: q.get("clientId").cloned(),
-        agent_id: q.get("agentId").cloned(),
-        user: q.get("userId").cloned(),
-        result: q.get("result").cloned(),
-        error_code: q
-            .get("errorCode")
-            .map(|e| {
-                e.parse()
-                    .map_err(|_| GraphError::bad_request("errorCode must be a number."))
-            })
-            .transpose()?,
-        category: q.get("category").cloned(),
-        limit: q
-            .get("$top")
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(100)
-            .clamp(1, 999),
-    };
-    let events = req.sts.store.audit_events(&query).await?;
-    ok(json!({"@odata.context": req.context("auditEvents"), "value": events}))
 }

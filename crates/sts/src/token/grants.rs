@@ -407,6 +407,7 @@ pub async fn on_behalf_of(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     else {
         return Err(OAuthError::assertion_not_user_token("not a user token"));
     };
+    req.audit_parent("user_assertion", tc.str_claim("uti"));
     // Audience: the client itself, or for agents the parent blueprint (appId or an identifier URI).
     let target = match client.kind {
         ClientKind::Agent => client.blueprint.as_ref().map(|(a, _)| a.clone()),
@@ -653,6 +654,7 @@ pub async fn user_fic(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
             "the user_federated_identity_credential is not a T2′ of this agent",
         ));
     }
+    req.audit_parent("t2_prime", t2p.str_claim("uti"));
     let user = match (req.form.get("username"), req.form.get("user_id")) {
         (None, None) => return Err(OAuthError::missing_parameter("username")),
         (Some(_), Some(_)) => {

@@ -67,6 +67,20 @@ impl TokenRequest<'_> {
         self.with_audit(|a| {
             a.credential_type = Some(cred.kind().into());
             a.credential_id = cred.id();
+            // An agent proves itself with T1: that is the token it exchanges (docs/audit.md §2).
+            if let Credential::T1 { uti } = cred {
+                a.parent_uti = Some(uti.clone());
+                a.parent_kind = Some("t1".into());
+            }
+        });
+    }
+
+    /// The token this issuance is exchanged from, when it is not the client's credential: the
+    /// user's token for on-behalf-of, T2′ for `user_fic` (docs/audit.md §2).
+    pub fn audit_parent(&self, kind: &'static str, uti: Option<&str>) {
+        self.with_audit(|a| {
+            a.parent_kind = Some(kind.into());
+            a.parent_uti = uti.map(str::to_string);
         });
     }
 
@@ -254,6 +268,9 @@ async fn commit(
     event: &mut AuditEvent,
 ) -> Result<(), agentid_directory::DirectoryError> {
     event.result = "issued".into();
+    if event.parent_kind.is_none() {
+        event.parent_kind = parent_kind_of(event);
+    }
     if issued.supersede.is_none() && issued.refresh.is_none() {
         // Nothing but the event to write: one statement is atomic on its own.
         sts.store.insert_audit(event).await?;
@@ -271,6 +288,20 @@ async fn commit(
     tx.commit().await?;
     crate::state::log_audit(event);
     Ok(())
+}
+
+/// The parent of a token that is not exchanged from another token: the user's sign-in grant, the
+/// refresh family, or the credential the client proved itself with (docs/audit.md §2).
+fn parent_kind_of(event: &AuditEvent) -> Option<String> {
+    match event.grant_type.as_deref() {
+        Some("refresh_token") => Some("refresh_family".into()),
+        Some("password") => Some("password".into()),
+        Some("authorization_code") => Some("authorization_code".into()),
+        Some("urn:ietf:params:oauth:grant-type:device_code" | "device_code") => {
+            Some("device_code".into())
+        }
+        _ => event.credential_type.clone().filter(|k| k != "none"),
+    }
 }
 
 async fn sqlx_update_superseded(
