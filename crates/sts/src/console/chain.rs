@@ -3,21 +3,12 @@
 
 use super::model::{EventRow, HopRow};
 use super::page;
-use super::views::{admin, event_row, principal_names, tri};
+use super::views::{admin, event_row, principal_names, tri, valid_uti};
 use crate::state::Sts;
 use agentid_directory::audit::AuditQuery;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-
-/// A `uti` as this STS mints them (base64url); anything else is not looked up.
-pub fn valid_uti(uti: &str) -> bool {
-    !uti.is_empty()
-        && uti.len() <= 128
-        && uti
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
 
 /// What the page shows: the SVG (when the chain can be drawn), the hops and the events.
 async fn assemble(
@@ -31,7 +22,7 @@ async fn assemble(
         limit: 10_000,
         ..Default::default()
     };
-    let events = sts
+    let mut events: Vec<EventRow> = sts
         .store
         .audit_events(&q)
         .await?
@@ -39,9 +30,38 @@ async fn assemble(
         .filter(|e| e.token_id.as_deref() == Some(uti))
         .map(|e| event_row(e, &names))
         .collect();
-    // The chain model and its picture come from trail (docs/console.md §4.5); until it is
-    // merged there is no picture and no hop list.
-    Ok((None, Vec::new(), events))
+    let gq = agentid_directory::trail::GatewayEventQuery {
+        tenant_id: tenant.to_string(),
+        token_id: Some(uti.to_string()),
+        limit: 500,
+        ..Default::default()
+    };
+    events.extend(
+        sts.store
+            .gateway_events(&gq)
+            .await?
+            .into_iter()
+            .map(|g| super::views::gateway_row(g, &names)),
+    );
+    // The chain model and its picture come from trail (docs/audit.md).
+    let Some(chain) = agentid_directory::trail::chain(&sts.store, tenant, uti).await? else {
+        return Ok((None, Vec::new(), events));
+    };
+    let hops = chain
+        .hops
+        .iter()
+        .map(|h| HopRow {
+            kind: h.kind.label().to_string(),
+            who: h.title.clone(),
+            details: h
+                .facts
+                .iter()
+                .map(|f| format!("{}: {}", f.name, f.value))
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+        .collect();
+    Ok((Some(crate::trail::svg::render(&chain)), hops, events))
 }
 
 pub async fn chain(

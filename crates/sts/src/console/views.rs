@@ -369,6 +369,43 @@ pub fn event_row(e: AuditEvent, names: &HashMap<String, String>) -> EventRow {
     }
 }
 
+/// A gateway decision as a timeline row.
+pub fn gateway_row(
+    g: agentid_directory::trail::GatewayEvent,
+    names: &std::collections::HashMap<String, String>,
+) -> EventRow {
+    let name = |id: &Option<String>| {
+        id.as_ref()
+            .map(|i| names.get(i).cloned().unwrap_or_else(|| i.clone()))
+            .unwrap_or_default()
+    };
+    let what = [g.route.clone(), g.tool.clone().map(|t| format!("tool {t}"))]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+    EventRow {
+        time: when(g.time),
+        source: format!("gateway {}", g.kind),
+        refused: g.decision == "deny",
+        result: g.decision.clone(),
+        what,
+        reason: g.reason.clone().unwrap_or_default(),
+        agent: name(&g.agent_id),
+        user: g.user_upn.clone().or(g.user_id.clone()).unwrap_or_default(),
+        uti: g.token_id.clone().filter(|u| valid_uti(u)),
+    }
+}
+
+/// A `uti` as this STS mints them (base64url); anything else is not linked or looked up.
+pub fn valid_uti(uti: &str) -> bool {
+    !uti.is_empty()
+        && uti.len() <= 128
+        && uti
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// Parses `YYYY-MM-DDTHH:MM[:SS]` (UTC, as `datetime-local` sends it) or RFC 3339.
 pub fn parse_since(s: &str) -> Option<i64> {
     if let Ok(d) = chrono::DateTime::parse_from_rfc3339(s) {
@@ -420,12 +457,31 @@ pub async fn audit(State(sts): State<Sts>, headers: HeaderMap, RawQuery(q): RawQ
         ..Default::default()
     };
     let names = tri!(principal_names(&sts, &a.tenant.id).await);
-    let rows = tri!(sts.store.audit_events(&query).await)
+    // The STS's own events and the gateways' decisions (trail), newest first.
+    let mut timed: Vec<(i64, EventRow)> = tri!(sts.store.audit_events(&query).await)
         .into_iter()
         // The directory query has no blueprint filter; the page applies it.
         .filter(|e| f.blueprint.is_empty() || e.blueprint_id.as_deref() == Some(&f.blueprint))
-        .map(|e| event_row(e, &names))
+        .map(|e| (e.time, event_row(e, &names)))
         .collect();
+    let gq = agentid_directory::trail::GatewayEventQuery {
+        tenant_id: a.tenant.id.to_string(),
+        agent: nonempty(&f.agent),
+        user: nonempty(&f.user),
+        blueprint: nonempty(&f.blueprint),
+        decision: nonempty(&f.decision),
+        since,
+        limit: TIMELINE_LIMIT,
+        ..Default::default()
+    };
+    timed.extend(
+        tri!(sts.store.gateway_events(&gq).await)
+            .into_iter()
+            .map(|g| (g.time, gateway_row(g, &names))),
+    );
+    timed.sort_by_key(|e| std::cmp::Reverse(e.0));
+    timed.truncate(TIMELINE_LIMIT as usize);
+    let rows = timed.into_iter().map(|(_, r)| r).collect();
     page::html(
         StatusCode::OK,
         &page::Audit {
