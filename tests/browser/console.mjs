@@ -92,9 +92,13 @@ try {
   check(first.ok, `the demo story failed: ${first.out}`);
 
   // 4. The chain of the allowed tool call: every hop named.
-  await page.goto(`${BASE}/console/audit?agent=${AGENT}&decision=allow`);
-  await shot('console-timeline');
+  // The gateway ships its decisions in batches: poll the timeline with a deadline.
   const chainLink = page.getByRole('link', { name: 'Chain' }).first();
+  const shippedBy = Date.now() + 15000;
+  do {
+    await page.goto(`${BASE}/console/audit?agent=${AGENT}&decision=allow`);
+  } while (await chainLink.count() === 0 && Date.now() < shippedBy && await new Promise((r) => setTimeout(r, 200)) === undefined);
+  await shot('console-timeline');
   check(await chainLink.count() === 1, 'the allowed gateway call is in the timeline with a chain link');
   await chainLink.click();
   await page.waitForURL(/\/console\/chains\//);
@@ -124,8 +128,11 @@ try {
   }
   result.refusedAfterMs = Date.now() - t0;
   check(refused, 'the gateway still served the disabled agent after 5 s');
-  await page.goto(`${BASE}/console/audit?agent=${AGENT}&decision=deny`);
   const denied = page.locator('table tbody tr', { hasText: 'revoked' });
+  const deniedBy = Date.now() + 15000;
+  do {
+    await page.goto(`${BASE}/console/audit?agent=${AGENT}&decision=deny`);
+  } while (await denied.count() === 0 && Date.now() < deniedBy && await new Promise((r) => setTimeout(r, 200)) === undefined);
   check(await denied.count() >= 1, 'the refusal (revoked) is in the timeline');
   await shot('console-refused');
   check(violations.length === 0, `CSP violations: ${violations.join('; ')}`);
