@@ -6,6 +6,7 @@ mod process_support;
 
 mod admin;
 mod agent_chat;
+mod audit_loss;
 mod cli;
 mod console_browser;
 mod deploy_applied;
