@@ -238,7 +238,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            unknown.starts_with("config error at binds[0].listeners[0].routes[0].policies: unknown key \"extAuthZ\" (allowed: authorization, backendAuth, backendTLS, cors, jwtAuth, mcpAuthorization, requestHeaderModifier, responseHeaderModifier, timeout, urlRewrite)"),
+            unknown.starts_with("config error at binds[0].listeners[0].routes[0].policies: unknown key \"extAuthZ\" (allowed: authorization, backendAuth, backendTLS, cors, jwtAuth, mcpAuthentication, mcpAuthorization, requestHeaderModifier, responseHeaderModifier, timeout, urlRewrite)"),
             "{unknown}"
         );
         let unsupported = parse("binds:\n- port: 3000\n  listeners:\n  - routes:\n    - policies:\n        extAuthz: {}\n")
