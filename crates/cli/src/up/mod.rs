@@ -192,8 +192,10 @@ pub async fn start(a: &UpArgs) -> anyhow::Result<Parts> {
             format!("http://127.0.0.1:{}", a.sidecar_port),
         ),
         ("Sidecar__HealthListenUrl", "off".to_string()),
-        // The kill switch (docs/sidecar.md §18).
-        ("Sidecar__Revocation__Enabled", "true".to_string()),
+        // The kill switch (docs/sidecar.md §18) is enforced by up's gateway, which audits every
+        // refusal into the trail; a sidecar that refused first would stop the call before any
+        // audited decision, so up leaves the sidecar's own feed check off.
+        ("Sidecar__Revocation__Enabled", "false".to_string()),
         ("Sidecar__ExtraCaBundlePath", ca_file.display().to_string()),
         ("Sidecar__AllowedAgentIdentities__0", AGENT.to_string()),
         (
