@@ -9,8 +9,13 @@ stored tokens without a browser. (This SDK release keeps the authorization serve
 in memory only, so a new process can refresh only after a 401 has rediscovered it, which
 means a new authorization: the refresh is shown within one process.)
 
+With CLIENT_METADATA_URL the provider is given that URL as its client ID metadata document
+(`client_metadata_url`, the SDK's own option): where the authorization server says
+`client_id_metadata_document_supported`, the client does not register and the URL is its
+client_id (docs/sts.md §16.4); the document itself is served by the Rust test.
+
 Environment: MCP_URL, STORAGE (a JSON file), USERNAME, PASSWORD, CA_FILE (the STS's CA),
-TOOL (exposed tool to call), SECOND_RUN=1 (no browser allowed).
+TOOL (exposed tool to call), SECOND_RUN=1 (no browser allowed), CLIENT_METADATA_URL (optional).
 Prints one JSON object for the Rust test to assert on.
 """
 
@@ -146,6 +151,7 @@ async def main():
         storage=FileStorage(os.environ["STORAGE"]),
         redirect_handler=redirect_handler,
         callback_handler=callback_handler,
+        client_metadata_url=os.environ.get("CLIENT_METADATA_URL") or None,
     )
     out = {}
     storage = os.environ["STORAGE"]

@@ -4,6 +4,7 @@
 //! same pages as the device-code flow (`devicelogin`), which hands the request back here to
 //! issue the code.
 
+use crate::mcp::client_metadata;
 use crate::signin::consent::consented;
 use crate::signin::page::{self, internal};
 use crate::signin::{flow, session};
@@ -32,6 +33,18 @@ pub struct AuthorizeRequest {
     pub nonce: Option<String>,
     pub code_challenge: String,
     pub form_post: bool,
+    /// The client ID metadata document URL the client named itself with (docs/sts.md §16.4);
+    /// `client_id` is then the application made for it. The pages say it is unverified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_metadata_url: Option<String>,
+}
+
+impl AuthorizeRequest {
+    /// The host of a metadata-document client: all that identifies it.
+    pub fn unverified_host(&self) -> Option<String> {
+        let u = url::Url::parse(self.client_metadata_url.as_deref()?).ok()?;
+        u.host_str().map(str::to_string)
+    }
 }
 
 /// Exact redirect URI matching, except that the port of `http://localhost` and
@@ -156,7 +169,50 @@ pub async fn authorize(
             "The request must contain the parameter 'client_id'.",
         );
     };
-    let client = match client_auth::lookup(&sts.store.direct(), &tenant, client_id).await {
+    // A URL client_id is a client ID metadata document (docs/sts.md §16.4): its document lists
+    // the redirect URIs, and the application made for it is the client from here on.
+    let (client_id, document) = if client_metadata::is_url(client_id) {
+        let refused = |e: client_metadata::ClientMetadataError| {
+            tracing::info!(client_id, error = ?e, "client ID metadata document refused");
+            page::error(
+                700016,
+                &format!("The client '{client_id}' cannot be used: {e}."),
+            )
+        };
+        let doc = match client_metadata::authorize_document(
+            &sts.store,
+            &sts.client_documents,
+            &tenant,
+            client_id,
+        )
+        .await
+        {
+            Ok(d) => d,
+            Err(e) => return refused(e),
+        };
+        // Nothing is written for a request the document does not allow.
+        let listed = get("redirect_uri").is_some_and(|r| {
+            doc.redirect_uris
+                .iter()
+                .any(|u| redirect_matches(u.as_str(), r))
+        });
+        if !listed {
+            return page::error(
+                50011,
+                &format!(
+                    "The redirect URI specified in the request is not one of those of the client metadata document '{client_id}'."
+                ),
+            );
+        }
+        let now = chrono::Utc::now().timestamp();
+        match client_metadata::application(&sts.store, &tenant, &doc, now).await {
+            Ok(app) => (app.to_string(), Some(doc)),
+            Err(e) => return refused(e),
+        }
+    } else {
+        (client_id.to_string(), None)
+    };
+    let client = match client_auth::lookup(&sts.store.direct(), &tenant, &client_id).await {
         Ok(c) => c,
         Err(e) => return page::error(e.code, &e.description),
     };
@@ -166,12 +222,14 @@ pub async fn authorize(
             "Agent identities and blueprints cannot sign users in.",
         );
     }
-    let registered: Vec<String> = match &client.app {
-        Some(app) => app.redirect_uris.clone(),
-        None if client.app_id.to_string() == agentid_directory::builtin::CONSOLE_APP_ID => {
+    let registered: Vec<String> = match (&document, &client.app) {
+        // The document's current list, not the copy stored when the application was made.
+        (Some(doc), _) => doc.redirect_uri_strings(),
+        (None, Some(app)) => app.redirect_uris.clone(),
+        (None, None) if client.app_id.to_string() == agentid_directory::builtin::CONSOLE_APP_ID => {
             vec![agentid_directory::builtin::console_redirect_uri(&sts.base)]
         }
-        None => agentid_directory::builtin::GRAPH_CLI_REDIRECT_URIS
+        (None, None) => agentid_directory::builtin::GRAPH_CLI_REDIRECT_URIS
             .iter()
             .map(|s| s.to_string())
             .collect(),
@@ -208,6 +266,7 @@ pub async fn authorize(
         nonce: get("nonce").map(str::to_string),
         code_challenge: get("code_challenge").unwrap_or("").to_string(),
         form_post: response_mode == "form_post",
+        client_metadata_url: document.as_ref().map(|d| d.url.clone()),
     };
 
     // From here on, errors go back to the client.

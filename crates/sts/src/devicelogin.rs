@@ -218,6 +218,13 @@ async fn flow_context(sts: &StsState, flow: &BrowserFlow) -> Option<(Target, Ten
     ))
 }
 
+/// The host of a client ID metadata document client, whose identity is only its web address
+/// (docs/sts.md §16.4): the pages say so.
+fn unverified_host(flow: &BrowserFlow) -> Option<String> {
+    let req: AuthorizeRequest = serde_json::from_str(flow.authorize_request.as_deref()?).ok()?;
+    req.unverified_host()
+}
+
 /// The sign-in form of `flow`, without "Continue as".
 fn signin_page(
     flow: &BrowserFlow,
@@ -225,7 +232,15 @@ fn signin_page(
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
-    page::sign_in(status, &flow.csrf, &client.display_name, error, None)
+    let host = unverified_host(flow);
+    page::sign_in(
+        status,
+        &flow.csrf,
+        &client.display_name,
+        host.as_deref(),
+        error,
+        None,
+    )
 }
 
 pub async fn signin(State(sts): State<Sts>, headers: HeaderMap) -> Response {
@@ -235,10 +250,12 @@ pub async fn signin(State(sts): State<Sts>, headers: HeaderMap) -> Response {
     match flow_context(&sts, &flow).await {
         Some((_, tenant, client)) => {
             let sso = session::user(&sts, &headers, &tenant).await.map(|(u, _)| u);
+            let host = unverified_host(&flow);
             page::sign_in(
                 StatusCode::OK,
                 &flow.csrf,
                 &client.display_name,
+                host.as_deref(),
                 None,
                 sso.as_ref().map(|u| u.upn.as_str()),
             )
@@ -387,7 +404,14 @@ pub async fn consent_page(State(sts): State<Sts>, headers: HeaderMap) -> Respons
     if m.admin_only(&tenant) && !user.is_global_admin() {
         return page::admin_approval(&client.display_name);
     }
-    page::consent(&flow.csrf, &client.display_name, &m, user.is_global_admin())
+    let host = unverified_host(&flow);
+    page::consent(
+        &flow.csrf,
+        &client.display_name,
+        host.as_deref(),
+        &m,
+        user.is_global_admin(),
+    )
 }
 
 pub async fn submit_consent(State(sts): State<Sts>, headers: HeaderMap, body: Bytes) -> Response {

@@ -275,7 +275,11 @@ pub async fn start(
         Some((tls::server_config(material)?, ca))
     };
     let ca_pem = tls_config.as_ref().and_then(|(_, ca)| ca.clone());
+    let client_documents =
+        crate::mcp::client_metadata::ClientDocuments::new(&settings.client_metadata)
+            .map_err(StartError::Config)?;
     let state = Arc::new(StsState {
+        client_documents,
         hot: agentid_directory::hot::HotReads::new(),
         passwords: PasswordGate::new(settings.password_checks),
         keys: KeyRing::with_limits(store.clone(), master, settings.key_cache),

@@ -65,6 +65,18 @@ pub struct Settings {
     pub key_cache: KeyCacheLimits,
     /// How long SIGTERM waits for in-flight requests (docs/architecture.md §7).
     pub drain_timeout: Duration,
+    /// Fetching MCP clients' metadata documents (docs/sts.md §16.4).
+    pub client_metadata: ClientMetadataSettings,
+}
+
+/// How client ID metadata documents are fetched (docs/sts.md §16.4).
+#[derive(Debug, Clone, Default)]
+pub struct ClientMetadataSettings {
+    /// Documents on loopback, private and link-local addresses may be fetched. Off by default:
+    /// only tests and local setups serve client documents there.
+    pub allow_private_hosts: bool,
+    /// PEM CA certificates that replace the public roots for these fetches.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -98,6 +110,7 @@ impl Settings {
             password_checks: PasswordLimits::from_memory(),
             key_cache: KeyCacheLimits::default(),
             drain_timeout: Duration::from_secs(20),
+            client_metadata: ClientMetadataSettings::default(),
         }
     }
 
@@ -150,6 +163,15 @@ struct ConfigFile {
     audit: AuditSection,
     #[serde(default)]
     signin: SigninSection,
+    #[serde(default)]
+    client_metadata: ClientMetadataSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientMetadataSection {
+    allow_private_hosts: Option<bool>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -353,6 +375,10 @@ pub fn load(
     set!(metadata_cache_ttl, file.federation.metadata_cache_ttl);
     set!(single_use_assertions, file.client_assertion.single_use);
     set!(audit_retention, file.audit.retention);
+    if let Some(v) = file.client_metadata.allow_private_hosts {
+        s.client_metadata.allow_private_hosts = v;
+    }
+    s.client_metadata.ca_file = file.client_metadata.ca_file;
 
     let positive = |v: Option<u64>, path: &str| -> Result<Option<u64>, SettingsError> {
         match v {

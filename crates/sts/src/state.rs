@@ -26,6 +26,8 @@ pub struct StsState {
     pub drain: agentid_listener::Drain,
     /// Long polls of the revocation feed (docs/sts.md §17.3).
     pub revocations: crate::revocation::watch::Watchers,
+    /// MCP clients' metadata documents, by URL (docs/sts.md §16.4).
+    pub client_documents: crate::mcp::client_metadata::ClientDocuments,
 }
 
 pub type Sts = Arc<StsState>;

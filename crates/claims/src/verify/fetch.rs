@@ -10,7 +10,8 @@
 //!   link-local, CGNAT, multicast and unspecified addresses are refused, checked on the
 //!   resolved addresses (so a public name pointing at 127.0.0.1 is refused too). A policy may
 //!   carry a CA bundle that replaces the built-in roots for that issuer (a Kubernetes cluster's
-//!   issuer is served under the cluster's own CA).
+//!   issuer is served under the cluster's own CA). The STS also fetches MCP clients' client ID
+//!   metadata documents through it (docs/sts.md §16.4).
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -148,6 +149,16 @@ impl Fetcher {
         document: Document,
         policy: &FetchPolicy,
     ) -> Result<Vec<u8>, FetchError> {
+        Ok(self.get(url, document, policy).await?.body)
+    }
+
+    /// [`Self::get_bytes`] with what the response says about caching it.
+    pub async fn get(
+        &self,
+        url: &str,
+        document: Document,
+        policy: &FetchPolicy,
+    ) -> Result<Fetched, FetchError> {
         let parsed = url::Url::parse(url).map_err(|_| FetchError::BadUrl(shorten(url)))?;
         match parsed.scheme() {
             "https" => {}
@@ -178,6 +189,7 @@ impl Fetcher {
             if !resp.status().is_success() {
                 return Err(FetchError::Status(resp.status().as_u16()));
             }
+            let max_age = cache_max_age(resp.headers());
             if resp.content_length().unwrap_or(0) > policy.max_bytes as u64 {
                 return Err(FetchError::TooLarge(policy.max_bytes));
             }
@@ -192,7 +204,7 @@ impl Fetcher {
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(body)
+            Ok(Fetched { body, max_age })
         };
         tokio::time::timeout(policy.timeout, fetch)
             .await
@@ -212,6 +224,36 @@ impl Fetcher {
             Err(e) => Err(FetchError::NotJson(e.to_string())),
         }
     }
+}
+
+/// A fetched document and how long its server says it may be reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub body: Vec<u8>,
+    /// `Cache-Control: max-age` (zero for `no-store` or `no-cache`); `None` when absent.
+    /// Callers clamp it to their own bounds.
+    pub max_age: Option<Duration>,
+}
+
+/// The freshness `Cache-Control` gives a response; `None` when it says nothing usable.
+pub fn cache_max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let mut max_age = None;
+    for value in headers.get_all(reqwest::header::CACHE_CONTROL) {
+        let Ok(text) = value.to_str() else { continue };
+        for directive in text.split(',').map(str::trim) {
+            let lower = directive.to_ascii_lowercase();
+            if lower == "no-store" || lower == "no-cache" {
+                return Some(Duration::ZERO);
+            }
+            if let Some(n) = lower.strip_prefix("max-age=") {
+                // A malformed or huge value is ignored rather than trusted.
+                if let Ok(secs) = n.trim_matches('"').parse::<u64>() {
+                    max_age = Some(Duration::from_secs(secs));
+                }
+            }
+        }
+    }
+    max_age
 }
 
 fn guarded_client(policy: &FetchPolicy) -> Result<reqwest::Client, FetchError> {
@@ -338,6 +380,24 @@ fn shorten(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_control_max_age() {
+        use reqwest::header::{CACHE_CONTROL, HeaderMap, HeaderValue};
+        let of = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(CACHE_CONTROL, HeaderValue::from_str(v).unwrap());
+            cache_max_age(&h)
+        };
+        assert_eq!(of("public, max-age=600"), Some(Duration::from_secs(600)));
+        assert_eq!(of("Max-Age=\"60\""), Some(Duration::from_secs(60)));
+        assert_eq!(of("max-age=600, no-store"), Some(Duration::ZERO));
+        assert_eq!(of("no-cache"), Some(Duration::ZERO));
+        assert_eq!(of("max-age=-1"), None);
+        assert_eq!(of("max-age=99999999999999999999999"), None);
+        assert_eq!(of("private"), None);
+        assert_eq!(cache_max_age(&HeaderMap::new()), None);
+    }
 
     #[test]
     fn public_and_private_addresses() {

@@ -8,7 +8,7 @@ pub mod key;
 pub mod keycache;
 pub mod verifier;
 
-pub use fetch::{Document, FetchError, FetchPolicy, Fetcher};
+pub use fetch::{Document, FetchError, FetchPolicy, Fetched, Fetcher, cache_max_age};
 pub use key::{Alg, Curve, KeyKind, KeySet, KeySetError, VerificationKey};
 pub use keycache::{
     Discovery, KeyCache, KeyCaches, KeySource, RefreshCount, RefreshPolicy, SourceError, Trigger,

@@ -294,6 +294,18 @@ pub async fn apply(store: &Store, file: &TenantFile) -> Result<ApplyReport, E> {
         }
     }
 
+    if let Some(spec) = &file.mcp_clients {
+        // Resources are applications and blueprints, not agents.
+        let app_ids: HashMap<String, Uuid> = file
+            .applications
+            .iter()
+            .map(|a| &a.name)
+            .chain(file.blueprints.iter().map(|b| &b.name))
+            .filter_map(|h| principals.get(h).map(|(_, app_id)| (h.clone(), *app_id)))
+            .collect();
+        super::mcp::apply_mcp_clients(&mut tx, spec, &app_ids).await?;
+    }
+
     let report = std::mem::take(&mut tx.report);
     db.commit().await?;
     Ok(report)

@@ -3,6 +3,7 @@
 
 mod apply;
 mod check;
+mod mcp;
 mod objects;
 mod spec;
 mod tenant;

@@ -21,6 +21,8 @@ pub struct TenantFile {
     pub app_role_assignments: Vec<RoleAssignmentSpec>,
     #[serde(default)]
     pub trusted_issuers: Vec<TrustedIssuerSpec>,
+    /// How MCP clients sign in (docs/sts.md §16); absent leaves the settings as they are.
+    pub mcp_clients: Option<McpClientsSpec>,
     /// Directory of the file, for resolving relative `file:` paths.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -201,6 +203,70 @@ pub struct TrustedIssuerSpec {
     pub ca_bundle: Option<String>,
     /// A file holding them (e.g. a service account's `ca.crt`), relative to the tenant file.
     pub ca_file: Option<PathBuf>,
+}
+
+/// `mcpClients`: dynamic client registration, client ID metadata documents, and the gateway
+/// route resources registered for applications (docs/tenant-file.md §3).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct McpClientsSpec {
+    pub registration: Option<RegistrationSpec>,
+    pub client_id_metadata_documents: Option<MetadataDocumentsSpec>,
+    #[serde(default)]
+    pub protected_resources: Vec<ProtectedResourceSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RegistrationModeSpec {
+    Off,
+    Open,
+    Token,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistrationSpec {
+    pub mode: RegistrationModeSpec,
+    /// Required for `token`; stored as its SHA-256 only.
+    pub initial_access_token: Option<String>,
+}
+
+impl std::fmt::Debug for RegistrationSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrationSpec")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MetadataDocumentModeSpec {
+    Off,
+    #[default]
+    Open,
+    AllowList,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetadataDocumentsSpec {
+    #[serde(default)]
+    pub mode: MetadataDocumentModeSpec,
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
+    #[serde(default)]
+    pub deny_hosts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProtectedResourceSpec {
+    /// The gateway route's resource URL (what MCP clients send as `resource`).
+    pub resource: String,
+    /// The handle of an application or blueprint in this file whose tokens the route accepts.
+    pub application: String,
 }
 
 impl TenantFile {

@@ -6,16 +6,23 @@
 use crate::context::RequestContext;
 use crate::discovery::{cacheable, tenant_or_error, v1_document, v2_document};
 use crate::state::Sts;
-use agentid_directory::mcp_clients::RegistrationMode;
+use agentid_directory::mcp_clients::{MetadataDocumentMode, RegistrationMode};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-/// Adds the RFC 8414 members; `registration_endpoint` only where registration is on.
-pub fn oauth_document(mut doc: Value, base: &str, tid: &str, registration: bool) -> Value {
+/// Adds the RFC 8414 members; `registration_endpoint` only where registration is on, and
+/// client ID metadata documents supported unless the tenant's policy is `off` (§16.4).
+pub fn oauth_document(
+    mut doc: Value,
+    base: &str,
+    tid: &str,
+    registration: bool,
+    metadata_documents: bool,
+) -> Value {
     doc["code_challenge_methods_supported"] = json!(["S256"]);
-    doc["client_id_metadata_document_supported"] = json!(false);
+    doc["client_id_metadata_document_supported"] = json!(metadata_documents);
     doc["token_endpoint_auth_methods_supported"] = json!([
         "none",
         "client_secret_post",
@@ -39,13 +46,20 @@ async fn serve(sts: Sts, segment: String, headers: HeaderMap, v2: bool) -> Respo
         Ok(p) => p.mode != RegistrationMode::Off,
         Err(e) => return ctx.error_response(&sts.base, &crate::token::internal(e)),
     };
+    let documents = match sts.store.metadata_document_policy(&t.id).await {
+        Ok(p) => p.mode != MetadataDocumentMode::Off,
+        Err(e) => return ctx.error_response(&sts.base, &crate::token::internal(e)),
+    };
     let tid = t.id.to_string();
     let doc = if v2 {
         v2_document(&sts.base, &tid)
     } else {
         v1_document(&sts.base, &tid)
     };
-    cacheable(&ctx, oauth_document(doc, &sts.base, &tid, registration))
+    cacheable(
+        &ctx,
+        oauth_document(doc, &sts.base, &tid, registration, documents),
+    )
 }
 
 pub async fn oauth_v2(

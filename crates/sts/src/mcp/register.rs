@@ -5,9 +5,10 @@
 //! users in with authorization code + PKCE S256 and is consented to like every other app.
 //! Registrations are rate limited per tenant and audited.
 
+use super::client_rules::{RATE_WINDOW_SECS, admit, client_name, flows, redirect_uris};
 use crate::context::RequestContext;
 use crate::state::Sts;
-use agentid_directory::applications::{RedirectPlatform, RedirectUri};
+use agentid_directory::applications::RedirectUri;
 use agentid_directory::mcp_clients::RegistrationMode;
 use agentid_directory::secrets::{ct_eq, sha256_hex};
 use axum::body::Bytes;
@@ -16,18 +17,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
 use uuid::Uuid;
 
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-pub const MAX_REDIRECT_URIS: usize = 10;
-pub const MAX_NAME_CHARS: usize = 200;
-/// Registrations per tenant per window.
-pub const RATE_LIMIT: u32 = 20;
-pub const RATE_WINDOW_SECS: i64 = 60;
-/// Tenants tracked by the limiter at once (the map is cleared beyond it).
-const RATE_TENANTS: usize = 4096;
 
 /// The members of RFC 7591 §2 agentid reads; others are ignored, as RFC 7591 §3.2.1 allows.
 #[derive(Debug, Deserialize)]
@@ -60,71 +52,19 @@ fn error(status: StatusCode, code: &str, description: &str) -> Response {
     r
 }
 
-/// A fixed window per tenant; `false` once the tenant's window is full.
-fn admit(tenant: &Uuid, now: i64) -> bool {
-    static WINDOWS: OnceLock<Mutex<HashMap<Uuid, (i64, u32)>>> = OnceLock::new();
-    let Ok(mut m) = WINDOWS.get_or_init(Default::default).lock() else {
-        return false;
-    };
-    if m.len() >= RATE_TENANTS && !m.contains_key(tenant) {
-        m.clear();
-    }
-    let w = m.entry(*tenant).or_insert((now, 0));
-    if now - w.0 >= RATE_WINDOW_SECS {
-        *w = (now, 0);
-    }
-    w.1 += 1;
-    w.1 <= RATE_LIMIT
-}
-
 /// The checks of RFC 7591 §2 for a public client that uses authorization code + PKCE.
 fn check(m: &Metadata) -> Result<(String, Vec<RedirectUri>), (&'static str, String)> {
     let meta = "invalid_client_metadata";
-    if m.redirect_uris.is_empty() || m.redirect_uris.len() > MAX_REDIRECT_URIS {
-        return Err((
-            "invalid_redirect_uri",
-            format!("1 to {MAX_REDIRECT_URIS} redirect_uris are required."),
-        ));
-    }
-    let mut uris = Vec::new();
-    for u in &m.redirect_uris {
-        let parsed = RedirectUri::parse(u, RedirectPlatform::PublicClient)
-            .map_err(|e| ("invalid_redirect_uri", e.to_string()))?;
-        uris.push(parsed);
-    }
+    let uris = redirect_uris(&m.redirect_uris).map_err(|e| ("invalid_redirect_uri", e))?;
     if m.jwks.is_some() || m.jwks_uri.is_some() {
         return Err((
             meta,
             "Registered clients are public clients: no keys.".into(),
         ));
     }
-    if let Some(g) = &m.grant_types
-        && g.iter()
-            .any(|g| g != "authorization_code" && g != "refresh_token")
-    {
-        return Err((
-            meta,
-            "grant_types may only be authorization_code and refresh_token.".into(),
-        ));
-    }
-    if let Some(r) = &m.response_types
-        && r.iter().any(|r| r != "code")
-    {
-        return Err((meta, "response_types may only be code.".into()));
-    }
-    let name = m
-        .client_name
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .unwrap_or("MCP client");
-    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err((
-            meta,
-            format!("client_name must be at most {MAX_NAME_CHARS} printable characters."),
-        ));
-    }
-    Ok((name.to_string(), uris))
+    flows(m.grant_types.as_deref(), m.response_types.as_deref()).map_err(|e| (meta, e))?;
+    let name = client_name(m.client_name.as_deref(), "MCP client").map_err(|e| (meta, e))?;
+    Ok((name, uris))
 }
 
 pub async fn register(
@@ -283,6 +223,7 @@ async fn registered(
 
 #[cfg(test)]
 mod tests {
+    use super::super::client_rules::RATE_LIMIT;
     use super::*;
 
     fn meta(v: Value) -> Metadata {

@@ -27,6 +27,8 @@ struct SignIn<'a> {
     title: &'a str,
     csrf: &'a str,
     app: &'a str,
+    /// The host of a client known only by its metadata document URL (docs/sts.md §16.4).
+    unverified: Option<&'a str>,
     error: Option<&'a str>,
     /// The UPN of the user of the browser's SSO session.
     continue_as: Option<&'a str>,
@@ -39,6 +41,7 @@ struct Consent<'a> {
     title: &'a str,
     csrf: &'a str,
     app: &'a str,
+    unverified: Option<&'a str>,
     resource: &'a str,
     scopes: &'a [MissingScope],
     offline_access: bool,
@@ -92,11 +95,13 @@ pub fn enter_code(status: StatusCode, csrf: &str, error: Option<&str>) -> Respon
     html(status, &EnterCode { title, csrf, error })
 }
 
-/// The sign-in form for `app`; `continue_as` is the UPN of the browser's SSO session.
+/// The sign-in form for `app`; `continue_as` is the UPN of the browser's SSO session;
+/// `unverified` the host of a client known only by its web address.
 pub fn sign_in(
     status: StatusCode,
     csrf: &str,
     app: &str,
+    unverified: Option<&str>,
     error: Option<&str>,
     continue_as: Option<&str>,
 ) -> Response {
@@ -105,6 +110,7 @@ pub fn sign_in(
         title,
         csrf,
         app,
+        unverified,
         error,
         continue_as,
     };
@@ -112,11 +118,18 @@ pub fn sign_in(
 }
 
 /// The consent form for what `missing` lists.
-pub fn consent(csrf: &str, app: &str, missing: &Missing, for_org: bool) -> Response {
+pub fn consent(
+    csrf: &str,
+    app: &str,
+    unverified: Option<&str>,
+    missing: &Missing,
+    for_org: bool,
+) -> Response {
     let page = Consent {
         title: "Permissions requested",
         csrf,
         app,
+        unverified,
         resource: &missing.resource.display_name,
         scopes: &missing.scopes,
         offline_access: missing.offline_access,
@@ -255,6 +268,7 @@ mod tests {
                 title,
                 csrf,
                 app,
+                unverified: Some(HOSTILE),
                 error,
                 continue_as: Some(HOSTILE),
             }
@@ -263,6 +277,7 @@ mod tests {
                 title,
                 csrf,
                 app,
+                unverified: Some(HOSTILE),
                 resource: HOSTILE,
                 scopes: &scopes,
                 offline_access: true,

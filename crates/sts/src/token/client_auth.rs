@@ -152,8 +152,15 @@ pub async fn lookup(
     client_id: &str,
 ) -> OAuthResult<Client> {
     let tenant_name = tenant.name().to_string();
-    let app_id = agentid_claims::guid::parse(client_id)
-        .ok_or_else(|| OAuthError::unknown_client(client_id, &tenant_name))?;
+    let app_id = match agentid_claims::guid::parse(client_id) {
+        Some(id) => id,
+        // A client ID metadata document URL: the application made for it at /authorize
+        // (docs/sts.md §16.4).
+        None => crate::mcp::client_metadata::token_client(store.store(), tenant, client_id)
+            .await
+            .map_err(super::internal)?
+            .ok_or_else(|| OAuthError::unknown_client(client_id, &tenant_name))?,
+    };
     let record = store
         .client(&tenant.id, &app_id)
         .await

@@ -139,3 +139,94 @@ both_backends!(registration_policy_and_metadata, |db: Db| async move {
     );
     sts.stop().await;
 });
+
+/// The tenant file's `mcpClients` (docs/tenant-file.md §3): applied, read back, applied again
+/// without changes, and a bad key or value named by its path.
+both_backends!(tenant_file_mcp_clients, |db: Db| async move {
+    use agentid_directory::mcp_clients::MetadataDocumentMode;
+    use agentid_directory::tenant_file::{TenantFile, apply};
+    let sts = TestSts::start(db, DEMO).await;
+    let store = sts.running.state.store.clone();
+    let tid: uuid::Uuid = sts.tenant_id.parse().unwrap();
+    // Before: registration off, metadata documents open.
+    let before = store.metadata_document_policy(&tid).await.unwrap();
+    assert_eq!(before.mode, MetadataDocumentMode::Open);
+    let keys = "\nmcpClients:\n  registration: {mode: token, initialAccessToken: an-initial-access-token-0123}\n  clientIdMetadataDocuments:\n    mode: allowList\n    allowHosts: ['*.Example.com', vscode.dev]\n    denyHosts: [evil.example.com]\n  protectedResources:\n  - {resource: 'https://gw.example/MCP/', application: mcp-server}\n";
+    let yaml = format!("{DEMO}{keys}");
+    let file = TenantFile::parse(&yaml, sts.dir.path()).unwrap();
+    let report = apply(&store, &file).await.unwrap();
+    assert_eq!((report.created, report.updated), (1, 2), "{report:?}");
+    let reg = store.registration_policy(&tid).await.unwrap();
+    assert_eq!(reg.mode, RegistrationMode::Token);
+    assert_eq!(
+        reg.initial_access_token_sha256.as_deref(),
+        Some(agentid_directory::secrets::sha256_hex("an-initial-access-token-0123").as_str())
+    );
+    let docs = store.metadata_document_policy(&tid).await.unwrap();
+    assert_eq!(docs.mode, MetadataDocumentMode::AllowList);
+    assert_eq!(docs.allow_hosts, vec!["*.example.com", "vscode.dev"]);
+    assert_eq!(docs.deny_hosts, vec!["evil.example.com"]);
+    assert!(docs.admits("mcp.example.com") && !docs.admits("evil.example.com"));
+    assert_eq!(
+        store
+            .protected_resource(&tid, "https://gw.example/mcp")
+            .await
+            .unwrap(),
+        Some(MCP_APP.parse().unwrap())
+    );
+    let (_, asm) = sts
+        .get_json(&format!(
+            "{}/.well-known/oauth-authorization-server/{}/v2.0",
+            sts.base(),
+            sts.tenant_id
+        ))
+        .await;
+    assert_eq!(asm["client_id_metadata_document_supported"], json!(true));
+    assert!(asm["registration_endpoint"].is_string(), "{asm}");
+    // Idempotent.
+    let again = apply(&store, &file).await.unwrap();
+    assert_eq!((again.created, again.updated), (0, 0), "{again:?}");
+
+    // Errors name their path; nothing is applied.
+    let bad = |k: &str| format!("{DEMO}\nmcpClients:\n{k}");
+    for (k, path) in [
+        (
+            "  registration: {mode: open, bogus: 1}\n",
+            "mcpClients.registration",
+        ),
+        (
+            "  clientIdMetadataDocuments: {mode: sometimes}\n",
+            "mcpClients.clientIdMetadataDocuments.mode",
+        ),
+        ("  protectedResource: []\n", "mcpClients"),
+    ] {
+        let e = TenantFile::parse(&bad(k), sts.dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(path), "{k}: {e}");
+    }
+    for (k, path) in [
+        (
+            "  clientIdMetadataDocuments: {denyHosts: [ok.example, 'https://x/']}\n",
+            "mcpClients.clientIdMetadataDocuments.denyHosts[1]",
+        ),
+        (
+            "  protectedResources: [{resource: 'https://gw.example/x', application: nobody}]\n",
+            "mcpClients.protectedResources[0].application",
+        ),
+        (
+            "  protectedResources: [{resource: 'not a url', application: mcp-server}]\n",
+            "mcpClients.protectedResources[0].resource",
+        ),
+        (
+            "  registration: {mode: token}\n",
+            "mcpClients.registration.initialAccessToken",
+        ),
+    ] {
+        let file = TenantFile::parse(&bad(k), sts.dir.path()).unwrap();
+        let e = apply(&store, &file).await.unwrap_err().to_string();
+        assert!(e.starts_with(path), "{k}: {e}");
+    }
+    assert_eq!(store.metadata_document_policy(&tid).await.unwrap(), docs);
+    sts.stop().await;
+});
