@@ -76,6 +76,8 @@ pub struct AuditQuery {
     pub blueprint_id: Option<String>,
     /// `Some(true)`: issued or succeeded; `Some(false)`: refused.
     pub allowed: Option<bool>,
+    /// Events naming this token (`uti`): the console's chain page.
+    pub token_id: Option<String>,
     /// Paging: events strictly older than this (time, id) position.
     pub before: Option<(i64, String)>,
     pub limit: i64,
@@ -190,6 +192,9 @@ impl Store {
         }
         if let Some(c) = q.error_code {
             push(&mut sql, " AND error_code = ?", Bind::Int(c));
+        }
+        if let Some(t) = &q.token_id {
+            push(&mut sql, " AND token_id = ?", text(t));
         }
         if let Some((t, id)) = &q.before {
             push(&mut sql, " AND (time < ?", Bind::Int(*t));

@@ -2,6 +2,7 @@
 //! names for the ids they carry. Names are looked up once per chain.
 
 use super::events::GatewayEvent;
+use super::summary::of_gateway_event;
 use super::{Fact, Hop, HopKind, Outcome};
 use crate::audit::AuditEvent;
 use crate::error::Result;
@@ -320,8 +321,20 @@ impl<'a> Names<'a> {
         })
     }
 
+    /// Who made the request a gateway decided on, in the trail's one wording.
+    pub(super) async fn who(&mut self, e: &GatewayEvent) -> Result<String> {
+        let mut known = HashMap::new();
+        for id in [&e.agent_id, &e.client_app_id].into_iter().flatten() {
+            known.insert(id.clone(), self.short(id).await?);
+        }
+        Ok(of_gateway_event(e, &|id| {
+            known.get(id).cloned().unwrap_or_else(|| id.to_string())
+        }))
+    }
+
     pub(super) async fn decision_hop(&mut self, e: &GatewayEvent) -> Result<Hop> {
         let allow = e.decision == "allow";
+        let who = self.who(e).await?;
         let what = match (&e.tool, &e.method, &e.path) {
             (Some(tool), _, _) => format!("tool {tool}"),
             (None, Some(m), Some(p)) => format!("{m} {p}"),
@@ -329,6 +342,7 @@ impl<'a> Names<'a> {
         };
         let route = e.route.clone().unwrap_or_else(|| "-".into());
         let mut facts = vec![
+            Fact::new("who", who.clone()),
             Fact::new("route", route.clone()),
             Fact::new("kind", e.kind.clone()),
         ];
@@ -361,7 +375,7 @@ impl<'a> Names<'a> {
             kind: HopKind::Decision,
             time: e.time,
             title: format!(
-                "gateway {} {what} on route {route}",
+                "gateway {} {what} on route {route} ({who})",
                 if allow { "allowed" } else { "refused" }
             ),
             id: Some(e.event_id.clone()),

@@ -2,14 +2,20 @@
 //! from, and the gateways' decisions joined to the tokens they were made with.
 //! - [`events`]: the gateways' decision events as stored by `POST /agentid/v1/auditEvents`;
 //! - [`chain()`]: the delegation chain of one token, from the user's sign-in and the workload's
-//!   credential down to the gateway decisions made with it and its descendants.
+//!   credential down to the gateway decisions made with it and its descendants;
+//! - [`summary()`]: who acted, in one phrase ("user X via client Y", "agent A for user X");
+//! - [`merge_newest_first`]: STS events and gateway decisions as one timeline.
 
 mod assemble;
 pub mod events;
 mod hops;
+mod summary;
+mod timeline;
 
 pub use assemble::{MAX_DECISIONS, MAX_TOKENS, chain, tenant_of};
 pub use events::{GatewayEvent, GatewayEventQuery};
+pub use summary::{Actors, is_agent_user, of_gateway_event, of_sts_event, summary};
+pub use timeline::{TrailEvent, merge_newest_first};
 
 use serde::{Deserialize, Serialize};
 

@@ -2,36 +2,10 @@
 //! application; the STS joins them to the token's chain by `uti`. And `agentid.audit.ship` is
 //! checked at load.
 
+use crate::support::ship::{GW, ship_block, with_gateway_app};
 use crate::support::*;
-use agentid_testkit::TestSts;
 use agentid_testkit::poll::eventually;
 use std::time::Duration;
-
-const GW: &str = "6f1c2b8e-3d4a-4f5b-9c6d-7e8f9a0b1c2d";
-const GW_SECRET: &str = "gateway-secret-for-tests";
-
-fn with_gateway_app(yaml: String) -> String {
-    yaml.replacen(
-        "applications:\n",
-        &format!("applications:\n  - name: gw\n    appId: {GW}\n    secrets: [{{value: {GW_SECRET}}}]\n"),
-        1,
-    )
-    .replace(
-        "\nappRoleAssignments:",
-        "\nappRoleAssignments:\n  - principal: gw\n    resource: graph\n    role: AuditEvents.Write",
-    )
-}
-
-fn ship_block(sts: &TestSts, spool: &std::path::Path) -> String {
-    format!(
-        "    ship:\n      tokenEndpoint: {base}/{tid}/oauth2/v2.0/token\n      clientId: {GW}\n      \
-         clientSecret: {GW_SECRET}\n      url: {base}/agentid/v1/auditEvents\n      spoolDir: {spool}\n      \
-         flushInterval: 50ms\n",
-        base = sts.base(),
-        tid = sts.tenant_id,
-        spool = spool.display()
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_reach_the_sts_and_join_the_chain() {

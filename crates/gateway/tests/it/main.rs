@@ -11,6 +11,7 @@ mod jwt_validation;
 mod listener;
 mod llm_stream;
 mod mcp_auth;
+mod mcp_auth_rmcp;
 mod mcp_limits;
 mod mcp_sessions;
 mod mcp_tls;

@@ -4,8 +4,7 @@
 //! Graph clients take, and is audited the same way with the administrator as actor.
 
 use super::gate::{self, Admin};
-use super::page::{self, Confirm};
-use super::views::{admin, tri};
+use super::page::{self, Confirm, Reply};
 use crate::form::Form;
 use crate::graph::console::{Acting, call};
 use crate::state::Sts;
@@ -87,13 +86,13 @@ fn user_bind(sts: &Sts, id: &Uuid) -> String {
 
 // ---- create a blueprint ----
 
-pub async fn new_blueprint(State(sts): State<Sts>, headers: HeaderMap) -> Response {
-    let a = admin!(sts, headers);
+pub async fn new_blueprint(State(sts): State<Sts>, headers: HeaderMap) -> Reply {
+    let a = gate::admin(&sts, &headers).await?;
     let lines = vec![format!(
         "Creates an agent identity blueprint with its principal and an access_as_user scope; you ({}) become its owner and sponsor.",
         a.user.upn
     )];
-    confirm(
+    Ok(confirm(
         &a,
         "Create a blueprint",
         lines,
@@ -101,16 +100,13 @@ pub async fn new_blueprint(State(sts): State<Sts>, headers: HeaderMap) -> Respon
         "Create blueprint",
         "/console/blueprints".into(),
         Some(None),
-    )
+    ))
 }
 
-pub async fn create_blueprint(State(sts): State<Sts>, headers: HeaderMap, body: Bytes) -> Response {
-    let (a, form) = match posted(&sts, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn create_blueprint(State(sts): State<Sts>, headers: HeaderMap, body: Bytes) -> Reply {
+    let (a, form) = posted(&sts, &headers, &body).await?;
     let Some(name) = display_name(&form) else {
-        return confirm(
+        return Ok(confirm(
             &a,
             "Create a blueprint",
             vec![],
@@ -120,15 +116,15 @@ pub async fn create_blueprint(State(sts): State<Sts>, headers: HeaderMap, body: 
             Some(Some(format!(
                 "Enter a display name of 1 to {MAX_NAME} characters."
             ))),
-        );
+        ));
     };
     let me = user_bind(&sts, &a.user.id);
     // The same three requests as `agentid admin blueprint create` (graphclient's create_blueprint).
     let app = match call(&sts, &a.tenant, &a.user, Acting::Admin, Method::POST, "applications",
         Some(json!({"@odata.type": "Microsoft.Graph.AgentIdentityBlueprint", "displayName": name, "sponsors@odata.bind": [me], "owners@odata.bind": [me]}))).await {
         Ok((_, Some(v))) => v,
-        Ok(_) => return page::internal("no blueprint in the response"),
-        Err(e) => return refused(&a, "Creating the blueprint", e),
+        Ok(_) => return Err(page::internal("no blueprint in the response")),
+        Err(e) => return Ok(refused(&a, "Creating the blueprint", e)),
     };
     let s = |k: &str| {
         app.get(k)
@@ -148,7 +144,7 @@ pub async fn create_blueprint(State(sts): State<Sts>, headers: HeaderMap, body: 
     )
     .await
     {
-        return refused(&a, "Creating the blueprint's principal", e);
+        return Ok(refused(&a, "Creating the blueprint's principal", e));
     }
     let scope = json!({"identifierUris": [format!("api://{app_id}")], "api": {"oauth2PermissionScopes": [{"id": Uuid::new_v4(), "value": "access_as_user", "type": "User", "isEnabled": true,
         "adminConsentDisplayName": format!("Access {name}"), "adminConsentDescription": format!("Lets agents of {name} act for the signed-in user."),
@@ -164,9 +160,9 @@ pub async fn create_blueprint(State(sts): State<Sts>, headers: HeaderMap, body: 
     )
     .await
     {
-        return refused(&a, "Publishing the blueprint's scope", e);
+        return Ok(refused(&a, "Publishing the blueprint's scope", e));
     }
-    page::redirect_to(&format!("/console/blueprints/{app_id}"))
+    Ok(page::redirect_to(&format!("/console/blueprints/{app_id}")))
 }
 
 // ---- create an agent identity ----
@@ -198,17 +194,14 @@ pub async fn new_agent(
     State(sts): State<Sts>,
     headers: HeaderMap,
     Path(app_id): Path<String>,
-) -> Response {
-    let a = admin!(sts, headers);
-    let (app, _) = match blueprint_of(&sts, &a, &app_id).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> Reply {
+    let a = gate::admin(&sts, &headers).await?;
+    let (app, _) = blueprint_of(&sts, &a, &app_id).await?;
     let lines = vec![format!(
         "Creates an agent identity of the blueprint {}, sponsored by you ({}).",
         app.display_name, a.user.upn
     )];
-    confirm(
+    Ok(confirm(
         &a,
         "Create an agent identity",
         lines,
@@ -216,7 +209,7 @@ pub async fn new_agent(
         "Create agent identity",
         format!("/console/blueprints/{}", app.app_id),
         Some(None),
-    )
+    ))
 }
 
 pub async fn create_agent(
@@ -224,18 +217,12 @@ pub async fn create_agent(
     headers: HeaderMap,
     Path(app_id): Path<String>,
     body: Bytes,
-) -> Response {
-    let (a, form) = match posted(&sts, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let (app, bp_sp) = match blueprint_of(&sts, &a, &app_id).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> Reply {
+    let (a, form) = posted(&sts, &headers, &body).await?;
+    let (app, bp_sp) = blueprint_of(&sts, &a, &app_id).await?;
     let back = format!("/console/blueprints/{}", app.app_id);
     let Some(name) = display_name(&form) else {
-        return confirm(
+        return Ok(confirm(
             &a,
             "Create an agent identity",
             vec![],
@@ -245,23 +232,25 @@ pub async fn create_agent(
             Some(Some(format!(
                 "Enter a display name of 1 to {MAX_NAME} characters."
             ))),
-        );
+        ));
     };
     let body = json!({"displayName": name, "agentIdentityBlueprintId": app.app_id.to_string(), "sponsors@odata.bind": [user_bind(&sts, &a.user.id)]});
-    match call(
-        &sts,
-        &a.tenant,
-        &a.user,
-        Acting::Blueprint(app.app_id, bp_sp),
-        Method::POST,
-        "serviceprincipals/Microsoft.Graph.AgentIdentity",
-        Some(body),
+    Ok(
+        match call(
+            &sts,
+            &a.tenant,
+            &a.user,
+            Acting::Blueprint(app.app_id, bp_sp),
+            Method::POST,
+            "serviceprincipals/Microsoft.Graph.AgentIdentity",
+            Some(body),
+        )
+        .await
+        {
+            Ok(_) => page::redirect_to(&back),
+            Err(e) => refused(&a, "Creating the agent identity", e),
+        },
     )
-    .await
-    {
-        Ok(_) => page::redirect_to(&back),
-        Err(e) => refused(&a, "Creating the agent identity", e),
-    }
 }
 
 // ---- disable or enable an agent identity ----
@@ -293,15 +282,12 @@ pub async fn confirm_agent(
     State(sts): State<Sts>,
     headers: HeaderMap,
     Path((id, op)): Path<(String, String)>,
-) -> Response {
-    let a = admin!(sts, headers);
+) -> Reply {
+    let a = gate::admin(&sts, &headers).await?;
     let Some(enable) = enable_flag(&op) else {
-        return page::not_found("No such action.");
+        return Err(page::not_found("No such action."));
     };
-    let sp = match agent_of(&sts, &a, &id).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+    let sp = agent_of(&sts, &a, &id).await?;
     let (title, button, line) = if enable {
         (
             "Enable an agent identity",
@@ -322,7 +308,7 @@ pub async fn confirm_agent(
         .blueprint_app_id
         .map(|b| format!("/console/blueprints/{b}"))
         .unwrap_or_else(|| "/console/blueprints".into());
-    confirm(
+    Ok(confirm(
         &a,
         title,
         vec![line],
@@ -330,7 +316,7 @@ pub async fn confirm_agent(
         button,
         back,
         None,
-    )
+    ))
 }
 
 pub async fn agent_action(
@@ -338,36 +324,32 @@ pub async fn agent_action(
     headers: HeaderMap,
     Path((id, op)): Path<(String, String)>,
     body: Bytes,
-) -> Response {
-    let (a, _) = match posted(&sts, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> Reply {
+    let (a, _) = posted(&sts, &headers, &body).await?;
     let Some(enable) = enable_flag(&op) else {
-        return page::not_found("No such action.");
+        return Err(page::not_found("No such action."));
     };
-    let sp = match agent_of(&sts, &a, &id).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    match call(
-        &sts,
-        &a.tenant,
-        &a.user,
-        Acting::Admin,
-        Method::PATCH,
-        &format!("servicePrincipals/{}", sp.id),
-        Some(json!({"accountEnabled": enable})),
+    let sp = agent_of(&sts, &a, &id).await?;
+    Ok(
+        match call(
+            &sts,
+            &a.tenant,
+            &a.user,
+            Acting::Admin,
+            Method::PATCH,
+            &format!("servicePrincipals/{}", sp.id),
+            Some(json!({"accountEnabled": enable})),
+        )
+        .await
+        {
+            Ok(_) => page::redirect_to(
+                &sp.blueprint_app_id
+                    .map(|b| format!("/console/blueprints/{b}"))
+                    .unwrap_or_else(|| "/console/blueprints".into()),
+            ),
+            Err(e) => refused(&a, "Changing the agent identity", e),
+        },
     )
-    .await
-    {
-        Ok(_) => page::redirect_to(
-            &sp.blueprint_app_id
-                .map(|b| format!("/console/blueprints/{b}"))
-                .unwrap_or_else(|| "/console/blueprints".into()),
-        ),
-        Err(e) => refused(&a, "Changing the agent identity", e),
-    }
 }
 
 // ---- revoke a consent ----
@@ -391,13 +373,12 @@ pub async fn confirm_revoke_consent(
     State(sts): State<Sts>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
-    let a = admin!(sts, headers);
-    let g = match grant_of(&sts, &a, &id).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let names = tri!(super::views::principal_names(&sts, &a.tenant.id).await);
+) -> Reply {
+    let a = gate::admin(&sts, &headers).await?;
+    let g = grant_of(&sts, &a, &id).await?;
+    let names = super::views::principal_names(&sts, &a.tenant.id)
+        .await
+        .map_err(page::internal)?;
     let n = |k: &str| names.get(k).cloned().unwrap_or_else(|| k.to_string());
     let line = format!(
         "Revokes the consent that lets {} use {} with the scopes '{}'.",
@@ -405,7 +386,7 @@ pub async fn confirm_revoke_consent(
         n(&g.resource_id),
         g.scope
     );
-    confirm(
+    Ok(confirm(
         &a,
         "Revoke a consent",
         vec![line],
@@ -413,7 +394,7 @@ pub async fn confirm_revoke_consent(
         "Revoke consent",
         "/console/consents".into(),
         None,
-    )
+    ))
 }
 
 pub async fn revoke_consent(
@@ -421,29 +402,25 @@ pub async fn revoke_consent(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Response {
-    let (a, _) = match posted(&sts, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let g = match grant_of(&sts, &a, &id).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    match call(
-        &sts,
-        &a.tenant,
-        &a.user,
-        Acting::Admin,
-        Method::DELETE,
-        &format!("oauth2PermissionGrants/{}", g.id),
-        None,
+) -> Reply {
+    let (a, _) = posted(&sts, &headers, &body).await?;
+    let g = grant_of(&sts, &a, &id).await?;
+    Ok(
+        match call(
+            &sts,
+            &a.tenant,
+            &a.user,
+            Acting::Admin,
+            Method::DELETE,
+            &format!("oauth2PermissionGrants/{}", g.id),
+            None,
+        )
+        .await
+        {
+            Ok(_) => page::redirect("/console/consents"),
+            Err(e) => refused(&a, "Revoking the consent", e),
+        },
     )
-    .await
-    {
-        Ok(_) => page::redirect("/console/consents"),
-        Err(e) => refused(&a, "Revoking the consent", e),
-    }
 }
 
 // ---- revoke a user's sessions ----
@@ -466,17 +443,14 @@ pub async fn confirm_revoke_sessions(
     State(sts): State<Sts>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Response {
-    let a = admin!(sts, headers);
-    let u = match user_of(&sts, &a, &id).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> Reply {
+    let a = gate::admin(&sts, &headers).await?;
+    let u = user_of(&sts, &a, &id).await?;
     let line = format!(
         "Revokes every session and refresh token of {} ({}): they must sign in again, and tokens issued before now are refused where the revocation feed is followed.",
         u.display_name, u.upn
     );
-    confirm(
+    Ok(confirm(
         &a,
         "Revoke a user's sessions",
         vec![line],
@@ -484,7 +458,7 @@ pub async fn confirm_revoke_sessions(
         "Revoke sessions",
         "/console/users".into(),
         None,
-    )
+    ))
 }
 
 pub async fn revoke_sessions(
@@ -492,29 +466,25 @@ pub async fn revoke_sessions(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
-) -> Response {
-    let (a, _) = match posted(&sts, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let u = match user_of(&sts, &a, &id).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    match call(
-        &sts,
-        &a.tenant,
-        &a.user,
-        Acting::Admin,
-        Method::POST,
-        &format!("users/{}/revokeSignInSessions", u.id),
-        None,
+) -> Reply {
+    let (a, _) = posted(&sts, &headers, &body).await?;
+    let u = user_of(&sts, &a, &id).await?;
+    Ok(
+        match call(
+            &sts,
+            &a.tenant,
+            &a.user,
+            Acting::Admin,
+            Method::POST,
+            &format!("users/{}/revokeSignInSessions", u.id),
+            None,
+        )
+        .await
+        {
+            Ok(_) => page::redirect("/console/users"),
+            Err(e) => refused(&a, "Revoking the sessions", e),
+        },
     )
-    .await
-    {
-        Ok(_) => page::redirect("/console/users"),
-        Err(e) => refused(&a, "Revoking the sessions", e),
-    }
 }
 
 // ---- remove a secret ----
@@ -523,20 +493,17 @@ pub async fn confirm_remove_secret(
     State(sts): State<Sts>,
     headers: HeaderMap,
     Path((app_id, key_id)): Path<(String, String)>,
-) -> Response {
-    let a = admin!(sts, headers);
-    let (app, _) = match blueprint_of(&sts, &a, &app_id).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> Reply {
+    let a = gate::admin(&sts, &headers).await?;
+    let (app, _) = blueprint_of(&sts, &a, &app_id).await?;
     let Some(key) = agentid_claims::guid::parse(&key_id) else {
-        return page::not_found("No secret has that key ID.");
+        return Err(page::not_found("No secret has that key ID."));
     };
     let line = format!(
         "Removes the secret {key} of {}: workloads using it can no longer get tokens.",
         app.display_name
     );
-    confirm(
+    Ok(confirm(
         &a,
         "Remove a secret",
         vec![line],
@@ -544,7 +511,7 @@ pub async fn confirm_remove_secret(
         "Remove secret",
         format!("/console/blueprints/{}", app.app_id),
         None,
-    )
+    ))
 }
 
 pub async fn remove_secret(
@@ -552,30 +519,26 @@ pub async fn remove_secret(
     headers: HeaderMap,
     Path((app_id, key_id)): Path<(String, String)>,
     body: Bytes,
-) -> Response {
-    let (a, _) = match posted(&sts, &headers, &body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let (app, _) = match blueprint_of(&sts, &a, &app_id).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+) -> Reply {
+    let (a, _) = posted(&sts, &headers, &body).await?;
+    let (app, _) = blueprint_of(&sts, &a, &app_id).await?;
     let Some(key) = agentid_claims::guid::parse(&key_id) else {
-        return page::not_found("No secret has that key ID.");
+        return Err(page::not_found("No secret has that key ID."));
     };
-    match call(
-        &sts,
-        &a.tenant,
-        &a.user,
-        Acting::Admin,
-        Method::POST,
-        &format!("applications/{}/removePassword", app.id),
-        Some(json!({"keyId": key.to_string()})),
+    Ok(
+        match call(
+            &sts,
+            &a.tenant,
+            &a.user,
+            Acting::Admin,
+            Method::POST,
+            &format!("applications/{}/removePassword", app.id),
+            Some(json!({"keyId": key.to_string()})),
+        )
+        .await
+        {
+            Ok(_) => page::redirect_to(&format!("/console/blueprints/{}", app.app_id)),
+            Err(e) => refused(&a, "Removing the secret", e),
+        },
     )
-    .await
-    {
-        Ok(_) => page::redirect_to(&format!("/console/blueprints/{}", app.app_id)),
-        Err(e) => refused(&a, "Removing the secret", e),
-    }
 }

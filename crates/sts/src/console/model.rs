@@ -77,8 +77,8 @@ pub struct EventRow {
     pub refused: bool,
     pub what: String,
     pub reason: String,
-    pub agent: String,
-    pub user: String,
+    /// Who acted, in the trail's wording ("user X via client Y", "agent A for user X").
+    pub who: String,
     pub uti: Option<String>,
 }
 

@@ -182,6 +182,10 @@ pub fn forbidden(upn: &str, csrf: &str) -> Response {
     )
 }
 
+/// What a console handler answers: the page, or the page that stops it early (sign-in redirect,
+/// not found, a failure), so handlers use `?` on the gate and the lookups.
+pub type Reply = Result<Response, Response>;
+
 pub fn not_found(what: &str) -> Response {
     notice(StatusCode::NOT_FOUND, "Not found", &[what])
 }
@@ -252,8 +256,7 @@ mod tests {
             refused: true,
             what: s(),
             reason: s(),
-            agent: s(),
-            user: s(),
+            who: s(),
             uti: Some(s()),
         }
     }

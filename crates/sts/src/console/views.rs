@@ -1,12 +1,13 @@
 //! The console's read-only pages (docs/console.md §4): each loads the admin's tenant from the
 //! directory and turns it into plain rows of text for its template.
 
-use super::gate::Admin;
+use super::gate::{self, Admin};
 use super::model::*;
-use super::page::{self, Chrome};
+use super::page::{self, Chrome, Reply};
 use crate::state::Sts;
 use agentid_directory::audit::{AuditEvent, AuditQuery};
 use agentid_directory::model::{SpKind, User};
+use agentid_directory::trail::{TrailEvent, merge_newest_first};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -60,39 +61,24 @@ async fn user_names(sts: &Sts, tenant: &Uuid) -> Result<HashMap<String, String>,
         .collect())
 }
 
-macro_rules! admin {
-    ($sts:expr, $headers:expr) => {
-        match $crate::console::gate::admin(&$sts, &$headers).await {
-            Ok(a) => a,
-            Err(r) => return r,
-        }
-    };
-}
-pub(crate) use admin;
-
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return $crate::console::page::internal(e),
-        }
-    };
-}
-pub(crate) use tri;
-
-pub async fn home(State(sts): State<Sts>, headers: HeaderMap) -> Response {
-    let a = admin!(sts, headers);
+pub async fn home(State(sts): State<Sts>, headers: HeaderMap) -> Reply {
+    let a = gate::admin(&sts, &headers).await?;
     let t = &a.tenant.id;
-    let blueprints = tri!(sts.store.applications(t, true).await).len();
-    let agents = tri!(
-        sts.store
-            .service_principals(t, Some(SpKind::AgentIdentity))
-            .await
-    )
-    .len();
-    let grants = tri!(sts.store.grants(t).await).len();
-    let users = tri!(sts.store.users(t).await).len();
-    page::html(
+    let blueprints = sts
+        .store
+        .applications(t, true)
+        .await
+        .map_err(page::internal)?
+        .len();
+    let agents = sts
+        .store
+        .service_principals(t, Some(SpKind::AgentIdentity))
+        .await
+        .map_err(page::internal)?
+        .len();
+    let grants = sts.store.grants(t).await.map_err(page::internal)?.len();
+    let users = sts.store.users(t).await.map_err(page::internal)?.len();
+    Ok(page::html(
         StatusCode::OK,
         &page::Home {
             title: "Overview",
@@ -104,21 +90,29 @@ pub async fn home(State(sts): State<Sts>, headers: HeaderMap) -> Response {
                 ("Users", "/console/users", users),
             ],
         },
-    )
+    ))
 }
 
-pub async fn blueprints(State(sts): State<Sts>, headers: HeaderMap) -> Response {
-    let a = admin!(sts, headers);
+pub async fn blueprints(State(sts): State<Sts>, headers: HeaderMap) -> Reply {
+    let a = gate::admin(&sts, &headers).await?;
     let t = &a.tenant.id;
-    let apps = tri!(sts.store.applications(t, true).await);
-    let agents = tri!(
-        sts.store
-            .service_principals(t, Some(SpKind::AgentIdentity))
-            .await
-    );
+    let apps = sts
+        .store
+        .applications(t, true)
+        .await
+        .map_err(page::internal)?;
+    let agents = sts
+        .store
+        .service_principals(t, Some(SpKind::AgentIdentity))
+        .await
+        .map_err(page::internal)?;
     let mut rows = Vec::new();
     for app in apps {
-        let extras = tri!(sts.store.application_extras(&app.id).await);
+        let extras = sts
+            .store
+            .application_extras(&app.id)
+            .await
+            .map_err(page::internal)?;
         rows.push(BlueprintRow {
             agents: agents
                 .iter()
@@ -129,51 +123,61 @@ pub async fn blueprints(State(sts): State<Sts>, headers: HeaderMap) -> Response 
             created: when(extras.created_at),
         });
     }
-    page::html(
+    Ok(page::html(
         StatusCode::OK,
         &page::Blueprints {
             title: "Blueprints",
             chrome: Some(a.chrome()),
             rows,
         },
-    )
+    ))
 }
 
 pub async fn blueprint(
     State(sts): State<Sts>,
     headers: HeaderMap,
     Path(app_id): Path<String>,
-) -> Response {
-    let a = admin!(sts, headers);
+) -> Reply {
+    let a = gate::admin(&sts, &headers).await?;
     let t = &a.tenant.id;
     let Some(app_id) = agentid_claims::guid::parse(&app_id) else {
-        return page::not_found("No blueprint has that app ID.");
+        return Err(page::not_found("No blueprint has that app ID."));
     };
-    let app = match tri!(sts.store.application_by_app_id(t, &app_id).await) {
+    let app = match sts
+        .store
+        .application_by_app_id(t, &app_id)
+        .await
+        .map_err(page::internal)?
+    {
         Some(app) if app.kind == agentid_directory::model::AppKind::Blueprint => app,
-        _ => return page::not_found("No blueprint has that app ID."),
+        _ => return Err(page::not_found("No blueprint has that app ID.")),
     };
-    let users = match user_names(&sts, t).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let extras = tri!(sts.store.application_extras(&app.id).await);
+    let users = user_names(&sts, t).await?;
+    let extras = sts
+        .store
+        .application_extras(&app.id)
+        .await
+        .map_err(page::internal)?;
     let list = |json: &str| serde_json::from_str::<Vec<String>>(json).unwrap_or_default();
-    let agents = tri!(
-        sts.store
-            .service_principals(t, Some(SpKind::AgentIdentity))
-            .await
-    )
-    .into_iter()
-    .filter(|r| r.sp.blueprint_app_id == Some(app.app_id))
-    .map(|r| AgentRow {
-        name: r.sp.display_name.clone(),
-        id: r.sp.id.to_string(),
-        enabled: r.sp.account_enabled,
-        sponsors: people(&r.sponsors, &users),
-    })
-    .collect();
-    let fics = tri!(sts.store.federated_credentials(&app.id).await)
+    let agents = sts
+        .store
+        .service_principals(t, Some(SpKind::AgentIdentity))
+        .await
+        .map_err(page::internal)?
+        .into_iter()
+        .filter(|r| r.sp.blueprint_app_id == Some(app.app_id))
+        .map(|r| AgentRow {
+            name: r.sp.display_name.clone(),
+            id: r.sp.id.to_string(),
+            enabled: r.sp.account_enabled,
+            sponsors: people(&r.sponsors, &users),
+        })
+        .collect();
+    let fics = sts
+        .store
+        .federated_credentials(&app.id)
+        .await
+        .map_err(page::internal)?
         .into_iter()
         .map(|f| FicRow {
             k8s: service_account(&f.subject),
@@ -183,7 +187,11 @@ pub async fn blueprint(
             audience: f.audience,
         })
         .collect();
-    let secrets = tri!(sts.store.password_credential_list(&app.id).await)
+    let secrets = sts
+        .store
+        .password_credential_list(&app.id)
+        .await
+        .map_err(page::internal)?
         .into_iter()
         .map(|(key_id, name, hint, _, end)| SecretRow {
             key_id,
@@ -202,17 +210,18 @@ pub async fn blueprint(
         owners: people(&list(&extras.owners), &users),
         sponsors: people(&list(&extras.sponsors), &users),
     };
-    page::html(
+    Ok(page::html(
         StatusCode::OK,
         &page::Blueprint {
             title: &format!("Blueprint {}", app.display_name),
             chrome: Some(a.chrome()),
             b,
         },
-    )
+    ))
 }
 
-/// Display names of every principal of the tenant, by object id.
+/// Display names of every principal of the tenant, by object id and by appId (audit events
+/// name clients by appId).
 pub async fn principal_names(
     sts: &Sts,
     tenant: &Uuid,
@@ -222,18 +231,20 @@ pub async fn principal_names(
         .service_principals(tenant, None)
         .await?
         .into_iter()
-        .map(|r| (r.sp.id.to_string(), r.sp.display_name))
+        .flat_map(|r| {
+            [
+                (r.sp.id.to_string(), r.sp.display_name.clone()),
+                (r.sp.app_id.to_string(), r.sp.display_name),
+            ]
+        })
         .collect())
 }
 
-pub async fn consents(State(sts): State<Sts>, headers: HeaderMap) -> Response {
-    let a = admin!(sts, headers);
+pub async fn consents(State(sts): State<Sts>, headers: HeaderMap) -> Reply {
+    let a = gate::admin(&sts, &headers).await?;
     let t = &a.tenant.id;
-    let names = tri!(principal_names(&sts, t).await);
-    let users = match user_names(&sts, t).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
+    let names = principal_names(&sts, t).await.map_err(page::internal)?;
+    let users = user_names(&sts, t).await?;
     // Who created each grant through Graph or the console: the directory audit's actor.
     let q = AuditQuery {
         tenant_id: Some(t.to_string()),
@@ -241,7 +252,11 @@ pub async fn consents(State(sts): State<Sts>, headers: HeaderMap) -> Response {
         limit: 10_000,
         ..Default::default()
     };
-    let granted_by: HashMap<String, String> = tri!(sts.store.audit_events(&q).await)
+    let granted_by: HashMap<String, String> = sts
+        .store
+        .audit_events(&q)
+        .await
+        .map_err(page::internal)?
         .into_iter()
         .filter(|e| {
             e.result == "succeeded"
@@ -251,7 +266,11 @@ pub async fn consents(State(sts): State<Sts>, headers: HeaderMap) -> Response {
         })
         .filter_map(|e| Some((e.target?, e.user_principal_name.unwrap_or_default())))
         .collect();
-    let rows = tri!(sts.store.grants(t).await)
+    let rows = sts
+        .store
+        .grants(t)
+        .await
+        .map_err(page::internal)?
         .into_iter()
         .map(|g| {
             let all = g.consent_type == "AllPrincipals";
@@ -278,14 +297,14 @@ pub async fn consents(State(sts): State<Sts>, headers: HeaderMap) -> Response {
             }
         })
         .collect();
-    page::html(
+    Ok(page::html(
         StatusCode::OK,
         &page::Consents {
             title: "Consents",
             chrome: Some(a.chrome()),
             rows,
         },
-    )
+    ))
 }
 
 fn user_row(u: User) -> UserRow {
@@ -307,20 +326,24 @@ fn user_row(u: User) -> UserRow {
     }
 }
 
-pub async fn users(State(sts): State<Sts>, headers: HeaderMap) -> Response {
-    let a = admin!(sts, headers);
-    let rows = tri!(sts.store.users(&a.tenant.id).await)
+pub async fn users(State(sts): State<Sts>, headers: HeaderMap) -> Reply {
+    let a = gate::admin(&sts, &headers).await?;
+    let rows = sts
+        .store
+        .users(&a.tenant.id)
+        .await
+        .map_err(page::internal)?
         .into_iter()
         .map(user_row)
         .collect();
-    page::html(
+    Ok(page::html(
         StatusCode::OK,
         &page::Users {
             title: "Users",
             chrome: Some(a.chrome()),
             rows,
         },
-    )
+    ))
 }
 
 /// The decisions the timeline filters on (`result` of an audit event).
@@ -335,12 +358,13 @@ const DECISIONS: [(&str, &str); 5] = [
 /// How many events one timeline page shows.
 const TIMELINE_LIMIT: i64 = 500;
 
-pub fn event_row(e: AuditEvent, names: &HashMap<String, String>) -> EventRow {
-    let name = |id: &Option<String>| {
-        id.as_ref()
-            .map(|i| names.get(i).cloned().unwrap_or_else(|| i.clone()))
-            .unwrap_or_default()
-    };
+/// An id as the console prints it: the directory's name, else the id.
+fn named<'a>(names: &'a HashMap<String, String>) -> impl Fn(&str) -> String + 'a {
+    |id| names.get(id).cloned().unwrap_or_else(|| id.to_string())
+}
+
+fn event_row(e: AuditEvent, names: &HashMap<String, String>) -> EventRow {
+    let who = agentid_directory::trail::of_sts_event(&e, &named(names));
     let source = e.category.clone().unwrap_or_else(|| "token".into());
     let what = match (&e.operation, &e.grant_type) {
         (Some(op), _) => op.clone(),
@@ -352,33 +376,19 @@ pub fn event_row(e: AuditEvent, names: &HashMap<String, String>) -> EventRow {
         refused: matches!(e.result.as_str(), "refused" | "deny" | "failed"),
         result: e.result.clone(),
         reason: e.error.clone().unwrap_or_default(),
-        agent: name(&e.agent_id),
-        user: e
-            .user_principal_name
-            .clone()
-            .or(e.user_id.clone())
-            .unwrap_or_default(),
-        uti: e.token_id.clone().filter(|u| {
-            !u.is_empty()
-                && u.len() <= 128
-                && u.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        }),
+        who,
+        uti: e.token_id.clone().filter(|u| valid_uti(u)),
         source,
         what,
     }
 }
 
 /// A gateway decision as a timeline row.
-pub fn gateway_row(
+fn gateway_row(
     g: agentid_directory::trail::GatewayEvent,
     names: &std::collections::HashMap<String, String>,
 ) -> EventRow {
-    let name = |id: &Option<String>| {
-        id.as_ref()
-            .map(|i| names.get(i).cloned().unwrap_or_else(|| i.clone()))
-            .unwrap_or_default()
-    };
+    let who = agentid_directory::trail::of_gateway_event(&g, &named(names));
     let what = [g.route.clone(), g.tool.clone().map(|t| format!("tool {t}"))]
         .into_iter()
         .flatten()
@@ -391,9 +401,16 @@ pub fn gateway_row(
         result: g.decision.clone(),
         what,
         reason: g.reason.clone().unwrap_or_default(),
-        agent: name(&g.agent_id),
-        user: g.user_upn.clone().or(g.user_id.clone()).unwrap_or_default(),
+        who,
         uti: g.token_id.clone().filter(|u| valid_uti(u)),
+    }
+}
+
+/// An event of the merged timeline (trail) as a row.
+pub fn trail_row(e: TrailEvent, names: &HashMap<String, String>) -> EventRow {
+    match e {
+        TrailEvent::Sts(e) => event_row(e, names),
+        TrailEvent::Gateway(g) => gateway_row(g, names),
     }
 }
 
@@ -417,8 +434,8 @@ pub fn parse_since(s: &str) -> Option<i64> {
         .map(|d| d.and_utc().timestamp())
 }
 
-pub async fn audit(State(sts): State<Sts>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    let a = admin!(sts, headers);
+pub async fn audit(State(sts): State<Sts>, headers: HeaderMap, RawQuery(q): RawQuery) -> Reply {
+    let a = gate::admin(&sts, &headers).await?;
     let p: HashMap<String, String> = q
         .as_deref()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
@@ -451,19 +468,12 @@ pub async fn audit(State(sts): State<Sts>, headers: HeaderMap, RawQuery(q): RawQ
         tenant_id: Some(a.tenant.id.to_string()),
         agent_id: nonempty(&f.agent),
         user: nonempty(&f.user),
+        blueprint_id: nonempty(&f.blueprint),
         result: nonempty(&f.decision),
         since,
         limit: TIMELINE_LIMIT,
         ..Default::default()
     };
-    let names = tri!(principal_names(&sts, &a.tenant.id).await);
-    // The STS's own events and the gateways' decisions (trail), newest first.
-    let mut timed: Vec<(i64, EventRow)> = tri!(sts.store.audit_events(&query).await)
-        .into_iter()
-        // The directory query has no blueprint filter; the page applies it.
-        .filter(|e| f.blueprint.is_empty() || e.blueprint_id.as_deref() == Some(&f.blueprint))
-        .map(|e| (e.time, event_row(e, &names)))
-        .collect();
     let gq = agentid_directory::trail::GatewayEventQuery {
         tenant_id: a.tenant.id.to_string(),
         agent: nonempty(&f.agent),
@@ -474,15 +484,23 @@ pub async fn audit(State(sts): State<Sts>, headers: HeaderMap, RawQuery(q): RawQ
         limit: TIMELINE_LIMIT,
         ..Default::default()
     };
-    timed.extend(
-        tri!(sts.store.gateway_events(&gq).await)
-            .into_iter()
-            .map(|g| (g.time, gateway_row(g, &names))),
+    let names = principal_names(&sts, &a.tenant.id)
+        .await
+        .map_err(page::internal)?;
+    // The STS's own events and the gateways' decisions (trail), newest first.
+    let (merged, ..) = merge_newest_first(
+        sts.store
+            .audit_events(&query)
+            .await
+            .map_err(page::internal)?,
+        sts.store
+            .gateway_events(&gq)
+            .await
+            .map_err(page::internal)?,
+        TIMELINE_LIMIT as usize,
     );
-    timed.sort_by_key(|e| std::cmp::Reverse(e.0));
-    timed.truncate(TIMELINE_LIMIT as usize);
-    let rows = timed.into_iter().map(|(_, r)| r).collect();
-    page::html(
+    let rows = merged.into_iter().map(|e| trail_row(e, &names)).collect();
+    Ok(page::html(
         StatusCode::OK,
         &page::Audit {
             title: "Audit timeline",
@@ -490,7 +508,7 @@ pub async fn audit(State(sts): State<Sts>, headers: HeaderMap, RawQuery(q): RawQ
             f,
             rows,
         },
-    )
+    ))
 }
 
 pub async fn stylesheet() -> Response {

@@ -7,7 +7,7 @@ use crate::graph::odata::GraphError;
 use crate::graph::reply::{GResult, Out, ok};
 use crate::graph::request::Req;
 use agentid_directory::audit::{AuditEvent, AuditQuery};
-use agentid_directory::trail::{GatewayEvent, GatewayEventQuery};
+use agentid_directory::trail::{GatewayEvent, GatewayEventQuery, TrailEvent};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -185,6 +185,7 @@ pub(crate) async fn query(req: &Req<'_>, c: &Caller) -> GResult<Out> {
                 category: id_param("category")?,
                 blueprint_id: blueprint.clone(),
                 allowed,
+                token_id: None,
                 before: cursor.s.clone(),
                 limit: top + 1,
             })
@@ -212,36 +213,26 @@ pub(crate) async fn query(req: &Req<'_>, c: &Caller) -> GResult<Out> {
         Vec::new()
     };
     let more = sts_events.len() as i64 > top || gw_events.len() as i64 > top;
-    let (mut si, mut gi) = (0, 0);
-    let mut items = Vec::new();
-    let mut next = Cursor {
-        s: cursor.s,
-        g: cursor.g,
-    };
-    while (items.len() as i64) < top {
-        let s = sts_events.get(si);
-        let g = gw_events.get(gi);
-        let take_sts = match (s, g) {
-            (None, None) => break,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some(s), Some(g)) => s.time >= g.time,
-        };
-        if take_sts {
-            let e = &sts_events[si];
-            si += 1;
-            next.s = Some((e.time, e.id.clone()));
-            let mut v = serde_json::to_value(e).map_err(GraphError::internal)?;
-            v["source"] = json!("sts");
-            items.push(v);
-        } else {
-            let e = &gw_events[gi];
-            gi += 1;
-            next.g = Some((e.time, e.event_id.clone()));
-            items.push(gateway_json(e));
+    let (n_sts, n_gw) = (sts_events.len(), gw_events.len());
+    let (merged, si, gi) =
+        agentid_directory::trail::merge_newest_first(sts_events, gw_events, top as usize);
+    let mut next = cursor;
+    let mut items = Vec::with_capacity(merged.len());
+    for e in merged {
+        match e {
+            TrailEvent::Sts(e) => {
+                next.s = Some((e.time, e.id.clone()));
+                let mut v = serde_json::to_value(&e).map_err(GraphError::internal)?;
+                v["source"] = json!("sts");
+                items.push(v);
+            }
+            TrailEvent::Gateway(e) => {
+                next.g = Some((e.time, e.event_id.clone()));
+                items.push(gateway_json(&e));
+            }
         }
     }
-    let left = si < sts_events.len() || gi < gw_events.len();
+    let left = si < n_sts || gi < n_gw;
     let mut body = json!({"@odata.context": req.context("auditEvents"), "value": items});
     if more || left {
         let token =

@@ -2,6 +2,9 @@
 //! from the testkit, and the gateway started in-process on port 0.
 #![allow(dead_code)]
 
+pub mod mcp_oauth;
+pub mod ship;
+
 use agentid_testkit::{Chain, Db, TestSts};
 use serde_json::{Value, json};
 
