@@ -354,6 +354,22 @@ impl RequestTarget {
             .map_err(|_| PathError::Unstable)
     }
 
+    /// The upstream URI `{scheme}://{authority}{path}[?{query}]` for the hyper client, refused
+    /// unless `http`'s parser kept path and query byte for byte (as [`Self::upstream_url`]).
+    pub fn upstream_uri(&self, scheme: &str, authority: &str) -> Result<http::Uri, PathError> {
+        let uri = http::Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(self.path_and_query())
+            .build()
+            .map_err(|_| PathError::Unstable)?;
+        let query = self.query.as_ref().map(CanonicalQuery::as_str);
+        if uri.path() != self.path.as_str() || uri.query() != query {
+            return Err(PathError::Unstable);
+        }
+        Ok(uri)
+    }
+
     /// The upstream URL `{scheme}://{authority}{path}[?{query}]`, refused unless the URL parser
     /// kept path and query byte for byte.
     pub fn upstream_url(&self, scheme: &str, authority: &str) -> Result<url::Url, PathError> {
