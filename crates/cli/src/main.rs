@@ -26,6 +26,19 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// With the `jemalloc` feature (and not `mimalloc`), jemalloc (docs/performance.md §6).
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings, read once when it starts (`_RJEM_MALLOC_CONF` in the environment
+/// overrides them): a background thread returns freed pages to the system within a second
+/// (`dirty_decay_ms`) instead of on later allocations, and they are released at once
+/// (`muzzy_decay_ms:0`, `MADV_DONTNEED`), so memory freed after a burst leaves the resident set.
+#[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+
 #[derive(Parser)]
 #[command(
     name = "agentid",

@@ -476,6 +476,19 @@ mod tests {
     }
 
     #[test]
+    fn upstream_uri_keeps_the_path_or_refuses() {
+        let t = RequestTarget::parse("/a/%C3%A9/b?x='1'").unwrap();
+        let uri = t.upstream_uri("http", "127.0.0.1:9").unwrap();
+        assert_eq!(uri.path(), "/a/%C3%A9/b");
+        assert_eq!(uri.query(), Some("x=%271%27"));
+        assert_eq!(uri.authority().unwrap().as_str(), "127.0.0.1:9");
+        // An authority that would carry a path, a query or a space is refused, as is none.
+        for bad in ["127.0.0.1:9/x", "a b:9", "127.0.0.1:9?q", ""] {
+            assert!(t.upstream_uri("http", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn upstream_url_keeps_the_path() {
         let t = RequestTarget::parse("/a/%C3%A9/b?x='1'").unwrap();
         let url = t.upstream_url("http", "127.0.0.1:9").unwrap();
