@@ -20,13 +20,14 @@ mod up;
 
 use clap::{Parser, Subcommand};
 
-/// With the `mimalloc` feature, mimalloc instead of the system allocator: cheaper per-request
-/// allocation, more resident memory (docs/performance.md §6).
+/// With the `mimalloc` feature, mimalloc: cheap allocation, but the most resident memory
+/// (docs/performance.md §6).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// With the `jemalloc` feature (and not `mimalloc`), jemalloc (docs/performance.md §6).
+/// With the `jemalloc` feature (the default) and not `mimalloc`, jemalloc: allocation about as
+/// cheap as mimalloc's, resident memory close to the system allocator's (docs/performance.md §6).
 #[cfg(all(feature = "jemalloc", not(feature = "mimalloc")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
