@@ -11,7 +11,7 @@ use crate::exchange::Exchange;
 use crate::host::{authority, strip_port};
 use crate::reply::{Failure, Reply};
 use crate::request_path::{PathError, RequestTarget};
-use crate::upstream::{end_to_end_headers, error_chain, stream_response};
+use crate::upstream::{Destination, SendError, end_to_end_headers};
 use http::{HeaderMap, HeaderValue, Request, header};
 use hyper::body::Incoming;
 use std::time::Instant;
@@ -24,10 +24,12 @@ pub async fn http(
     port: u16,
     req: Request<Incoming>,
 ) -> Result<Reply, Failure> {
-    let tls = ctx.policy.tls.is_some();
     let (parts, incoming) = req.into_parts();
-    let url = rewrite_path(ctx)?
-        .upstream_url(if tls { "https" } else { "http" }, &authority(host, port))?;
+    let to = Destination::new(
+        ctx.policy.tls.as_ref(),
+        &rewrite_path(ctx)?,
+        &authority(host, port),
+    )?;
     let mut headers = request_headers(ctx, ex, &parts.headers, host, port, |_| {});
     let credential = backend_auth::apply(
         ctx.gw,
@@ -39,26 +41,14 @@ pub async fn http(
     )
     .await
     .map_err(GatewayError::from)?;
-    let client = ctx
-        .gw
-        .clients
-        .get(ctx.policy.tls.as_deref())
-        .map_err(GatewayError::UpstreamClient)?;
-    // Streamed as it arrives, with its size: a body of known length goes upstream with
-    // `Content-Length` (not re-chunked), an empty one as none.
-    let body = reqwest::Body::wrap(incoming);
     let upstream_start = Instant::now();
-    let send = client
-        .request(parts.method.clone(), url)
-        .headers(headers)
-        .body(body)
-        .send();
+    let send = ctx.gw.clients.send(to, parts.method, headers, incoming);
     let header_timeout = ctx
         .route
         .policies
         .backend_request_timeout
         .unwrap_or(ctx.snap.settings.timeouts.http_response_headers);
-    let upstream_resp = match tokio::time::timeout(header_timeout, send).await {
+    let resp = match tokio::time::timeout(header_timeout, send).await {
         Err(_) => {
             let e = GatewayError::UpstreamTimeout {
                 upstream: "upstream",
@@ -66,17 +56,17 @@ pub async fn http(
             };
             return Err(Failure::upstream(e, credential));
         }
-        Ok(Err(e)) => {
+        Ok(Err(SendError::Client(e))) => return Err(GatewayError::UpstreamClient(e).into()),
+        Ok(Err(SendError::Failed(cause))) => {
             let e = GatewayError::UpstreamFailed {
                 upstream: format!("upstream {}", authority(host, port)),
-                cause: error_chain(&e),
+                cause,
             };
             return Err(Failure::upstream(e, credential));
         }
         Ok(Ok(r)) => r,
     };
-    let status = upstream_resp.status();
-    let resp = stream_response(upstream_resp);
+    let status = resp.status();
     let mut event = ex.event("http", status.as_u16());
     event.upstream = Some(UpstreamPart {
         target: Some(ctx.backend.name.clone()),

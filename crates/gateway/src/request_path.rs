@@ -354,6 +354,22 @@ impl RequestTarget {
             .map_err(|_| PathError::Unstable)
     }
 
+    /// The upstream URI `{scheme}://{authority}{path}[?{query}]` for the hyper client, refused
+    /// unless `http`'s parser kept path and query byte for byte (as [`Self::upstream_url`]).
+    pub fn upstream_uri(&self, scheme: &str, authority: &str) -> Result<http::Uri, PathError> {
+        let uri = http::Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(self.path_and_query())
+            .build()
+            .map_err(|_| PathError::Unstable)?;
+        let query = self.query.as_ref().map(CanonicalQuery::as_str);
+        if uri.path() != self.path.as_str() || uri.query() != query {
+            return Err(PathError::Unstable);
+        }
+        Ok(uri)
+    }
+
     /// The upstream URL `{scheme}://{authority}{path}[?{query}]`, refused unless the URL parser
     /// kept path and query byte for byte.
     pub fn upstream_url(&self, scheme: &str, authority: &str) -> Result<url::Url, PathError> {
@@ -457,6 +473,19 @@ mod tests {
         let slash = CanonicalPath::parse("/llm/").unwrap();
         assert_eq!(slash.replace_prefix("/llm", "/v1").unwrap().0, "/v1/");
         assert_eq!(slash.replace_prefix("/llm", "").unwrap().0, "/");
+    }
+
+    #[test]
+    fn upstream_uri_keeps_the_path_or_refuses() {
+        let t = RequestTarget::parse("/a/%C3%A9/b?x='1'").unwrap();
+        let uri = t.upstream_uri("http", "127.0.0.1:9").unwrap();
+        assert_eq!(uri.path(), "/a/%C3%A9/b");
+        assert_eq!(uri.query(), Some("x=%271%27"));
+        assert_eq!(uri.authority().unwrap().as_str(), "127.0.0.1:9");
+        // An authority that would carry a path, a query or a space is refused, as is none.
+        for bad in ["127.0.0.1:9/x", "a b:9", "127.0.0.1:9?q", ""] {
+            assert!(t.upstream_uri("http", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -89,6 +89,12 @@ impl Spool {
             buf.extend_from_slice(l.as_bytes());
             buf.push(b'\n');
         }
+        self.append_framed(&buf)
+    }
+
+    /// [`Spool::append`] of lines already newline-terminated in one buffer (the audit writer
+    /// reuses its buffer from batch to batch).
+    pub fn append_framed(&self, buf: &[u8]) -> io::Result<()> {
         if buf.is_empty() {
             return Ok(());
         }
@@ -113,7 +119,7 @@ impl Spool {
         let Some(a) = active.as_mut() else {
             return Err(io::Error::other("no active segment"));
         };
-        a.file.write_all(&buf)?;
+        a.file.write_all(buf)?;
         a.file.sync_data()?;
         a.size += buf.len() as u64;
         let current = a.segment;
