@@ -140,8 +140,8 @@ both_backends!(registration_policy_and_metadata, |db: Db| async move {
     sts.stop().await;
 });
 
-/// The tenant file's `mcpClients` (docs/tenant-file.md §3): applied, read back, applied again
-/// without changes, and a bad key or value named by its path.
+// The tenant file's `mcpClients` (docs/tenant-file.md §3): applied, read back, applied again
+// without changes, and a bad key or value named by its path.
 both_backends!(tenant_file_mcp_clients, |db: Db| async move {
     use agentid_directory::mcp_clients::MetadataDocumentMode;
     use agentid_directory::tenant_file::{TenantFile, apply};
@@ -172,7 +172,7 @@ both_backends!(tenant_file_mcp_clients, |db: Db| async move {
             .protected_resource(&tid, "https://gw.example/mcp")
             .await
             .unwrap(),
-        Some(MCP_APP.parse().unwrap())
+        Some(sts.id("applications", "mcp-server").parse().unwrap())
     );
     let (_, asm) = sts
         .get_json(&format!(
@@ -228,5 +228,41 @@ both_backends!(tenant_file_mcp_clients, |db: Db| async move {
         assert!(e.starts_with(path), "{k}: {e}");
     }
     assert_eq!(store.metadata_document_policy(&tid).await.unwrap(), docs);
+
+    // A document URL's application: made once, found again, recorded both ways.
+    let url = "https://mcp.example.com/client.json";
+    let uris = [agentid_directory::applications::RedirectUri::parse(
+        "http://127.0.0.1/cb",
+        agentid_directory::applications::RedirectPlatform::PublicClient,
+    )
+    .unwrap()];
+    let a = store
+        .ensure_metadata_document_client(&tid, url, "c (unverified, mcp.example.com)", &uris, 1)
+        .await
+        .unwrap();
+    let b = store
+        .ensure_metadata_document_client(&tid, url, "c (unverified, mcp.example.com)", &uris, 2)
+        .await
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(
+        store.metadata_document_client(&tid, url).await.unwrap(),
+        Some(a)
+    );
+    assert_eq!(
+        store
+            .metadata_document_url(&tid, &a)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(url)
+    );
+    assert!(
+        store
+            .service_principal_by_app_id(&tid, &a)
+            .await
+            .unwrap()
+            .is_some()
+    );
     sts.stop().await;
 });
