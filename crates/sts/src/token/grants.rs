@@ -153,7 +153,7 @@ async fn t1(
     })
 }
 
-/// T2 and T2′ (§7.3): the agent acting as itself.
+/// T2 and T2′ (sts.md §7.3): the agent acting as itself.
 async fn agent_app(req: &TokenRequest<'_>, client: &Client, scope: &str) -> OAuthResult<Issued> {
     let param = scope::parse(scope)?;
     if !param.is_default() || !param.oidc.is_empty() {
