@@ -183,7 +183,6 @@ both_backends!(
         let seen = hot.view(&store).await.expect("view");
         let g = seen.generation().expect("a generation");
         assert!(enabled(&seen.client(&tenant, &bp).await.expect("client")));
-        drop(seen);
 
         // Another process disables the blueprint (the write commits).
         let other = Store::connect(&sts.db.url).await.expect("second store");
