@@ -204,11 +204,20 @@ pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
         // Node compiles its hot paths as they run: one second of warm-up, not measured.
         bench_tools::wrk(wrk, &p.token_url(), &peer_script, 2, a.concurrency, 1).await?;
     }
+    // The STS's CPU seconds per token (this process is the STS; wrk and the peer are not in
+    // it): tokens per CPU second, unlike tokens/s, do not depend on what else the machine runs.
+    let mut per_cpu = Vec::new();
     for _ in 0..rounds {
         match &wrk {
             Some(wrk) => {
+                let cpu0 = sts_peers::process_cpu();
                 let run =
                     bench_tools::wrk(wrk, &url, &script, 2, a.concurrency, a.duration).await?;
+                if let (Some(c0), Some(c1)) = (cpu0, sts_peers::process_cpu())
+                    && c1 > c0
+                {
+                    per_cpu.push(run.rps * a.duration as f64 / (c1 - c0).as_secs_f64());
+                }
                 ours.push(run.rps);
                 if let Some(p) = &peer {
                     let run = bench_tools::wrk(
@@ -234,6 +243,7 @@ pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
     let peak_rss = peak.load(Ordering::Relaxed);
     drop(peer);
     let throughput = bench_tools::median(ours);
+    let tokens_per_cpu = (!per_cpu.is_empty()).then(|| bench_tools::median(per_cpu));
     let peer_rate = (!theirs.is_empty()).then(|| bench_tools::median(theirs));
 
     // 3. Latencies: T1→T2 (both legs) and OBO, one request at a time.
@@ -364,6 +374,12 @@ pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
     println!(
         "  ratio throughput / (best signer × cores): {ratio:.2} (target ≥ 0.50 on SQLite, ≥ 0.40 on PostgreSQL)"
     );
+    if let Some(t) = tokens_per_cpu {
+        println!(
+            "  tokens per CPU second of the STS process: {t:.0} ({:.2} of the best signer's signatures per CPU second)",
+            t / best.1
+        );
+    }
     println!(
         "T1→T2 latency (two requests):           p50 {:.2} ms  p99 {:.2} ms (target p99 < 5)",
         pct(&t1t2, 0.5),
@@ -421,6 +437,7 @@ pub async fn run(mut a: BenchArgs) -> anyhow::Result<()> {
                 "tokensPerSecond": throughput,
                 "peerTokensPerSecond": peer_rate,
                 "ratioToBestSignerTimesCores": ratio,
+                "tokensPerCpuSecond": tokens_per_cpu,
                 "t1t2Ms": {"p50": pct(&t1t2, 0.5), "p99": pct(&t1t2, 0.99)},
                 "oboMs": {"p50": pct(&obo, 0.5), "p99": pct(&obo, 0.99)},
             }),

@@ -83,59 +83,89 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
+/// Appends `event`'s 36 values, in [`COLS`] order, to a query: the one place an audit row's
+/// values are bound (the single insert and the group commit of `audit_writer` both use it).
+pub(crate) fn bind_row<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    e: &'q AuditEvent,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(&e.id)
+        .bind(e.time)
+        .bind(&e.tenant_id)
+        .bind(&e.replica)
+        .bind(&e.endpoint)
+        .bind(&e.grant_type)
+        .bind(&e.client_id)
+        .bind(&e.client_kind)
+        .bind(&e.agent_id)
+        .bind(&e.blueprint_id)
+        .bind(&e.user_id)
+        .bind(&e.user_principal_name)
+        .bind(&e.credential_type)
+        .bind(&e.credential_id)
+        .bind(&e.federated_issuer)
+        .bind(&e.federated_subject)
+        .bind(&e.resource)
+        .bind(&e.audience)
+        .bind(&e.scopes_requested)
+        .bind(&e.scopes_granted)
+        .bind(&e.roles)
+        .bind(&e.result)
+        .bind(&e.error)
+        .bind(e.error_code)
+        .bind(&e.token_id)
+        .bind(e.token_expires_at)
+        .bind(&e.refresh_family_id)
+        .bind(&e.source_ip)
+        .bind(&e.user_agent)
+        .bind(&e.correlation_id)
+        .bind(&e.trace_id)
+        .bind(&e.category)
+        .bind(&e.operation)
+        .bind(&e.target)
+        .bind(&e.parent_uti)
+        .bind(&e.parent_kind)
+}
+
+/// Values per audit row in [`bind_row`].
+pub(crate) const ROW_VALUES: usize = 36;
+
 impl AuditEvent {
+    /// Writes the event inside the caller's transaction (with the state change it describes).
+    /// Events that stand alone go through [`Store::insert_audit`] instead.
     pub async fn insert(&self, conn: &mut AnyConnection) -> Result<()> {
-        let placeholders: Vec<String> = (1..=36).map(|i| format!("${i}")).collect();
-        sqlx::query(&format!(
-            "INSERT INTO audit_events ({COLS}) VALUES ({})",
-            placeholders.join(", ")
-        ))
-        .bind(&self.id)
-        .bind(self.time)
-        .bind(&self.tenant_id)
-        .bind(&self.replica)
-        .bind(&self.endpoint)
-        .bind(&self.grant_type)
-        .bind(&self.client_id)
-        .bind(&self.client_kind)
-        .bind(&self.agent_id)
-        .bind(&self.blueprint_id)
-        .bind(&self.user_id)
-        .bind(&self.user_principal_name)
-        .bind(&self.credential_type)
-        .bind(&self.credential_id)
-        .bind(&self.federated_issuer)
-        .bind(&self.federated_subject)
-        .bind(&self.resource)
-        .bind(&self.audience)
-        .bind(&self.scopes_requested)
-        .bind(&self.scopes_granted)
-        .bind(&self.roles)
-        .bind(&self.result)
-        .bind(&self.error)
-        .bind(self.error_code)
-        .bind(&self.token_id)
-        .bind(self.token_expires_at)
-        .bind(&self.refresh_family_id)
-        .bind(&self.source_ip)
-        .bind(&self.user_agent)
-        .bind(&self.correlation_id)
-        .bind(&self.trace_id)
-        .bind(&self.category)
-        .bind(&self.operation)
-        .bind(&self.target)
-        .bind(&self.parent_uti)
-        .bind(&self.parent_kind)
-        .execute(conn)
-        .await?;
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let placeholders: Vec<String> = (1..=ROW_VALUES).map(|i| format!("${i}")).collect();
+            format!(
+                "INSERT INTO audit_events ({COLS}) VALUES ({})",
+                placeholders.join(", ")
+            )
+        });
+        bind_row(sqlx::query(SQL.as_str()), self)
+            .execute(conn)
+            .await?;
         Ok(())
     }
 }
 
 impl Store {
+    /// Writes an event that stands alone (a refusal, an issuance with nothing else to commit),
+    /// durably before it returns: it is group-committed with concurrent events
+    /// (docs/performance.md §3.2).
     pub async fn insert_audit(&self, event: &AuditEvent) -> Result<()> {
-        let mut conn = self.pool().acquire().await?;
-        event.insert(&mut conn).await
+        self.audit_writer()
+            .write(event.clone(), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Store::insert_audit`], written only if the directory generation is still
+    /// `generation` when the row is inserted (docs/performance.md §3.1): `Ok(false)` means the
+    /// directory changed and nothing was written.
+    pub async fn insert_audit_at(&self, event: &AuditEvent, generation: u64) -> Result<bool> {
+        self.audit_writer()
+            .write(event.clone(), Some(generation))
+            .await
     }
 
     /// Newest first.

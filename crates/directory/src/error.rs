@@ -14,6 +14,9 @@ pub enum DirectoryError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    /// The audit group commit failed or stopped (`audit_writer`); the events were not written.
+    #[error("audit write failed: {0}")]
+    AuditWrite(String),
 }
 
 impl DirectoryError {

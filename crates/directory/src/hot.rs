@@ -8,6 +8,11 @@
 //! entry is read after its generation was observed, so it is never older than that generation;
 //! any later write bumps the generation and the entry is no longer used. The caches are bounded
 //! (each map is emptied when full).
+//!
+//! The token path can skip even that round trip ([`HotReads::assumed_view`]): it decides at the
+//! newest generation this process has seen and writes its audit row only if the generation is
+//! still that one at the insert (`Store::insert_audit_at`); if it moved, the request is decided
+//! again at a generation read afresh. The rule and why it holds: docs/performance.md §3.1.
 
 use crate::error::Result;
 use crate::model::{PasswordCredential, Resource, Tenant};
@@ -15,6 +20,7 @@ use crate::queries::ClientRecord;
 use crate::store::Store;
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
@@ -60,6 +66,8 @@ pub struct HotReads {
     secrets: Tagged<Uuid, Arc<Vec<PasswordCredential>>>,
     resources: Tagged<(Uuid, String), Option<Resource>>,
     roles: Tagged<(Uuid, Uuid), Arc<Vec<Uuid>>>,
+    /// The newest generation this process has read, plus one (0: none yet).
+    known: AtomicU64,
 }
 
 impl Default for HotReads {
@@ -76,6 +84,7 @@ impl HotReads {
             secrets: Tagged::new(),
             resources: Tagged::new(),
             roles: Tagged::new(),
+            known: AtomicU64::new(0),
         }
     }
 }
@@ -86,19 +95,57 @@ pub struct View<'a> {
     store: &'a Store,
     hot: Option<&'a HotReads>,
     generation: u64,
+    /// [`READ`], [`ASSUMED`] or [`STALE`]; atomic because a request's futures share the view.
+    basis: AtomicU8,
+}
+
+/// The generation was read from the database during this request (or is a direct view's).
+const READ: u8 = 0;
+/// The generation is the newest this process had seen: the decision stands only if the
+/// generation is the same when its audit row is written ([`View::condition`]).
+const ASSUMED: u8 = 1;
+/// The directory moved since the assumed generation: decide the request again.
+const STALE: u8 = 2;
+
+async fn read_generation(store: &Store) -> Result<u64> {
+    let (n,): (i64,) = sqlx::query_as("SELECT n FROM directory_generation WHERE id = 1")
+        .fetch_one(store.pool())
+        .await?;
+    Ok(n as u64)
 }
 
 impl HotReads {
     /// Reads the directory generation (one round trip) for a request's cached reads.
     pub async fn view<'a>(&'a self, store: &'a Store) -> Result<View<'a>> {
-        let (n,): (i64,) = sqlx::query_as("SELECT n FROM directory_generation WHERE id = 1")
-            .fetch_one(store.pool())
-            .await?;
+        let generation = read_generation(store).await?;
+        self.saw(generation);
         Ok(View {
             store,
             hot: Some(self),
-            generation: n as u64,
+            generation,
+            basis: AtomicU8::new(READ),
         })
+    }
+
+    /// A view at the newest generation this process has seen, without a round trip (the first
+    /// request reads it). Its decision is provisional: the caller writes the audit row with
+    /// [`View::condition`] and decides again with [`HotReads::view`] if the row was refused, and
+    /// calls [`View::confirm`] before any write it could not take back.
+    pub async fn assumed_view<'a>(&'a self, store: &'a Store) -> Result<View<'a>> {
+        match self.known.load(Ordering::Acquire) {
+            0 => self.view(store).await,
+            plus_one => Ok(View {
+                store,
+                hot: Some(self),
+                generation: plus_one - 1,
+                basis: AtomicU8::new(ASSUMED),
+            }),
+        }
+    }
+
+    fn saw(&self, generation: u64) {
+        self.known
+            .fetch_max(generation.saturating_add(1), Ordering::AcqRel);
     }
 }
 
@@ -109,6 +156,7 @@ impl Store {
             store: self,
             hot: None,
             generation: 0,
+            basis: AtomicU8::new(READ),
         }
     }
 }
@@ -121,6 +169,35 @@ impl View<'_> {
 
     pub fn store(&self) -> &Store {
         self.store
+    }
+
+    /// The generation the audit row of this view's decision must be written at
+    /// (`Store::insert_audit_at`): `Some` while the generation is only assumed.
+    pub fn condition(&self) -> Option<u64> {
+        (self.basis.load(Ordering::Acquire) == ASSUMED).then_some(self.generation)
+    }
+
+    /// Establishes an assumed generation with one read, before a write the request could not
+    /// take back if it had to be decided again (recording a client assertion's `jti`). `false`:
+    /// the directory moved, the view is stale and the request must be decided again.
+    pub async fn confirm(&self) -> Result<bool> {
+        if self.basis.load(Ordering::Acquire) != ASSUMED {
+            return Ok(!self.is_stale());
+        }
+        let now = read_generation(self.store).await?;
+        if let Some(hot) = self.hot {
+            hot.saw(now);
+        }
+        // Equal: nothing was written to the watched tables since the generation was first seen,
+        // so every entry read under it is the directory as it is now.
+        let basis = if now == self.generation { READ } else { STALE };
+        self.basis.store(basis, Ordering::Release);
+        Ok(basis == READ)
+    }
+
+    /// Whether [`View::confirm`] found the directory moved.
+    pub fn is_stale(&self) -> bool {
+        self.basis.load(Ordering::Acquire) == STALE
     }
 
     /// The cached value for `key`, else `read`'s, remembered under this view's generation.

@@ -77,6 +77,9 @@ impl SessionLock {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The group commit of stand-alone audit events, shared by every clone
+    /// (docs/performance.md §3.2).
+    audit: std::sync::Arc<crate::audit_writer::AuditWriter>,
 }
 
 impl std::fmt::Debug for Store {
@@ -136,7 +139,11 @@ impl Store {
             }
         };
         MIGRATOR.run(&pool).await?;
-        let store = Self { pool, backend };
+        let store = Self {
+            audit: std::sync::Arc::new(crate::audit_writer::AuditWriter::new(pool.clone())),
+            pool,
+            backend,
+        };
         store.install_generation_triggers().await?;
         Ok(store)
     }
@@ -193,6 +200,10 @@ impl Store {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub(crate) fn audit_writer(&self) -> &crate::audit_writer::AuditWriter {
+        &self.audit
     }
 
     /// A transaction that will write. On SQLite it takes the write lock at `BEGIN`

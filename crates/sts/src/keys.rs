@@ -108,6 +108,9 @@ pub struct LoadedKey {
     signing: TokenSigningKey,
     pub decoding: DecodingKey,
     pub jwk: Jwk,
+    /// The public key for the shared verifier, built once when the key is loaded rather than
+    /// from the JWK on every token presented back (T1, OBO assertions, Graph bearers).
+    pub verification: Option<Arc<agentid_claims::verify::VerificationKey>>,
     pub publish_at: i64,
     pub activate_at: i64,
     pub retired_at: Option<i64>,
@@ -356,12 +359,16 @@ fn load_row(master: &MasterKey, row: &SigningKeyRow) -> Result<LoadedKey, KeyErr
     let decoding = jwk
         .decoding_key()
         .ok_or_else(|| corrupt("public JWK is not usable".into()))?;
+    let verification = agentid_claims::verify::VerificationKey::from_jwk(&jwk)
+        .ok()
+        .map(Arc::new);
     Ok(LoadedKey {
         kid: row.kid.clone(),
         alg,
         signing,
         decoding,
         jwk,
+        verification,
         publish_at: row.publish_at,
         activate_at: row.activate_at,
         retired_at: row.retired_at,

@@ -6,18 +6,17 @@ use crate::keys::KeyRing;
 use crate::state::StsState;
 use agentid_claims::UnverifiedJwt;
 use agentid_claims::verify::{
-    Alg, Audiences, Issuers, KeyLookup, KeyMatch, TokenUse, VerificationKey, Verifier, VerifyError,
+    Alg, Audiences, Issuers, KeyLookup, KeyMatch, TokenUse, Verifier, VerifyError,
 };
 use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value};
-use std::sync::Arc;
 use uuid::Uuid;
 
 /// The algorithms this STS signs with.
 pub const OWN_ALGORITHMS: [Alg; 2] = [Alg::RS256, Alg::ES256];
 
 /// The published keys of one tenant at one instant: `KeyRing::verifier(tenant, kid, now)`,
-/// each key's public JWK made a [`VerificationKey`].
+/// each key's verification key (built when the key ring loaded it).
 pub struct OwnKeys<'a> {
     pub ring: &'a KeyRing,
     pub tenant: Uuid,
@@ -35,10 +34,7 @@ impl KeyLookup for OwnKeys<'_> {
                 reason: e.to_string(),
             })?;
         Ok(KeyMatch {
-            keys: keys
-                .iter()
-                .filter_map(|k| VerificationKey::from_jwk(&k.jwk).ok().map(Arc::new))
-                .collect(),
+            keys: keys.iter().filter_map(|k| k.verification.clone()).collect(),
             issuers: Vec::new(),
         })
     }

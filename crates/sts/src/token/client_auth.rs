@@ -471,6 +471,11 @@ async fn verify_private_key_jwt(
         .str_claim("jti")
         .ok_or_else(|| OAuthError::missing_claim("jti"))?;
     let exp = jwt.time_claim("exp").unwrap_or(now);
+    // Recording the jti cannot be taken back if the request were decided again: establish the
+    // directory generation first (docs/performance.md §3.1).
+    if !req.view.confirm().await.map_err(super::internal)? {
+        return Err(OAuthError::server_error());
+    }
     let fresh = req
         .sts
         .store

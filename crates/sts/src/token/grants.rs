@@ -105,14 +105,16 @@ async fn t1(
     }
     let agent_id = agentid_claims::guid::parse(fmi_path)
         .ok_or_else(|| OAuthError::unknown_client(fmi_path, req.tenant.name()))?;
-    let agent = req
-        .sts
-        .store
-        .service_principal_by_app_id(&req.tenant.id, &agent_id)
+    // The agent identity through the request's view (cached, docs/performance.md §3.1).
+    let agent = match req
+        .view
+        .client(&req.tenant.id, &agent_id)
         .await
         .map_err(internal)?
-        .filter(|sp| sp.kind == agentid_directory::model::SpKind::AgentIdentity)
-        .ok_or_else(|| OAuthError::unknown_client(fmi_path, req.tenant.name()))?;
+    {
+        Some(agentid_directory::queries::ClientRecord::Agent { agent, .. }) => agent,
+        _ => return Err(OAuthError::unknown_client(fmi_path, req.tenant.name())),
+    };
     req.audit_agent(&agent.app_id, Some(&client.app_id));
     if agent.blueprint_app_id != Some(client.app_id) {
         return Err(OAuthError::agent_protocol(format!(
@@ -151,7 +153,7 @@ async fn t1(
     })
 }
 
-/// T2 and T2′ (§7.3): the agent acting as itself.
+/// T2 and T2′ (sts.md §7.3): the agent acting as itself.
 async fn agent_app(req: &TokenRequest<'_>, client: &Client, scope: &str) -> OAuthResult<Issued> {
     let param = scope::parse(scope)?;
     if !param.is_default() || !param.oidc.is_empty() {

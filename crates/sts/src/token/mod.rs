@@ -179,15 +179,15 @@ async fn form_endpoint(
     let (parts, body) = req.into_parts();
     let addr = parts.extensions.get::<ClientAddr>().copied();
     let ctx = RequestContext::new(&parts.headers, parts.uri.query(), addr);
-    let audit = Mutex::new(sts.audit_event(
+    let first_event = sts.audit_event(
         &ctx,
         if endpoint == Endpoint::Token {
             "token"
         } else {
             "devicecode"
         },
-    ));
-    let result = async {
+    );
+    let form = async {
         check_content_type(
             parts
                 .headers
@@ -201,86 +201,161 @@ async fn form_endpoint(
                     "The request body is larger than 64 KiB or could not be read.",
                 )
             })?;
-        let form = Form::parse(&bytes)?;
-        // One round trip: the directory generation; the reads below come from the cache
-        // unless the directory changed since they were made.
-        let view = sts.hot.view(&sts.store).await.map_err(internal)?;
-        let tenant = view
-            .tenant_by_segment(&segment)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| OAuthError::unknown_tenant(&segment))?;
-        if let Ok(mut a) = audit.lock() {
-            a.tenant_id = Some(tenant.id.to_string());
-            a.scopes_requested = form.get("scope").map(str::to_string);
-        }
-        let req = TokenRequest {
-            sts: &sts,
-            ctx: &ctx,
-            tenant: &tenant,
-            form: &form,
-            headers: &parts.headers,
-            view: &view,
-            audit: &audit,
-        };
-        if endpoint == Endpoint::DeviceCode {
-            return device::authorize(&req).await;
-        }
-        let grant = form.require("grant_type")?.to_string();
-        if let Ok(mut a) = audit.lock() {
-            a.grant_type = Some(grant.clone());
-        }
-        match grant.as_str() {
-            "client_credentials" => grants::client_credentials(&req).await,
-            "urn:ietf:params:oauth:grant-type:jwt-bearer" => grants::on_behalf_of(&req).await,
-            "refresh_token" => grants::refresh_token(&req).await,
-            "password" => grants::password(&req).await,
-            "user_fic" => grants::user_fic(&req).await,
-            "authorization_code" => code::redeem(&req).await,
-            "urn:ietf:params:oauth:grant-type:device_code" | "device_code" => {
-                device::redeem(&req).await
-            }
-            g if GRANTS.contains(&g) => Err(OAuthError::unsupported_grant(g)),
-            g => Err(OAuthError::unsupported_grant(g)),
-        }
+        Form::parse(&bytes)
     }
     .await;
-    let mut event = audit.into_inner().unwrap_or_default();
-    match result {
-        Ok(issued) => match commit(&sts, &issued, &mut event).await {
-            Ok(()) => {
-                let mut resp = axum::Json(issued.body).into_response();
-                ctx.decorate(&mut resp, true);
-                resp
-            }
-            Err(e) => {
-                let err = internal(e);
-                refuse(&sts, &ctx, &mut event, &err).await;
-                ctx.error_response(&sts.base, &err)
-            }
-        },
+    let form = match form {
+        Ok(form) => form,
         Err(err) => {
-            refuse(&sts, &ctx, &mut event, &err).await;
-            ctx.error_response(&sts.base, &err)
+            let mut event = first_event;
+            refuse(&sts, &ctx, &mut event, &err, None).await;
+            return ctx.error_response(&sts.base, &err);
+        }
+    };
+    // client_credentials decides at the directory generation this process last saw, without
+    // reading it, and its audit row is written only if the generation has not moved; if it
+    // has, the request is decided again at a generation read afresh (docs/performance.md §3.1).
+    // The other grants write as they go (codes, refresh tokens) and read it first.
+    let mut assume =
+        endpoint == Endpoint::Token && form.get("grant_type") == Some("client_credentials");
+    loop {
+        let view = if assume {
+            sts.hot.assumed_view(&sts.store).await
+        } else {
+            sts.hot.view(&sts.store).await
+        };
+        let audit = Mutex::new(first_event.clone());
+        let result = match &view {
+            Ok(view) => {
+                decide(
+                    &sts,
+                    &ctx,
+                    &parts.headers,
+                    &segment,
+                    &form,
+                    view,
+                    &audit,
+                    endpoint,
+                )
+                .await
+            }
+            Err(e) => Err(internal(e)),
+        };
+        let mut event = audit.into_inner().unwrap_or_default();
+        let condition = view.as_ref().ok().and_then(|v| v.condition());
+        if view.as_ref().is_ok_and(|v| v.is_stale()) {
+            assume = false;
+            continue;
+        }
+        match result {
+            Ok(issued) => match commit(&sts, &issued, &mut event, condition).await {
+                Ok(true) => {
+                    let mut resp = axum::Json(issued.body).into_response();
+                    ctx.decorate(&mut resp, true);
+                    return resp;
+                }
+                // The directory moved since the generation this was decided at.
+                Ok(false) => assume = false,
+                Err(e) => {
+                    let err = internal(e);
+                    refuse(&sts, &ctx, &mut event, &err, None).await;
+                    return ctx.error_response(&sts.base, &err);
+                }
+            },
+            Err(err) => {
+                if refuse(&sts, &ctx, &mut event, &err, condition).await {
+                    return ctx.error_response(&sts.base, &err);
+                }
+                assume = false;
+            }
         }
     }
 }
 
-/// Persists an issuance: refresh-token rotation and the audit event, atomically.
+/// Decides a parsed request at one view of the directory: what to issue, or the refusal.
+#[allow(clippy::too_many_arguments)]
+async fn decide(
+    sts: &crate::state::StsState,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+    segment: &str,
+    form: &Form,
+    view: &agentid_directory::hot::View<'_>,
+    audit: &Mutex<AuditEvent>,
+    endpoint: Endpoint,
+) -> Result<Issued, OAuthError> {
+    let tenant = view
+        .tenant_by_segment(segment)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| OAuthError::unknown_tenant(segment))?;
+    if let Ok(mut a) = audit.lock() {
+        a.tenant_id = Some(tenant.id.to_string());
+        a.scopes_requested = form.get("scope").map(str::to_string);
+    }
+    let req = TokenRequest {
+        sts,
+        ctx,
+        tenant: &tenant,
+        form,
+        headers,
+        view,
+        audit,
+    };
+    if endpoint == Endpoint::DeviceCode {
+        return device::authorize(&req).await;
+    }
+    let grant = form.require("grant_type")?.to_string();
+    if let Ok(mut a) = audit.lock() {
+        a.grant_type = Some(grant.clone());
+    }
+    match grant.as_str() {
+        "client_credentials" => grants::client_credentials(&req).await,
+        "urn:ietf:params:oauth:grant-type:jwt-bearer" => grants::on_behalf_of(&req).await,
+        "refresh_token" => grants::refresh_token(&req).await,
+        "password" => grants::password(&req).await,
+        "user_fic" => grants::user_fic(&req).await,
+        "authorization_code" => code::redeem(&req).await,
+        "urn:ietf:params:oauth:grant-type:device_code" | "device_code" => {
+            device::redeem(&req).await
+        }
+        g if GRANTS.contains(&g) => Err(OAuthError::unsupported_grant(g)),
+        g => Err(OAuthError::unsupported_grant(g)),
+    }
+}
+
+/// Persists an issuance: refresh-token rotation and the audit event, atomically. With a
+/// `generation` (an assumed view's), the event is written only if the directory generation is
+/// still that one: `Ok(false)` means it moved and nothing was written.
 async fn commit(
     sts: &crate::state::StsState,
     issued: &Issued,
     event: &mut AuditEvent,
-) -> Result<(), agentid_directory::DirectoryError> {
+    generation: Option<u64>,
+) -> Result<bool, agentid_directory::DirectoryError> {
     event.result = "issued".into();
     if event.parent_kind.is_none() {
         event.parent_kind = parent_kind_of(event);
     }
     if issued.supersede.is_none() && issued.refresh.is_none() {
-        // Nothing but the event to write: one statement is atomic on its own.
-        sts.store.insert_audit(event).await?;
-        crate::state::log_audit(event);
-        return Ok(());
+        // Nothing but the event to write: one statement, group-committed.
+        let written = match generation {
+            Some(g) => sts.store.insert_audit_at(event, g).await?,
+            None => {
+                sts.store.insert_audit(event).await?;
+                true
+            }
+        };
+        if written {
+            crate::state::log_audit(event);
+        }
+        return Ok(written);
+    }
+    if generation.is_some() {
+        // Only grants that read the generation first issue refresh tokens.
+        return Err(agentid_directory::DirectoryError::Conflict(
+            "a refresh token cannot be issued at an assumed directory generation".into(),
+        ));
     }
     let mut tx = sts.store.pool().begin().await?;
     if let Some(old) = &issued.supersede {
@@ -292,7 +367,7 @@ async fn commit(
     event.insert(&mut tx).await?;
     tx.commit().await?;
     crate::state::log_audit(event);
-    Ok(())
+    Ok(true)
 }
 
 /// The parent of a token that is not exchanged from another token: the user's sign-in grant, the
@@ -317,18 +392,28 @@ async fn sqlx_update_superseded(
     agentid_directory::tokens::mark_superseded(conn, hash, now).await
 }
 
+/// Audits a refusal; `false` if it was decided at an assumed generation that has moved (nothing
+/// written: decide again).
 async fn refuse(
     sts: &crate::state::StsState,
     ctx: &RequestContext,
     event: &mut AuditEvent,
     err: &OAuthError,
-) {
+    generation: Option<u64>,
+) -> bool {
     event.result = "refused".into();
     event.error = Some(err.error.into());
     event.error_code = Some(err.code as i64);
-    tracing::info!(trace_id = %ctx.trace_id, error = err.error, code = err.code, "token request refused");
-    if let Err(e) = sts.store.insert_audit(event).await {
-        tracing::error!(error = %e, "cannot write audit event");
+    let written = match generation {
+        Some(g) => sts.store.insert_audit_at(event, g).await,
+        None => sts.store.insert_audit(event).await.map(|()| true),
+    };
+    match written {
+        Ok(false) => return false,
+        Ok(true) => {}
+        Err(e) => tracing::error!(error = %e, "cannot write audit event"),
     }
+    tracing::info!(trace_id = %ctx.trace_id, error = err.error, code = err.code, "token request refused");
     crate::state::log_audit(event);
+    true
 }

@@ -1,5 +1,7 @@
 //! The token path's cached directory reads (docs/performance.md §3.1): a directory write, by
 //! this STS or by another process on the same database, is seen by the very next token request.
+//! And its audit writes (§3.2): a token answered has its audit row, however many are issued at
+//! once, and a decision made at a directory generation that has moved is never written.
 
 use agentid_directory::Store;
 use agentid_testkit::demo::DEMO_TENANT as DEMO;
@@ -40,11 +42,22 @@ both_backends!(
             after > before,
             "the write bumps the generation: {before:?} → {after:?}"
         );
+        let issued_before = issued(&sts).await;
         let (st, body) = sts.token(&form()).await;
         assert_ne!(
             st, 200,
             "a disabled principal gets no token from the cache: {body}"
         );
+        // This STS had not seen the new generation: its first decision (from the cache, at the
+        // old generation) was not written, the request was decided again and refused.
+        assert_eq!(issued(&sts).await, issued_before, "no issued row for it");
+        let last = sts
+            .token_events()
+            .await
+            .into_iter()
+            .next()
+            .expect("an event");
+        assert_eq!(last.result, "refused", "{last:?}");
 
         sqlx::query("UPDATE service_principals SET account_enabled = 1 WHERE app_id = $1")
             .bind(BP)
@@ -90,6 +103,147 @@ both_backends!(
                 "token {uti} audited"
             );
         }
+        sts.stop().await;
+    }
+);
+
+async fn issued(sts: &TestSts) -> usize {
+    sts.token_events()
+        .await
+        .iter()
+        .filter(|e| e.result == "issued")
+        .count()
+}
+
+both_backends!(
+    concurrent_tokens_are_each_audited_once,
+    |db: Db| async move {
+        let sts = TestSts::start(db, DEMO).await;
+        const N: usize = 24;
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..N {
+            let (http, url) = (sts.http.clone(), sts.token_url());
+            set.spawn(async move {
+                let resp = http.post(url).form(&form()).send().await.expect("send");
+                assert_eq!(resp.status(), 200);
+                let body: serde_json::Value = resp.json().await.expect("json");
+                let token = body["access_token"].as_str().expect("token").to_string();
+                agentid_testkit::claims(&token)["uti"]
+                    .as_str()
+                    .expect("uti")
+                    .to_string()
+            });
+        }
+        let mut answered = std::collections::BTreeSet::new();
+        while let Some(uti) = set.join_next().await {
+            answered.insert(uti.expect("task"));
+        }
+        assert_eq!(answered.len(), N);
+        // Every answered token has its row (written before its answer), and no row is there
+        // for a token that was not answered.
+        let rows: std::collections::BTreeSet<String> = sts
+            .token_events()
+            .await
+            .into_iter()
+            .filter(|e| e.result == "issued")
+            .filter_map(|e| e.token_id)
+            .collect();
+        assert_eq!(rows, answered);
+        sts.stop().await;
+    }
+);
+
+fn event(id: String) -> agentid_directory::audit::AuditEvent {
+    agentid_directory::audit::AuditEvent {
+        id,
+        time: 1,
+        replica: "test".into(),
+        endpoint: "token".into(),
+        result: "issued".into(),
+        ..Default::default()
+    }
+}
+
+both_backends!(
+    a_decision_at_a_moved_generation_is_not_written,
+    |db: Db| async move {
+        let sts = TestSts::start(db, DEMO).await;
+        let store = sts.running.state.store.clone();
+        let tenant: uuid::Uuid = sts.tenant_id.parse().expect("tenant id");
+        let bp: uuid::Uuid = BP.parse().expect("appId");
+        let enabled = |r: &Option<agentid_directory::queries::ClientRecord>| match r {
+            Some(agentid_directory::queries::ClientRecord::App { sp: Some(sp), .. }) => {
+                sp.account_enabled
+            }
+            other => panic!("not the blueprint: {}", other.is_some()),
+        };
+
+        // The process reads the generation and caches the client under it.
+        let hot = agentid_directory::hot::HotReads::new();
+        let seen = hot.view(&store).await.expect("view");
+        let g = seen.generation().expect("a generation");
+        assert!(enabled(&seen.client(&tenant, &bp).await.expect("client")));
+
+        // Another process disables the blueprint (the write commits).
+        let other = Store::connect(&sts.db.url).await.expect("second store");
+        sqlx::query("UPDATE service_principals SET account_enabled = 0 WHERE app_id = $1")
+            .bind(BP)
+            .execute(other.pool())
+            .await
+            .expect("disable");
+
+        // A request decided at the generation this process last saw reads the stale entry...
+        let assumed = hot.assumed_view(&store).await.expect("assumed view");
+        assert_eq!(assumed.condition(), Some(g));
+        assert!(enabled(
+            &assumed.client(&tenant, &bp).await.expect("client")
+        ));
+        // ...and its audit row, conditional on that generation, is not written: no token.
+        assert!(
+            !store
+                .insert_audit_at(&event("stale".into()), g)
+                .await
+                .expect("insert")
+        );
+        let ids: Vec<String> = sts.token_events().await.into_iter().map(|e| e.id).collect();
+        assert!(!ids.contains(&"stale".to_string()));
+        // Confirming the view finds it stale; a fresh view sees the write.
+        assert!(!assumed.confirm().await.expect("confirm"));
+        assert!(assumed.is_stale());
+        let fresh = hot.view(&store).await.expect("view");
+        let now = fresh.generation().expect("a generation");
+        assert!(now > g);
+        assert!(!enabled(&fresh.client(&tenant, &bp).await.expect("client")));
+
+        // Concurrent rows, some at the current generation and some at the old one (they share
+        // group commits): exactly the current ones are written.
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..32u64 {
+            let store = store.clone();
+            let at = if i % 2 == 0 { now } else { g };
+            set.spawn(async move {
+                let id = format!("row-{i}");
+                let written = store.insert_audit_at(&event(id.clone()), at).await;
+                (id, at == now, written.expect("insert"))
+            });
+        }
+        let mut expected = std::collections::BTreeSet::new();
+        while let Some(r) = set.join_next().await {
+            let (id, current, written) = r.expect("task");
+            assert_eq!(written, current, "{id}");
+            if current {
+                expected.insert(id);
+            }
+        }
+        let rows: std::collections::BTreeSet<String> = sts
+            .token_events()
+            .await
+            .into_iter()
+            .map(|e| e.id)
+            .filter(|id| id.starts_with("row-"))
+            .collect();
+        assert_eq!(rows, expected);
+        other.pool().close().await;
         sts.stop().await;
     }
 );
