@@ -7,8 +7,9 @@ use crate::audit::AuditEvent;
 /// One event of the merged timeline.
 #[derive(Debug, Clone)]
 pub enum TrailEvent {
-    Sts(AuditEvent),
-    Gateway(GatewayEvent),
+    // Boxed: the rows are large and differ in size.
+    Sts(Box<AuditEvent>),
+    Gateway(Box<GatewayEvent>),
 }
 
 impl TrailEvent {
@@ -41,10 +42,10 @@ pub fn merge_newest_first(
             (Some(a), Some(b)) => a.time >= b.time,
         };
         if take_sts {
-            out.extend(s.next().map(TrailEvent::Sts));
+            out.extend(s.next().map(|e| TrailEvent::Sts(Box::new(e))));
             taken_s += 1;
         } else {
-            out.extend(g.next().map(TrailEvent::Gateway));
+            out.extend(g.next().map(|e| TrailEvent::Gateway(Box::new(e))));
             taken_g += 1;
         }
     }

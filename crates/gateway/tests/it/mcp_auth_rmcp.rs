@@ -52,7 +52,10 @@ async fn tools_at(gw: &Gw, path: &str, token: &str) -> Result<Vec<String>, Strin
     let post = |msg: Value, session: Option<String>| {
         let mut req = gw
             .http
-            .post(gw.url(3000, path))
+            .post(format!(
+                "http://127.0.0.1:{}{path}",
+                gw.running.addr(3000).port()
+            ))
             .bearer_auth(token)
             .header("accept", "application/json, text/event-stream")
             .json(&msg);
@@ -107,14 +110,15 @@ async fn rmcp_oauth_client_signs_in_through_agentid() {
         http.clone(),
         AuthorizationManager::new(mcp_url.as_str()).await.unwrap(),
     );
-    let refused = ClientConfig::default()
+    let Err(refused) = ClientConfig::default()
         .serve(StreamableHttpClientTransport::with_client(
             anonymous,
             StreamableHttpClientTransportConfig::with_uri(mcp_url.clone()),
         ))
         .await
-        .err()
-        .expect("the route refuses a client without a token");
+    else {
+        panic!("the route refuses a client without a token");
+    };
     let challenge = challenge_of(&refused).unwrap_or_else(|| panic!("no challenge: {refused}"));
     assert!(
         challenge.contains("oauth-protected-resource/mcp"),

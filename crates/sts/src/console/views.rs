@@ -409,8 +409,8 @@ fn gateway_row(
 /// An event of the merged timeline (trail) as a row.
 pub fn trail_row(e: TrailEvent, names: &HashMap<String, String>) -> EventRow {
     match e {
-        TrailEvent::Sts(e) => event_row(e, names),
-        TrailEvent::Gateway(g) => gateway_row(g, names),
+        TrailEvent::Sts(e) => event_row(*e, names),
+        TrailEvent::Gateway(g) => gateway_row(*g, names),
     }
 }
 

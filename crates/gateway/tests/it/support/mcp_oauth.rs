@@ -107,10 +107,13 @@ pub async fn mcp_setup() -> McpSetup {
         http: reqwest::Client::new(),
         dir,
     };
-    let mcp_url = gw.url(3000, "/mcp");
+    // The loopback address, not the listener's 0.0.0.0: rmcp lets a loopback resource name a
+    // loopback authorization server, an unspecified address nothing (its metadata host policy).
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", gw.running.addr(3000).port());
+    let mcp_url = url("/mcp");
     for path in ["/mcp", "/agents", "/agents-http", "/people"] {
         store
-            .set_protected_resource(&tenant, &gw.url(3000, path), &MCP_APP.parse().unwrap())
+            .set_protected_resource(&tenant, &url(path), &MCP_APP.parse().unwrap())
             .await
             .unwrap();
     }
