@@ -5,6 +5,7 @@
 pub mod applications;
 pub mod assignments;
 pub mod audit;
+mod audit_store;
 mod audit_writer;
 pub mod builtin;
 pub mod console_sessions;
