@@ -26,27 +26,19 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/conformance/mcp_oauth_client.py")
 }
 
+/// A route that admits people's MCP clients and agents acting for a person
+/// (docs/gateway.md §18.1), in the shared shape of `support::mcp_oauth`.
 fn route(name: &str, audience: &str, iss: &str, mcp: std::net::SocketAddr) -> String {
-    format!(
-        r#"
-    - name: {name}
-      matches: [{{path: {{exact: /{name}}}}}]
-      backends:
-      - mcp:
-          targets:
-          - name: demo
-            mcp: {{host: "http://{mcp}/mcp"}}
-      policies:
-        mcpAuthentication:
-          issuer: {iss}
-          audiences: [{audience}]
-          provider: {{entra: {{}}}}
-          resourceMetadata: {{scopesSupported: [access_as_user]}}
-        mcpAuthorization:
-          rules:
-          - agent.onBehalfOfUser
-          - "!agent.isAgent && agent.tokenType == 'user'"
-"#
+    crate::support::mcp_oauth::mcp_route(
+        name,
+        audience,
+        iss,
+        mcp,
+        "mcpAuthorization",
+        &[
+            "agent.onBehalfOfUser",
+            "!agent.isAgent && agent.tokenType == 'user'",
+        ],
     )
 }
 
