@@ -30,7 +30,12 @@ enum AdminCommand {
         #[arg(long)]
         username: Option<String>,
         /// Read the password from $AGENTID_ADMIN_PASSWORD instead of passing it on the command line.
-        #[arg(long, env = "AGENTID_ADMIN_PASSWORD", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "AGENTID_ADMIN_PASSWORD",
+            hide_env_values = true,
+            allow_hyphen_values = true
+        )]
         password: Option<String>,
     },
     /// Forget the cached sign-in.
@@ -111,7 +116,12 @@ enum AgentCommand {
         #[arg(long)]
         blueprint: String,
         /// The blueprint's client secret ($AGENTID_BLUEPRINT_SECRET).
-        #[arg(long, env = "AGENTID_BLUEPRINT_SECRET", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "AGENTID_BLUEPRINT_SECRET",
+            hide_env_values = true,
+            allow_hyphen_values = true
+        )]
         blueprint_secret: String,
         /// Sponsor (user principal name); default: the signed-in administrator.
         #[arg(long)]
@@ -125,7 +135,12 @@ enum AgentCommand {
         id: String,
         #[arg(long)]
         blueprint: String,
-        #[arg(long, env = "AGENTID_BLUEPRINT_SECRET", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "AGENTID_BLUEPRINT_SECRET",
+            hide_env_values = true,
+            allow_hyphen_values = true
+        )]
         blueprint_secret: String,
     },
 }
@@ -640,4 +655,40 @@ async fn app(conn: &Conn, cmd: AppCommand, json_out: bool) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AgentCommand;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    }
+
+    /// Client secrets are drawn from an alphabet with `-` in it, so about one in 64 starts with
+    /// one; clap must take it as the option's value, not as a flag.
+    #[test]
+    fn a_secret_that_starts_with_a_hyphen_is_a_value() {
+        for secret in ["-bkPT_grgpTfpLmAxxF9xMqanZ0fWnfI.sqGgtuZ", "--x", "-"] {
+            let parsed = Agent::try_parse_from([
+                "agent",
+                "create",
+                "CLI Agent",
+                "--blueprint",
+                "721788d6-0544-4768-94c4-2196fa747400",
+                "--blueprint-secret",
+                secret,
+            ])
+            .unwrap_or_else(|e| panic!("{secret}: {e}"));
+            match parsed.command {
+                AgentCommand::Create {
+                    blueprint_secret, ..
+                } => assert_eq!(blueprint_secret, secret),
+                _ => panic!("not create"),
+            }
+        }
+    }
 }

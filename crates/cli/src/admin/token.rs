@@ -14,7 +14,12 @@ pub(super) struct AgentCredential {
     #[arg(long)]
     blueprint: String,
     /// The blueprint's client secret ($AGENTID_BLUEPRINT_SECRET).
-    #[arg(long, env = "AGENTID_BLUEPRINT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "AGENTID_BLUEPRINT_SECRET",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     blueprint_secret: String,
     /// Target scope.
     #[arg(long, default_value = "https://graph.microsoft.com/.default")]
@@ -36,7 +41,12 @@ pub(super) enum TokenCommand {
         #[arg(long)]
         username: Option<String>,
         /// The user's password ($AGENTID_USER_PASSWORD), with --username.
-        #[arg(long, env = "AGENTID_USER_PASSWORD", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "AGENTID_USER_PASSWORD",
+            hide_env_values = true,
+            allow_hyphen_values = true
+        )]
         user_password: Option<String>,
     },
     /// Show a token's claims and explain them.
