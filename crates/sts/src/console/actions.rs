@@ -58,6 +58,19 @@ async fn posted(sts: &Sts, headers: &HeaderMap, body: &Bytes) -> Result<(Admin, 
     Ok((a, form))
 }
 
+/// The page after a change through Graph: back to `done` when it was made, the refusal otherwise.
+fn outcome<T>(
+    a: &Admin,
+    result: Result<T, crate::graph::odata::GraphError>,
+    what: &str,
+    done: &str,
+) -> Response {
+    match result {
+        Ok(_) => page::redirect_to(done),
+        Err(e) => refused(a, what, e),
+    }
+}
+
 /// A Graph refusal, shown on the page (escaped by the template).
 fn refused(a: &Admin, what: &str, e: crate::graph::odata::GraphError) -> Response {
     let msg = format!("{what}: {} ({})", e.message, e.code);
@@ -235,22 +248,17 @@ pub async fn create_agent(
         ));
     };
     let body = json!({"displayName": name, "agentIdentityBlueprintId": app.app_id.to_string(), "sponsors@odata.bind": [user_bind(&sts, &a.user.id)]});
-    Ok(
-        match call(
-            &sts,
-            &a.tenant,
-            &a.user,
-            Acting::Blueprint(app.app_id, bp_sp),
-            Method::POST,
-            "serviceprincipals/Microsoft.Graph.AgentIdentity",
-            Some(body),
-        )
-        .await
-        {
-            Ok(_) => page::redirect_to(&back),
-            Err(e) => refused(&a, "Creating the agent identity", e),
-        },
+    let result = call(
+        &sts,
+        &a.tenant,
+        &a.user,
+        Acting::Blueprint(app.app_id, bp_sp),
+        Method::POST,
+        "serviceprincipals/Microsoft.Graph.AgentIdentity",
+        Some(body),
     )
+    .await;
+    Ok(outcome(&a, result, "Creating the agent identity", &back))
 }
 
 // ---- disable or enable an agent identity ----
@@ -330,26 +338,24 @@ pub async fn agent_action(
         return Err(page::not_found("No such action."));
     };
     let sp = agent_of(&sts, &a, &id).await?;
-    Ok(
-        match call(
-            &sts,
-            &a.tenant,
-            &a.user,
-            Acting::Admin,
-            Method::PATCH,
-            &format!("servicePrincipals/{}", sp.id),
-            Some(json!({"accountEnabled": enable})),
-        )
-        .await
-        {
-            Ok(_) => page::redirect_to(
-                &sp.blueprint_app_id
-                    .map(|b| format!("/console/blueprints/{b}"))
-                    .unwrap_or_else(|| "/console/blueprints".into()),
-            ),
-            Err(e) => refused(&a, "Changing the agent identity", e),
-        },
+    let result = call(
+        &sts,
+        &a.tenant,
+        &a.user,
+        Acting::Admin,
+        Method::PATCH,
+        &format!("servicePrincipals/{}", sp.id),
+        Some(json!({"accountEnabled": enable})),
     )
+    .await;
+    Ok(outcome(
+        &a,
+        result,
+        "Changing the agent identity",
+        &sp.blueprint_app_id
+            .map(|b| format!("/console/blueprints/{b}"))
+            .unwrap_or_else(|| "/console/blueprints".into()),
+    ))
 }
 
 // ---- revoke a consent ----
@@ -405,22 +411,22 @@ pub async fn revoke_consent(
 ) -> Reply {
     let (a, _) = posted(&sts, &headers, &body).await?;
     let g = grant_of(&sts, &a, &id).await?;
-    Ok(
-        match call(
-            &sts,
-            &a.tenant,
-            &a.user,
-            Acting::Admin,
-            Method::DELETE,
-            &format!("oauth2PermissionGrants/{}", g.id),
-            None,
-        )
-        .await
-        {
-            Ok(_) => page::redirect("/console/consents"),
-            Err(e) => refused(&a, "Revoking the consent", e),
-        },
+    let result = call(
+        &sts,
+        &a.tenant,
+        &a.user,
+        Acting::Admin,
+        Method::DELETE,
+        &format!("oauth2PermissionGrants/{}", g.id),
+        None,
     )
+    .await;
+    Ok(outcome(
+        &a,
+        result,
+        "Revoking the consent",
+        "/console/consents",
+    ))
 }
 
 // ---- revoke a user's sessions ----
@@ -469,22 +475,22 @@ pub async fn revoke_sessions(
 ) -> Reply {
     let (a, _) = posted(&sts, &headers, &body).await?;
     let u = user_of(&sts, &a, &id).await?;
-    Ok(
-        match call(
-            &sts,
-            &a.tenant,
-            &a.user,
-            Acting::Admin,
-            Method::POST,
-            &format!("users/{}/revokeSignInSessions", u.id),
-            None,
-        )
-        .await
-        {
-            Ok(_) => page::redirect("/console/users"),
-            Err(e) => refused(&a, "Revoking the sessions", e),
-        },
+    let result = call(
+        &sts,
+        &a.tenant,
+        &a.user,
+        Acting::Admin,
+        Method::POST,
+        &format!("users/{}/revokeSignInSessions", u.id),
+        None,
     )
+    .await;
+    Ok(outcome(
+        &a,
+        result,
+        "Revoking the sessions",
+        "/console/users",
+    ))
 }
 
 // ---- remove a secret ----
@@ -525,20 +531,20 @@ pub async fn remove_secret(
     let Some(key) = agentid_claims::guid::parse(&key_id) else {
         return Err(page::not_found("No secret has that key ID."));
     };
-    Ok(
-        match call(
-            &sts,
-            &a.tenant,
-            &a.user,
-            Acting::Admin,
-            Method::POST,
-            &format!("applications/{}/removePassword", app.id),
-            Some(json!({"keyId": key.to_string()})),
-        )
-        .await
-        {
-            Ok(_) => page::redirect_to(&format!("/console/blueprints/{}", app.app_id)),
-            Err(e) => refused(&a, "Removing the secret", e),
-        },
+    let result = call(
+        &sts,
+        &a.tenant,
+        &a.user,
+        Acting::Admin,
+        Method::POST,
+        &format!("applications/{}/removePassword", app.id),
+        Some(json!({"keyId": key.to_string()})),
     )
+    .await;
+    Ok(outcome(
+        &a,
+        result,
+        "Removing the secret",
+        &format!("/console/blueprints/{}", app.app_id),
+    ))
 }
