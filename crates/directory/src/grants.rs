@@ -184,22 +184,16 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes a grant and bumps the tenant's revocation version in the same transaction
-    /// (docs/sts.md §17): consumers re-read the feed.
+    /// Deletes a grant; in the same transaction the feed lists it as revoked and the tenant's
+    /// revocation version is bumped (docs/sts.md §17), so readers refuse the delegated tokens
+    /// issued under it.
     pub async fn delete_grant(&self, id: &str) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let tenant: Option<(String,)> =
-            sqlx::query_as("SELECT tenant_id FROM oauth2_permission_grants WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        crate::revocations::on_grant_deleted(&mut tx, id).await?;
         sqlx::query("DELETE FROM oauth2_permission_grants WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        if let Some((tenant,)) = tenant {
-            crate::revocations::bump(&mut tx, &tenant).await?;
-        }
         tx.commit().await?;
         Ok(())
     }

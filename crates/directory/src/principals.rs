@@ -155,6 +155,8 @@ pub async fn update_of_app(
 
 /// Removes a principal and everything that names it (docs/directory.md §2.8).
 pub(crate) async fn delete_rows(conn: &mut AnyConnection, tenant: &str, sp_id: &str) -> Result<()> {
+    // The feed lists a deleted agent or blueprint until its tokens have expired (docs/sts.md §17).
+    crate::revocations::on_principal_deleted(conn, sp_id).await?;
     let app_id: Option<(String,)> =
         sqlx::query_as("SELECT app_id FROM service_principals WHERE id = $1")
             .bind(sp_id)

@@ -134,6 +134,18 @@ impl OAuthError {
     pub fn agent_protocol(detail: impl Into<String>) -> Self {
         Self::new("unauthorized_client", 82001, detail.into())
     }
+    /// A client ID metadata document client (an https URL `client_id`, docs/sts.md §16.4) is
+    /// bound only by its redirect URIs: it may use the authorization code and refresh-token
+    /// grants, nothing else (RFC 6749 §5.2 `unauthorized_client`).
+    pub fn document_client_grant(grant: &str) -> Self {
+        Self::new(
+            "unauthorized_client",
+            82002,
+            format!(
+                "A client identified by a client ID metadata document may not use the '{grant}' grant: only authorization_code and refresh_token."
+            ),
+        )
+    }
     pub fn public_client_credential() -> Self {
         Self::new(
             "invalid_client",

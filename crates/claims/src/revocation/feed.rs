@@ -18,8 +18,9 @@ use std::collections::{HashMap, HashSet};
 /// The header `typ` of a feed document.
 pub const FEED_TYP: &str = "agentid-revocations+jwt";
 
-/// The largest feed document read (4 lists of [`MAX_LIST`] short entries, base64url).
-pub const MAX_FEED_BYTES: usize = 2 * 1024 * 1024;
+/// The largest feed document read (6 lists of [`MAX_LIST`] short entries, base64url: about
+/// 2.3 MiB when every list is full).
+pub const MAX_FEED_BYTES: usize = 4 * 1024 * 1024;
 
 /// Entries per list the STS publishes at most (the directory's `MAX_FEED_ENTRIES`).
 pub const MAX_LIST: usize = 5000;
@@ -55,8 +56,29 @@ struct Payload {
     disabled_blueprints: Vec<String>,
     revoked_users: Vec<RevokedUser>,
     revoked_tokens: Vec<String>,
+    // Added after the first four lists: a feed from an STS that predates them has none.
+    #[serde(default)]
+    deleted_agents: Vec<DeletedAgent>,
+    #[serde(default)]
+    revoked_grants: Vec<RevokedGrant>,
     #[serde(default)]
     truncated: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct DeletedAgent {
+    app_id: String,
+    deleted_at: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RevokedGrant {
+    app_id: String,
+    #[serde(default)]
+    oid: Option<String>,
+    revoked_at: i64,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +93,10 @@ struct RevokedUser {
 pub enum Revoked {
     /// The agent identity or its blueprint is disabled.
     AgentDisabled,
+    /// The agent identity or its blueprint was deleted after the token was issued.
+    AgentDeleted,
+    /// The consent the delegated token was issued under was deleted after it was issued.
+    ConsentRevoked,
     /// The user's sessions were revoked at or after the token was issued.
     UserSessionsRevoked,
     /// The token's `uti` (or its refresh family) was revoked.
@@ -81,6 +107,8 @@ impl Revoked {
     pub fn reason(self) -> &'static str {
         match self {
             Revoked::AgentDisabled => "revoked:agentDisabled",
+            Revoked::AgentDeleted => "revoked:agentDeleted",
+            Revoked::ConsentRevoked => "revoked:consentRevoked",
             Revoked::UserSessionsRevoked => "revoked:userSessionsRevoked",
             Revoked::TokenRevoked => "revoked:tokenRevoked",
         }
@@ -98,6 +126,10 @@ pub struct RevocationState {
     /// User object id → sessions revoked at (Unix seconds).
     pub revoked_users: HashMap<String, i64>,
     pub revoked_tokens: HashSet<String>,
+    /// appId of a deleted agent identity or blueprint → deleted at (Unix seconds).
+    pub deleted_agents: HashMap<String, i64>,
+    /// (client appId, user object id or `None` for every user) → consent deleted at.
+    pub revoked_grants: HashMap<(String, Option<String>), i64>,
 }
 
 fn str_claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
@@ -113,13 +145,22 @@ impl RevocationState {
     ///
     /// - the client (`azp`/`appid`) or `oid` is a disabled agent identity, or the client or
     ///   the parent blueprint (`xms_par_app_azp`) is a disabled blueprint;
+    /// - the client, `oid` or the parent blueprint was deleted at or after `iat`;
     /// - `oid` is a user whose sessions were revoked at or after `iat` (a token without `iat`
     ///   counts as issued before);
+    /// - the token is delegated (it has `scp`) and the client's consent for `oid`, or for
+    ///   every user, was deleted at or after `iat`;
     /// - `uti` is revoked.
     pub fn check(&self, claims: &Map<String, Value>) -> Option<Revoked> {
         let id = |name: &str| str_claim(claims, name).map(str::to_ascii_lowercase);
         let client = id("azp").or_else(|| id("appid"));
         let oid = id("oid");
+        let iat = || {
+            claims
+                .get("iat")
+                .and_then(crate::jwt::numeric_date)
+                .unwrap_or(i64::MIN)
+        };
         let agent_hit = [&client, &oid]
             .into_iter()
             .flatten()
@@ -131,15 +172,34 @@ impl RevocationState {
         if agent_hit || blueprint_hit {
             return Some(Revoked::AgentDisabled);
         }
+        if !self.deleted_agents.is_empty() {
+            let deleted = [&client, &oid, &id("xms_par_app_azp")]
+                .into_iter()
+                .flatten()
+                .filter_map(|c| self.deleted_agents.get(c))
+                .any(|at| *at >= iat());
+            if deleted {
+                return Some(Revoked::AgentDeleted);
+            }
+        }
         if let Some(oid) = &oid
             && let Some(at) = self.revoked_users.get(oid)
+            && *at >= iat()
         {
-            let iat = claims
-                .get("iat")
-                .and_then(crate::jwt::numeric_date)
-                .unwrap_or(i64::MIN);
-            if *at >= iat {
-                return Some(Revoked::UserSessionsRevoked);
+            return Some(Revoked::UserSessionsRevoked);
+        }
+        if !self.revoked_grants.is_empty()
+            && str_claim(claims, "scp").is_some()
+            && let Some(client) = client
+        {
+            let every_user = self.revoked_grants.get(&(client.clone(), None));
+            let this_user = oid.and_then(|o| self.revoked_grants.get(&(client, Some(o))));
+            if [every_user, this_user]
+                .into_iter()
+                .flatten()
+                .any(|at| *at >= iat())
+            {
+                return Some(Revoked::ConsentRevoked);
             }
         }
         if let Some(uti) = str_claim(claims, "uti")
@@ -200,6 +260,8 @@ pub async fn verify<K: KeyLookup + ?Sized>(
         p.disabled_blueprints.len(),
         p.revoked_users.len(),
         p.revoked_tokens.len(),
+        p.deleted_agents.len(),
+        p.revoked_grants.len(),
     ];
     if lists.iter().any(|n| *n > MAX_LIST) {
         return Err(FeedError::Payload(format!(
@@ -213,6 +275,21 @@ pub async fn verify<K: KeyLookup + ?Sized>(
     for u in p.revoked_users {
         users.insert(entry(u.oid, true)?, u.revoked_at);
     }
+    // A listed id twice keeps its latest time: the later revocation covers more tokens.
+    let mut deleted = HashMap::with_capacity(p.deleted_agents.len());
+    for d in p.deleted_agents {
+        let at = deleted.entry(entry(d.app_id, true)?).or_insert(i64::MIN);
+        *at = d.deleted_at.max(*at);
+    }
+    let mut grants = HashMap::with_capacity(p.revoked_grants.len());
+    for g in p.revoked_grants {
+        let key = (
+            entry(g.app_id, true)?,
+            g.oid.map(|o| entry(o, true)).transpose()?,
+        );
+        let at = grants.entry(key).or_insert(i64::MIN);
+        *at = g.revoked_at.max(*at);
+    }
     Ok(RevocationState {
         issuer: p.iss,
         version: p.version,
@@ -225,6 +302,8 @@ pub async fn verify<K: KeyLookup + ?Sized>(
             .into_iter()
             .map(|s| entry(s, false))
             .collect::<Result<_, _>>()?,
+        deleted_agents: deleted,
+        revoked_grants: grants,
     })
 }
 

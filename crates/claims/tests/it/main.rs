@@ -3,4 +3,5 @@
 
 mod fetch;
 mod revocation;
+mod revocation_deletions;
 mod verifier;

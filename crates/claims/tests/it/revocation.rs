@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 const ISS: &str = "https://sts.example/0a1f25a9-15b6-4302-87d7-ef0c38bdedc5/v2.0";
-const AGENT: &str = "f3897825-fd03-45f5-90eb-fdbf26135650";
-const BLUEPRINT: &str = "85075aa5-1d73-42de-812a-95348218e4b2";
-const USER: &str = "0501a526-79e4-46ff-bd07-6605a752287b";
+pub(crate) const AGENT: &str = "f3897825-fd03-45f5-90eb-fdbf26135650";
+pub(crate) const BLUEPRINT: &str = "85075aa5-1d73-42de-812a-95348218e4b2";
+pub(crate) const USER: &str = "0501a526-79e4-46ff-bd07-6605a752287b";
 
 struct Key {
     enc: jsonwebtoken::EncodingKey,
@@ -49,11 +49,11 @@ fn key_set() -> KeySet {
     KeySet::from_keys([VerificationKey::from_jwk(&jwk).unwrap()])
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn payload(version: i64, changes: Value) -> Value {
+pub(crate) fn payload(version: i64, changes: Value) -> Value {
     let t = now();
     let mut p = json!({"iss": ISS, "version": version, "iat": t, "exp": t + 300,
         "disabledAgents": [AGENT], "disabledBlueprints": [],
@@ -86,14 +86,14 @@ fn header() -> Value {
     json!({"alg": "RS256", "typ": FEED_TYP, "kid": "k1"})
 }
 
-fn signed(claims: &Value) -> String {
+pub(crate) fn signed(claims: &Value) -> String {
     sign_with(&keys().0, header(), claims)
 }
 
 /// What a hostile case must be refused with.
 type Expect = fn(&FeedError) -> bool;
 
-async fn read(doc: &str) -> Result<feed::RevocationState, FeedError> {
+pub(crate) async fn read(doc: &str) -> Result<feed::RevocationState, FeedError> {
     feed::verify(doc, ISS, &key_set(), now(), 60).await
 }
 
@@ -222,6 +222,64 @@ async fn hostile_feeds_are_refused() {
             |e| matches!(e, FeedError::Payload(_)),
         ),
         (
+            "more deleted agents than the bound",
+            signed(&payload(
+                7,
+                json!({"deletedAgents": too_many.iter().map(|a| json!({"appId": a, "deletedAt": 1})).collect::<Vec<_>>()}),
+            )),
+            |e| matches!(e, FeedError::Payload(_)),
+        ),
+        (
+            "more revoked consents than the bound",
+            signed(&payload(
+                7,
+                json!({"revokedGrants": too_many.iter().map(|a| json!({"appId": a, "revokedAt": 1})).collect::<Vec<_>>()}),
+            )),
+            |e| matches!(e, FeedError::Payload(_)),
+        ),
+        (
+            "a deleted agent with an unknown member",
+            signed(&payload(
+                7,
+                json!({"deletedAgents": [{"appId": AGENT, "deletedAt": 1, "x": 1}]}),
+            )),
+            |e| matches!(e, FeedError::Payload(_)),
+        ),
+        (
+            "a deleted agent without a time",
+            signed(&payload(7, json!({"deletedAgents": [{"appId": AGENT}]}))),
+            |e| matches!(e, FeedError::Payload(_)),
+        ),
+        (
+            "a revoked consent with an empty user",
+            signed(&payload(
+                7,
+                json!({"revokedGrants": [{"appId": AGENT, "oid": "", "revokedAt": 1}]}),
+            )),
+            |e| matches!(e, FeedError::Payload(_)),
+        ),
+        (
+            "a revoked consent whose user is not a string",
+            signed(&payload(
+                7,
+                json!({"revokedGrants": [{"appId": AGENT, "oid": 5, "revokedAt": 1}]}),
+            )),
+            |e| matches!(e, FeedError::Payload(_)),
+        ),
+        (
+            "a revoked consent with a control character",
+            signed(&payload(
+                7,
+                json!({"revokedGrants": [{"appId": "a\u{7}", "revokedAt": 1}]}),
+            )),
+            |e| matches!(e, FeedError::Payload(_)),
+        ),
+        (
+            "revoked consents that are not a list",
+            signed(&payload(7, json!({"revokedGrants": {"appId": AGENT}}))),
+            |e| matches!(e, FeedError::Payload(_)),
+        ),
+        (
             "truncated by the STS",
             signed(&payload(7, json!({"truncated": true}))),
             |e| matches!(e, FeedError::Truncated),
@@ -244,7 +302,7 @@ async fn hostile_feeds_are_refused() {
     }
 }
 
-fn claims(v: Value) -> Map<String, Value> {
+pub(crate) fn claims(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()
 }
 

@@ -65,6 +65,9 @@ enum AdminCommand {
         #[command(subcommand)]
         command: AppCommand,
     },
+    /// Revoke one issued token by its `uti` claim (agentid only): gateways and sidecars
+    /// refuse it within seconds, through the STS's revocation feed.
+    RevokeToken { uti: String },
     /// Get tokens the way an agent does: T1 → T2, or a user's sign-in → T1 → on-behalf-of.
     Token {
         #[command(subcommand)]
@@ -210,7 +213,29 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Consent { command } => consent(&conn, command, json_out).await,
         AdminCommand::App { command } => app(&conn, command, json_out).await,
         AdminCommand::Token { command } => token::run(&conn, command).await,
+        AdminCommand::RevokeToken { uti } => revoke_token(&conn, &uti, json_out).await,
     }
+}
+
+async fn revoke_token(conn: &Conn, uti: &str, json_out: bool) -> anyhow::Result<()> {
+    let token = conn.admin_token().await?;
+    let r = conn
+        .graph(
+            &token,
+            "POST",
+            "/agentid/v1/revokedTokens",
+            Some(json!({ "uti": uti })),
+        )
+        .await?;
+    if json_out {
+        println!("{r}");
+    } else {
+        eprintln!(
+            "revoked token {uti} (listed in the revocation feed until {})",
+            s(&r, "expiresDateTime")
+        );
+    }
+    Ok(())
 }
 
 async fn login(

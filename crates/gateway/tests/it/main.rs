@@ -19,4 +19,5 @@ mod paths;
 mod policies;
 mod properties;
 mod revocation;
+mod revocation_deletions;
 mod rules_sts_tokens;

@@ -22,13 +22,19 @@ async fn sts_with_admin() -> TestSts {
     .await
 }
 
-async fn admin_token(sts: &TestSts) -> String {
+pub(crate) async fn admin_token(sts: &TestSts) -> String {
     agentid_testkit::Chain::demo()
         .user_token(sts, "Application.ReadWrite.All User.ReadWrite.All")
         .await
 }
 
-async fn graph(sts: &TestSts, token: &str, method: &str, path: &str, body: Option<Value>) -> u16 {
+pub(crate) async fn graph(
+    sts: &TestSts,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> u16 {
     let mut r = sts
         .http
         .request(method.parse().unwrap(), format!("{}{path}", sts.base()))
@@ -49,7 +55,7 @@ async fn graph(sts: &TestSts, token: &str, method: &str, path: &str, body: Optio
 /// A gateway with one plain HTTP route per failure mode in front of an upstream that answers
 /// 200, accepting the STS's v1 and v2 tokens for the MCP app; `revocation` is the
 /// `agentid.revocation` block.
-async fn gateway(sts: &TestSts, revocation: &str) -> Gw {
+pub(crate) async fn gateway(sts: &TestSts, revocation: &str) -> Gw {
     let upstream = serve(
         axum::Router::new().route("/{*rest}", axum::routing::get(|| async { "upstream ok" })),
     )
@@ -79,7 +85,7 @@ async fn gateway(sts: &TestSts, revocation: &str) -> Gw {
     Gw::start(&config, Some(sts.ca_file())).await
 }
 
-async fn call(gw: &Gw, route: &str, token: &str) -> (u16, Option<String>) {
+pub(crate) async fn call(gw: &Gw, route: &str, token: &str) -> (u16, Option<String>) {
     let resp = gw
         .http
         .get(gw.url(3000, &format!("/{route}/x")))
@@ -96,7 +102,7 @@ async fn call(gw: &Gw, route: &str, token: &str) -> (u16, Option<String>) {
 }
 
 /// Polls until `route` answers `status` to `token`; returns how long it took.
-async fn until_status(gw: &Gw, route: &str, token: &str, status: u16) -> Duration {
+pub(crate) async fn until_status(gw: &Gw, route: &str, token: &str, status: u16) -> Duration {
     let start = Instant::now();
     eventually(
         Duration::from_secs(10),
@@ -108,7 +114,7 @@ async fn until_status(gw: &Gw, route: &str, token: &str, status: u16) -> Duratio
 }
 
 /// The feed has been read once (the version gauge is published).
-async fn feed_ready(gw: &Gw) {
+pub(crate) async fn feed_ready(gw: &Gw) {
     let handle = gw.running.gateway.revocations.clone();
     eventually(Duration::from_secs(10), "the first feed", || {
         let statuses = handle.statuses();

@@ -365,6 +365,17 @@ impl Caller {
         }
     }
 
+    /// Revoking a token by its `uti`: Global or Agent ID Administrators, or applications, with
+    /// the permission that also disables and deletes agents.
+    pub fn revoke_tokens(&self) -> bool {
+        let perms = ["Application.ReadWrite.All", "Directory.ReadWrite.All"];
+        if self.delegated() {
+            self.has(&perms, &[]) && self.admin()
+        } else {
+            self.has(&[], &perms)
+        }
+    }
+
     pub fn manage_policy(&self) -> bool {
         if self.delegated() {
             self.has(&["Policy.ReadWrite.ApplicationConfiguration"], &[]) && self.admin()

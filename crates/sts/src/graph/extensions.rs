@@ -1,5 +1,6 @@
 //! agentid's own additions under `/agentid/v1` (docs/directory.md §5.6): trusted issuers of federated
-//! assertions, and the audit log and chains (routed to `crate::trail`).
+//! assertions, the audit log and chains (routed to `crate::trail`), and token revocation
+//! (`super::revoked_tokens`).
 
 use super::caller::Caller;
 use super::odata::GraphError;
@@ -32,6 +33,8 @@ pub(super) async fn route(req: &Req<'_>, c: &Caller, segs: &[String]) -> GResult
             ok(req.collection("trustedIssuers", items)?)
         }
         (Method::POST, ["trustedissuers"]) => create_issuer(req, c).await,
+        // The kill switch for one token (docs/sts.md §17).
+        (Method::POST, ["revokedtokens"]) => super::revoked_tokens::revoke(req, c).await,
         (m, ["trustedissuers", _]) => issuer_item(req, c, m, &segs[1]).await,
         _ => Err(GraphError::not_found(&segs.join("/"))),
     }

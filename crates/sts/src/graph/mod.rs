@@ -17,6 +17,7 @@ mod people;
 mod principals;
 pub(crate) mod reply;
 pub(crate) mod request;
+mod revoked_tokens;
 mod routes;
 mod users;
 

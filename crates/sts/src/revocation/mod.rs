@@ -142,6 +142,19 @@ fn payload(iss: &str, now: i64, s: &Snapshot) -> serde_json::Value {
         .iter()
         .map(|(oid, at)| json!({ "oid": oid, "revokedAt": at }))
         .collect();
+    let deleted: Vec<_> = s
+        .deleted_agents
+        .iter()
+        .map(|(app, at)| json!({ "appId": app, "deletedAt": at }))
+        .collect();
+    let grants: Vec<_> = s
+        .revoked_grants
+        .iter()
+        .map(|g| match &g.user {
+            Some(oid) => json!({ "appId": g.client, "oid": oid, "revokedAt": g.revoked_at }),
+            None => json!({ "appId": g.client, "revokedAt": g.revoked_at }),
+        })
+        .collect();
     let mut p = json!({
         "iss": iss,
         "version": s.version,
@@ -151,6 +164,8 @@ fn payload(iss: &str, now: i64, s: &Snapshot) -> serde_json::Value {
         "disabledBlueprints": s.disabled_blueprints,
         "revokedUsers": users,
         "revokedTokens": s.revoked_tokens,
+        "deletedAgents": deleted,
+        "revokedGrants": grants,
     });
     if s.truncated {
         p["truncated"] = json!(true);
@@ -196,9 +211,27 @@ mod tests {
             version: 4,
             truncated: true,
             revoked_users: vec![("u".into(), 7)],
+            deleted_agents: vec![("a".into(), 8)],
+            revoked_grants: vec![
+                agentid_directory::revocations::RevokedGrant {
+                    client: "c".into(),
+                    user: Some("u".into()),
+                    revoked_at: 9,
+                },
+                agentid_directory::revocations::RevokedGrant {
+                    client: "c".into(),
+                    user: None,
+                    revoked_at: 9,
+                },
+            ],
             ..Default::default()
         };
         let p = payload("https://x/t/v2.0", 10, &s);
+        assert_eq!(p["deletedAgents"][0], json!({"appId": "a", "deletedAt": 8}));
+        assert_eq!(
+            p["revokedGrants"],
+            json!([{"appId": "c", "oid": "u", "revokedAt": 9}, {"appId": "c", "revokedAt": 9}])
+        );
         assert_eq!(p["truncated"], true);
         assert_eq!(p["exp"], 10 + FEED_LIFETIME);
         assert_eq!(p["revokedUsers"][0]["revokedAt"], 7);

@@ -145,6 +145,18 @@ fn client_id_and_basic(req: &TokenRequest<'_>) -> OAuthResult<(String, Option<St
     }
 }
 
+/// Refuses a client ID metadata document client (docs/sts.md §16.4) any grant but
+/// `authorization_code` and `refresh_token` (`devicecode` for the device authorization
+/// endpoint): its document can declare no other, and nothing but its redirect URIs binds it.
+pub fn document_client_may_use(client_id: &str, grant: &str) -> OAuthResult<()> {
+    let document_client = agentid_claims::guid::parse(client_id).is_none()
+        && crate::mcp::client_metadata::client_url(client_id).is_ok();
+    if document_client && !matches!(grant, "authorization_code" | "refresh_token") {
+        return Err(OAuthError::document_client_grant(grant));
+    }
+    Ok(())
+}
+
 /// Finds a client by `client_id` in a tenant, without authenticating it.
 pub async fn lookup(
     store: &agentid_directory::hot::View<'_>,
@@ -216,6 +228,7 @@ pub async fn lookup(
 /// Steps 4–7 of docs/sts.md §6.2: identify the client, authenticate it, check it is usable.
 pub async fn authenticate(req: &TokenRequest<'_>) -> OAuthResult<Client> {
     let (client_id, basic_secret) = client_id_and_basic(req)?;
+    document_client_may_use(&client_id, req.form.get("grant_type").unwrap_or_default())?;
     let mut client = lookup(req.view, req.tenant, &client_id).await?;
     req.audit_client(&client);
 

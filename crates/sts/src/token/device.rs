@@ -44,6 +44,7 @@ pub fn user_code_hmac(tenant: &Tenant, code: &str) -> String {
 /// `POST /{tenant}/oauth2/v2.0/devicecode`.
 pub async fn authorize(req: &TokenRequest<'_>) -> OAuthResult<Issued> {
     let client_id = req.form.require("client_id")?;
+    client_auth::document_client_may_use(client_id, "device_code")?;
     let client = client_auth::lookup(req.view, req.tenant, client_id).await?;
     req.audit_client(&client);
     if matches!(client.kind, ClientKind::Agent | ClientKind::Blueprint) {
