@@ -8,7 +8,6 @@ use super::revocation::{admin_token, call, feed_ready, gateway, graph, until_sta
 use crate::support::*;
 use agentid_testkit::{Db, TestSts, both_backends};
 use serde_json::{Value, json};
-use std::time::Duration;
 
 async fn sts(db: Db) -> TestSts {
     let yaml = agentid_testkit::demo::demo_tenant_with_llm_grant().replace(
@@ -90,8 +89,14 @@ both_backends!(
             let (status, b) = graph_any(&sts, &admin, "POST", path, Some(bad.clone())).await;
             assert_eq!(status, expected, "{bad}: {b}");
         }
-        let user = agentid_testkit::Chain::demo()
-            .user_token(&sts, "Directory.Read.All")
+        // The blueprint's own Graph token: an application without Application.ReadWrite.All.
+        let user = sts
+            .token_ok(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", agentid_testkit::demo::BLUEPRINT),
+                ("client_secret", agentid_testkit::demo::BLUEPRINT_SECRET),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ])
             .await;
         let without_scope = graph_any(&sts, &user, "POST", path, Some(json!({"uti": uti}))).await;
         assert_eq!(without_scope.0, 403, "{}", without_scope.1);

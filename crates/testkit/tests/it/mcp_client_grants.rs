@@ -52,6 +52,7 @@ both_backends!(
                 ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
                 ("assertion", "x"),
                 ("requested_token_use", "on_behalf_of"),
+                ("scope", "openid"),
             ],
         ];
         for mut form in refused {
