@@ -25,6 +25,16 @@ impl Store {
             .await
     }
 
+    /// What the audit writer's commits wait for on PostgreSQL: `synchronous_commit` on its own
+    /// connection (`off` unless [`crate::StoreOptions::durable_audit_flush`], docs/performance.md
+    /// §3.2); `None` on SQLite.
+    pub async fn audit_synchronous_commit(&self) -> Result<Option<String>> {
+        match self.backend() {
+            crate::Backend::Sqlite => Ok(None),
+            crate::Backend::Postgres => self.audit_writer().synchronous_commit().await.map(Some),
+        }
+    }
+
     /// Newest first.
     pub async fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
         enum Bind {

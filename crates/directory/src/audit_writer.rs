@@ -31,15 +31,18 @@ struct Job {
 
 pub(crate) struct AuditWriter {
     pool: AnyPool,
+    /// SQLite: checkpoints run by a task of their own (`store_checkpoints`).
+    checkpoints: bool,
     /// The writer task's queue. The task is started on first use, on the runtime of the caller,
     /// and again if that runtime has gone (a test's runtime, a CLI command's).
     queue: Mutex<Option<mpsc::Sender<Job>>>,
 }
 
 impl AuditWriter {
-    pub(crate) fn new(pool: AnyPool) -> Self {
+    pub(crate) fn new(pool: AnyPool, checkpoints: bool) -> Self {
         AuditWriter {
             pool,
+            checkpoints,
             queue: Mutex::new(None),
         }
     }
@@ -52,9 +55,26 @@ impl AuditWriter {
         let (s, r) = mpsc::channel(QUEUE);
         // The task holds the pool, not the store: when the last store clone goes, the queue's
         // sender goes with it and the task ends.
-        tokio::spawn(run(self.pool.clone(), r));
+        let checkpoints = self
+            .checkpoints
+            .then(|| crate::store_checkpoints::spawn(self.pool.clone(), s.downgrade()));
+        tokio::spawn(run(self.pool.clone(), r, checkpoints));
         *queue = Some(s.clone());
         s
+    }
+
+    /// Closes the writer's connections (on SQLite, the store's pool, closed with it anyway).
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// `SHOW synchronous_commit` on the writer's connection (PostgreSQL): what its commits wait
+    /// for (docs/performance.md §3.2).
+    pub(crate) async fn synchronous_commit(&self) -> Result<String> {
+        let (v,): (String,) = sqlx::query_as("SHOW synchronous_commit")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(v)
     }
 
     /// Writes `event` (if `generation` is given, only while the directory generation equals
@@ -74,9 +94,21 @@ impl AuditWriter {
     }
 }
 
-async fn run(pool: AnyPool, mut queue: mpsc::Receiver<Job>) {
+async fn run(
+    pool: AnyPool,
+    mut queue: mpsc::Receiver<Job>,
+    checkpoints: Option<std::sync::Arc<tokio::sync::Notify>>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut since_checkpoint = 0;
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        if let Some(due) = &checkpoints {
+            since_checkpoint += 1;
+            if since_checkpoint >= crate::store_checkpoints::BATCHES {
+                since_checkpoint = 0;
+                due.notify_one();
+            }
+        }
         let written = match insert(&pool, &batch).await {
             Ok(ids) => batch
                 .iter()

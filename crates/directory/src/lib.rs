@@ -24,13 +24,14 @@ pub mod queries;
 pub mod revocations;
 pub mod secrets;
 pub mod store;
+mod store_checkpoints;
 pub mod tenant_file;
 pub mod tokens;
 pub mod trail;
 pub mod users;
 
 pub use error::DirectoryError;
-pub use store::{Backend, ReplicaLock, SessionLock, Store};
+pub use store::{Backend, ReplicaLock, SessionLock, Store, StoreOptions};
 
 /// Current Unix time in seconds.
 pub fn now() -> i64 {

@@ -73,6 +73,18 @@ impl SessionLock {
     }
 }
 
+/// How a [`Store`] is opened, beyond its URL (the STS's `audit` settings, docs/sts.md §13).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// PostgreSQL: the audit writer's commits wait for their WAL flush
+    /// (`synchronous_commit = on`, the server's default). Off (the default here), they return
+    /// once the row is committed and visible, and the WAL writer flushes within its delay: the
+    /// row survives the STS process dying, only a crash of the database host within that delay
+    /// could lose it, the guarantee SQLite's `synchronous=NORMAL` gives (docs/performance.md
+    /// §3.2). Directory writes always wait for their flush.
+    pub durable_audit_flush: bool,
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
@@ -96,6 +108,11 @@ impl Store {
     /// SQLite runs in WAL mode with `synchronous=NORMAL`, foreign keys on and a 5 s busy
     /// timeout (docs/sts.md §13); the file is created if missing.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// [`Store::connect`] with options.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -104,13 +121,13 @@ impl Store {
         } else {
             return Err(DirectoryError::UnsupportedUrl(url.to_string()));
         };
-        let pool = match backend {
+        let (pool, audit_pool) = match backend {
             Backend::Sqlite => {
                 // The Any driver takes only `mode` from the URL; the rest are set per connection.
                 // (foreign_keys=ON and a 5 s busy timeout are the driver's defaults.)
                 let sep = if url.contains('?') { '&' } else { '?' };
                 let any: AnyConnectOptions = format!("{url}{sep}mode=rwc").parse()?;
-                AnyPoolOptions::new()
+                let pool = AnyPoolOptions::new()
                     .max_connections(8)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
@@ -123,24 +140,36 @@ impl Store {
                             sqlx::query("PRAGMA foreign_keys=ON")
                                 .execute(&mut *conn)
                                 .await?;
+                            // Checkpoints run off the request path (`store_checkpoints`).
+                            let pages = crate::store_checkpoints::AUTOCHECKPOINT_PAGES;
+                            sqlx::query(&format!("PRAGMA wal_autocheckpoint={pages}"))
+                                .execute(&mut *conn)
+                                .await?;
                             Ok(())
                         })
                     })
                     .connect_with(any.disable_statement_logging())
-                    .await?
+                    .await?;
+                // One process per file, one writer at a time: the audit writer shares the pool.
+                (pool.clone(), pool)
             }
             Backend::Postgres => {
                 let any: AnyConnectOptions = url.parse()?;
-                AnyPoolOptions::new()
+                let any = any.disable_statement_logging();
+                let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
-                    .connect_with(any.disable_statement_logging())
-                    .await?
+                    .connect_with(any.clone())
+                    .await?;
+                (pool, audit_writer_pool(any, options))
             }
         };
         MIGRATOR.run(&pool).await?;
         let store = Self {
-            audit: std::sync::Arc::new(crate::audit_writer::AuditWriter::new(pool.clone())),
+            audit: std::sync::Arc::new(crate::audit_writer::AuditWriter::new(
+                audit_pool,
+                backend == Backend::Sqlite,
+            )),
             pool,
             backend,
         };
@@ -282,8 +311,31 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.audit.close().await;
         self.pool.close().await;
     }
+}
+
+/// The PostgreSQL connection of the audit writer (docs/performance.md §3.2): its own, so that
+/// its `synchronous_commit` applies to audit rows only, never to directory writes. One is
+/// enough: the writer sends one statement at a time. Opened on first use.
+fn audit_writer_pool(any: AnyConnectOptions, options: StoreOptions) -> AnyPool {
+    let durable = options.durable_audit_flush;
+    AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                // Durable: the server's own setting, whatever the operator made it.
+                if !durable {
+                    sqlx::query("SET synchronous_commit = off")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_lazy_with(any)
 }
 
 /// A value for one column of an UPDATE built by [`Changes`].

@@ -78,7 +78,10 @@ pub async fn open_store(settings: &Settings) -> Result<(Store, MasterKey), Start
             settings.data_dir.display()
         ))
     })?;
-    let store = Store::connect(&settings.storage_url).await?;
+    let options = agentid_directory::StoreOptions {
+        durable_audit_flush: settings.audit_durable_flush,
+    };
+    let store = Store::connect_with(&settings.storage_url, options).await?;
     let env_key = std::env::var("AGENTID_MASTER_KEY").ok();
     let create = store.backend() == agentid_directory::Backend::Sqlite;
     let master = MasterKey::load(env_key.as_deref(), &settings.master_key_file, create)?;

@@ -52,6 +52,9 @@ pub struct Settings {
     pub metadata_cache_ttl: u64,
     pub single_use_assertions: bool,
     pub audit_retention: i64,
+    /// PostgreSQL: audit rows wait for their WAL flush before the answer (`audit.durable_flush`;
+    /// default off: committed, not flushed; docs/performance.md §3.2).
+    pub audit_durable_flush: bool,
     /// Name of this replica in audit events.
     pub replica: String,
     /// Connection cap and the TLS-handshake and header-read deadlines of the listener.
@@ -104,6 +107,7 @@ impl Settings {
             metadata_cache_ttl: 600,
             single_use_assertions: false,
             audit_retention: 90 * 86400,
+            audit_durable_flush: false,
             replica: hostname(),
             listener: ConnectionLimits::default(),
             trusted_proxies: vec![],
@@ -257,6 +261,7 @@ struct ClientAssertionSection {
 #[serde(deny_unknown_fields)]
 struct AuditSection {
     retention: Option<i64>,
+    durable_flush: Option<bool>,
 }
 
 /// Builds settings from an optional config file and the environment; flags are applied by the
@@ -375,6 +380,7 @@ pub fn load(
     set!(metadata_cache_ttl, file.federation.metadata_cache_ttl);
     set!(single_use_assertions, file.client_assertion.single_use);
     set!(audit_retention, file.audit.retention);
+    set!(audit_durable_flush, file.audit.durable_flush);
     if let Some(v) = file.client_metadata.allow_private_hosts {
         s.client_metadata.allow_private_hosts = v;
     }

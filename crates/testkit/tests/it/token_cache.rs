@@ -247,3 +247,58 @@ both_backends!(
         sts.stop().await;
     }
 );
+
+/// On PostgreSQL the audit writer's own connection commits without waiting for the WAL flush
+/// (docs/performance.md §3.2), unless `audit.durable_flush`; every other connection, the ones
+/// directory writes use, keeps the server's flush-per-commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_audit_writer_skips_the_wal_flush_on_postgres() {
+    async fn settings_of(sts: &TestSts) -> (Option<String>, String, String) {
+        let (st, body) = sts.token(&form()).await;
+        assert_eq!(st, 200, "{body}");
+        let store = &sts.running.state.store;
+        let writer = store.audit_synchronous_commit().await.expect("writer");
+        let (pool,): (String,) = sqlx::query_as("SHOW synchronous_commit")
+            .fetch_one(store.pool())
+            .await
+            .expect("pool");
+        let mut tx = store.begin_write().await.expect("begin");
+        let (write,): (String,) = sqlx::query_as("SHOW synchronous_commit")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("in a write");
+        tx.rollback().await.expect("rollback");
+        (writer, pool, write)
+    }
+
+    let sts = TestSts::start(Db::Postgres, DEMO).await;
+    let (writer, pool, write) = settings_of(&sts).await;
+    assert_eq!(writer.as_deref(), Some("off"));
+    assert_eq!(pool, "on");
+    assert_eq!(write, "on");
+    // The token's row is there all the same: committed before the answer.
+    assert_eq!(issued(&sts).await, 1);
+    sts.stop().await;
+
+    let durable = agentid_testkit::sts::Options {
+        configure: Box::new(|s| s.audit_durable_flush = true),
+        ..Default::default()
+    };
+    let sts = TestSts::start_with(Db::Postgres, DEMO, durable).await;
+    let (writer, pool, _) = settings_of(&sts).await;
+    assert_eq!(writer.as_deref(), Some("on"));
+    assert_eq!(pool, "on");
+    sts.stop().await;
+
+    let sts = TestSts::start(Db::Sqlite, DEMO).await;
+    assert_eq!(
+        sts.running
+            .state
+            .store
+            .audit_synchronous_commit()
+            .await
+            .expect("sqlite"),
+        None
+    );
+    sts.stop().await;
+}
