@@ -206,6 +206,45 @@ impl Clients {
         Ok(stream_response(resp))
     }
 
+    /// Sends a request whose body is in hand (MCP's JSON-RPC messages, docs/performance.md
+    /// §6.2): an `http` URL without a TLS policy (or credentials in it) through the hyper pool,
+    /// anything else through the reqwest client of `policy`, as before. The answer's body is
+    /// streamed, minus hop-by-hop headers. No timeout here: the caller bounds the wait.
+    pub async fn send_whole(
+        &self,
+        url: &url::Url,
+        policy: Option<&TlsPolicy>,
+        method: Method,
+        headers: HeaderMap,
+        bytes: bytes::Bytes,
+    ) -> Result<Response<Body>, SendError> {
+        let plain = policy.is_none()
+            && url.scheme() == "http"
+            && url.username().is_empty()
+            && url.password().is_none();
+        if plain && let Ok(uri) = http::Uri::try_from(url.as_str()) {
+            let mut req = http::Request::new(body::full(bytes));
+            *req.method_mut() = method;
+            *req.uri_mut() = uri;
+            *req.headers_mut() = headers;
+            let resp = self
+                .plain
+                .request(req)
+                .await
+                .map_err(|e| SendError::Failed(error_chain(&e)))?;
+            return Ok(stream_hyper_response(resp));
+        }
+        let client = self.get(policy).map_err(SendError::Client)?;
+        let resp = client
+            .request(method, url.clone())
+            .headers(headers)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| SendError::Failed(error_chain(&e)))?;
+        Ok(stream_response(resp))
+    }
+
     pub fn extra_roots(&self) -> &[PathBuf] {
         &self.extra_roots
     }

@@ -12,12 +12,17 @@
 //! | `params` present but not an object | -32602 | 400 |
 
 use super::jsonrpc;
+use super::raw::{members, write_object};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// Longest `method` accepted (MCP's are short; the name becomes an audit field and a label).
 pub const MAX_METHOD_BYTES: usize = 128;
 /// Longest string `id` accepted (it is echoed back and written to the audit log).
 pub const MAX_ID_BYTES: usize = 256;
+/// Deepest nesting of arrays and objects accepted (serde_json's own recursion limit, kept
+/// although members are now scanned, not built: `nesting`).
+pub const MAX_DEPTH: usize = 128;
 
 /// A parsed client message.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,8 +38,97 @@ pub struct Call {
     /// A string or an integer; `None` for a notification.
     pub id: Option<Value>,
     pub method: String,
-    /// `{}` when the message had none.
-    pub params: Map<String, Value>,
+    /// Empty when the message had none.
+    pub params: Params,
+}
+
+/// A request's `params` (docs/performance.md §6.2): its members in order, each name at most
+/// once (compared decoded, so `"na\u006de"` is `name`), each value as the client wrote it.
+/// Nothing is built from a value until something reads it, and what goes upstream is written
+/// from these members ([`Params::forward`]): a name the gateway read and authorized is the one
+/// name the target receives, whatever the client's duplicates or escapes were.
+#[derive(Debug, Clone, Default)]
+pub struct Params(Vec<(String, Box<RawValue>)>);
+
+impl PartialEq for Params {
+    fn eq(&self, other: &Params) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter()
+                .zip(&other.0)
+                .all(|((k1, v1), (k2, v2))| k1 == k2 && v1.get() == v2.get())
+    }
+}
+
+impl Params {
+    /// A member as written.
+    pub fn raw(&self, key: &str) -> Option<&RawValue> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| &**v)
+    }
+
+    /// A member parsed (`None` when absent, or when it is no JSON serde_json can hold).
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.raw(key)
+            .and_then(|v| serde_json::from_str(v.get()).ok())
+    }
+
+    /// A string member (`None` when absent or not a string).
+    pub fn str(&self, key: &str) -> Option<String> {
+        self.raw(key)
+            .and_then(|v| serde_json::from_str(v.get()).ok())
+    }
+
+    /// All members parsed (those serde_json cannot hold are left out).
+    pub fn to_map(&self) -> Map<String, Value> {
+        self.0
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), serde_json::from_str(v.get()).ok()?)))
+            .collect()
+    }
+
+    /// The object to send upstream, as JSON text: every member as written, except those named
+    /// in `set`, written from the given values (and added when absent). Member names are
+    /// written escaped by us, each once.
+    pub fn forward(&self, set: &[(&str, &Value)]) -> String {
+        write_object(self.0.iter().map(|(k, v)| (k.as_str(), v.get())), set)
+    }
+
+    fn parse(raw: &RawValue) -> Result<Params, serde_json::Error> {
+        let members = members(raw.get())?;
+        Ok(Params(
+            members
+                .into_iter()
+                .map(|(k, v)| (k, v.to_owned()))
+                .collect(),
+        ))
+    }
+}
+
+/// The deepest nesting of arrays and objects in a JSON text (strings skipped).
+fn nesting(json: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// A refused envelope: the JSON-RPC error to answer (always with HTTP 400).
@@ -73,11 +167,16 @@ fn valid_id(id: &Value) -> bool {
     }
 }
 
+/// Parses a client's message. The members are scanned, not built: only `jsonrpc`, `id`,
+/// `method` and `params`' member names are read here; values are read when used.
 pub fn parse(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
-    let msg: Value = serde_json::from_slice(bytes).map_err(|_| EnvelopeError::parse())?;
-    let obj = match msg {
-        Value::Object(obj) => obj,
-        Value::Array(_) => {
+    let msg: &RawValue = serde_json::from_slice(bytes).map_err(|_| EnvelopeError::parse())?;
+    if nesting(msg.get().as_bytes()) > MAX_DEPTH {
+        return Err(EnvelopeError::parse());
+    }
+    match msg.get().trim_start().as_bytes().first() {
+        Some(b'{') => {}
+        Some(b'[') => {
             return Err(EnvelopeError::invalid(
                 &Value::Null,
                 "batches are not supported",
@@ -89,13 +188,27 @@ pub fn parse(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
                 "not a JSON-RPC object",
             ));
         }
+    }
+    let obj =
+        members(msg.get()).map_err(|e| EnvelopeError::invalid(&Value::Null, &e.to_string()))?;
+    let member = |key: &str| obj.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
+    // A value serde_json cannot hold (a number beyond f64) is a parse error, as it was when
+    // the whole message was built.
+    let value = |key: &str| -> Result<Option<Value>, EnvelopeError> {
+        member(key)
+            .map(|v| serde_json::from_str(v.get()).map_err(|_| EnvelopeError::parse()))
+            .transpose()
     };
-    let id = obj.get("id");
-    let echo = id.filter(|v| valid_id(v)).cloned().unwrap_or(Value::Null);
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+    let id = value("id")?;
+    let echo = id
+        .as_ref()
+        .filter(|v| valid_id(v))
+        .cloned()
+        .unwrap_or(Value::Null);
+    if value("jsonrpc")?.as_ref().and_then(Value::as_str) != Some("2.0") {
         return Err(EnvelopeError::invalid(&echo, "jsonrpc must be \"2.0\""));
     }
-    if let Some(id) = id
+    if let Some(id) = &id
         && !valid_id(id)
     {
         return Err(EnvelopeError::invalid(
@@ -103,9 +216,9 @@ pub fn parse(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
             &format!("id must be a string of at most {MAX_ID_BYTES} bytes or an integer"),
         ));
     }
-    let Some(method) = obj.get("method") else {
-        let has_result = obj.contains_key("result");
-        let has_error = obj.contains_key("error");
+    let Some(method) = value("method")? else {
+        let has_result = member("result").is_some();
+        let has_error = member("error").is_some();
         if id.is_some() && has_result != has_error {
             return Ok(Envelope::ClientResponse);
         }
@@ -123,19 +236,21 @@ pub fn parse(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
             &format!("method must be 1 to {MAX_METHOD_BYTES} bytes"),
         ));
     }
-    let params = match obj.get("params") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(p)) => p.clone(),
-        Some(_) => {
-            return Err(EnvelopeError {
-                code: jsonrpc::INVALID_PARAMS,
-                message: "Invalid params: params must be an object".into(),
-                id: echo,
-            });
+    let invalid_params = |detail: String| EnvelopeError {
+        code: jsonrpc::INVALID_PARAMS,
+        message: format!("Invalid params: {detail}"),
+        id: echo.clone(),
+    };
+    let params = match member("params") {
+        None => Params::default(),
+        Some(p) if p.get() == "null" => Params::default(),
+        Some(p) if p.get().starts_with('{') => {
+            Params::parse(p).map_err(|e| invalid_params(e.to_string()))?
         }
+        Some(_) => return Err(invalid_params("params must be an object".into())),
     };
     Ok(Envelope::Call(Call {
-        id: id.cloned(),
+        id,
         method: method.to_string(),
         params,
     }))
@@ -153,7 +268,7 @@ mod tests {
             Envelope::Call(Call {
                 id: Some(Value::from(7)),
                 method: "tools/list".into(),
-                params: Map::new(),
+                params: Params::default(),
             })
         );
         let note = parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();

@@ -2,6 +2,7 @@
 //! instructions, and open the client's session within the session caps.
 
 use super::ctx::Ctx;
+use super::envelope::Params;
 use super::jsonrpc;
 use super::session::{Session, TargetSession, TargetState, VERSIONS, principal};
 use super::sessions::{SessionLimitError, SessionLimits};
@@ -22,7 +23,7 @@ pub(super) async fn initialize(
     cx: &Ctx<'_>,
     ex: &mut Exchange,
     id: Value,
-    params: &Value,
+    params: &Params,
 ) -> Reply {
     let caller = principal(ex);
     let limits = session_limits(cx.snap);
@@ -30,20 +31,16 @@ pub(super) async fn initialize(
     if let Err(e) = cx.gw.sessions.admits(&caller, limits) {
         return session_refused(ex, &id, e);
     }
-    let requested = params
-        .get("protocolVersion")
-        .and_then(Value::as_str)
+    let requested = params.str("protocolVersion");
+    let version: &'static str = requested
+        .as_deref()
+        .and_then(|v| VERSIONS.iter().find(|known| **known == v))
+        .copied()
         .unwrap_or(VERSIONS[0]);
-    let version = if VERSIONS.contains(&requested) {
-        requested
-    } else {
-        VERSIONS[0]
-    }
-    .to_string();
     let session = Arc::new(Session {
         principal: caller,
         route: cx.route.id.clone(),
-        version: version.clone(),
+        version,
         targets: cx
             .mcp
             .targets
@@ -59,17 +56,16 @@ pub(super) async fn initialize(
     });
     let client_info = params
         .get("clientInfo")
-        .cloned()
         .unwrap_or(json!({"name": "agentid-gateway-client", "version": "0"}));
     let futures = session.targets.iter().enumerate().map(|(i, ts)| {
         let target = &cx.mcp.targets[i];
-        init_target(cx, ex, target, ts, &version, &client_info)
+        init_target(cx, ex, target, ts, version, &client_info)
     });
-    futures_util::future::join_all(futures).await;
+    let opened = futures_util::future::join_all(futures).await;
     let mut failed = Vec::new();
     let mut caps = serde_json::Map::new();
     let mut instructions = Vec::new();
-    for ts in &session.targets {
+    for (ts, opened) in session.targets.iter().zip(opened) {
         let st = ts.state.lock().map(|s| s.clone()).unwrap_or_default();
         cx.gw
             .metrics
@@ -83,7 +79,7 @@ pub(super) async fn initialize(
             failed.push((ts.name.clone(), st.failure.unwrap_or_default()));
             continue;
         }
-        if let Some(c) = st.capabilities.as_object() {
+        if let Some(c) = opened.capabilities.as_object() {
             for (k, v) in c {
                 if ["tools", "prompts", "resources", "logging", "completions"].contains(&k.as_str())
                 {
@@ -98,7 +94,7 @@ pub(super) async fn initialize(
                 }
             }
         }
-        if let Some(text) = st.instructions.filter(|t| !t.is_empty()) {
+        if let Some(text) = opened.instructions.filter(|t| !t.is_empty()) {
             instructions.push((ts.name.clone(), text));
         }
     }

@@ -2,6 +2,7 @@
 //! `mcpAuthorization`, exposed under their multiplexed names, paged through a snapshot.
 
 use super::ctx::Ctx;
+use super::envelope::Params;
 use super::jsonrpc;
 use super::names::{Kind, expose};
 use super::session::Session;
@@ -27,13 +28,13 @@ pub(super) async fn list(
     sid: &str,
     kind: Kind,
     id: Value,
-    params: &Value,
+    params: &Params,
     part: &mut McpPart,
 ) -> (StatusCode, Value) {
     let data = json!({"correlationId": ex.correlation_id});
     let list_key = kind.list_key();
     // A cursor pages through the snapshot taken by the first page.
-    if let Some(cursor) = params.get("cursor").and_then(Value::as_str) {
+    if let Some(cursor) = params.str("cursor") {
         let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(cursor)
             .ok()
@@ -93,21 +94,24 @@ pub(super) async fn list(
                 Kind::Template => "resources/templates/list",
             };
             // Targets without the capability contribute nothing.
-            let cap = match kind {
-                Kind::Tool => "tools",
-                Kind::Prompt => "prompts",
-                _ => "resources",
-            };
             let has_cap = session.targets[i]
                 .state
                 .lock()
-                .map(|s| !s.ready || s.capabilities.get(cap).is_some())
+                .map(|s| {
+                    !s.ready
+                        || match kind {
+                            Kind::Tool => s.offers.tools,
+                            Kind::Prompt => s.offers.prompts,
+                            _ => s.offers.resources,
+                        }
+                })
                 .unwrap_or(true);
             if !has_cap {
                 break;
             }
-            match call_target(cx, ex, session, i, method, p).await {
+            match call_target(cx, ex, session, i, method, &p.to_string()).await {
                 Ok(reply) => {
+                    let reply = reply.value();
                     let Some(result) = reply.get("result") else {
                         unavailable.push(target.name.clone());
                         break;

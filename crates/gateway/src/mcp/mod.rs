@@ -15,6 +15,7 @@ mod initialize;
 mod jsonrpc;
 mod list;
 mod names;
+mod raw;
 pub mod session;
 mod sessions;
 mod target;
@@ -148,7 +149,6 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Reply 
         }
     };
     let Call { id, method, params } = call;
-    let params = Value::Object(params);
 
     if method == "initialize" && id.is_some() {
         return initialize::initialize(cx, ex, id.unwrap_or(Value::Null), &params).await;
@@ -197,7 +197,7 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Reply 
         &mut part,
     )
     .await;
-    if let Some(err) = reply.get("error") {
+    if let Some(err) = reply.error() {
         part.error = Some(json!({"code": err.get("code"), "message": err.get("message")}));
     }
     let mut event = ex.event("mcp", status.as_u16());
@@ -247,7 +247,7 @@ async fn post(cx: &Ctx<'_>, ex: &mut Exchange, req: Request<Incoming>) -> Reply 
         llm: None,
         mcp: Some(info),
     };
-    Reply::new(jsonrpc::respond(status, &reply), record)
+    Reply::new(reply.respond(status), record)
 }
 
 /// The caller's session: the header must be present (400) and name a live session created by

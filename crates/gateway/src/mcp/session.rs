@@ -21,7 +21,8 @@ pub(super) type ListSnapshot = (String, Arc<Vec<Value>>, Instant);
 pub struct Session {
     pub(super) principal: Principal,
     pub(super) route: String,
-    pub(super) version: String,
+    /// One of [`VERSIONS`].
+    pub(super) version: &'static str,
     pub(super) targets: Vec<TargetSession>,
     pub(super) last_used: Mutex<Instant>,
     /// Filtered list snapshots for cursors: id → (kind, items, created).
@@ -47,15 +48,37 @@ pub(super) struct TargetSession {
     pub(super) next_id: AtomicU64,
 }
 
+/// What the gateway keeps of a target's session between requests: only what later requests
+/// read (its `initialize` answer's capabilities and instructions are merged into the client's
+/// answer and not kept; docs/performance.md §6.2). Cloned per upstream request: keep it small.
 #[derive(Clone, Default)]
 pub(super) struct TargetState {
     pub(super) ready: bool,
-    pub(super) upstream_session: Option<String>,
-    pub(super) version: Option<String>,
-    pub(super) capabilities: Value,
-    pub(super) instructions: Option<String>,
+    pub(super) upstream_session: Option<Box<str>>,
+    /// One of [`VERSIONS`].
+    pub(super) version: Option<&'static str>,
+    /// Which lists the target offers (its `tools`, `prompts`, `resources` capabilities).
+    pub(super) offers: Offers,
     pub(super) failure: Option<String>,
     pub(super) attempted: Option<Instant>,
+}
+
+/// The list capabilities a target announced.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub(super) struct Offers {
+    pub(super) tools: bool,
+    pub(super) prompts: bool,
+    pub(super) resources: bool,
+}
+
+impl Offers {
+    pub(super) fn from_capabilities(caps: &Value) -> Offers {
+        Offers {
+            tools: caps.get("tools").is_some(),
+            prompts: caps.get("prompts").is_some(),
+            resources: caps.get("resources").is_some(),
+        }
+    }
 }
 
 /// The principal a request speaks for (`sessions::Principal`).

@@ -3,12 +3,14 @@
 //! §9.8).
 
 use super::ctx::Ctx;
-use super::session::{Session, TargetSession, TargetState, VERSIONS};
+use super::jsonrpc::Relayed;
+use super::session::{Offers, Session, TargetSession, TargetState, VERSIONS};
 use super::upstream::{self, TargetError};
 use crate::backend_auth;
 use crate::config::model::{McpTarget, TargetEndpoint, TargetTransport};
 use crate::exchange::Exchange;
 use crate::forward::add_trace_headers;
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
@@ -29,11 +31,7 @@ pub(super) async fn target_headers(
     {
         h.insert("mcp-session-id", s);
     }
-    if let Some(v) = st
-        .version
-        .as_deref()
-        .and_then(|s| HeaderValue::from_str(s).ok())
-    {
+    if let Some(v) = st.version.map(HeaderValue::from_static) {
         h.insert("mcp-protocol-version", v);
     }
     add_trace_headers(ex, &mut h);
@@ -57,32 +55,59 @@ pub(super) async fn target_headers(
     Ok(h)
 }
 
-/// The client for a target: TLS exactly as composed at load (`config::upstream_tls`), so the
-/// URL's scheme and the client's TLS settings always agree.
-pub(super) fn target_client(cx: &Ctx<'_>, target: &McpTarget) -> Result<reqwest::Client, String> {
+/// Where a streamable-HTTP target is, with the TLS exactly as composed at load
+/// (`config::upstream_tls`), so the URL's scheme and the client's TLS settings always agree.
+fn endpoint(target: &McpTarget) -> Option<upstream::Endpoint<'_>> {
     match &target.transport {
-        TargetTransport::Http(e) | TargetTransport::Sse(e) => cx.gw.clients.get(e.tls.as_deref()),
-        TargetTransport::Stdio { .. } => cx.gw.clients.get(None),
+        TargetTransport::Http(TargetEndpoint { url, tls }) => Some(upstream::Endpoint {
+            url,
+            tls: tls.as_deref(),
+        }),
+        TargetTransport::Sse(_) | TargetTransport::Stdio { .. } => None,
     }
 }
 
+/// A JSON-RPC request as JSON text: `params` is JSON text already (`envelope::Params::forward`).
+fn request_text(id: u64, method: &str, params: &str) -> Bytes {
+    let method = Value::from(method).to_string();
+    let mut out = String::with_capacity(48 + method.len() + params.len());
+    out.push_str(r#"{"jsonrpc":"2.0","id":"#);
+    out.push_str(&id.to_string());
+    out.push_str(r#","method":"#);
+    out.push_str(&method);
+    out.push_str(r#","params":"#);
+    out.push_str(params);
+    out.push('}');
+    Bytes::from(out)
+}
+
+/// What a target's `initialize` answered that the client's `initialize` merges.
+#[derive(Default)]
+pub(super) struct Opened {
+    pub(super) capabilities: Value,
+    pub(super) instructions: Option<String>,
+}
+
+/// Opens (or re-opens) a target's session; its state says whether that worked. Returns what
+/// the target announced, for the client's `initialize` (nothing of it is kept).
 pub(super) async fn init_target(
     cx: &Ctx<'_>,
     ex: &Exchange,
     target: &McpTarget,
     ts: &TargetSession,
-    version: &str,
+    version: &'static str,
     client_info: &Value,
-) {
+) -> Opened {
     let fail = |reason: String| {
         if let Ok(mut st) = ts.state.lock() {
             st.ready = false;
             st.failure = Some(reason);
             st.attempted = Some(Instant::now());
         }
+        Opened::default()
     };
-    let url = match &target.transport {
-        TargetTransport::Http(endpoint) => endpoint.url.clone(),
+    let to = match &target.transport {
+        TargetTransport::Http(_) => endpoint(target),
         TargetTransport::Sse { .. } => {
             return fail("legacy SSE targets are not implemented in this agentid version".into());
         }
@@ -90,9 +115,8 @@ pub(super) async fn init_target(
             return fail("stdio targets are not implemented in this agentid version".into());
         }
     };
-    let client = match target_client(cx, target) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
+    let Some(to) = to else {
+        return fail("transport not implemented".into());
     };
     let fresh = TargetState::default();
     let headers = match target_headers(cx, ex, target, &fresh).await {
@@ -103,12 +127,12 @@ pub(super) async fn init_target(
     let msg = json!({"jsonrpc": "2.0", "id": n, "method": "initialize", "params": {
         "protocolVersion": version, "capabilities": {}, "clientInfo": client_info}});
     let timeout = cx.snap.settings.timeouts.mcp_initialize;
-    let answer = match upstream::post(&client, &url, headers.clone(), &msg, Some(n), timeout).await
-    {
+    let body = Bytes::from(msg.to_string());
+    let answer = match upstream::post(&cx.gw.clients, to, headers, body, Some(n), timeout).await {
         Ok(a) => a,
         Err(e) => return fail(e.to_string()),
     };
-    let Some(reply) = answer.message else {
+    let Some(reply) = answer.message.map(|m| m.value()) else {
         return fail("no initialize result".into());
     };
     let Some(result) = reply.get("result") else {
@@ -123,18 +147,22 @@ pub(super) async fn init_target(
     let negotiated = result
         .get("protocolVersion")
         .and_then(Value::as_str)
-        .filter(|v| VERSIONS.contains(v))
-        .unwrap_or(version)
-        .to_string();
-    let mut st = TargetState {
-        ready: true,
-        upstream_session: answer.session_id,
-        version: Some(negotiated),
-        capabilities: result.get("capabilities").cloned().unwrap_or(json!({})),
+        .and_then(|v| VERSIONS.iter().find(|known| **known == v))
+        .copied()
+        .unwrap_or(version);
+    let capabilities = result.get("capabilities").cloned().unwrap_or(json!({}));
+    let opened = Opened {
         instructions: result
             .get("instructions")
             .and_then(Value::as_str)
             .map(str::to_string),
+        capabilities,
+    };
+    let mut st = TargetState {
+        ready: true,
+        upstream_session: answer.session_id.map(String::into_boxed_str),
+        version: Some(negotiated),
+        offers: Offers::from_capabilities(&opened.capabilities),
         failure: None,
         attempted: Some(Instant::now()),
     };
@@ -143,25 +171,28 @@ pub(super) async fn init_target(
         Err(e) => return fail(e),
     };
     let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    if let Err(e) = upstream::post(&client, &url, headers, &note, None, timeout).await {
+    let note = Bytes::from(note.to_string());
+    if let Err(e) = upstream::post(&cx.gw.clients, to, headers, note, None, timeout).await {
         st.ready = false;
         st.failure = Some(e.to_string());
     }
     if let Ok(mut s) = ts.state.lock() {
         *s = st;
     }
+    opened
 }
 
-/// One upstream JSON-RPC request to a target, re-initializing once when its session was lost
-/// or when it failed longer ago than `mcpTargetRetry`.
+/// One upstream JSON-RPC request to a target (`params`: the params object as JSON text),
+/// re-initializing once when its session was lost or when it failed longer ago than
+/// `mcpTargetRetry`.
 pub(super) async fn call_target(
     cx: &Ctx<'_>,
     ex: &Exchange,
     session: &Session,
     index: usize,
     method: &str,
-    params: Value,
-) -> Result<Value, String> {
+    params: &str,
+) -> Result<Relayed, String> {
     let target = &cx.mcp.targets[index];
     let ts = &session.targets[index];
     for attempt in 0..2 {
@@ -176,7 +207,7 @@ pub(super) async fn call_target(
                     ex,
                     target,
                     ts,
-                    &session.version,
+                    session.version,
                     &json!({"name": "agentid-gateway", "version": env!("CARGO_PKG_VERSION")}),
                 )
                 .await;
@@ -188,21 +219,19 @@ pub(super) async fn call_target(
                 st.failure.unwrap_or_default()
             ));
         }
-        let TargetTransport::Http(TargetEndpoint { url, .. }) = &target.transport else {
+        let Some(to) = endpoint(target) else {
             return Err(format!(
                 "MCP target '{}' is unavailable: transport not implemented",
                 target.name
             ));
         };
-        let client = target_client(cx, target)?;
         let headers = target_headers(cx, ex, target, &st).await?;
         let n = ts.next_id.fetch_add(1, Ordering::Relaxed);
-        let msg = json!({"jsonrpc": "2.0", "id": n, "method": method, "params": params});
         match upstream::post(
-            &client,
-            url,
+            &cx.gw.clients,
+            to,
             headers,
-            &msg,
+            request_text(n, method, params),
             Some(n),
             cx.snap.settings.timeouts.mcp_request,
         )
@@ -219,7 +248,7 @@ pub(super) async fn call_target(
                     ex,
                     target,
                     ts,
-                    &session.version,
+                    session.version,
                     &json!({"name": "agentid-gateway", "version": env!("CARGO_PKG_VERSION")}),
                 )
                 .await;
@@ -247,11 +276,10 @@ pub(super) async fn close_targets(cx: &Ctx<'_>, ex: &Exchange, session: &Session
         if st.upstream_session.is_none() {
             continue;
         }
-        if let (TargetTransport::Http(TargetEndpoint { url, .. }), Ok(client)) =
-            (&target.transport, target_client(cx, target))
+        if let Some(to) = endpoint(target)
             && let Ok(h) = target_headers(cx, ex, target, &st).await
         {
-            upstream::delete(&client, url, h).await;
+            upstream::delete(&cx.gw.clients, to, h).await;
         }
     }
 }

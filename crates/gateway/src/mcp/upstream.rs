@@ -1,9 +1,14 @@
 //! One MCP target over streamable HTTP: JSON-RPC POSTs whose answer is JSON or an SSE stream
-//! carrying the response (notifications before it are skipped).
+//! carrying the response (notifications before it are skipped). Plain-HTTP targets go through
+//! the gateway's hyper pool, HTTPS ones through their TLS policy's client
+//! (`upstream::Clients::send_whole`, docs/performance.md §6.2).
 
-use futures_util::StreamExt;
-use http::HeaderMap;
-use serde_json::Value;
+use super::jsonrpc::Relayed;
+use crate::config::model::TlsPolicy;
+use crate::upstream::Clients;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, header};
+use http_body_util::BodyExt;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,29 +25,40 @@ pub enum TargetError {
 }
 
 pub struct Answer {
-    pub message: Option<Value>,
+    pub message: Option<Relayed>,
     pub session_id: Option<String>,
 }
 
-/// Sends one JSON-RPC message; for a request (`expect_id`), waits for the response with that id.
+/// Where a target is: its URL and the TLS policy composed for it at load.
+#[derive(Clone, Copy)]
+pub struct Endpoint<'a> {
+    pub url: &'a url::Url,
+    pub tls: Option<&'a TlsPolicy>,
+}
+
+/// Sends one JSON-RPC message (`body`, JSON text); for a request (`expect_id`), waits for the
+/// response with that id.
 pub async fn post(
-    client: &reqwest::Client,
-    url: &url::Url,
-    headers: HeaderMap,
-    message: &Value,
+    clients: &Clients,
+    to: Endpoint<'_>,
+    mut headers: HeaderMap,
+    body: Bytes,
     expect_id: Option<u64>,
     timeout: Duration,
 ) -> Result<Answer, TargetError> {
     let fut = async {
-        let resp = client
-            .post(url.clone())
-            .headers(headers)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::ACCEPT, "application/json, text/event-stream")
-            .body(serde_json::to_vec(message).unwrap_or_default())
-            .send()
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        let resp = clients
+            .send_whole(to.url, to.tls, Method::POST, headers, body)
             .await
-            .map_err(|e| TargetError::Unavailable(crate::upstream::error_chain(&e)))?;
+            .map_err(|e| TargetError::Unavailable(e.to_string()))?;
         let status = resp.status();
         if status == http::StatusCode::NOT_FOUND {
             return Err(TargetError::SessionLost);
@@ -63,47 +79,54 @@ pub async fn post(
         }
         let sse = resp
             .headers()
-            .get(http::header::CONTENT_TYPE)
+            .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
+        let mut body = resp.into_body();
         if !status.is_success() && !sse {
-            let body = resp.bytes().await.unwrap_or_default();
-            if let Ok(v) = serde_json::from_slice::<Value>(&body)
-                && v.get("error").is_some()
+            let bytes = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            if let Some(m) = Relayed::parse(&bytes)
+                && m.member("error").is_some()
             {
                 return Ok(Answer {
-                    message: Some(v),
+                    message: Some(m),
                     session_id,
                 });
             }
             return Err(TargetError::Unavailable(format!("HTTP {status}")));
         }
         if !sse {
-            let body = resp
-                .bytes()
+            let bytes = body
+                .collect()
                 .await
-                .map_err(|e| TargetError::Unavailable(e.to_string()))?;
-            let v: Value = serde_json::from_slice(&body)
-                .map_err(|e| TargetError::Protocol(format!("response is not JSON: {e}")))?;
+                .map_err(|e| TargetError::Unavailable(e.to_string()))?
+                .to_bytes();
+            let m = Relayed::parse(&bytes)
+                .ok_or_else(|| TargetError::Protocol("response is not one JSON object".into()))?;
             return Ok(Answer {
-                message: Some(v),
+                message: Some(m),
                 session_id,
             });
         }
-        let mut stream = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| TargetError::Unavailable(e.to_string()))?;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| TargetError::Unavailable(e.to_string()))?;
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
             buf.extend_from_slice(&chunk);
             while let Some(end) = crate::sse::event_end(&buf) {
                 let event: Vec<u8> = buf.drain(..end).collect();
                 if let Some(data) = crate::sse::event_data(&event)
-                    && let Ok(v) = serde_json::from_str::<Value>(&data)
-                    && v.get("id").and_then(Value::as_u64) == expect_id
-                    && (v.get("result").is_some() || v.get("error").is_some())
+                    && let Some(m) = Relayed::parse(data.as_bytes())
+                    && expect_id.is_some_and(|id| m.answers(id))
                 {
                     return Ok(Answer {
-                        message: Some(v),
+                        message: Some(m),
                         session_id,
                     });
                 }
@@ -121,10 +144,10 @@ pub async fn post(
     }
 }
 
-pub async fn delete(client: &reqwest::Client, url: &url::Url, headers: HeaderMap) {
+pub async fn delete(clients: &Clients, to: Endpoint<'_>, headers: HeaderMap) {
     let _ = tokio::time::timeout(
         Duration::from_secs(2),
-        client.delete(url.clone()).headers(headers).send(),
+        clients.send_whole(to.url, to.tls, Method::DELETE, headers, Bytes::new()),
     )
     .await;
 }

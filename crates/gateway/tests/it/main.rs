@@ -13,6 +13,7 @@ mod llm_stream;
 mod mcp_auth;
 mod mcp_auth_rmcp;
 mod mcp_limits;
+mod mcp_names;
 mod mcp_sessions;
 mod mcp_tls;
 mod paths;

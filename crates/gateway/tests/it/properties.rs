@@ -198,7 +198,7 @@ proptest! {
         };
         prop_assert_eq!(call.id, Some(id));
         prop_assert_eq!(call.method, method);
-        prop_assert_eq!(call.params, params);
+        prop_assert_eq!(call.params.to_map(), params);
     }
 }
 
@@ -317,6 +317,27 @@ fn hostile_envelopes_get_the_codes_of_the_error_table() {
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":3}"#.into(),
             -32602,
             json!(1),
+        ),
+        // A member twice (docs/performance.md §6.2): in the envelope, in params (decoded names).
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call"}"#.into(),
+            -32600,
+            Value::Null,
+        ),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","na\u006de":"b"}}"#.into(),
+            -32602,
+            json!(1),
+        ),
+        // Deep nesting anywhere, even where nothing is built from it.
+        (
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"arguments":{}0{}}}}}"#,
+                "[".repeat(300),
+                "]".repeat(300)
+            ),
+            -32700,
+            Value::Null,
         ),
     ];
     for (body, code, id) in cases {
