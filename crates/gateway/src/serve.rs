@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +160,7 @@ pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
                 listener,
                 slots,
                 drain.clone(),
+                None,
             )));
         } else {
             let copies = listener
@@ -256,99 +257,147 @@ fn serving_threads(
     }
     let per_thread: std::sync::Mutex<Vec<Vec<_>>> = std::sync::Mutex::new(per_thread);
     let (gw, drain) = (gateway.clone(), drain.clone());
-    agentid_listener::ServingThreads::start(count, "gateway-serve", stop.clone(), move |i| {
-        let mine = per_thread
-            .lock()
-            .map(|mut all| std::mem::take(&mut all[i]))
-            .unwrap_or_default();
-        let loops: Vec<_> = mine
-            .into_iter()
-            .filter_map(|(port, copy, slots)| match copy.register() {
-                Ok(listener) => Some(accept_loop(
-                    gw.clone(),
-                    port,
-                    listener,
-                    slots,
-                    drain.clone(),
-                )),
-                Err(e) => {
-                    tracing::error!(port, "a serving thread cannot listen: {e}");
-                    None
-                }
-            })
-            .collect();
-        async move {
-            futures_util::future::join_all(loops).await;
-        }
-    })
+    agentid_listener::ServingThreads::start(
+        count,
+        "gateway-serve",
+        stop.clone(),
+        move |i, placement| {
+            let mine = per_thread
+                .lock()
+                .map(|mut all| std::mem::take(&mut all[i]))
+                .unwrap_or_default();
+            let loops: Vec<_> = mine
+                .into_iter()
+                .filter_map(|(port, copy, slots)| match copy.register() {
+                    Ok(listener) => Some(accept_loop(
+                        gw.clone(),
+                        port,
+                        listener,
+                        slots,
+                        drain.clone(),
+                        Some((placement.clone(), i)),
+                    )),
+                    Err(e) => {
+                        tracing::error!(port, "a serving thread cannot listen: {e}");
+                        None
+                    }
+                })
+                .collect();
+            async move {
+                futures_util::future::join_all(loops).await;
+            }
+        },
+    )
     .map_err(ServeError::Threads)
 }
 
+type Connection = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Accepts on one bind's socket. On a serving thread (`placement` and the thread's index), a
+/// connection runs on the least loaded thread (usually this one, docs/performance.md §6.1).
 async fn accept_loop(
     gw: Arc<Gateway>,
     port: u16,
     listener: TcpListener,
     slots: agentid_listener::ConnectionSlots,
     drain: agentid_listener::Drain,
+    placement: Option<(agentid_listener::threads::Placement, usize)>,
 ) {
     let stop = drain.signal();
     agentid_listener::accept_until_drain(listener, slots, drain, move |stream, peer| {
         let _ = stream.set_nodelay(true);
-        let gw = gw.clone();
-        let stop_conn = stop.clone();
-        async move {
-            let gauge = gw
-                .metrics
-                .connections
-                .get_or_create(&vec![("bind".to_string(), port.to_string())])
-                .clone();
-            gauge.inc();
-            let snap = gw.snapshot();
-            let tls = snap
-                .binds
-                .iter()
-                .find(|b| b.port == port)
-                .and_then(|b| b.listeners.iter().find_map(|l| l.tls.clone()));
-            // The first request (TLS handshake included) is due within headerRead.
-            let limits = agentid_listener::ConnectionLimits {
-                max_connections: snap.settings.limits.max_connections,
-                header_read_timeout: snap.settings.timeouts.header_read,
-                tls_handshake_timeout: snap.settings.timeouts.header_read,
-                idle_timeout: snap.settings.timeouts.downstream_idle,
-                max_header_bytes: snap.settings.limits.max_request_header_bytes,
-            };
-            drop(snap);
-            let svc_gw = gw.clone();
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            let service =
-                hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let gw = svc_gw.clone();
-                    async move {
-                        // Boxed: hyper keeps a slot the size of this future for the whole life
-                        // of each connection, and the pipeline's state machine is large; boxed, an
-                        // idle connection holds a pointer (docs/performance.md §6).
-                        let handled = std::panic::AssertUnwindSafe(Box::pin(
-                            crate::pipeline::handle(gw.clone(), port, req, peer, scheme),
-                        ));
-                        match futures_util::FutureExt::catch_unwind(handled).await {
-                            Ok(resp) => Ok::<_, std::convert::Infallible>(resp),
-                            Err(_) => {
-                                gw.metrics.panics.inc();
-                                Ok(GatewayError::Internal.into_response(""))
-                            }
-                        }
-                    }
-                });
-            let tls = tls.map(tokio_rustls::TlsAcceptor::from);
-            let ended =
-                agentid_listener::serve_connection(stream, tls, service, limits, stop_conn).await;
-            if let agentid_listener::Ended::TimedOut(why) = ended {
-                tracing::debug!("closing a downstream connection: {why}");
-            }
-            gauge.dec();
+        let here = |stream| -> Connection {
+            Box::pin(connection(gw.clone(), port, stream, peer, stop.clone()))
+        };
+        let Some((placement, me)) = &placement else {
+            return here(stream);
+        };
+        let (target, placed) = placement.place(*me);
+        if target == *me {
+            let conn = here(stream);
+            return Box::pin(async move {
+                conn.await;
+                drop(placed);
+            });
         }
+        // Moved to the other thread's runtime; this task holds the slot and the drain's count
+        // until the connection ends there.
+        let Ok(std_stream) = stream.into_std() else {
+            return Box::pin(async move { drop(placed) });
+        };
+        let (gw, stop) = (gw.clone(), stop.clone());
+        let moved = placement.handle(target).spawn(async move {
+            if let Ok(stream) = TcpStream::from_std(std_stream) {
+                connection(gw, port, stream, peer, stop).await;
+            }
+            drop(placed);
+        });
+        Box::pin(async move {
+            let _ = moved.await;
+        })
     })
     .await;
+}
+
+/// Serves one accepted connection of bind `port` until it ends.
+async fn connection(
+    gw: Arc<Gateway>,
+    port: u16,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop_conn: watch::Receiver<bool>,
+) {
+    let gauge = gw
+        .metrics
+        .connections
+        .get_or_create(&vec![("bind".to_string(), port.to_string())])
+        .clone();
+    gauge.inc();
+    let snap = gw.snapshot();
+    let tls = snap
+        .binds
+        .iter()
+        .find(|b| b.port == port)
+        .and_then(|b| b.listeners.iter().find_map(|l| l.tls.clone()));
+    // The first request (TLS handshake included) is due within headerRead.
+    let limits = agentid_listener::ConnectionLimits {
+        max_connections: snap.settings.limits.max_connections,
+        header_read_timeout: snap.settings.timeouts.header_read,
+        tls_handshake_timeout: snap.settings.timeouts.header_read,
+        idle_timeout: snap.settings.timeouts.downstream_idle,
+        max_header_bytes: snap.settings.limits.max_request_header_bytes,
+    };
+    drop(snap);
+    let svc_gw = gw.clone();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let gw = svc_gw.clone();
+        async move {
+            // Boxed: hyper keeps a slot the size of this future for the whole life
+            // of each connection, and the pipeline's state machine is large; boxed, an
+            // idle connection holds a pointer (docs/performance.md §6).
+            let handled = std::panic::AssertUnwindSafe(Box::pin(crate::pipeline::handle(
+                gw.clone(),
+                port,
+                req,
+                peer,
+                scheme,
+            )));
+            match futures_util::FutureExt::catch_unwind(handled).await {
+                Ok(resp) => Ok::<_, std::convert::Infallible>(resp),
+                Err(_) => {
+                    gw.metrics.panics.inc();
+                    Ok(GatewayError::Internal.into_response(""))
+                }
+            }
+        }
+    });
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let ended = agentid_listener::serve_connection(stream, tls, service, limits, stop_conn).await;
+    if let agentid_listener::Ended::TimedOut(why) = ended {
+        tracing::debug!("closing a downstream connection: {why}");
+    }
+    gauge.dec();
 }
 
 #[derive(Clone, Copy)]

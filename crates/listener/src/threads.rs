@@ -19,6 +19,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{oneshot, watch};
 
 thread_local! {
@@ -41,8 +42,67 @@ pub struct ServingThreads {
     ended: Vec<oneshot::Receiver<()>>,
 }
 
+/// Where an accepted connection runs. The thread that wins the race to accept is usually the
+/// least busy, but a burst of connections (a client pool opening 32 at once) can land on one
+/// thread before the others wake; a connection accepted by a thread with more open connections
+/// than another is handed to the least loaded thread's runtime instead (a cross-thread move once
+/// per connection, never per request).
+#[derive(Clone, Debug)]
+pub struct Placement {
+    handles: Arc<[tokio::runtime::Handle]>,
+    open: Arc<[AtomicUsize]>,
+}
+
+/// A connection counted on its thread until dropped.
+#[derive(Debug)]
+pub struct Placed {
+    open: Arc<[AtomicUsize]>,
+    thread: usize,
+}
+
+impl Drop for Placed {
+    fn drop(&mut self) {
+        self.open[self.thread].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Placement {
+    /// The thread a connection accepted by thread `me` should run on: `me`, unless another
+    /// has fewer open connections (then the least loaded); counted there until dropped.
+    pub fn place(&self, me: usize) -> (usize, Placed) {
+        let me = me.min(self.open.len() - 1);
+        let mut target = me;
+        let mut least = self.open[me].load(Ordering::Relaxed);
+        for (i, n) in self.open.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            if n < least {
+                (target, least) = (i, n);
+            }
+        }
+        self.open[target].fetch_add(1, Ordering::Relaxed);
+        let placed = Placed {
+            open: self.open.clone(),
+            thread: target,
+        };
+        (target, placed)
+    }
+
+    /// The runtime of serving thread `i`.
+    pub fn handle(&self, i: usize) -> &tokio::runtime::Handle {
+        &self.handles[i.min(self.handles.len() - 1)]
+    }
+
+    /// Open connections per thread.
+    pub fn open(&self) -> Vec<usize> {
+        self.open
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
 impl ServingThreads {
-    /// Starts `count` threads named `<name>-<i>`. Thread `i` runs `serve(i)` on its own
+    /// Starts `count` threads named `<name>-<i>`. Thread `i` runs `serve(i, placement)` on its own
     /// current-thread runtime (I/O and timers enabled), then keeps the runtime — and with it
     /// every task the future spawned, such as accepted connections — running until `stop`
     /// turns `true` or its sender is dropped. `stop` also ends a `serve` still running.
@@ -53,17 +113,27 @@ impl ServingThreads {
         serve: F,
     ) -> io::Result<ServingThreads>
     where
-        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        F: Fn(usize, Placement) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + 'static,
     {
         let serve = Arc::new(serve);
-        let mut ended = Vec::with_capacity(count.max(1));
-        for i in 0..count.max(1) {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+        let count = count.max(1);
+        let runtimes = (0..count)
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let placement = Placement {
+            handles: runtimes.iter().map(|r| r.handle().clone()).collect(),
+            open: (0..count).map(|_| AtomicUsize::new(0)).collect(),
+        };
+        let mut ended = Vec::with_capacity(count);
+        for (i, runtime) in runtimes.into_iter().enumerate() {
             let (done, end) = oneshot::channel();
             let (serve, mut stop) = (serve.clone(), stop.clone());
+            let placement = placement.clone();
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
@@ -74,7 +144,7 @@ impl ServingThreads {
                         };
                         tokio::pin!(until_stopped);
                         tokio::select! {
-                            _ = serve(i) => until_stopped.await,
+                            _ = serve(i, placement) => until_stopped.await,
                             _ = &mut until_stopped => {}
                         }
                     });
@@ -130,7 +200,7 @@ mod tests {
     async fn each_thread_knows_its_index_and_ends_on_stop() {
         let (stop, rx) = watch::channel(false);
         let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-        let threads = ServingThreads::start(3, "t", rx, move |i| {
+        let threads = ServingThreads::start(3, "t", rx, move |i, _| {
             let seen_tx = seen_tx.clone();
             async move {
                 let _ = seen_tx.send((i, serving_thread()));
@@ -152,10 +222,28 @@ mod tests {
             .expect("every thread ends on stop");
     }
 
+    #[test]
+    fn connections_go_to_the_least_loaded_thread() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let p = Placement {
+            handles: vec![rt.handle().clone(); 2].into(),
+            open: (0..2).map(|_| AtomicUsize::new(0)).collect(),
+        };
+        // A burst accepted by thread 0 alternates between the two threads.
+        let placed: Vec<_> = (0..4).map(|_| p.place(0)).collect();
+        let targets: Vec<usize> = placed.iter().map(|(t, _)| *t).collect();
+        assert_eq!(targets, vec![0, 1, 0, 1]);
+        assert_eq!(p.open(), vec![2, 2]);
+        drop(placed);
+        assert_eq!(p.open(), vec![0, 0]);
+    }
+
     #[tokio::test]
     async fn dropping_the_stop_sender_ends_the_threads() {
         let (stop, rx) = watch::channel(false);
-        let threads = ServingThreads::start(2, "t", rx, |_| async {}).unwrap();
+        let threads = ServingThreads::start(2, "t", rx, |_, _| async {}).unwrap();
         drop(stop);
         tokio::time::timeout(Duration::from_secs(10), threads.finished())
             .await

@@ -42,7 +42,7 @@ fn start(count: usize, max_connections: usize) -> Server {
     let (release, released) = mpsc::channel::<()>();
     let released = Arc::new(Mutex::new(released));
     let (d, s) = (drain.clone(), slots.clone());
-    let threads = ServingThreads::start(count, "test-serve", stop_rx, move |_| {
+    let threads = ServingThreads::start(count, "test-serve", stop_rx, move |_, _| {
         let listener = copies.lock().unwrap().pop().unwrap().register().unwrap();
         let (drain, slots, released) = (d.clone(), s.clone(), released.clone());
         let signal = drain.signal();
@@ -61,7 +61,10 @@ fn start(count: usize, max_connections: usize) -> Server {
                     Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(me))))
                 }
             });
-            serve_connection(stream, None, service, limits, signal.clone())
+            let conn = serve_connection(stream, None, service, limits, signal.clone());
+            async move {
+                conn.await;
+            }
         })
     })
     .unwrap();

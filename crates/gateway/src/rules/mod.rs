@@ -246,8 +246,7 @@ pub struct RequestInfo {
     pub version: &'static str,
     /// The request's headers as received; `request.headers` (lower-case names, repeated values
     /// joined with `,`, credentials `<redacted>`) is built from them only for a rule that reads
-    /// `request` ([`Self::cel_headers`]): most requests are evaluated by no such rule
-    /// (docs/performance.md §6.1).
+    /// `request` ([`Self::cel_headers`]): most requests are evaluated by no such rule.
     pub headers: http::HeaderMap,
     pub start_time: chrono::DateTime<chrono::Utc>,
 }
