@@ -23,6 +23,10 @@ pub struct GatewayArgs {
     /// A private CA added to the system roots for upstreams and JWKS fetches (repeatable).
     #[arg(long = "ca-file", env = "AGENTID_CA_FILE")]
     ca_file: Vec<PathBuf>,
+    /// Threads serving the binds, each with its own connections and upstream pool (default: one
+    /// per core; 0 serves on one shared work-stealing runtime). docs/gateway.md §1.1.
+    #[arg(long, env = "AGENTID_GATEWAY_SERVING_THREADS")]
+    serving_threads: Option<usize>,
 }
 
 #[derive(clap::Subcommand)]
@@ -76,10 +80,16 @@ pub fn run(args: GatewayArgs) -> i32 {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let serving_threads = args
+        .serving_threads
+        .unwrap_or_else(agentid_listener::threads::default_count);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if serving_threads > 0 {
+        // The control runtime (admin servers, reload, revocation polls, audit shipping) is
+        // light once the binds have threads of their own.
+        runtime.worker_threads(1);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("agentid gateway: {e}");
@@ -91,6 +101,7 @@ pub fn run(args: GatewayArgs) -> i32 {
             source,
             extra_roots: args.ca_file.clone(),
             ephemeral_ports: false,
+            serving_threads,
         })
         .await
         {

@@ -44,11 +44,12 @@ impl Gateway {
         snapshot: Snapshot,
         jwks: Arc<JwksRegistry>,
         extra_roots: Vec<PathBuf>,
+        serving_threads: usize,
     ) -> Arc<Gateway> {
         let revocations = Arc::new(crate::revocation::Feeds::new(jwks.fetcher()));
         revocations.sync(&snapshot);
         let metrics = Metrics::new(&snapshot.removed_metrics, jwks.clone(), revocations.clone());
-        let clients = Clients::new(extra_roots, &snapshot.settings);
+        let clients = Clients::new(extra_roots, &snapshot.settings, serving_threads);
         let audit = AuditLog::new(&snapshot.settings.audit, &clients);
         Arc::new(Gateway {
             current: ArcSwap::from_pointee(snapshot),

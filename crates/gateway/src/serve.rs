@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the serving threads: {0}")]
+    Threads(std::io::Error),
 }
 
 pub enum Source {
@@ -40,6 +42,10 @@ pub struct Options {
     pub extra_roots: Vec<PathBuf>,
     /// Test hook: binds listen on port 0 and the admin servers on 127.0.0.1:0.
     pub ephemeral_ports: bool,
+    /// Threads serving the binds, each a current-thread runtime with its own upstream pool
+    /// (docs/performance.md §6.1); 0 serves them on the caller's runtime. The admin servers,
+    /// the config watcher and the background tasks run on the caller's runtime either way.
+    pub serving_threads: usize,
 }
 
 pub struct RunningGateway {
@@ -121,11 +127,18 @@ pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
     let static_cfg = snapshot.static_cfg.clone();
     let bind_ip = snapshot.settings.bind_address;
     let ports: Vec<u16> = snapshot.binds.iter().map(|b| b.port).collect();
-    let gateway = Gateway::new(snapshot, jwks.clone(), opts.extra_roots.clone());
+    let max_connections = snapshot.settings.limits.max_connections;
+    let gateway = Gateway::new(
+        snapshot,
+        jwks.clone(),
+        opts.extra_roots.clone(),
+        opts.serving_threads,
+    );
     let (shutdown, rx) = watch::channel(false);
     let drain = agentid_listener::Drain::new();
     let mut tasks = Vec::new();
     let mut binds = HashMap::new();
+    let mut sockets = Vec::new();
     for port in ports {
         let addr = SocketAddr::new(bind_ip, if opts.ephemeral_ports { 0 } else { port });
         let listener = TcpListener::bind(addr)
@@ -135,12 +148,31 @@ pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
         binds.insert(port, local);
-        tasks.push(tokio::spawn(accept_loop(
-            gateway.clone(),
-            port,
-            listener,
-            drain.clone(),
-        )));
+        // One cap per bind, shared by every serving thread.
+        let slots = agentid_listener::ConnectionSlots::new(&agentid_listener::ConnectionLimits {
+            max_connections,
+            ..Default::default()
+        });
+        if opts.serving_threads == 0 {
+            tasks.push(tokio::spawn(accept_loop(
+                gateway.clone(),
+                port,
+                listener,
+                slots,
+                drain.clone(),
+                None,
+            )));
+        } else {
+            let copies = listener
+                .into_std()
+                .and_then(|l| agentid_listener::threads::socket_copies(&l, opts.serving_threads))
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            sockets.push((port, copies, slots));
+        }
+    }
+    if opts.serving_threads > 0 {
+        let threads = serving_threads(&gateway, sockets, opts.serving_threads, &drain, &rx)?;
+        tasks.push(tokio::spawn(threads.finished()));
     }
     let mut admin_addrs = [None, None, None];
     for (i, (addr, kind)) in [
@@ -200,74 +232,172 @@ pub async fn start(opts: Options) -> Result<RunningGateway, ServeError> {
     })
 }
 
+/// Each bind's socket copies and cap, per bind.
+type BindSockets = Vec<(
+    u16,
+    Vec<agentid_listener::threads::Shared>,
+    agentid_listener::ConnectionSlots,
+)>;
+
+/// Serving per core (docs/performance.md §6.1): thread `i` accepts on its copy of every bind's
+/// socket, within the bind's shared cap, and runs the connections it accepts. The threads end
+/// after the drain, when `stop` turns (or the gateway is dropped).
+fn serving_threads(
+    gateway: &Arc<Gateway>,
+    sockets: BindSockets,
+    count: usize,
+    drain: &agentid_listener::Drain,
+    stop: &watch::Receiver<bool>,
+) -> Result<agentid_listener::ServingThreads, ServeError> {
+    let mut per_thread: Vec<Vec<_>> = (0..count).map(|_| Vec::new()).collect();
+    for (port, copies, slots) in sockets {
+        for (i, copy) in copies.into_iter().enumerate() {
+            per_thread[i].push((port, copy, slots.clone()));
+        }
+    }
+    let per_thread: std::sync::Mutex<Vec<Vec<_>>> = std::sync::Mutex::new(per_thread);
+    let (gw, drain) = (gateway.clone(), drain.clone());
+    agentid_listener::ServingThreads::start(
+        count,
+        "gateway-serve",
+        stop.clone(),
+        move |i, placement| {
+            let mine = per_thread
+                .lock()
+                .map(|mut all| std::mem::take(&mut all[i]))
+                .unwrap_or_default();
+            let loops: Vec<_> = mine
+                .into_iter()
+                .filter_map(|(port, copy, slots)| match copy.register() {
+                    Ok(listener) => Some(accept_loop(
+                        gw.clone(),
+                        port,
+                        listener,
+                        slots,
+                        drain.clone(),
+                        Some((placement.clone(), i)),
+                    )),
+                    Err(e) => {
+                        tracing::error!(port, "a serving thread cannot listen: {e}");
+                        None
+                    }
+                })
+                .collect();
+            async move {
+                futures_util::future::join_all(loops).await;
+            }
+        },
+    )
+    .map_err(ServeError::Threads)
+}
+
+type Connection = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Accepts on one bind's socket. On a serving thread (`placement` and the thread's index), a
+/// connection runs on the least loaded thread (usually this one, docs/performance.md §6.1).
 async fn accept_loop(
     gw: Arc<Gateway>,
     port: u16,
     listener: TcpListener,
+    slots: agentid_listener::ConnectionSlots,
     drain: agentid_listener::Drain,
+    placement: Option<(agentid_listener::threads::Placement, usize)>,
 ) {
-    let slots = agentid_listener::ConnectionSlots::new(&agentid_listener::ConnectionLimits {
-        max_connections: gw.snapshot().settings.limits.max_connections,
-        ..Default::default()
-    });
     let stop = drain.signal();
     agentid_listener::accept_until_drain(listener, slots, drain, move |stream, peer| {
         let _ = stream.set_nodelay(true);
-        let gw = gw.clone();
-        let stop_conn = stop.clone();
-        async move {
-            let gauge = gw
-                .metrics
-                .connections
-                .get_or_create(&vec![("bind".to_string(), port.to_string())])
-                .clone();
-            gauge.inc();
-            let snap = gw.snapshot();
-            let tls = snap
-                .binds
-                .iter()
-                .find(|b| b.port == port)
-                .and_then(|b| b.listeners.iter().find_map(|l| l.tls.clone()));
-            // The first request (TLS handshake included) is due within headerRead.
-            let limits = agentid_listener::ConnectionLimits {
-                max_connections: snap.settings.limits.max_connections,
-                header_read_timeout: snap.settings.timeouts.header_read,
-                tls_handshake_timeout: snap.settings.timeouts.header_read,
-                idle_timeout: snap.settings.timeouts.downstream_idle,
-                max_header_bytes: snap.settings.limits.max_request_header_bytes,
-            };
-            drop(snap);
-            let svc_gw = gw.clone();
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            let service =
-                hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let gw = svc_gw.clone();
-                    async move {
-                        // Boxed: hyper keeps a slot the size of this future for the whole life
-                        // of each connection, and the pipeline's state machine is large; boxed, an
-                        // idle connection holds a pointer (docs/performance.md §6).
-                        let handled = std::panic::AssertUnwindSafe(Box::pin(
-                            crate::pipeline::handle(gw.clone(), port, req, peer, scheme),
-                        ));
-                        match futures_util::FutureExt::catch_unwind(handled).await {
-                            Ok(resp) => Ok::<_, std::convert::Infallible>(resp),
-                            Err(_) => {
-                                gw.metrics.panics.inc();
-                                Ok(GatewayError::Internal.into_response(""))
-                            }
-                        }
-                    }
-                });
-            let tls = tls.map(tokio_rustls::TlsAcceptor::from);
-            let ended =
-                agentid_listener::serve_connection(stream, tls, service, limits, stop_conn).await;
-            if let agentid_listener::Ended::TimedOut(why) = ended {
-                tracing::debug!("closing a downstream connection: {why}");
-            }
-            gauge.dec();
+        let here = |stream| -> Connection {
+            Box::pin(connection(gw.clone(), port, stream, peer, stop.clone()))
+        };
+        let Some((placement, me)) = &placement else {
+            return here(stream);
+        };
+        let (target, placed) = placement.place(*me);
+        if target == *me {
+            let conn = here(stream);
+            return Box::pin(async move {
+                conn.await;
+                drop(placed);
+            });
         }
+        // Moved to the other thread's runtime; this task holds the slot and the drain's count
+        // until the connection ends there.
+        let Ok(std_stream) = stream.into_std() else {
+            return Box::pin(async move { drop(placed) });
+        };
+        let (gw, stop) = (gw.clone(), stop.clone());
+        let moved = placement.handle(target).spawn(async move {
+            if let Ok(stream) = TcpStream::from_std(std_stream) {
+                connection(gw, port, stream, peer, stop).await;
+            }
+            drop(placed);
+        });
+        Box::pin(async move {
+            let _ = moved.await;
+        })
     })
     .await;
+}
+
+/// Serves one accepted connection of bind `port` until it ends.
+async fn connection(
+    gw: Arc<Gateway>,
+    port: u16,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop_conn: watch::Receiver<bool>,
+) {
+    let gauge = gw
+        .metrics
+        .connections
+        .get_or_create(&vec![("bind".to_string(), port.to_string())])
+        .clone();
+    gauge.inc();
+    let snap = gw.snapshot();
+    let tls = snap
+        .binds
+        .iter()
+        .find(|b| b.port == port)
+        .and_then(|b| b.listeners.iter().find_map(|l| l.tls.clone()));
+    // The first request (TLS handshake included) is due within headerRead.
+    let limits = agentid_listener::ConnectionLimits {
+        max_connections: snap.settings.limits.max_connections,
+        header_read_timeout: snap.settings.timeouts.header_read,
+        tls_handshake_timeout: snap.settings.timeouts.header_read,
+        idle_timeout: snap.settings.timeouts.downstream_idle,
+        max_header_bytes: snap.settings.limits.max_request_header_bytes,
+    };
+    drop(snap);
+    let svc_gw = gw.clone();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let gw = svc_gw.clone();
+        async move {
+            // Boxed: hyper keeps a slot the size of this future for the whole life
+            // of each connection, and the pipeline's state machine is large; boxed, an
+            // idle connection holds a pointer (docs/performance.md §6).
+            let handled = std::panic::AssertUnwindSafe(Box::pin(crate::pipeline::handle(
+                gw.clone(),
+                port,
+                req,
+                peer,
+                scheme,
+            )));
+            match futures_util::FutureExt::catch_unwind(handled).await {
+                Ok(resp) => Ok::<_, std::convert::Infallible>(resp),
+                Err(_) => {
+                    gw.metrics.panics.inc();
+                    Ok(GatewayError::Internal.into_response(""))
+                }
+            }
+        }
+    });
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let ended = agentid_listener::serve_connection(stream, tls, service, limits, stop_conn).await;
+    if let agentid_listener::Ended::TimedOut(why) = ended {
+        tracing::debug!("closing a downstream connection: {why}");
+    }
+    gauge.dec();
 }
 
 #[derive(Clone, Copy)]

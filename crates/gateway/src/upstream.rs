@@ -138,8 +138,8 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 /// CPU on the request path (docs/performance.md §6).
 type PlainClient = HyperClient<HttpConnector, Body>;
 
-/// Upstream HTTP clients: reqwest, one per TLS policy (each has its own pool), and one hyper pool
-/// for plain HTTP.
+/// Upstream HTTP clients: reqwest, one per TLS policy (each has its own pool), and hyper pools
+/// for plain HTTP, one per serving thread (docs/performance.md §6.1).
 pub struct Clients {
     extra_roots: Vec<PathBuf>,
     connect_timeout: Duration,
@@ -148,12 +148,18 @@ pub struct Clients {
     by_policy: Mutex<HashMap<Option<TlsPolicy>, reqwest::Client>>,
     /// The client of routes without a TLS policy, the common case: no lock per request.
     default: std::sync::OnceLock<reqwest::Client>,
-    plain: PlainClient,
+    /// Slot `i` serves serving thread `i`, so a request and the pooled connection it goes out
+    /// on stay on one thread; the last slot serves every other thread.
+    plain: Box<[PlainClient]>,
 }
 
 impl Clients {
     /// Pool settings are read once, at start (changing them needs a restart).
-    pub fn new(extra_roots: Vec<PathBuf>, settings: &crate::config::model::Settings) -> Clients {
+    pub fn new(
+        extra_roots: Vec<PathBuf>,
+        settings: &crate::config::model::Settings,
+        serving_threads: usize,
+    ) -> Clients {
         Clients {
             extra_roots,
             connect_timeout: settings.connect_timeout,
@@ -161,8 +167,17 @@ impl Clients {
             pool_max_size: settings.pool_max_size,
             by_policy: Mutex::new(HashMap::new()),
             default: std::sync::OnceLock::new(),
-            plain: plain_client(settings),
+            plain: (0..=serving_threads)
+                .map(|_| plain_client(settings))
+                .collect(),
         }
+    }
+
+    /// The calling thread's plain-HTTP pool.
+    fn plain(&self) -> &PlainClient {
+        let last = self.plain.len() - 1;
+        let i = agentid_listener::serving_thread().map_or(last, |i| i.min(last));
+        &self.plain[i]
     }
 
     /// Sends a request with a streamed body: over plain HTTP through the hyper pool, over TLS
@@ -187,7 +202,7 @@ impl Clients {
                 *req.uri_mut() = uri;
                 *req.headers_mut() = headers;
                 let resp = self
-                    .plain
+                    .plain()
                     .request(req)
                     .await
                     .map_err(|e| SendError::Failed(error_chain(&e)))?;

@@ -4,12 +4,15 @@
 //! (HTTP/1.1 and HTTP/2 alike, through [`guard`]), and a graceful end when the server stops
 //! ([`drain`]: the accept loop and the SIGTERM drain of the STS, the gateway and the sidecar).
 //! Without these, a client that opens connections and sends nothing (or sends headers a byte
-//! at a time) holds a task and a socket for ever.
+//! at a time) holds a task and a socket for ever. [`threads`] runs a listener on one
+//! current-thread runtime per core.
 
 pub mod drain;
 pub mod guard;
+pub mod threads;
 
 pub use drain::{Acceptor, Drain, Drained, OpenConnection, accept_until_drain};
+pub use threads::{ServingThreads, serving_thread};
 
 use guard::{Guard, Verdict};
 use hyper::body::Incoming;

@@ -227,6 +227,8 @@ pub async fn start(a: &UpArgs) -> anyhow::Result<Parts> {
         source: agentid_gateway::Source::File(gateway_path.clone()),
         extra_roots: vec![ca_file.clone()],
         ephemeral_ports: false,
+        // Everything `up` runs shares its one runtime.
+        serving_threads: 0,
     })
     .await
     .with_context(|| format!("starting the gateway from {}", gateway_path.display()))?;

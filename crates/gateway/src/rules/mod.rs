@@ -243,11 +243,12 @@ pub struct RequestInfo {
     pub scheme: String,
     pub path: String,
     pub path_and_query: String,
-    pub version: String,
-    /// Lower-case names; repeated values joined with `,`; credentials read `<redacted>`.
-    pub headers: BTreeMap<String, String>,
-    /// RFC 3339.
-    pub start_time: String,
+    pub version: &'static str,
+    /// The request's headers as received; `request.headers` (lower-case names, repeated values
+    /// joined with `,`, credentials `<redacted>`) is built from them only for a rule that reads
+    /// `request` ([`Self::cel_headers`]): most requests are evaluated by no such rule.
+    pub headers: http::HeaderMap,
+    pub start_time: chrono::DateTime<chrono::Utc>,
 }
 
 /// Headers whose values never reach CEL (§7.1).
@@ -270,25 +271,6 @@ impl RequestInfo {
         scheme: &str,
         start_time: chrono::DateTime<chrono::Utc>,
     ) -> RequestInfo {
-        let mut map: BTreeMap<String, String> = BTreeMap::new();
-        for (name, value) in headers {
-            let name = name.as_str();
-            let value = if REDACTED_HEADERS.contains(&name) {
-                "<redacted>".to_string()
-            } else {
-                String::from_utf8_lossy(value.as_bytes()).into_owned()
-            };
-            match map.get_mut(name) {
-                Some(existing) if existing != "<redacted>" => {
-                    existing.push(',');
-                    existing.push_str(&value);
-                }
-                Some(_) => {}
-                None => {
-                    map.insert(name.to_string(), value);
-                }
-            }
-        }
         let authority = uri
             .authority()
             .map(|a| a.as_str().to_string())
@@ -319,10 +301,53 @@ impl RequestInfo {
             scheme: scheme.to_string(),
             path: uri.path().to_string(),
             path_and_query,
-            version: format!("{version:?}"),
-            headers: map,
-            start_time: start_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            version: version_name(version),
+            headers: headers.clone(),
+            start_time,
         }
+    }
+
+    /// `request.headers`: lower-case names, repeated values joined with `,`, the values of
+    /// credential headers `<redacted>`.
+    pub fn cel_headers(&self) -> BTreeMap<&str, String> {
+        let mut map: BTreeMap<&str, String> = BTreeMap::new();
+        for (name, value) in &self.headers {
+            let name = name.as_str();
+            let value = if REDACTED_HEADERS.contains(&name) {
+                "<redacted>".to_string()
+            } else {
+                String::from_utf8_lossy(value.as_bytes()).into_owned()
+            };
+            match map.get_mut(name) {
+                Some(existing) if existing != "<redacted>" => {
+                    existing.push(',');
+                    existing.push_str(&value);
+                }
+                Some(_) => {}
+                None => {
+                    map.insert(name, value);
+                }
+            }
+        }
+        map
+    }
+
+    /// `request.startTime`: RFC 3339 with milliseconds.
+    pub fn start_time_rfc3339(&self) -> String {
+        self.start_time
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+}
+
+/// The names `format!("{version:?}")` gives, without formatting per request.
+fn version_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
     }
 }
 
@@ -520,9 +545,14 @@ impl<'a> Activation<'a> {
         let r = c.request;
         if wanted("request") {
             let headers: HashMap<CelMapKey<'a>, Boxed<'a>> = r
-                .headers
-                .iter()
-                .map(|(k, v)| (CelMapKey::from(k.as_str()), s(v)))
+                .cel_headers()
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        CelMapKey::from(k),
+                        Box::new(CelString::from(v)) as Boxed<'a>,
+                    )
+                })
                 .collect();
             ctx.add_variable_as_val(
                 "request",
@@ -533,9 +563,12 @@ impl<'a> Activation<'a> {
                     ("scheme", s(&r.scheme)),
                     ("path", s(&r.path)),
                     ("pathAndQuery", s(&r.path_and_query)),
-                    ("version", s(&r.version)),
+                    ("version", s(r.version)),
                     ("headers", Box::new(CelMap::from(headers))),
-                    ("startTime", s(&r.start_time)),
+                    (
+                        "startTime",
+                        Box::new(CelString::from(r.start_time_rfc3339())),
+                    ),
                 ]),
             );
         }

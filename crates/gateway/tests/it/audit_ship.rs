@@ -28,6 +28,7 @@ async fn decisions_reach_the_sts_and_join_the_chain() {
         source: agentid_gateway::Source::File(path),
         extra_roots: vec![sts.ca_file()],
         ephemeral_ports: true,
+        serving_threads: 2,
     })
     .await
     .expect("gateway starts");

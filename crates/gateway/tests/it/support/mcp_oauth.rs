@@ -99,6 +99,7 @@ pub async fn mcp_setup() -> McpSetup {
         source: agentid_gateway::Source::File(path),
         extra_roots: vec![sts.ca_file()],
         ephemeral_ports: true,
+        serving_threads: 2,
     })
     .await
     .expect("gateway starts");

@@ -71,6 +71,7 @@ impl Gw {
             source: agentid_gateway::Source::File(path),
             extra_roots: ca.into_iter().collect(),
             ephemeral_ports: true,
+            serving_threads: 2,
         })
         .await
         .expect("gateway starts");
