@@ -243,7 +243,7 @@ impl Clients {
             *req.uri_mut() = uri;
             *req.headers_mut() = headers;
             let resp = self
-                .plain
+                .plain()
                 .request(req)
                 .await
                 .map_err(|e| SendError::Failed(error_chain(&e)))?;
