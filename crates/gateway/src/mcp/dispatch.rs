@@ -15,6 +15,11 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
+/// The `data` of a JSON-RPC error: the exchange's correlation id. Built on error paths only.
+fn error_data(ex: &Exchange) -> Value {
+    json!({"correlationId": ex.correlation_id})
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn dispatch(
     cx: &Ctx<'_>,
@@ -26,7 +31,6 @@ pub(super) async fn dispatch(
     params: &Params,
     part: &mut McpPart,
 ) -> (StatusCode, Answer) {
-    let data = json!({"correlationId": ex.correlation_id});
     match method {
         "ping" => (
             StatusCode::OK,
@@ -64,7 +68,7 @@ pub(super) async fn dispatch(
                 &id,
                 jsonrpc::METHOD_NOT_FOUND,
                 &format!("Method not found: {other}"),
-                data,
+                error_data(ex),
             )),
         ),
     }
@@ -86,7 +90,6 @@ async fn call(
     params: &Params,
     part: &mut McpPart,
 ) -> (StatusCode, Answer) {
-    let data = json!({"correlationId": ex.correlation_id});
     // The member naming the item, and (for completion/complete) the `ref` object holding it.
     let (kind, key, reference) = match method {
         "tools/call" => (Kind::Tool, "name", None),
@@ -99,7 +102,7 @@ async fn call(
                         &id,
                         jsonrpc::INVALID_PARAMS,
                         "Invalid params: ref must be an object",
-                        data,
+                        error_data(ex),
                     )),
                 );
             };
@@ -121,16 +124,16 @@ async fn call(
         Kind::Prompt => "prompt",
         _ => "resource",
     };
-    let unknown = || {
+    let unknown = |data| {
         jsonrpc::error(
             &id,
             jsonrpc::INVALID_PARAMS,
             &format!("Unknown {what}: {exposed}"),
-            data.clone(),
+            data,
         )
     };
     let Some((idx, upstream_name)) = resolve(cx, session, kind, &exposed) else {
-        return (StatusCode::OK, Answer::Built(unknown()));
+        return (StatusCode::OK, Answer::Built(unknown(error_data(ex))));
     };
     let target_name = cx.mcp.targets[idx].name.clone();
     part.target = Some(target_name.clone());
@@ -154,7 +157,7 @@ async fn call(
                         &id,
                         jsonrpc::INVALID_PARAMS,
                         "Invalid params: arguments are not JSON the gateway can read",
-                        data,
+                        error_data(ex),
                     )),
                 );
             }
@@ -179,7 +182,7 @@ async fn call(
     let d = cx.authorize(ex, &info);
     ex.record_decision("mcpAuthorization", &d);
     if !d.allow {
-        return (StatusCode::OK, Answer::Built(unknown()));
+        return (StatusCode::OK, Answer::Built(unknown(error_data(ex))));
     }
     let name = Value::String(upstream_name);
     let forwarded = match (reference, &arguments) {

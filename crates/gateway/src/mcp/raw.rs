@@ -49,6 +49,13 @@ pub(super) fn members(text: &str) -> Result<Vec<(String, &RawValue)>, serde_json
     serde_json::from_str::<Members<&RawValue>>(text).map(|m| m.0)
 }
 
+/// Up to this many members, duplicates are looked for member by member.
+const LINEAR_CHECK: usize = 16;
+
+fn duplicate<E: de::Error>(name: &str) -> E {
+    E::custom(format_args!("duplicate member {name:?}"))
+}
+
 /// An object's members in order; a name seen twice is an error.
 struct Members<V>(Vec<(String, V)>);
 
@@ -63,15 +70,52 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for Members<V> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<V>, A::Error> {
                 let mut out: Vec<(String, V)> = Vec::new();
                 while let Some(key) = map.next_key::<String>()? {
-                    if out.iter().any(|(k, _)| *k == key) {
-                        return Err(de::Error::custom(format_args!("duplicate member {key:?}")));
+                    // Small objects (every JSON-RPC envelope) are checked as they are read;
+                    // a large one once at the end, sorted, so a body of many members costs
+                    // n log n, not n² (the body is the client's or an upstream's to grow).
+                    if out.len() < LINEAR_CHECK && out.iter().any(|(k, _)| *k == key) {
+                        return Err(duplicate(&key));
                     }
                     let value = map.next_value()?;
                     out.push((key, value));
+                }
+                if out.len() > LINEAR_CHECK {
+                    let mut names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+                    names.sort_unstable();
+                    if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+                        return Err(duplicate(pair[0]));
+                    }
                 }
                 Ok(Members(out))
             }
         }
         d.deserialize_map(Walk(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(names: impl Iterator<Item = String>) -> String {
+        let body: Vec<String> = names.map(|n| format!("{n:?}:0")).collect();
+        format!("{{{}}}", body.join(","))
+    }
+
+    #[test]
+    fn a_duplicate_is_found_in_small_and_large_objects() {
+        for n in [2usize, LINEAR_CHECK, LINEAR_CHECK + 1, 50_000] {
+            let distinct = object((0..n).map(|i| format!("m{i}")));
+            assert_eq!(members(&distinct).unwrap().len(), n, "{n} distinct members");
+            // The repeated name first, in the middle, and last.
+            for at in [0, n / 2, n - 1] {
+                let names = (0..n).map(|i| format!("m{i}")).chain([format!("m{at}")]);
+                let err = members(&object(names)).unwrap_err().to_string();
+                assert!(
+                    err.contains(&format!("duplicate member \"m{at}\"")),
+                    "{n}/{at}: {err}"
+                );
+            }
+        }
     }
 }
