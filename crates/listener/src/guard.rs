@@ -21,6 +21,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+/// Why a connection that never presented a request was closed.
+pub const NO_FIRST_REQUEST: &str = "no request within the header-read timeout";
+
 /// The clock of one connection: when it was accepted, when bytes last moved, and whether a
 /// request has arrived.
 #[derive(Clone)]
@@ -91,7 +94,7 @@ impl Guard {
         let since_accept = self.inner.accepted.elapsed();
         if !self.inner.served.load(Ordering::Relaxed) {
             return if since_accept >= first_request {
-                Verdict::Close("no request within the header-read timeout")
+                Verdict::Close(NO_FIRST_REQUEST)
             } else {
                 Verdict::Keep
             };

@@ -7,6 +7,7 @@
 //! at a time) holds a task and a socket for ever. [`threads`] runs a listener on one
 //! current-thread runtime per core.
 
+pub mod detect;
 pub mod drain;
 pub mod guard;
 pub mod threads;
@@ -14,7 +15,8 @@ pub mod threads;
 pub use drain::{Acceptor, Drain, Drained, OpenConnection, accept_until_drain};
 pub use threads::{ServingThreads, serving_thread};
 
-use guard::{Guard, Verdict};
+use detect::Protocol;
+use guard::{Guard, NO_FIRST_REQUEST, Verdict};
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -125,10 +127,14 @@ where
 
 /// Serves HTTP/1.1 and HTTP/2 on one accepted connection, over TLS when `tls` is given,
 /// within `limits`; when `stop` changes, in-flight requests finish and the connection closes.
+/// The protocol is decided before hyper sees a byte ([`detect`]), and the connection is then
+/// served by hyper's HTTP/1 or HTTP/2 server alone.
 ///
 /// The future is boxed as `Send` here, where the service's type is a parameter: left to the
 /// caller, proving `Send` for a spawned task that awaits hyper's connection over a concrete
-/// service runs into the compiler's higher-ranked lifetime limits.
+/// service runs into the compiler's higher-ranked lifetime limits. Each stage is boxed on its
+/// own (plain or TLS; the handshake; HTTP/1 or HTTP/2), so an open connection holds the memory
+/// of the stage it is in, not of the largest one (docs/performance.md §6.3).
 pub fn serve_connection<S, B>(
     stream: TcpStream,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -144,12 +150,47 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    Box::pin(serve(stream, tls, service, limits, stop))
+    match tls {
+        None => Box::pin(serve_plain(stream, service, limits, stop)),
+        Some(acceptor) => Box::pin(serve_tls(stream, acceptor, service, limits, stop)),
+    }
 }
 
-async fn serve<S, B>(
+type Serving = Pin<Box<dyn std::future::Future<Output = Ended> + Send>>;
+
+async fn serve_plain<S, B>(
     stream: TcpStream,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    service: S,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+) -> Ended
+where
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let guard = Guard::new();
+    // The first bytes are due within the first-request deadline, as the request they begin.
+    let detected = tokio::select! {
+        d = tokio::time::timeout(limits.header_read_timeout, detect::peek_protocol(&stream)) => d,
+        _ = stop.changed() => return Ended::Closed,
+    };
+    let protocol = match detected {
+        Ok(Ok(Some(p))) => p,
+        Ok(Ok(None)) => return Ended::Closed,
+        Ok(Err(e)) => return Ended::Http(e.into()),
+        Err(_) => return Ended::TimedOut(NO_FIRST_REQUEST),
+    };
+    let io = TokioIo::new(guard.watch(stream));
+    serve_http(protocol, io, service, guard, limits, stop).await
+}
+
+async fn serve_tls<S, B>(
+    stream: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
     service: S,
     limits: ConnectionLimits,
     stop: watch::Receiver<bool>,
@@ -163,21 +204,94 @@ where
     B::Error: Into<BoxError>,
 {
     let guard = Guard::new();
+    let deadline = limits.tls_handshake_timeout.min(limits.header_read_timeout);
+    // Boxed: the handshake's state is large and not needed once it is done.
+    let handshake = Box::pin(tokio::time::timeout(
+        deadline,
+        acceptor.accept(guard.watch(stream)),
+    ));
+    let tls = match handshake.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Ended::Handshake(e),
+        Err(_) => return Ended::HandshakeTimeout,
+    };
+    let protocol = detect::from_alpn(tls.get_ref().1.alpn_protocol());
+    serve_http(protocol, TokioIo::new(tls), service, guard, limits, stop).await
+}
+
+/// Serves `io` with hyper's server for `protocol`, with `limits` (the same for both where
+/// both have the setting).
+fn serve_http<I, S, B>(
+    protocol: Protocol,
+    io: I,
+    service: S,
+    guard: Guard,
+    limits: ConnectionLimits,
+    stop: watch::Receiver<bool>,
+) -> Serving
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let service = Tracked {
         inner: service,
         guard: guard.clone(),
     };
-    let stream = guard.watch(stream);
-    match tls {
-        Some(acceptor) => {
-            let deadline = limits.tls_handshake_timeout.min(limits.header_read_timeout);
-            match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => drive(TokioIo::new(s), service, guard, limits, stop).await,
-                Ok(Err(e)) => Ended::Handshake(e),
-                Err(_) => Ended::HandshakeTimeout,
-            }
+    let header_bytes = limits.max_header_bytes.max(MIN_HEADER_BYTES);
+    match protocol {
+        Protocol::Http1 => {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(header_bytes)
+                .serve_connection(io, service);
+            Box::pin(drive(conn, guard, limits, stop))
         }
-        None => drive(TokioIo::new(stream), service, guard, limits, stop).await,
+        Protocol::Http2 => {
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX))
+                .serve_connection(io, service);
+            Box::pin(drive(conn, guard, limits, stop))
+        }
+    }
+}
+
+/// hyper's HTTP/1 and HTTP/2 server connections alike.
+trait HttpConnection: std::future::Future<Output = Result<(), hyper::Error>> {
+    fn shut_down(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> HttpConnection for hyper::server::conn::http1::Connection<I, S>
+where
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> HttpConnection for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+where
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
     }
 }
 
@@ -185,35 +299,13 @@ where
 /// too long; then shuts it down gracefully, dropping it if that takes over the header-read
 /// timeout. (Everything is owned: a future holding references here is not `Send` for every
 /// lifetime, which spawned connection tasks need.)
-async fn drive<I, S, B>(
-    io: I,
-    service: S,
+async fn drive<C: HttpConnection>(
+    conn: C,
     guard: Guard,
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
-) -> Ended
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let header_bytes = limits.max_header_bytes.max(MIN_HEADER_BYTES);
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(header_bytes).unwrap_or(u32::MAX));
+) -> Ended {
     let (first_request, idle) = (limits.header_read_timeout, limits.idle_timeout);
-    let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let interval = Guard::check_interval(first_request, idle);
     let ended = loop {
@@ -221,7 +313,7 @@ where
             r = conn.as_mut() => {
                 return match r {
                     Ok(()) => Ended::Closed,
-                    Err(e) => Ended::Http(e),
+                    Err(e) => Ended::Http(e.into()),
                 };
             }
             _ = stop.changed() => break Ended::Closed,
@@ -232,7 +324,7 @@ where
             }
         }
     };
-    conn.as_mut().graceful_shutdown();
+    conn.as_mut().shut_down();
     let _ = tokio::time::timeout(first_request, conn).await;
     ended
 }
