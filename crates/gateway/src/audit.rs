@@ -27,20 +27,19 @@ enum Queued {
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// The `schema` of every event line.
+pub const SCHEMA: &str = "agentid.gateway.audit/v1";
+
+/// What a backend adds to its exchange's audit event. The rest of the line — ids, route,
+/// request, identity — is read from the exchange while the line is serialised
+/// (`exchange::EventLine`), not copied into a dozen owned strings per request
+/// (docs/performance.md §6.4).
+#[derive(Debug, Clone)]
 pub struct Event {
-    pub schema: &'static str,
-    pub time: String,
-    pub event_id: String,
-    pub correlation_id: String,
-    pub trace_id: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// A UUIDv7: event ids sort by time.
+    pub event_id: uuid::Uuid,
     pub kind: &'static str,
-    pub route: Option<String>,
-    pub bind: u16,
-    pub listener: Option<String>,
-    pub request: RequestPart,
-    pub identity: IdentityPart,
     pub mcp: Option<McpPart>,
     pub llm: Option<LlmPart>,
     pub decision: DecisionPart,
@@ -48,33 +47,6 @@ pub struct Event {
     pub status: u16,
     pub latency_ms: f64,
     pub fields: serde_json::Map<String, Value>,
-}
-
-#[derive(Debug, Clone, Serialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct RequestPart {
-    pub method: String,
-    pub path: String,
-    pub source_address: String,
-}
-
-#[derive(Debug, Clone, Serialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct IdentityPart {
-    pub authenticated: bool,
-    pub issuer: Option<String>,
-    pub audience: Option<Value>,
-    pub tenant: Option<String>,
-    pub token_type: Option<String>,
-    pub token_id: Option<String>,
-    pub client_app_id: Option<String>,
-    pub agent_id: Option<String>,
-    pub blueprint: Option<String>,
-    pub agent_mode: String,
-    pub user_oid: Option<String>,
-    pub user_upn: Option<String>,
-    pub scopes: Option<String>,
-    pub roles: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -213,16 +185,16 @@ impl AuditLog {
         self.shipper.as_ref()
     }
 
-    /// Records an event. `write` is false for allow events the log filter suppresses (they
-    /// still go to the in-memory ring and the spool).
-    pub fn record(&self, event: Event, write: bool) {
+    /// Records an event (its whole line, `exchange::EventLine`). `write` is false for allow
+    /// events the log filter suppresses (they still go to the in-memory ring and the spool).
+    pub fn record(&self, event: &impl Serialize, write: bool) {
         let queued = (write || self.ships) && self.queue.is_some();
         if !queued && self.retain == 0 {
             return;
         }
         // Sized for a typical event (0.8–1.5 KiB) so serialising does not grow it step by step.
         let mut buf = Vec::with_capacity(1536);
-        if let Err(e) = serde_json::to_writer(&mut buf, &event) {
+        if let Err(e) = serde_json::to_writer(&mut buf, event) {
             tracing::error!("audit event not serializable: {e}");
             return;
         }
@@ -233,7 +205,6 @@ impl AuditLog {
                 return;
             }
         };
-        drop(event);
         if queued && let Some(queue) = &self.queue {
             let item = Queued::Line {
                 line: line.clone(),
@@ -597,10 +568,54 @@ fn time_arg(v: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 }
 
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    rfc3339(chrono::Utc::now())
 }
 
-/// Event ids sort by time: a UUIDv7 in simple form.
-pub fn new_event_id() -> String {
-    uuid::Uuid::now_v7().simple().to_string()
+/// The events' time format: RFC 3339 in UTC with microseconds.
+pub fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// A new event id: a UUIDv7 (ids sort by time, and the ids made on one thread increase), its
+/// random bits from the thread's generator. `Uuid::now_v7` asks the kernel for them (a
+/// `getrandom` system call per event, docs/performance.md §6.4).
+pub fn new_event_id(time: chrono::DateTime<chrono::Utc>) -> uuid::Uuid {
+    thread_local! {
+        static LAST: std::cell::Cell<u128> = const { std::cell::Cell::new(0) };
+    }
+    let millis = u64::try_from(time.timestamp_millis()).unwrap_or(0);
+    let fresh = uuid::Builder::from_unix_timestamp_millis(millis, &rand::random()).into_uuid();
+    LAST.with(|last| {
+        let id = if fresh.as_u128() > last.get() {
+            fresh
+        } else {
+            // Within the same millisecond as a larger id: one past it, still a UUIDv7.
+            uuid::Builder::from_u128(last.get().wrapping_add(1))
+                .with_variant(uuid::Variant::RFC4122)
+                .with_version(uuid::Version::SortRand)
+                .into_uuid()
+        };
+        last.set(id.as_u128());
+        id
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_uuid_v7_and_increase_within_a_millisecond() {
+        let t = chrono::Utc::now();
+        let ids: Vec<uuid::Uuid> = (0..1000).map(|_| new_event_id(t)).collect();
+        for w in ids.windows(2) {
+            assert!(w[0] < w[1], "{} then {}", w[0], w[1]);
+        }
+        for id in &ids {
+            assert_eq!(id.get_version(), Some(uuid::Version::SortRand));
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+            let (secs, _) = id.get_timestamp().expect("a v7 timestamp").to_unix();
+            assert_eq!(i64::try_from(secs).unwrap(), t.timestamp());
+        }
+    }
 }

@@ -1,7 +1,11 @@
 //! One request's context as it moves through the pipeline: correlation id, trace context, the
 //! route, the validated identity, the decision so far — and the audit event it becomes.
 
-use crate::audit::{self, DecisionPart, Event, IdentityPart};
+mod line;
+
+pub use line::EventLine;
+
+use crate::audit::{DecisionPart, Event};
 use crate::config::model::Route;
 use crate::identity::Identity;
 use crate::jwt::Verified;
@@ -103,7 +107,11 @@ pub fn correlation_id(headers: &http::HeaderMap) -> String {
             return v.to_string();
         }
     }
-    uuid::Uuid::new_v4().to_string()
+    // A UUIDv4 from the thread's generator: `Uuid::new_v4` asks the kernel for its bytes (a
+    // `getrandom` system call per request, docs/performance.md §6.4).
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 #[derive(Clone)]
@@ -117,12 +125,19 @@ pub struct Exchange {
     pub source: SocketAddr,
     pub request: RequestInfo,
     pub source_info: SourceInfo,
+    /// The validated token, with the identity derived from its claims.
     pub verified: Option<Arc<Verified>>,
-    pub identity: Identity,
     pub decision: DecisionPart,
 }
 
 impl Exchange {
+    /// The validated token's identity, [`Identity::none`] without one (read in place: no copy
+    /// per request).
+    pub fn identity(&self) -> &Identity {
+        static NONE: std::sync::LazyLock<Identity> = std::sync::LazyLock::new(Identity::none);
+        self.verified.as_ref().map_or(&NONE, |v| &v.identity)
+    }
+
     pub fn claims(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
         self.verified.as_ref().map(|v| &v.claims)
     }
@@ -138,24 +153,14 @@ impl Exchange {
             .unwrap_or_default()
     }
 
-    /// The audit event for this exchange as it stands.
+    /// The audit event for this exchange as it stands: what is not the exchange's own (the
+    /// decision so far is copied: a refusal rewrites it in the event).
     pub fn event(&self, kind: &'static str, status: u16) -> Event {
+        let time = chrono::Utc::now();
         Event {
-            schema: "agentid.gateway.audit/v1",
-            time: audit::now_rfc3339(),
-            event_id: audit::new_event_id(),
-            correlation_id: self.correlation_id.clone(),
-            trace_id: self.trace.trace_id.clone(),
+            time,
+            event_id: crate::audit::new_event_id(time),
             kind,
-            route: self.route.as_ref().map(|r| r.id.clone()),
-            bind: self.bind,
-            listener: self.listener.clone(),
-            request: audit::RequestPart {
-                method: self.request.method.clone(),
-                path: self.request.path.clone(),
-                source_address: self.source.ip().to_string(),
-            },
-            identity: identity_part(self.verified.as_deref(), &self.identity),
             mcp: None,
             llm: None,
             decision: self.decision.clone(),
@@ -164,6 +169,11 @@ impl Exchange {
             latency_ms: self.start.elapsed().as_secs_f64() * 1000.0,
             fields: serde_json::Map::new(),
         }
+    }
+
+    /// The whole audit line of `event`, this exchange's parts read in place.
+    pub fn line<'a>(&'a self, event: &'a Event) -> EventLine<'a> {
+        EventLine { ex: self, event }
     }
 }
 
@@ -186,28 +196,17 @@ pub fn decision_part(stage: &'static str, d: &Decision) -> DecisionPart {
     }
 }
 
-fn identity_part(v: Option<&Verified>, id: &Identity) -> IdentityPart {
-    let Some(v) = v else {
-        return IdentityPart {
-            agent_mode: "none".into(),
-            ..Default::default()
-        };
-    };
-    let s = |k: &str| v.claims.get(k).and_then(|x| x.as_str()).map(str::to_string);
-    IdentityPart {
-        authenticated: true,
-        issuer: s("iss"),
-        audience: v.claims.get("aud").cloned(),
-        tenant: s("tid"),
-        token_type: id.token_type.clone(),
-        token_id: v.token_id.clone(),
-        client_app_id: s("azp").or_else(|| s("appid")),
-        agent_id: id.id.clone(),
-        blueprint: id.blueprint.clone(),
-        agent_mode: id.mode.as_str().to_string(),
-        user_oid: id.user_oid.clone(),
-        user_upn: id.user_upn.clone(),
-        scopes: s("scp"),
-        roles: v.claims.get("roles").cloned(),
+#[cfg(test)]
+mod tests {
+    use super::correlation_id;
+
+    #[test]
+    fn a_request_without_a_correlation_id_gets_a_new_uuid_v4() {
+        let id = correlation_id(&http::HeaderMap::new());
+        let parsed = uuid::Uuid::parse_str(&id).expect("a UUID");
+        assert_eq!(parsed.get_version(), Some(uuid::Version::Random));
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(id, parsed.hyphenated().to_string());
+        assert_ne!(id, correlation_id(&http::HeaderMap::new()));
     }
 }

@@ -124,11 +124,12 @@ pub fn rewrite_path(ctx: &RouteCtx<'_>) -> Result<RequestTarget, PathError> {
 
 /// Host header per `urlRewrite.authority` (docs/gateway.md §5.2): the dialed address never changes.
 fn set_host(ctx: &RouteCtx<'_>, client: &HeaderMap, host: &str, port: u16, out: &mut HeaderMap) {
-    let client_host = client
+    let client_value = client
         .get(header::HOST)
+        .filter(|v| v.to_str().is_ok_and(|s| !s.is_empty()));
+    let client_host = client_value
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+        .unwrap_or_default();
     let default_port = |p: u16| p == 80 || p == 443;
     let rewrite = ctx
         .route
@@ -137,13 +138,14 @@ fn set_host(ctx: &RouteCtx<'_>, client: &HeaderMap, host: &str, port: u16, out: 
         .as_ref()
         .map(|r| &r.authority);
     let value = match rewrite {
-        None | Some(AuthorityRewrite::None) => {
-            if client_host.is_empty() {
-                authority(host, port)
-            } else {
-                client_host
+        None | Some(AuthorityRewrite::None) => match client_value {
+            // The client's own value, shared rather than copied (the common case).
+            Some(v) => {
+                out.insert(header::HOST, v.clone());
+                return;
             }
-        }
+            None => authority(host, port),
+        },
         Some(AuthorityRewrite::Auto) => {
             if default_port(port) {
                 host.to_string()
@@ -157,7 +159,7 @@ fn set_host(ctx: &RouteCtx<'_>, client: &HeaderMap, host: &str, port: u16, out: 
             _ => h.clone(),
         },
         Some(AuthorityRewrite::Port(p)) => {
-            let h = strip_port(&client_host).to_string();
+            let h = strip_port(client_host).to_string();
             if default_port(*p) {
                 h
             } else {

@@ -101,7 +101,7 @@ impl Gateway {
             request: &ex.request,
             source: &ex.source_info,
             jwt: ex.claims(),
-            identity: &ex.identity,
+            identity: ex.identity(),
             mcp,
             response_code: Some(event.status),
             llm,
@@ -133,22 +133,21 @@ impl Gateway {
             .and_then(|u| u.duration_ms)
             .unwrap_or(0.0)
             / 1000.0;
-        let route = event.route.as_deref().unwrap_or_default();
+        let route = ex.route.as_ref().map_or("", |r| r.id.as_str());
         if snap.metric_fields.is_empty() {
             // The common case: handles looked up without building label sets.
-            let h = self.metrics.request_handles(
-                event.bind,
+            let labels = crate::metrics::RequestLabels {
+                bind: ex.bind,
                 route,
-                event.kind,
-                event.decision.result,
-                event.status,
-            );
-            h.requests.inc();
-            h.duration.observe(seconds);
-            h.overhead.observe((seconds - upstream_s).max(0.0));
+                kind: event.kind,
+                decision: event.decision.result,
+                status: event.status,
+            };
+            self.metrics
+                .count_request(labels, seconds, (seconds - upstream_s).max(0.0));
         } else {
             let mut labels = vec![
-                ("bind".to_string(), event.bind.to_string()),
+                ("bind".to_string(), ex.bind.to_string()),
                 ("route".to_string(), route.to_string()),
                 ("kind".to_string(), event.kind.to_string()),
                 ("decision".to_string(), event.decision.result.to_string()),
@@ -179,19 +178,21 @@ impl Gateway {
         if let Some(u) = &event.upstream
             && let Some(ms) = u.duration_ms
         {
-            self.metrics
-                .upstream_handle(route, u.target.as_deref().unwrap_or_default())
-                .observe(ms / 1000.0);
+            self.metrics.observe_upstream(
+                route,
+                u.target.as_deref().unwrap_or_default(),
+                ms / 1000.0,
+            );
         }
         event.latency_ms = seconds * 1000.0;
-        self.audit.record(event, write);
+        self.audit.record(&ex.line(&event), write);
     }
 
     pub fn user_label(&self, ex: &Exchange) -> String {
         use crate::config::model::UserLabel;
         match self.snapshot().settings.user_label {
-            UserLabel::Oid => ex.identity.user_oid.clone().unwrap_or_default(),
-            UserLabel::Upn => ex.identity.user_upn.clone().unwrap_or_default(),
+            UserLabel::Oid => ex.identity().user_oid.clone().unwrap_or_default(),
+            UserLabel::Upn => ex.identity().user_upn.clone().unwrap_or_default(),
             UserLabel::None => String::new(),
         }
     }

@@ -412,7 +412,7 @@ fn finished(gw: &Gateway, ex: &Exchange, status: u16, llm: LlmPart, up: Upstream
         .clone()
         .or(llm.request_model.clone())
         .unwrap_or_default();
-    let agent = ex.identity.id.clone().unwrap_or_default();
+    let agent = ex.identity().id.clone().unwrap_or_default();
     let user = gw.user_label(ex);
     let route = ex.route_id();
     gw.metrics

@@ -20,10 +20,28 @@ const MAX_HANDLES: usize = 4096;
 
 /// One request's label set's handles (clones share the family's metric).
 #[derive(Clone)]
-pub struct RequestHandles {
-    pub requests: Counter,
-    pub duration: Histogram,
-    pub overhead: Histogram,
+struct RequestHandles {
+    requests: Counter,
+    duration: Histogram,
+    overhead: Histogram,
+}
+
+impl RequestHandles {
+    fn observe(&self, seconds: f64, overhead: f64) {
+        self.requests.inc();
+        self.duration.observe(seconds);
+        self.overhead.observe(overhead);
+    }
+}
+
+/// The labels of `requests` (without the config's `metricFields`).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLabels<'a> {
+    pub bind: u16,
+    pub route: &'a str,
+    pub kind: &'static str,
+    pub decision: &'static str,
+    pub status: u16,
 }
 
 /// (bind, status, kind, decision) → per-route handles.
@@ -168,17 +186,19 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// The `requests`, `request_duration` and `overhead` handles of one request's labels,
-    /// without building label sets once they were seen (docs/performance.md §6). For the
-    /// labels without the config's `metricFields`.
-    pub fn request_handles(
-        &self,
-        bind: u16,
-        route: &str,
-        kind: &'static str,
-        decision: &'static str,
-        status: u16,
-    ) -> RequestHandles {
+    /// Counts one request in `requests`, `request_duration` and `overhead`, through handles
+    /// found without building label sets once they were seen (docs/performance.md §6) and
+    /// used in place, not cloned (docs/performance.md §6.4: each clone and drop is an atomic
+    /// on a line every serving thread writes). For the labels without the config's
+    /// `metricFields`.
+    pub fn count_request(&self, labels: RequestLabels<'_>, seconds: f64, overhead: f64) {
+        let RequestLabels {
+            bind,
+            route,
+            kind,
+            decision,
+            status,
+        } = labels;
         let key = (bind, status, kind, decision);
         {
             let map = self.handles.map.read().unwrap_or_else(|e| e.into_inner());
@@ -186,7 +206,8 @@ impl Metrics {
                 .get(&key)
                 .and_then(|routes| routes.iter().find(|(r, _)| r == route))
             {
-                return h.clone();
+                h.observe(seconds, overhead);
+                return;
             }
         }
         let labels = vec![
@@ -205,20 +226,19 @@ impl Metrics {
             duration: self.request_duration.get_or_create(&short).clone(),
             overhead: self.overhead.get_or_create(&short).clone(),
         };
+        h.observe(seconds, overhead);
         let mut map = self.handles.map.write().unwrap_or_else(|e| e.into_inner());
         // Bounded: routes and statuses are few, but a client can vary the status upstream.
         let entries: usize = map.values().map(Vec::len).sum();
         if entries >= MAX_HANDLES {
             map.clear();
         }
-        map.entry(key)
-            .or_default()
-            .push((route.to_string(), h.clone()));
-        h
+        map.entry(key).or_default().push((route.to_string(), h));
     }
 
-    /// The `upstream_duration` handle of a route and backend, cached like [`Self::request_handles`].
-    pub fn upstream_handle(&self, route: &str, backend: &str) -> Histogram {
+    /// Observes `seconds` in the `upstream_duration` of a route and backend, its handle cached
+    /// and used like [`Self::count_request`]'s.
+    pub fn observe_upstream(&self, route: &str, backend: &str, seconds: f64) {
         {
             let list = self
                 .handles
@@ -226,7 +246,8 @@ impl Metrics {
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
             if let Some((_, _, h)) = list.iter().find(|(r, b, _)| r == route && b == backend) {
-                return h.clone();
+                h.observe(seconds);
+                return;
             }
         }
         let h = self
@@ -236,6 +257,7 @@ impl Metrics {
                 ("backend".to_string(), backend.to_string()),
             ])
             .clone();
+        h.observe(seconds);
         let mut list = self
             .handles
             .upstream
@@ -244,8 +266,7 @@ impl Metrics {
         if list.len() >= MAX_HANDLES {
             list.clear();
         }
-        list.push((route.to_string(), backend.to_string(), h.clone()));
-        h
+        list.push((route.to_string(), backend.to_string(), h));
     }
 
     /// The Prometheus text of every metric.

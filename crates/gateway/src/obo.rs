@@ -93,7 +93,7 @@ impl OboCache {
                 "on-behalf-of needs a validated user token",
             ));
         };
-        if ex.identity.token_type.as_deref() == Some("app") {
+        if ex.identity().token_type.as_deref() == Some("app") {
             return Err(ExchangeFailure::RequiresUser(
                 "an app-only (autonomous) token cannot be exchanged on behalf of a user; the gateway never substitutes its own identity",
             ));

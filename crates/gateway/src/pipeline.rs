@@ -73,7 +73,6 @@ pub async fn handle(
             port: peer.port(),
         },
         verified: None,
-        identity: crate::identity::Identity::none(),
         decision: Default::default(),
     };
 
@@ -263,7 +262,6 @@ async fn authenticated(
     if let Some(jwt) = &route.policies.jwt {
         match jwt.authenticate(req.headers()).await {
             AuthOutcome::Authenticated(v) => {
-                ex.identity = v.identity.clone();
                 ex.verified = Some(v.clone());
                 // The kill switch (docs/gateway.md §19).
                 gw.revocations
@@ -291,7 +289,7 @@ async fn authenticated(
             request: &ex.request,
             source: &ex.source_info,
             jwt: ex.claims(),
-            identity: &ex.identity,
+            identity: ex.identity(),
             mcp: None,
             response_code: None,
             llm: None,
@@ -311,8 +309,10 @@ async fn authenticated(
     let backend = pick_backend(&route.backends).ok_or(GatewayError::NoBackend)?;
     let ctx = RouteCtx::new(gw, snap, route, backend, matched_prefix, target);
     match &backend.kind {
-        BackendKind::Mcp(m) => Ok(mcp::handle(&ctx, ex, m, req).await),
-        BackendKind::Ai(ai) => Ok(llm::handle(&ctx, ex, ai, req).await),
+        // Boxed: the pipeline's future is boxed per request with room for its largest arm, and
+        // the plain-HTTP arm is the small one (docs/performance.md §6.4).
+        BackendKind::Mcp(m) => Ok(Box::pin(mcp::handle(&ctx, ex, m, req)).await),
+        BackendKind::Ai(ai) => Ok(Box::pin(llm::handle(&ctx, ex, ai, req)).await),
         BackendKind::Host { host, port } => forward::http(&ctx, ex, host, *port, req).await,
     }
 }

@@ -38,7 +38,7 @@ impl Ctx<'_> {
             request: &ex.request,
             source: &ex.source_info,
             jwt: ex.claims(),
-            identity: &ex.identity,
+            identity: ex.identity(),
             mcp: Some(info),
             response_code: None,
             llm: None,

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod audit_line;
 mod audit_ship;
 mod behaviour;
 mod conformance;

@@ -191,9 +191,13 @@ impl Signer {
     /// A token for `sub` from issuer [`ISS`] to audience [`AUD`], actor app `app-1`.
     pub fn token(&self, sub: &str) -> String {
         let now = chrono::Utc::now().timestamp();
+        self.token_with(json!({"iss": ISS, "aud": AUD, "sub": sub, "azp": "app-1", "exp": now + 600, "iat": now}))
+    }
+
+    /// A token with exactly these claims.
+    pub fn token_with(&self, claims: Value) -> String {
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         header.kid = Some("k1".into());
-        let claims = json!({"iss": ISS, "aud": AUD, "sub": sub, "azp": "app-1", "exp": now + 600, "iat": now});
         jsonwebtoken::encode(&header, &claims, &self.enc).unwrap()
     }
 }
