@@ -218,7 +218,12 @@ both_backends!(
         let json =
             |e: &agentid_directory::audit::AuditEvent| serde_json::to_value(e).expect("json");
 
-        let mut one = full_event("single".into(), 1_000);
+        // Times of now: older rows would be the retention purge's to delete.
+        let t0 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let mut one = full_event("single".into(), t0);
         let before = json(&one);
         store.insert_audit(&mut one).await.expect("insert");
         assert_eq!(json(&one), before, "the caller's event is back unchanged");
@@ -228,7 +233,7 @@ both_backends!(
         for i in 0..N {
             let store = store.clone();
             set.spawn(async move {
-                let mut e = full_event(format!("batch-{i}"), 2_000 + i);
+                let mut e = full_event(format!("batch-{i}"), t0 + 1 + i);
                 let sent = serde_json::to_value(&e).expect("json");
                 store.insert_audit(&mut e).await.expect("insert");
                 assert_eq!(serde_json::to_value(&e).expect("json"), sent);
@@ -241,8 +246,8 @@ both_backends!(
         }
         let rows = store
             .audit_events(&agentid_directory::audit::AuditQuery {
-                since: Some(1_000),
-                until: Some(2_000 + N),
+                since: Some(t0),
+                until: Some(t0 + N),
                 limit: 1_000,
                 ..Default::default()
             })
