@@ -62,8 +62,7 @@ enum Command {
     },
     /// Manage blueprints, agent identities, federated credentials and consents (agentid or Entra).
     Admin(admin::AdminArgs),
-    /// The token sidecar: the Entra SDK sidecar's HTTP contract, secure by default.
-    #[command(version)]
+    #[command(version, about = sidecar_cmd::ABOUT)]
     Sidecar(sidecar_cmd::SidecarArgs),
     /// The identity-aware gateway for agents' LLM and MCP traffic (AgentGateway's config format).
     Gateway(gateway_cmd::GatewayArgs),
@@ -84,6 +83,20 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+/// `agentid sidecar …` alone: the same arguments as through [`Cli`], without the other commands.
+#[derive(Parser)]
+#[command(name = "agentid", version)]
+struct SidecarCli {
+    #[command(subcommand)]
+    command: SidecarOnly,
+}
+
+#[derive(Subcommand)]
+enum SidecarOnly {
+    #[command(version, about = sidecar_cmd::ABOUT)]
+    Sidecar(sidecar_cmd::SidecarArgs),
 }
 
 #[derive(Subcommand)]
@@ -115,6 +128,13 @@ fn init_tracing(default: &str) {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The sidecar runs beside every agent: it parses its own arguments only, so that start-up
+    // does not build (and fault in the code of) every other command's arguments
+    // (docs/performance.md §4.2).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "sidecar") {
+        let SidecarOnly::Sidecar(args) = SidecarCli::parse().command;
+        std::process::exit(sidecar_cmd::run(args));
+    }
     let cli = Cli::parse();
     match cli.command {
         // Exit codes matter here: 2 is a configuration error (docs/sidecar.md §12.5).

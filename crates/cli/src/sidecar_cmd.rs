@@ -3,6 +3,10 @@
 use agentid_sidecar::ConfigSources;
 use std::path::PathBuf;
 
+/// What `agentid --help` and `agentid sidecar --help` say the sidecar is.
+pub const ABOUT: &str =
+    "The token sidecar: the Entra SDK sidecar's HTTP contract, secure by default";
+
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct SidecarArgs {

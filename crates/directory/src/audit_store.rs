@@ -8,21 +8,17 @@ use crate::store::Store;
 impl Store {
     /// Writes an event that stands alone (a refusal, an issuance with nothing else to commit),
     /// durably before it returns: it is group-committed with concurrent events
-    /// (docs/performance.md §3.2).
-    pub async fn insert_audit(&self, event: &AuditEvent) -> Result<()> {
-        self.audit_writer()
-            .write(event.clone(), None)
-            .await
-            .map(|_| ())
+    /// (docs/performance.md §3.2). The event is lent to the writer, not copied, and is back in
+    /// `event` when this returns (docs/performance.md §3.4).
+    pub async fn insert_audit(&self, event: &mut AuditEvent) -> Result<()> {
+        self.audit_writer().write(event, None).await.map(|_| ())
     }
 
     /// [`Store::insert_audit`], written only if the directory generation is still
     /// `generation` when the row is inserted (docs/performance.md §3.1): `Ok(false)` means the
     /// directory changed and nothing was written.
-    pub async fn insert_audit_at(&self, event: &AuditEvent, generation: u64) -> Result<bool> {
-        self.audit_writer()
-            .write(event.clone(), Some(generation))
-            .await
+    pub async fn insert_audit_at(&self, event: &mut AuditEvent, generation: u64) -> Result<bool> {
+        self.audit_writer().write(event, Some(generation)).await
     }
 
     /// What the audit writer's commits wait for on PostgreSQL: `synchronous_commit` on its own

@@ -26,7 +26,9 @@ const MAX_BATCH: usize = 32;
 struct Job {
     event: AuditEvent,
     generation: Option<u64>,
-    done: oneshot::Sender<Result<bool, String>>,
+    /// The event goes back with the result: the waiter logs it, or audits a failure with it,
+    /// without the request having copied it (docs/performance.md §3.4).
+    done: oneshot::Sender<(AuditEvent, Result<bool, String>)>,
 }
 
 pub(crate) struct AuditWriter {
@@ -78,19 +80,27 @@ impl AuditWriter {
     }
 
     /// Writes `event` (if `generation` is given, only while the directory generation equals
-    /// it); returns once the row is committed, with whether it was written.
-    pub(crate) async fn write(&self, event: AuditEvent, generation: Option<u64>) -> Result<bool> {
+    /// it); returns once the row is committed, with whether it was written. The event moves to
+    /// the writer and back into `event` (left default only if the writer task died holding it).
+    pub(crate) async fn write(
+        &self,
+        event: &mut AuditEvent,
+        generation: Option<u64>,
+    ) -> Result<bool> {
         let (done, wait) = oneshot::channel();
         let job = Job {
-            event,
+            event: std::mem::take(event),
             generation,
             done,
         };
         let stopped = || DirectoryError::AuditWrite("the audit writer stopped".into());
-        self.sender().send(job).await.map_err(|_| stopped())?;
-        wait.await
-            .map_err(|_| stopped())?
-            .map_err(DirectoryError::AuditWrite)
+        if let Err(mpsc::error::SendError(job)) = self.sender().send(job).await {
+            *event = job.event;
+            return Err(stopped());
+        }
+        let (back, result) = wait.await.map_err(|_| stopped())?;
+        *event = back;
+        result.map_err(DirectoryError::AuditWrite)
     }
 }
 
@@ -131,7 +141,7 @@ async fn run(
         };
         for (job, result) in batch.drain(..).zip(written) {
             // A waiter that has gone (its client disconnected) still had its row written.
-            let _ = job.done.send(result);
+            let _ = job.done.send((job.event, result));
         }
     }
 }

@@ -561,7 +561,7 @@ async fn audit(
     e.user_principal_name = user.map(|u| u.upn.clone());
     e.result = result.into();
     e.error_code = code;
-    if let Err(err) = sts.store.insert_audit(&e).await {
+    if let Err(err) = sts.store.insert_audit(&mut e).await {
         tracing::error!(error = %err, "cannot write audit event");
     }
     crate::state::log_audit(&e);

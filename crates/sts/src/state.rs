@@ -100,8 +100,12 @@ impl StsState {
     }
 }
 
-/// Every audit event is also one JSON line on the `audit` log target.
+/// Every audit event is also one JSON line on the `audit` log target; serialised only when
+/// that target is on (the benchmark and `agentid up` turn it off, docs/performance.md §3.4).
 pub fn log_audit(event: &AuditEvent) {
+    if !tracing::enabled!(target: "audit", tracing::Level::INFO) {
+        return;
+    }
     if let Ok(line) = serde_json::to_string(event) {
         tracing::info!(target: "audit", "{line}");
     }

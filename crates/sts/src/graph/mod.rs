@@ -159,7 +159,7 @@ async fn audit_write(req: &Req<'_>, c: &Caller, segs: &[String], result: &GResul
             e.error_code = Some(err.status.as_u16() as i64);
         }
     }
-    if let Err(err) = req.sts.store.insert_audit(&e).await {
+    if let Err(err) = req.sts.store.insert_audit(&mut e).await {
         tracing::error!(error = %err, "cannot write directory audit event");
     }
     crate::state::log_audit(&e);

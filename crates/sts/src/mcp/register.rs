@@ -88,7 +88,7 @@ pub async fn register(
     } else {
         "refused".into()
     };
-    if let Err(e) = sts.store.insert_audit(&audit).await {
+    if let Err(e) = sts.store.insert_audit(&mut audit).await {
         tracing::error!(error = %e, "writing the registration audit event failed");
     }
     crate::state::log_audit(&audit);

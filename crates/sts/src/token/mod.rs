@@ -179,14 +179,14 @@ async fn form_endpoint(
     let (parts, body) = req.into_parts();
     let addr = parts.extensions.get::<ClientAddr>().copied();
     let ctx = RequestContext::new(&parts.headers, parts.uri.query(), addr);
-    let first_event = sts.audit_event(
-        &ctx,
-        if endpoint == Endpoint::Token {
-            "token"
-        } else {
-            "devicecode"
-        },
-    );
+    let endpoint_name = if endpoint == Endpoint::Token {
+        "token"
+    } else {
+        "devicecode"
+    };
+    // The first decision's event; a decision taken again (the directory moved) starts a new
+    // one rather than each one copying a template (docs/performance.md §3.4).
+    let mut first_event = Some(sts.audit_event(&ctx, endpoint_name));
     let form = async {
         check_content_type(
             parts
@@ -207,7 +207,7 @@ async fn form_endpoint(
     let form = match form {
         Ok(form) => form,
         Err(err) => {
-            let mut event = first_event;
+            let mut event = first_event.unwrap_or_default();
             refuse(&sts, &ctx, &mut event, &err, None).await;
             return ctx.error_response(&sts.base, &err);
         }
@@ -224,7 +224,11 @@ async fn form_endpoint(
         } else {
             sts.hot.view(&sts.store).await
         };
-        let audit = Mutex::new(first_event.clone());
+        let audit = Mutex::new(
+            first_event
+                .take()
+                .unwrap_or_else(|| sts.audit_event(&ctx, endpoint_name)),
+        );
         let result = match &view {
             Ok(view) => {
                 decide(

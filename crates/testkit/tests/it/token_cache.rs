@@ -164,6 +164,105 @@ fn event(id: String) -> agentid_directory::audit::AuditEvent {
     }
 }
 
+/// Every column of an audit row set, each to a value of its own.
+fn full_event(id: String, time: i64) -> agentid_directory::audit::AuditEvent {
+    let v = |col: &str| Some(format!("{col}-{id}"));
+    agentid_directory::audit::AuditEvent {
+        time,
+        tenant_id: v("tenant"),
+        replica: format!("replica-{id}"),
+        endpoint: "token".into(),
+        grant_type: v("grant"),
+        client_id: v("client"),
+        client_kind: v("kind"),
+        agent_id: v("agent"),
+        blueprint_id: v("blueprint"),
+        user_id: v("user"),
+        user_principal_name: v("upn"),
+        credential_type: v("credtype"),
+        credential_id: v("credid"),
+        federated_issuer: v("fediss"),
+        federated_subject: v("fedsub"),
+        resource: v("resource"),
+        audience: v("audience"),
+        scopes_requested: v("requested"),
+        scopes_granted: v("granted"),
+        roles: v("roles"),
+        result: "issued".into(),
+        error: v("error"),
+        error_code: Some(time + 7),
+        token_id: v("uti"),
+        token_expires_at: Some(time + 3600),
+        refresh_family_id: v("family"),
+        source_ip: v("ip"),
+        user_agent: v("ua"),
+        correlation_id: v("corr"),
+        trace_id: v("trace"),
+        category: None,
+        operation: v("op"),
+        target: v("target"),
+        parent_uti: v("parent"),
+        parent_kind: v("pkind"),
+        id,
+    }
+}
+
+// The audit writer borrows the event rather than copying it (docs/performance.md §3.4): the
+// caller gets it back unchanged, and the row holds every value of it — for one row alone and
+// for rows sharing group commits of every size, more than one statement's worth at once.
+both_backends!(
+    an_audit_row_holds_every_value_of_its_event,
+    |db: Db| async move {
+        let sts = TestSts::start(db, DEMO).await;
+        let store = sts.running.state.store.clone();
+        let json =
+            |e: &agentid_directory::audit::AuditEvent| serde_json::to_value(e).expect("json");
+
+        // Times of now: older rows would be the retention purge's to delete.
+        let t0 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let mut one = full_event("single".into(), t0);
+        let before = json(&one);
+        store.insert_audit(&mut one).await.expect("insert");
+        assert_eq!(json(&one), before, "the caller's event is back unchanged");
+
+        const N: i64 = 70;
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..N {
+            let store = store.clone();
+            set.spawn(async move {
+                let mut e = full_event(format!("batch-{i}"), t0 + 1 + i);
+                let sent = serde_json::to_value(&e).expect("json");
+                store.insert_audit(&mut e).await.expect("insert");
+                assert_eq!(serde_json::to_value(&e).expect("json"), sent);
+                sent
+            });
+        }
+        let mut expected = vec![before];
+        while let Some(r) = set.join_next().await {
+            expected.push(r.expect("task"));
+        }
+        let rows = store
+            .audit_events(&agentid_directory::audit::AuditQuery {
+                since: Some(t0),
+                until: Some(t0 + N),
+                limit: 1_000,
+                ..Default::default()
+            })
+            .await
+            .expect("read back");
+        let mut got: Vec<serde_json::Value> = rows.iter().map(json).collect();
+        let key = |v: &serde_json::Value| v["id"].as_str().unwrap_or_default().to_string();
+        got.sort_by_key(key);
+        expected.sort_by_key(key);
+        assert_eq!(got.len(), N as usize + 1, "every row written once");
+        assert_eq!(got, expected);
+        sts.stop().await;
+    }
+);
+
 both_backends!(
     a_decision_at_a_moved_generation_is_not_written,
     |db: Db| async move {
@@ -201,7 +300,7 @@ both_backends!(
         // ...and its audit row, conditional on that generation, is not written: no token.
         assert!(
             !store
-                .insert_audit_at(&event("stale".into()), g)
+                .insert_audit_at(&mut event("stale".into()), g)
                 .await
                 .expect("insert")
         );
@@ -223,7 +322,7 @@ both_backends!(
             let at = if i % 2 == 0 { now } else { g };
             set.spawn(async move {
                 let id = format!("row-{i}");
-                let written = store.insert_audit_at(&event(id.clone()), at).await;
+                let written = store.insert_audit_at(&mut event(id.clone()), at).await;
                 (id, at == now, written.expect("insert"))
             });
         }
