@@ -120,6 +120,38 @@ mod tests {
         assert_eq!(from_alpn(None), Protocol::Http1);
     }
 
+    /// The decision waits for bytes still to come, decides when they come, and leaves every
+    /// byte it looked at in the socket — observed poll by poll, with no timing involved.
+    #[tokio::test]
+    async fn peeking_waits_for_more_and_takes_no_byte() {
+        use std::future::Future;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        // "P" is the preface's first byte: undecided.
+        client.write_all(b"P").await.unwrap();
+        server.readable().await.unwrap();
+        {
+            let mut peek = std::pin::pin!(peek_protocol(&server));
+            let waiting = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(peek.as_mut().poll(cx).is_pending())
+            })
+            .await;
+            assert!(waiting, "decided on a proper prefix of the preface");
+            client.write_all(b"OST / HTTP/1.1\r\n").await.unwrap();
+            assert_eq!(peek.await.unwrap(), Some(Protocol::Http1));
+        }
+        let mut first = [0u8; 5];
+        server.read_exact(&mut first).await.unwrap();
+        assert_eq!(
+            &first, b"POST ",
+            "the bytes looked at are still there for hyper"
+        );
+    }
+
     proptest! {
         /// Any first bytes, seen in any number of growing looks: never a panic, and the
         /// verdict is the preface's — HTTP/2 exactly when they begin with it, undecided

@@ -35,6 +35,19 @@ pub(crate) async fn graph(
     path: &str,
     body: Option<Value>,
 ) -> u16 {
+    let (status, answer) = graph_any(sts, token, method, path, body).await;
+    assert!(status < 300, "{method} {path}: {status} {answer}");
+    status
+}
+
+/// A Graph call that may fail: status and JSON body (`null` when it has none).
+pub(crate) async fn graph_any(
+    sts: &TestSts,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut r = sts
         .http
         .request(method.parse().unwrap(), format!("{}{path}", sts.base()))
@@ -44,12 +57,7 @@ pub(crate) async fn graph(
     }
     let resp = r.send().await.unwrap();
     let status = resp.status().as_u16();
-    assert!(
-        status < 300,
-        "{method} {path}: {status} {}",
-        resp.text().await.unwrap_or_default()
-    );
-    status
+    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 /// A gateway with one plain HTTP route per failure mode in front of an upstream that answers

@@ -4,10 +4,10 @@
 //! issued under, and deleting the agent identity each refuse tokens issued before, within a
 //! polled deadline, with the reason in the gateway's audit — and nothing else.
 
-use super::revocation::{admin_token, call, feed_ready, gateway, graph, until_status};
+use super::revocation::{admin_token, call, feed_ready, gateway, graph, graph_any, until_status};
 use crate::support::*;
 use agentid_testkit::{Db, TestSts, both_backends};
-use serde_json::{Value, json};
+use serde_json::json;
 
 async fn sts(db: Db) -> TestSts {
     let yaml = agentid_testkit::demo::demo_tenant_with_llm_grant().replace(
@@ -15,26 +15,6 @@ async fn sts(db: Db) -> TestSts {
         "AgentIdUser.ReadWrite.All, User.ReadWrite.All]",
     );
     TestSts::start(db, &yaml).await
-}
-
-/// A Graph call that may fail: status and JSON body.
-async fn graph_any(
-    sts: &TestSts,
-    token: &str,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut r = sts
-        .http
-        .request(method.parse().unwrap(), format!("{}{path}", sts.base()))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 /// The last gateway deny on `route` names `reason`.
